@@ -1,0 +1,116 @@
+"""The ``lossjax`` command: a thin layer that parses arguments and wires the stages together.
+
+Each subcommand imports its stage lazily so that ``lossjax check-grads`` does not pay for the
+data or plotting stacks. Expected failures (bad config, missing data, bad loss reference) are
+``LossjaxError`` subclasses or ``ValueError``: they print one line and exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _check_grads(args) -> int:
+    from lossjax import gradcheck
+
+    return gradcheck.run(loss_ref=args.loss, grad_ref=args.grad)
+
+
+def _sweep(args) -> int:
+    from lossjax import sweep
+
+    return sweep.run(args.config, overrides=args.set, resume=args.resume, quiet=args.quiet)
+
+
+def _plot(args) -> int:
+    from lossjax import plots
+
+    for path in plots.plot_results(args.results_dir):
+        print(path)
+    return 0
+
+
+def _report(args) -> int:
+    from lossjax import report
+
+    print(report.write_report(args.results_dir))
+    return 0
+
+
+def _data_info(args) -> int:
+    from lossjax import data
+
+    return data.info_command(args.name, data_dir=args.data_dir)
+
+
+def _data_prepare(args) -> int:
+    from lossjax import data
+
+    return data.prepare_command(args.name, source_dir=args.source, data_dir=args.data_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lossjax",
+        description="Compare classification losses for MLPs; sweeps run as one compiled program.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check-grads", help="prove autodiff and closed-form gradients agree")
+    c.add_argument("--loss", help="a user loss 'module:function' (default: the four built-ins)")
+    c.add_argument("--grad", help="its closed-form gradient 'module:function' (optional)")
+    c.set_defaults(func=_check_grads)
+
+    s = sub.add_parser("sweep", help="run a sweep from a YAML config")
+    s.add_argument("config", help="path to a YAML sweep config, e.g. configs/digits.yaml")
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set epochs=5 --set optimizer.name=adam",
+    )
+    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=_sweep)
+
+    pl = sub.add_parser("plot", help="(re)draw the plots of a results folder")
+    pl.add_argument("results_dir")
+    pl.set_defaults(func=_plot)
+
+    r = sub.add_parser("report", help="write report.md for a results folder")
+    r.add_argument("results_dir")
+    r.set_defaults(func=_report)
+
+    d = sub.add_parser("data", help="inspect and prepare datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("info", help="where each dataset would load from, and whether it is ok")
+    di.add_argument("name", nargs="?", default=None)
+    di.add_argument("--data-dir", default=None)
+    di.set_defaults(func=_data_info)
+    dp = dsub.add_parser("prepare", help="verify a local copy and cache it")
+    dp.add_argument("name")
+    dp.add_argument("--from", dest="source", required=True, help="folder holding the files")
+    dp.add_argument("--data-dir", default=None)
+    dp.set_defaults(func=_data_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lossjax.errors import LossjaxError
+
+    try:
+        return args.func(args)
+    except (LossjaxError, ValueError) as e:
+        print(f"lossjax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lossjax: interrupted; finished epochs are kept (rerun with --resume).",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""The four per-example classification losses of the seed, their closed-form gradients, and
+the seed's gradient-sign statistic.
+
+Every loss follows optax's convention: ``loss(logits, labels) -> per-example array``, no
+reduction, labels one-hot (or any probability vector) over the last axis. Batch reduction is the
+trainer's job. Notation throughout: logits ``s`` over ``K`` classes, target ``y``,
+``p = softmax(s)``.
+
+References:
+  - ``loss-exploration.md`` (2023-01-24), the seed document of this project: the losses, their
+    gradients (its final vector line for softmax-MSE is corrected here), and the claim that a
+    negative gradient on a wrong-class logit hinders learning.
+  - optax, ``optax.losses.softmax_cross_entropy``: conventions and the cross-entropy form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+# Absolute slack for "labels sum to one" checks: float32 one-hot rows sum exactly, smoothed
+# labels in float32 may be a few ulps off.
+_SUM_TOL = 1e-4
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_inputs(logits, labels, name: str) -> tuple[jax.Array, jax.Array]:
+    """Validates shapes and dtypes always, and label values when they are concrete (not traced)."""
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(logits.dtype, jnp.floating):
+        raise ValueError(
+            f"{name}: logits must be a floating-point array, got dtype {logits.dtype}; "
+            "cast them with .astype(jnp.float32)."
+        )
+    if logits.ndim == 0:
+        raise ValueError(f"{name}: logits must have a class axis, got a scalar.")
+    if logits.shape != labels.shape:
+        hint = (
+            " Labels look like integer class ids: use one_hot(labels, num_classes) or "
+            "with_integer_labels(loss)."
+            if labels.shape == logits.shape[:-1]
+            else ""
+        )
+        raise ValueError(
+            f"{name}: logits shape {logits.shape} and labels shape {labels.shape} differ; "
+            f"labels must be one-hot or probability vectors over the last axis.{hint}"
+        )
+    if _is_concrete(labels) and labels.size:
+        y = np.asarray(labels, dtype=np.float64)
+        if not np.all(np.isfinite(y)) or y.min() < 0 or np.abs(y.sum(-1) - 1).max() > _SUM_TOL:
+            raise ValueError(
+                f"{name}: labels are not a probability distribution over the last axis "
+                f"(min {y.min():.4g}, row sums from {y.sum(-1).min():.6g} to "
+                f"{y.sum(-1).max():.6g}); pass one-hot or non-negative rows that sum to 1."
+            )
+    return logits, labels.astype(logits.dtype)
+
+
+def one_hot(labels, num_classes: int, dtype=jnp.float32) -> jax.Array:
+    """Integer class ids ``(...,)`` to one-hot vectors ``(..., num_classes)``.
+
+    Raises ``ValueError`` for non-integer ids or, when the ids are concrete, ids outside
+    ``[0, num_classes)`` (``jax.nn.one_hot`` would silently give an all-zero row).
+
+    >>> one_hot(jnp.array([0, 2]), 3)
+    Array([[1., 0., 0.],
+           [0., 0., 1.]], dtype=float32)
+    """
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"one_hot: class ids must be integers, got dtype {labels.dtype}.")
+    if _is_concrete(labels) and labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"one_hot: class ids must lie in [0, {num_classes}), got values from {lo} to {hi}."
+            )
+    return jax.nn.one_hot(labels, num_classes, dtype=dtype)
+
+
+def with_integer_labels(loss: LossFn) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """Wraps a loss so it takes integer class ids ``(...,)`` instead of one-hot labels.
+
+    >>> ce = with_integer_labels(cross_entropy)
+    >>> ce(jnp.zeros((1, 4)), jnp.array([3]))  # log 4
+    Array([1.3862944], dtype=float32)
+    """
+
+    def wrapped(logits, labels):
+        logits = jnp.asarray(logits)
+        return loss(logits, one_hot(labels, logits.shape[-1], dtype=logits.dtype))
+
+    wrapped.__name__ = f"{getattr(loss, '__name__', 'loss')}_with_integer_labels"
+    wrapped.__doc__ = f"{wrapped.__name__}(logits, class_ids): see {loss.__name__}."
+    return wrapped
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+
+
+def cross_entropy(logits, labels) -> jax.Array:
+    r"""Softmax cross-entropy, per example.
+
+    .. math:: \ell(s, y) = -y^\top s + \operatorname{logsumexp}(s)
+
+    Computed through ``logsumexp``, so it is finite for any finite logits; identical to
+    ``optax.softmax_cross_entropy`` (for labels that sum to one).
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> cross_entropy(jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]]))  # log 2
+    Array([0.6931472], dtype=float32)
+
+    References:
+      seed ``loss-exploration.md`` §1; optax ``softmax_cross_entropy``.
+    """
+    s, y = _check_inputs(logits, labels, "cross_entropy")
+    return -jnp.sum(y * s, axis=-1) + jax.nn.logsumexp(s, axis=-1) * jnp.sum(y, axis=-1)
+
+
+def mse(logits, labels) -> jax.Array:
+    r"""Mean squared error between the raw logits and the target, per example.
+
+    .. math:: \ell(s, y) = \frac{1}{K} \lVert y - s \rVert^2
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> mse(jnp.array([[0.5, -1.0]]), jnp.array([[1.0, 0.0]]))  # (0.25 + 1) / 2
+    Array([0.625], dtype=float32)
+
+    References:
+      seed ``loss-exploration.md`` §2.
+    """
+    s, y = _check_inputs(logits, labels, "mse")
+    return jnp.mean(jnp.square(y - s), axis=-1)
+
+
+def softmax_mse(logits, labels) -> jax.Array:
+    r"""Mean squared error between ``softmax(logits)`` and the target, per example.
+
+    .. math:: \ell(s, y) = \frac{1}{K} \lVert y - \operatorname{softmax}(s) \rVert^2
+
+    Bounded in ``[0, 2/K]``. Its gradient vanishes when the model is confidently wrong
+    (``p`` near a vertex other than ``y``): the plateau measured by the harness.
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> softmax_mse(jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]]))  # (0.25 + 0.25) / 2
+    Array([0.25], dtype=float32)
+
+    References:
+      seed ``loss-exploration.md`` §3 ("MSE Variant").
+    """
+    s, y = _check_inputs(logits, labels, "softmax_mse")
+    return jnp.mean(jnp.square(y - jax.nn.softmax(s, axis=-1)), axis=-1)
+
+
+def exp_mse(logits, labels) -> jax.Array:
+    r"""The seed's proposal ("MSEVar"): squared error between ``exp(logits)`` and the target.
+
+    .. math:: \ell(s, y) = \frac{1}{K} \lVert y - e^{s} \rVert^2
+
+    Its gradient on a wrong-class logit is ``(2/K) e^{2 s_j} > 0``: it never pushes a wrong
+    class up, which is the property the seed proposes it for.
+
+    Implemented faithfully to the definition, with no clipping, so its hazards stay visible.
+    In float32, ``e^s`` overflows to ``inf`` once a logit passes ``log(3.4e38) ≈ 88.7``, so the
+    loss becomes ``inf``; the gradient ``(2/K)(e^s - y) e^s`` overflows earlier, once a logit
+    passes about ``44.4`` (where ``e^{2s}`` does), so training diverges before the loss shows
+    it. In float64 the thresholds are about 709.8 and 354.9. The true-class gradient
+    ``-(2/K)(1 - e^{s_c}) e^{s_c}`` vanishes as ``s_c \to -\infty`` (confidently wrong examples
+    stall).
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> exp_mse(jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]]))  # (0 + 1) / 2
+    Array([0.5], dtype=float32)
+
+    References:
+      seed ``loss-exploration.md`` §4.
+    """
+    s, y = _check_inputs(logits, labels, "exp_mse")
+    return jnp.mean(jnp.square(y - jnp.exp(s)), axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Closed-form gradients d loss / d logits, per example (same shape as the logits).
+
+
+def cross_entropy_grad(logits, labels) -> jax.Array:
+    r"""Closed form of d cross_entropy / d s: ``softmax(s) · Σy − y`` (``p − y`` when Σy = 1)."""
+    s, y = _check_inputs(logits, labels, "cross_entropy_grad")
+    return jax.nn.softmax(s, axis=-1) * jnp.sum(y, axis=-1, keepdims=True) - y
+
+
+def mse_grad(logits, labels) -> jax.Array:
+    r"""Closed form of d mse / d s: ``(-2/K) (y - s)``."""
+    s, y = _check_inputs(logits, labels, "mse_grad")
+    return (-2.0 / s.shape[-1]) * (y - s)
+
+
+def softmax_mse_grad(logits, labels) -> jax.Array:
+    r"""Closed form of d softmax_mse / d s: ``(-2/K) p ⊙ [(y - p) - <y - p, p> 1]``.
+
+    This is ``(-2/K) Jᵀ (y - p)`` with the softmax Jacobian ``J = diag(p) - p pᵀ``. The seed's
+    per-component derivation is right; its final vector line, which leaves the index ``i`` and
+    ``1_{i=j}`` inside a vector expression, is corrected to this form (DESIGN.md §1).
+    """
+    s, y = _check_inputs(logits, labels, "softmax_mse_grad")
+    p = jax.nn.softmax(s, axis=-1)
+    r = y - p
+    return (-2.0 / s.shape[-1]) * p * (r - jnp.sum(r * p, axis=-1, keepdims=True))
+
+
+def exp_mse_grad(logits, labels) -> jax.Array:
+    r"""Closed form of d exp_mse / d s: ``(-2/K) (y - e^s) ⊙ e^s``."""
+    s, y = _check_inputs(logits, labels, "exp_mse_grad")
+    e = jnp.exp(s)
+    return (-2.0 / s.shape[-1]) * (y - e) * e
+
+
+# --------------------------------------------------------------------------------------------
+# Registry: the names that configs and the CLI accept. Order is fixed: the engine selects a
+# loss by its index here (``lax.switch``).
+
+LOSSES: dict[str, LossFn] = {
+    "cross_entropy": cross_entropy,
+    "mse": mse,
+    "softmax_mse": softmax_mse,
+    "exp_mse": exp_mse,
+}
+
+GRADIENTS: dict[str, LossFn] = {
+    "cross_entropy": cross_entropy_grad,
+    "mse": mse_grad,
+    "softmax_mse": softmax_mse_grad,
+    "exp_mse": exp_mse_grad,
+}
+
+
+def get_loss(name: str) -> LossFn:
+    """Looks a loss up by registry name, with a clear error naming the choices."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown loss {name!r}; choose one of {', '.join(LOSSES)} or give 'module:function'."
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# The seed's §4 statistic.
+
+
+def gradient_sign_stats(logit_grads, labels) -> tuple[jax.Array, jax.Array]:
+    """The seed's §4 quantity for a batch, from per-example logit gradients.
+
+    A gradient step moves each logit by ``-lr · g``; a wrong-class logit (``y_j = 0``) with
+    ``g_j < 0`` is therefore pushed *up*, which the seed argues hinders learning.
+
+    Args:
+      logit_grads: ``(B, K)`` per-example gradients d loss_i / d s_i (any positive scaling, e.g.
+        of a batch mean, leaves the fraction unchanged but scales the norm).
+      labels: ``(B, K)`` one-hot labels.
+
+    Returns:
+      ``(fraction, mean_norm)``: the fraction of wrong-class entries whose gradient is negative,
+      and the mean over examples of the L2 norm of the logit gradient.
+
+    >>> g = jnp.array([[-0.5, 0.2, -0.1]])
+    >>> frac, norm = gradient_sign_stats(g, jnp.array([[1.0, 0.0, 0.0]]))
+    >>> float(frac)  # one of the two wrong-class entries is negative
+    0.5
+    """
+    g = jnp.asarray(logit_grads)
+    wrong = jnp.asarray(labels) == 0
+    frac = jnp.sum(wrong & (g < 0)) / jnp.maximum(jnp.sum(wrong), 1)
+    mean_norm = jnp.mean(jnp.linalg.norm(g, axis=-1))
+    return frac, mean_norm
+
+
+def wrong_direction_fraction(loss: LossFn, logits, labels) -> tuple[jax.Array, jax.Array]:
+    """``gradient_sign_stats`` of ``loss`` at ``logits``, with the gradient from autodiff."""
+    per_example_grad = jax.grad(lambda s: jnp.sum(loss(s, labels)))(jnp.asarray(logits))
+    return gradient_sign_stats(per_example_grad, labels)
+
+
+def resolve_loss(spec: str) -> LossFn:
+    """A registry name, or ``'module:function'`` naming a user loss on the import path.
+
+    Raises ``ValueError`` with one line naming what was wrong (unknown name, no such module or
+    attribute, not callable), so the config and the CLI can report it without a traceback.
+    """
+    if ":" not in spec:
+        return get_loss(spec)
+    return import_callable(spec, what="loss")
+
+
+def import_callable(spec: str, what: str = "function") -> Callable:
+    """Imports ``'module:attribute'`` and checks the result is callable."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{what} {spec!r} must be 'module:function', e.g. 'my_losses:focal'.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(
+            f"{what} {spec!r}: cannot import module {module_name!r} ({e}); "
+            "check the name and that its folder is on PYTHONPATH."
+        ) from None
+    fn = module
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise ValueError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}.")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise ValueError(f"{what} {spec!r}: {attr!r} is a {type(fn).__name__}, not a function.")
+    return fn
