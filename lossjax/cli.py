@@ -20,7 +20,8 @@ def _check_grads(args) -> int:
 def _sweep(args) -> int:
     from lossjax import sweep
 
-    return sweep.run(args.config, overrides=args.set, resume=args.resume, quiet=args.quiet)
+    return sweep.run(args.config, overrides=args.set, resume=args.resume, quiet=args.quiet,
+                     overwrite=args.overwrite)
 
 
 def _plot(args) -> int:
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing results folder of the same name")
     s.set_defaults(func=_sweep)
 
     pl = sub.add_parser("plot", help="(re)draw the plots of a results folder")

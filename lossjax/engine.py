@@ -1,0 +1,289 @@
+"""The sweep engine: every member of a sweep trains in one compiled program.
+
+Design (DESIGN.md §3):
+  - The dataset is put on the device once; batches are gathered inside compiled code from a
+    per-member, per-epoch permutation. No per-step host-to-device copy.
+  - One epoch is one ``lax.scan`` over batches, inside ``jit``.
+  - Members (loss × learning rate × weight decay × init scale × seed) are one batch axis under
+    ``vmap``. The loss is chosen per member by index and the hyperparameters are arrays, so a
+    group compiles once: one program for the epoch and one for evaluation.
+  - The member axis is sharded over all visible devices (padded to a multiple of the device
+    count); data are replicated. Members share nothing, so the partitioned program needs no
+    communication.
+  - A member whose loss or parameters become non-finite is marked diverged and frozen at its
+    last good parameters; it cannot disturb the others (each member's arithmetic is its own).
+
+Members whose shapes differ (hidden sizes) form separate groups, each its own ``Group``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lossjax.losses import gradient_sign_stats
+from lossjax.model import MLP
+
+EVAL_CHUNK = 1000  # examples per evaluation step: bounds memory at members × chunk × width
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One model of the sweep. ``index`` is its row id in the results table."""
+
+    index: int
+    loss: str
+    learning_rate: float
+    weight_decay: float
+    init_scale: float
+    seed: int
+    hidden: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """What is shared by all members of a group: the static part of the program."""
+
+    hidden: tuple[int, ...]
+    num_classes: int
+    activation: str
+    init: str
+    dtype: str
+    optimizer: str  # sgd | momentum | adam
+    momentum: float
+    schedule: str  # constant | cosine
+    batch_size: int
+    epochs: int
+
+
+def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels):
+    """Per-example loss of the member's own loss function, chosen by index.
+
+    Written as masked branches rather than ``lax.switch``: under ``vmap`` a switch on a batched
+    index becomes a select that evaluates every branch anyway, and a branch that overflows for
+    logits it was never meant to see (``exp_mse`` past 88) would put ``0 · inf = NaN`` into the
+    gradient of members that do not use it. Unselected branches are therefore fed zeros.
+    """
+    if len(loss_fns) == 1:
+        return loss_fns[0](logits, labels)
+    total = jnp.zeros(logits.shape[:-1], logits.dtype)
+    for i, fn in enumerate(loss_fns):
+        on = idx == i
+        value = fn(jnp.where(on, logits, jnp.zeros_like(logits)), labels)
+        total = total + jnp.where(on, value, jnp.zeros_like(value))
+    return total
+
+
+def _optimizer(s: TrainSettings, lr, wd, steps_per_epoch: int) -> optax.GradientTransformation:
+    """An optax chain with traced (per-member) learning rate and weight decay."""
+    if s.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(lr, decay_steps=max(1, s.epochs * steps_per_epoch))
+    if s.optimizer == "adam":
+        return optax.adamw(lr, weight_decay=wd)
+    momentum = s.momentum if s.optimizer == "momentum" else None
+    return optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=momentum))
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _chunk(x: np.ndarray, y: np.ndarray, chunk: int):
+    """Pads a split to whole chunks and returns (x, y, mask) shaped (chunks, chunk, ...)."""
+    n = len(x)
+    chunk = min(chunk, max(n, 1))
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    yp = np.concatenate([y, np.zeros(pad, y.dtype)])
+    mask = np.arange(n_chunks * chunk) < n
+    return (xp.reshape(n_chunks, chunk, *x.shape[1:]), yp.reshape(n_chunks, chunk),
+            mask.reshape(n_chunks, chunk))
+
+
+def make_mesh(devices=None) -> Mesh:
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("members",))
+
+
+def _put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    # make_array_from_callback works the same with one process or many: each process holds
+    # the full host array and hands over only its devices' shards.
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(x) -> np.ndarray:
+    """Gathers a (possibly multi-process) sharded array to a numpy array on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+class Group:
+    """All members that share a model shape, trained together.
+
+    Args:
+      settings: the static part of the program.
+      members: the group's members (their ``hidden`` must equal ``settings.hidden``).
+      loss_names: the sweep's losses in index order; ``loss_fns`` the matching functions.
+      data: ``(x_train, y_train, x_val, y_val, x_test, y_test)`` as float features and int
+        labels (host numpy); put on the device here, once.
+      mesh: the devices to shard the member axis over.
+    """
+
+    def __init__(self, settings: TrainSettings, members: Sequence[Member],
+                 loss_names: Sequence[str], loss_fns: Sequence[Callable], data, mesh: Mesh):
+        self.settings = s = settings
+        self.members = list(members)
+        x_train, y_train, x_val, y_val, x_test, y_test = data
+        self.n_train = len(x_train)
+        self.steps_per_epoch = self.n_train // s.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size {s.batch_size} exceeds the {self.n_train} training "
+                             "examples")
+        n_dev = mesh.devices.size
+        self.n_real = len(self.members)
+        n_pad = -(-self.n_real // n_dev) * n_dev
+        # Padding members copy member 0: real work, results dropped.
+        padded = self.members + [self.members[0]] * (n_pad - self.n_real)
+
+        by_member = NamedSharding(mesh, PartitionSpec("members"))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        hp = {
+            "loss": np.array([loss_names.index(m.loss) for m in padded], np.int32),
+            "lr": np.array([m.learning_rate for m in padded], np.float32),
+            "wd": np.array([m.weight_decay for m in padded], np.float32),
+            "scale": np.array([m.init_scale for m in padded], np.float32),
+            "seed": np.array([m.seed for m in padded], np.uint32),
+        }
+        self.hp = {k: _put(v, by_member) for k, v in hp.items()}
+        feat_dtype = np.float64 if s.dtype == "float64" else np.float32
+        self.x_train = _put(x_train.astype(feat_dtype), replicated)
+        self.y_train = _put(y_train.astype(np.int32), replicated)
+        self.eval_data = {
+            name: tuple(_put(a, replicated) for a in _chunk(x.astype(feat_dtype),
+                                                           y.astype(np.int32), EVAL_CHUNK))
+            for name, (x, y) in {"val": (x_val, y_val), "test": (x_test, y_test)}.items()
+            if len(x)
+        }
+        self.features = x_train.shape[1]
+        self.model = MLP(hidden=s.hidden, num_classes=s.num_classes, activation=s.activation,
+                         initializer=s.init, dtype=s.dtype)
+        self._loss_fns = tuple(loss_fns)
+        self._init = jax.jit(jax.vmap(self._member_init))
+        self._epoch = jax.jit(
+            jax.vmap(self._member_epoch, in_axes=(0, 0, None, None, None)),
+            donate_argnums=0,
+        )
+        self._eval = jax.jit(jax.vmap(self._member_eval, in_axes=(0, None, None, None)))
+
+    # ---- per-member programs (vmapped above) -------------------------------------------
+
+    def _tx(self, hp):
+        return _optimizer(self.settings, hp["lr"], hp["wd"], self.steps_per_epoch)
+
+    def _member_init(self, hp):
+        key = jax.random.fold_in(jax.random.key(hp["seed"]), 0)
+        dummy = jnp.zeros((1, self.features), self.x_train.dtype)
+        params = self.model.init(key, dummy)
+        # init_scale multiplies the weights only (biases start at zero anyway).
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, p: p * hp["scale"].astype(p.dtype)
+            if path[-1].key == "kernel" else p, params)
+        return {"params": params, "opt": self._tx(hp).init(params),
+                "diverged": jnp.zeros((), bool)}
+
+    def _member_epoch(self, state, hp, x_train, y_train, epoch):
+        s = self.settings
+        tx = self._tx(hp)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), 1), epoch)
+        perm = jax.random.permutation(key, self.n_train)
+        batches = perm[: self.steps_per_epoch * s.batch_size].reshape(self.steps_per_epoch, -1)
+
+        def step(carry, idx):
+            params, opt = carry
+            x, labels = x_train[idx], y_train[idx]
+            y = jax.nn.one_hot(labels, s.num_classes, dtype=jnp.float32)
+            logits, pullback = jax.vjp(lambda p: self.model.apply(p, x), params)
+
+            def mean_loss(z):
+                return jnp.mean(_select_loss(self._loss_fns, hp["loss"], z, y.astype(z.dtype)))
+
+            loss, g_logits = jax.value_and_grad(mean_loss)(logits)
+            (grads,) = pullback(g_logits)
+            updates, opt = tx.update(grads, opt, params)
+            params = optax.apply_updates(params, updates)
+            # g_logits is the gradient of the batch mean: times B it is per example.
+            frac, norm = gradient_sign_stats(g_logits * idx.shape[0], y)
+            correct = jnp.mean(jnp.argmax(logits, -1) == labels)
+            return (params, opt), jnp.stack([loss, correct, frac, norm]).astype(jnp.float32)
+
+        (params, opt), per_step = jax.lax.scan(step, (state["params"], state["opt"]), batches)
+        metrics = jnp.mean(per_step, axis=0)
+        ok = _all_finite(params) & jnp.isfinite(metrics[0]) & ~state["diverged"]
+        # A diverged member keeps its last good parameters, so later epochs evaluate it
+        # unchanged; once diverged it stays diverged.
+        params, opt = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (params, opt),
+                                   (state["params"], state["opt"]))
+        state = {"params": params, "opt": opt, "diverged": ~ok}
+        return state, jnp.where(ok, metrics, jnp.nan)
+
+    def _member_eval(self, state, x, y, mask):
+        def body(acc, chunk):
+            xc, yc, mc = chunk
+            logits = self.model.apply(state["params"], xc).astype(jnp.float32)
+            correct = jnp.sum((jnp.argmax(logits, -1) == yc) & mc)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
+            return acc + jnp.stack([correct, jnp.sum(jnp.where(mc, ce, 0.0))]), None
+
+        totals, _ = jax.lax.scan(body, jnp.zeros(2, jnp.float32), (x, y, mask))
+        return totals / jnp.sum(mask)
+
+    # ---- host API ----------------------------------------------------------------------
+
+    def init_state(self):
+        return self._init(self.hp)
+
+    def train_epoch(self, state, epoch: int):
+        """Runs epoch ``epoch`` (0-based) for every member. Returns the new state and a dict of
+        per-member numpy arrays: train_loss, train_acc, wrong_frac, grad_norm (NaN for
+        members that diverged in or before this epoch) and diverged."""
+        state, metrics = self._epoch(state, self.hp, self.x_train, self.y_train,
+                                     jnp.asarray(epoch, jnp.int32))
+        m = to_host(metrics)[: self.n_real]
+        out = dict(zip(("train_loss", "train_acc", "wrong_frac", "grad_norm"), m.T, strict=True))
+        out["diverged"] = to_host(state["diverged"])[: self.n_real]
+        return state, out
+
+    def evaluate(self, state) -> dict[str, np.ndarray]:
+        """Accuracy and cross-entropy of softmax(logits) per member on val and test."""
+        out = {}
+        for name, (x, y, mask) in self.eval_data.items():
+            r = to_host(self._eval(state, x, y, mask))[: self.n_real]
+            out[f"{name}_acc"], out[f"{name}_ce"] = r[:, 0], r[:, 1]
+        return out
+
+    def compiled_count(self) -> int:
+        """Programs compiled so far for this group (for the no-recompilation test)."""
+        return sum(f._cache_size() for f in (self._init, self._epoch, self._eval))
+
+    # ---- checkpoints: the state as a flat list of host arrays ---------------------------
+
+    def state_to_host(self, state) -> list[np.ndarray]:
+        return [to_host(x) for x in jax.tree.leaves(state)]
+
+    def state_from_host(self, leaves: Sequence[np.ndarray]):
+        template = jax.eval_shape(self._init, self.hp)
+        treedef = jax.tree.structure(template)
+        if len(leaves) != treedef.num_leaves:
+            raise ValueError("checkpoint does not match this group's model")
+        sharding = self.hp["lr"].sharding
+        return jax.tree.unflatten(treedef, [_put(np.asarray(a), sharding) for a in leaves])
