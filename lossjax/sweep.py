@@ -134,10 +134,9 @@ def train(cfg, ds, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
     members = expand_members(cfg)
     groups = [list(g) for _, g in itertools.groupby(members, key=lambda m: m.hidden)]
     table = results.read_table(out) if resume else pd.DataFrame(columns=results.COLUMNS)
-    done = {}
-    for gid, group_members in enumerate(groups):
-        ckpt = results.load_checkpoint(out, gid) if resume else None
-        done[gid] = ckpt[0] if ckpt else 0
+    ckpts = {gid: results.load_checkpoint(out, gid) if resume else None
+             for gid in range(len(groups))}
+    done = {gid: c[0] if c else 0 for gid, c in ckpts.items()}
     # Keep only rows that a checkpoint stands behind: the table may be one epoch ahead of the
     # checkpoint if the process died between the two writes.
     if len(table):
@@ -156,9 +155,8 @@ def train(cfg, ds, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
             continue
         group = engine.Group(_settings(cfg, group_members[0].hidden, ds.num_classes),
                              group_members, list(cfg.losses), loss_fns, data, mesh)
-        ckpt = results.load_checkpoint(out, gid) if resume else None
-        if ckpt:
-            start_epoch, elapsed0, leaves = ckpt
+        if ckpts[gid]:
+            start_epoch, elapsed0, leaves = ckpts.pop(gid)
             state = group.state_from_host(leaves)
         else:
             start_epoch, elapsed0, state = 0, 0.0, group.init_state()

@@ -1,0 +1,810 @@
+"""Sweep configs: one YAML file describes one sweep; this module loads and validates it.
+
+Every check happens here, before anything runs or is written. A bad config raises
+:class:`~lossjax.errors.ConfigError` with one line that starts with the key's full path, then
+what was given and what is allowed, e.g.::
+
+    optimizer.learning_rate[1]: got -0.1, expected a number > 0
+    model.hiden: unknown key; did you mean 'model.hidden'?
+
+The schema, with its defaults (only ``name`` is required)::
+
+    name: digits            # folder name under output.dir: letters, digits, _ . -
+    seeds: [0, 1, 2]        # SWEPT: ints >= 0 (model init and batch order)
+    epochs: 20              # int >= 1
+    batch_size: 64          # int >= 1 (checked against the dataset by check_batch_size)
+    losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names or 'module:function'
+    dataset:
+      name: digits          # digits | mnist | fashion_mnist | cifar10
+      data_dir: null        # str or null
+      val_size: 0.1         # float in (0, 1): fraction of train; or int >= 1: a count
+      split_seed: 0         # int >= 0
+      standardize: false    # bool
+    model:
+      hidden: [[64, 64]]    # SWEPT: hidden-size lists; [] is a linear model; [64, 64] = [[64, 64]]
+      activation: relu      # relu | gelu | tanh | sigmoid
+      init: lecun_normal    # lecun_normal | he_normal | glorot_uniform | glorot_normal
+      init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
+      dtype: float32        # float32 | bfloat16 | float64
+    optimizer:
+      name: momentum        # sgd | momentum | adam
+      momentum: 0.9         # number in [0, 1); used by 'momentum' only
+      learning_rate: [0.01, 0.1]   # SWEPT: numbers > 0 for every loss, or a mapping
+                                   # {loss: [numbers > 0]} with exactly one entry per loss
+      weight_decay: [0.0]   # SWEPT: numbers >= 0
+      schedule: constant    # constant | cosine (cosine decays to 0 over all epochs)
+    eval:
+      splits: [train, val, test]   # a subset of train, val, test that includes val
+      every: 1              # evaluate every N epochs; the last epoch is always evaluated
+      target_accuracy: 0.95 # number in (0, 1]: "epochs to target" on test accuracy
+    output:
+      dir: results          # str
+
+Swept keys (the sweep is their product; see :data:`SWEPT`): ``seeds``, ``losses``,
+``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per loss),
+``optimizer.weight_decay``. Each takes a list; a single value is a one-element list
+(``seeds: 3`` is ``seeds: [3]``). Lists must be non-empty and hold no duplicates.
+
+Other rules:
+
+- Types are strict: ``true`` is not an integer, ``3.0`` is not an integer, ``'0.1'`` (quoted)
+  is not a number. Numbers must be finite. Integers are accepted where a number is expected.
+- ``1e-3`` is read as a number (plain PyYAML would read it as a string).
+- A section left empty (``model:`` with nothing under it) takes its defaults.
+- A key repeated in one mapping of the file is an error (plain PyYAML keeps the last one).
+- ``eval.splits`` is stored in the order train, val, test whatever the order given.
+
+Overrides (``lossjax sweep CONFIG --set KEY=VALUE``, as Flax's config flags): ``KEY`` is a
+dotted path (``epochs``, ``optimizer.name``, ``optimizer.learning_rate.mse``), ``VALUE`` is
+parsed as YAML (``seeds=[0,1]``, ``dataset.data_dir=null``). An override replaces the value at
+its path (a section given whole, ``model={hidden: [[32]]}``, replaces the section). Overrides
+apply in order, to the file's values, before validation. ``optimizer.learning_rate.LOSS=[..]``
+sets one loss's grid; when the file gives one list for all losses, the others keep it.
+Narrowing ``losses`` with ``--set`` drops the learning-rate entries of the losses left out.
+
+The resolved :class:`Config` is a tree of frozen dataclasses with the YAML names; lists are
+tuples, ``optimizer.learning_rate`` is always a read-only mapping ``{loss: (rates, ...)}`` in the
+order of ``losses``. :func:`config_to_dict` gives it back as plain YAML-dumpable types, and
+``parse_config(config_to_dict(cfg)) == cfg``. Constructing the dataclasses directly skips
+validation; go through :func:`parse_config` or :func:`load_config`.
+
+This module imports no JAX and writes nothing. Only ``'module:function'`` losses import code
+(the user's module, through ``lossjax.losses.resolve_loss``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from lossjax.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Allowed values
+
+DEFAULT_LOSSES: tuple[str, ...] = ("cross_entropy", "mse", "softmax_mse", "exp_mse")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
+ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "tanh", "sigmoid")
+INITS: tuple[str, ...] = ("lecun_normal", "he_normal", "glorot_uniform", "glorot_normal")
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float64")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: Full paths of the swept keys; a sweep is the product of their values.
+SWEPT: tuple[str, ...] = (
+    "seeds",
+    "losses",
+    "model.hidden",
+    "model.init_scale",
+    "optimizer.learning_rate",
+    "optimizer.weight_decay",
+)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class FrozenDict(dict):
+    """A read-only, hashable ``dict``; keeps :class:`Config` frozen and hashable.
+
+    It is a real ``dict`` (``isinstance``, ``==`` with plain dicts, ``json.dumps`` all work);
+    every mutating method raises ``TypeError``.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("this mapping is read-only; build a new Config with dataclasses.replace")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({dict.__repr__(self)})"
+
+
+def _default_learning_rate() -> FrozenDict:
+    return FrozenDict((loss, (0.01, 0.1)) for loss in DEFAULT_LOSSES)
+
+
+# --------------------------------------------------------------------------------------------
+# The resolved config
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "digits"
+    data_dir: str | None = None
+    val_size: float | int = 0.1
+    split_seed: int = 0
+    standardize: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[tuple[int, ...], ...] = ((64, 64),)
+    activation: str = "relu"
+    init: str = "lecun_normal"
+    init_scale: tuple[float, ...] = (1.0,)
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "momentum"
+    momentum: float = 0.9
+    learning_rate: FrozenDict = field(default_factory=_default_learning_rate)
+    weight_decay: tuple[float, ...] = (0.0,)
+    schedule: str = "constant"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    splits: tuple[str, ...] = SPLITS
+    every: int = 1
+    target_accuracy: float = 0.95
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "results"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 20
+    batch_size: int = 64
+    losses: tuple[str, ...] = DEFAULT_LOSSES
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+_SECTIONS: dict[str, type] = {
+    "dataset": DatasetConfig,
+    "model": ModelConfig,
+    "optimizer": OptimizerConfig,
+    "eval": EvalConfig,
+    "output": OutputConfig,
+}
+_TOP_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    s: tuple(f.name for f in dataclasses.fields(cls)) for s, cls in _SECTIONS.items()
+}
+_ALL_PATHS: tuple[str, ...] = tuple(k for k in _TOP_KEYS if k not in _SECTIONS) + tuple(
+    f"{s}.{k}" for s, keys in _SECTION_KEYS.items() for k in keys
+)
+
+
+# --------------------------------------------------------------------------------------------
+# YAML reading: '1e-3' is a float, and a repeated key is an error.
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    if key in seen:
+                        raise _DuplicateKeyError(
+                            None, None, f"duplicate key {key!r}", key_node.start_mark
+                        )
+                    seen.add(key)
+                except TypeError:  # an unhashable key: let PyYAML report it
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) wants a dot in a float: without this, 1e-3 would load as the string '1e-3'.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: 'PROBLEM at line L, column C'."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+
+
+def _show(v: Any, limit: int = 80) -> str:
+    """A value as the user wrote it (YAML-flavoured), shortened to ``limit`` characters."""
+
+    def fmt(x):
+        if x is None:
+            return "null"
+        if isinstance(x, bool):
+            return "true" if x else "false"
+        if isinstance(x, list | tuple):
+            return "[" + ", ".join(fmt(i) for i in x) + "]"
+        if isinstance(x, dict):
+            return "{" + ", ".join(f"{fmt(k)}: {fmt(i)}" for k, i in x.items()) + "}"
+        return repr(x)
+
+    s = fmt(v)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _got(v: Any) -> str:
+    """'got VALUE', with the type named where the value alone could mislead."""
+    kind = None
+    if isinstance(v, bool):
+        kind = "a boolean"
+    elif isinstance(v, dict):
+        kind = "a mapping"
+    elif isinstance(v, str):
+        try:  # '3' or 'true' quoted in the file: say it is a string
+            looks_typed = v.strip() != "" and not isinstance(
+                yaml.load(v, Loader=_Loader),  # noqa: S506
+                str,
+            )
+        except yaml.YAMLError:
+            looks_typed = False
+        kind = "a string" if looks_typed else None
+    return f"got {_show(v)}" + (f" ({kind})" if kind else "")
+
+
+def _error(path: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {message}".replace("\n", " "))
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _did_you_mean(word: str, choices: Sequence[str], cutoff: float = 0.6) -> str | None:
+    """The closest choice (difflib), or one that the word starts with ('evaluation': 'eval')."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    if close:
+        return close[0]
+    prefixes = [c for c in choices if len(c) >= 3 and (word.startswith(c) or c.startswith(word))]
+    return max(prefixes, key=len) if prefixes and len(word) >= 3 else None
+
+
+def _unknown_key(prefix: str, key: Any, allowed: Sequence[str], context: str = "") -> ConfigError:
+    """'PATH: unknown key; did you mean ...?' looking first among siblings, then everywhere."""
+    path = _join(prefix, key)
+    guess = _did_you_mean(str(key), allowed)
+    suggestion = _join(prefix, guess) if guess else None
+    if suggestion is None:
+        leaves = {p.rsplit(".", 1)[-1]: p for p in _ALL_PATHS}
+        guess = _did_you_mean(str(key), list(leaves), cutoff=0.8)
+        suggestion = leaves[guess] if guess else None
+    if suggestion is not None and suggestion != path:
+        return _error(path, f"unknown key{context}; did you mean '{suggestion}'?")
+    where = f" under '{prefix}'" if prefix else ""
+    return _error(path, f"unknown key{context}; the keys{where} are {', '.join(allowed)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Value checks. Each returns the normalized value or raises one ConfigError.
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _int(v: Any, path: str, minimum: int) -> int:
+    if not _is_int(v) or v < minimum:
+        raise _error(path, f"{_got(v)}, expected an integer >= {minimum}")
+    return v
+
+
+def _number(v: Any, path: str, expected: str, ok: Callable[[float], bool]) -> float:
+    """A finite int or float (not bool) satisfying ``ok``; ``expected`` says what is allowed."""
+    if not _is_number(v) or not math.isfinite(v) or not ok(float(v)):
+        raise _error(path, f"{_got(v)}, expected {expected}")
+    return float(v)
+
+
+def _positive(v: Any, path: str) -> float:
+    return _number(v, path, "a number > 0", lambda x: x > 0)
+
+
+def _non_negative(v: Any, path: str) -> float:
+    return _number(v, path, "a number >= 0", lambda x: x >= 0)
+
+
+def _choice(v: Any, path: str, choices: Sequence[str]) -> str:
+    if not isinstance(v, str) or v not in choices:
+        hint = ""
+        if isinstance(v, str) and (guess := _did_you_mean(v, choices)):
+            hint = f"; did you mean '{guess}'?"
+        raise _error(path, f"{_got(v)}, expected one of {', '.join(choices)}{hint}")
+    return v
+
+
+def _string(v: Any, path: str, expected: str = "a non-empty string") -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _error(path, f"{_got(v)}, expected {expected}")
+    return v
+
+
+def _bool(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise _error(path, f"{_got(v)}, expected true or false")
+    return v
+
+
+def _grid(
+    v: Any, path: str, item: Callable[[Any, str], Any], expected: str, scalar_ok: bool = True
+) -> tuple:
+    """A swept value: a non-empty list without duplicates (a scalar is a one-element list)."""
+    if isinstance(v, list | tuple):
+        if not v:
+            raise _error(path, f"got [], expected a non-empty list of {expected}")
+        items = [item(x, f"{path}[{i}]") for i, x in enumerate(v)]
+    elif scalar_ok and v is not None and not isinstance(v, dict):
+        return (item(v, path),)
+    else:
+        raise _error(path, f"{_got(v)}, expected a list of {expected}")
+    for i, x in enumerate(items):
+        if x in items[:i]:
+            j = items.index(x)
+            raise _error(
+                f"{path}[{i}]",
+                f"got {_show(v[i])}, a duplicate of {path}[{j}]; each value may appear once",
+            )
+    return tuple(items)
+
+
+def _section(raw: dict, name: str) -> dict:
+    """The mapping under a section key (null or absent: empty), with unknown keys rejected."""
+    value = raw.get(name)
+    if value is None:
+        return {}
+    allowed = _SECTION_KEYS[name]
+    if not isinstance(value, dict):
+        raise _error(name, f"{_got(value)}, expected a mapping with keys {', '.join(allowed)}")
+    for key in value:
+        if key not in allowed:
+            raise _unknown_key(name, key, allowed)
+    return value
+
+
+def _get(section: dict, key: str, default: Any) -> Any:
+    return section.get(key, default)
+
+
+# --------------------------------------------------------------------------------------------
+# Section parsers
+
+
+def _parse_losses(v: Any) -> tuple[str, ...]:
+    from lossjax.losses import LOSSES, resolve_loss
+
+    def one(x: Any, path: str) -> str:
+        if not isinstance(x, str) or not x.strip():
+            raise _error(
+                path,
+                f"{_got(x)}, expected a loss name ({', '.join(LOSSES)}) or 'module:function'",
+            )
+        try:
+            resolve_loss(x)
+        except ValueError as e:
+            hint = ""
+            if ":" not in x and (guess := _did_you_mean(x, list(LOSSES))):
+                hint = f" Did you mean '{guess}'?"
+            raise _error(path, f"{e}{hint}") from None
+        return x
+
+    return _grid(v, "losses", one, "loss names or 'module:function' references")
+
+
+def _parse_dataset(raw: dict) -> DatasetConfig:
+    s, d = _section(raw, "dataset"), DatasetConfig()
+    data_dir = _get(s, "data_dir", d.data_dir)
+    if data_dir is not None:
+        _string(data_dir, "dataset.data_dir", "a folder path or null")
+    val_size = _get(s, "val_size", d.val_size)
+    if _is_int(val_size):
+        _int(val_size, "dataset.val_size", 1)
+    else:
+        val_size = _number(
+            val_size,
+            "dataset.val_size",
+            "a fraction in (0, 1) or a count (an integer >= 1)",
+            lambda x: 0 < x < 1,
+        )
+    return DatasetConfig(
+        name=_choice(_get(s, "name", d.name), "dataset.name", DATASETS),
+        data_dir=data_dir,
+        val_size=val_size,
+        split_seed=_int(_get(s, "split_seed", d.split_seed), "dataset.split_seed", 0),
+        standardize=_bool(_get(s, "standardize", d.standardize), "dataset.standardize"),
+    )
+
+
+def _parse_hidden(v: Any) -> tuple[tuple[int, ...], ...]:
+    path = "model.hidden"
+    mixed = "; a list of numbers is one model, several are written [[64, 64], [128]]"
+
+    def sizes(x: Any, p: str) -> tuple[int, ...]:
+        if not isinstance(x, list | tuple):
+            raise _error(p, f"{_got(x)}, expected a list of layer sizes (integers >= 1)")
+        out = []
+        for j, n in enumerate(x):
+            if isinstance(n, list | tuple):
+                raise _error(f"{p}[{j}]", f"{_got(n)}, expected an integer >= 1{mixed}")
+            out.append(_int(n, f"{p}[{j}]", 1))
+        return tuple(out)
+
+    if _is_int(v):  # a scalar: one model with one hidden layer
+        return ((_int(v, path, 1),),)
+    if isinstance(v, list | tuple) and v and _is_int(v[0]):  # [64, 64] is [[64, 64]]
+        return (sizes(v, path),)
+    for i, x in enumerate(v if isinstance(v, list | tuple) else ()):
+        if not isinstance(x, list | tuple):
+            raise _error(f"{path}[{i}]", f"{_got(x)}, expected a list of layer sizes{mixed}")
+    expected = "hidden-size lists, e.g. [[64, 64], [128]] ([] is a linear model)"
+    return _grid(v, path, sizes, expected, scalar_ok=False)
+
+
+def _parse_model(raw: dict) -> ModelConfig:
+    s, d = _section(raw, "model"), ModelConfig()
+    return ModelConfig(
+        hidden=_parse_hidden(_get(s, "hidden", [list(h) for h in d.hidden])),
+        activation=_choice(_get(s, "activation", d.activation), "model.activation", ACTIVATIONS),
+        init=_choice(_get(s, "init", d.init), "model.init", INITS),
+        init_scale=_grid(
+            _get(s, "init_scale", list(d.init_scale)),
+            "model.init_scale",
+            _positive,
+            "numbers > 0",
+        ),
+        dtype=_choice(_get(s, "dtype", d.dtype), "model.dtype", DTYPES),
+    )
+
+
+def _parse_learning_rate(
+    v: Any, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
+) -> FrozenDict:
+    path = "optimizer.learning_rate"
+
+    def rates(x: Any, p: str) -> tuple[float, ...]:
+        return _grid(x, p, _positive, "numbers > 0")
+
+    def check_entry_keys(keys: Sequence[Any]) -> None:
+        for k in keys:
+            if k not in losses:
+                guess = _did_you_mean(str(k), losses)
+                hint = f"; did you mean '{guess}'?" if guess else ""
+                raise _error(
+                    _join(path, k),
+                    f"no such loss in losses ({', '.join(losses)}); every entry must name a "
+                    f"loss of the sweep{hint}",
+                )
+
+    if isinstance(v, dict):
+        if narrowed:  # --set losses=[...] keeps the entries of the losses still swept
+            v = {k: x for k, x in v.items() if k in losses}
+        check_entry_keys(list(v))
+        missing = [loss for loss in losses if loss not in v]
+        if missing:
+            given = ", ".join(map(str, v)) or "none"
+            raise _error(
+                path,
+                f"got entries for {given}; missing {', '.join(missing)}: with a per-loss "
+                "mapping every loss in losses needs its own list of rates",
+            )
+        return FrozenDict((loss, rates(v[loss], _join(path, loss))) for loss in losses)
+    base = rates(v, path)
+    check_entry_keys(list(patches))
+    return FrozenDict(
+        (loss, rates(patches[loss], _join(path, loss)) if loss in patches else base)
+        for loss in losses
+    )
+
+
+def _parse_optimizer(
+    raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
+) -> OptimizerConfig:
+    s, d = _section(raw, "optimizer"), OptimizerConfig()
+    return OptimizerConfig(
+        name=_choice(_get(s, "name", d.name), "optimizer.name", OPTIMIZERS),
+        momentum=_number(
+            _get(s, "momentum", d.momentum),
+            "optimizer.momentum",
+            "a number in [0, 1)",
+            lambda x: 0 <= x < 1,
+        ),
+        learning_rate=_parse_learning_rate(
+            _get(s, "learning_rate", [0.01, 0.1]), losses, patches, narrowed
+        ),
+        weight_decay=_grid(
+            _get(s, "weight_decay", list(d.weight_decay)),
+            "optimizer.weight_decay",
+            _non_negative,
+            "numbers >= 0",
+        ),
+        schedule=_choice(_get(s, "schedule", d.schedule), "optimizer.schedule", SCHEDULES),
+    )
+
+
+def _parse_eval(raw: dict) -> EvalConfig:
+    s, d = _section(raw, "eval"), EvalConfig()
+    splits = _grid(
+        _get(s, "splits", list(d.splits)),
+        "eval.splits",
+        lambda x, p: _choice(x, p, SPLITS),
+        f"splits from {', '.join(SPLITS)}",
+        scalar_ok=False,
+    )
+    if "val" not in splits:
+        raise _error(
+            "eval.splits",
+            f"{_got(list(splits))}, expected a subset of {', '.join(SPLITS)} that includes "
+            "'val' (the learning rate is chosen on validation accuracy)",
+        )
+    return EvalConfig(
+        splits=tuple(x for x in SPLITS if x in splits),
+        every=_int(_get(s, "every", d.every), "eval.every", 1),
+        target_accuracy=_number(
+            _get(s, "target_accuracy", d.target_accuracy),
+            "eval.target_accuracy",
+            "a number in (0, 1]",
+            lambda x: 0 < x <= 1,
+        ),
+    )
+
+
+def _parse_output(raw: dict) -> OutputConfig:
+    s, d = _section(raw, "output"), OutputConfig()
+    return OutputConfig(dir=_string(_get(s, "dir", d.dir), "output.dir", "a folder path"))
+
+
+def _parse_name(raw: dict) -> str:
+    if "name" not in raw:
+        raise _error(
+            "name",
+            "missing; give the sweep a name (letters, digits, _ . -), e.g. 'name: digits'; "
+            "it names the results folder",
+        )
+    v = raw["name"]
+    if not isinstance(v, str) or not _NAME_RE.fullmatch(v) or v in (".", ".."):
+        raise _error(
+            "name",
+            f"{_got(v)}, expected a folder name of letters, digits, '_', '.', '-' "
+            "(no spaces or slashes)",
+        )
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides
+
+
+def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
+    """Applies one 'dotted.key=yaml_value' to ``raw`` in place.
+
+    Per-loss learning-rate overrides on a config whose learning rate is one list for all losses
+    go to ``lr_patches``, applied once ``losses`` is known.
+    """
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(
+            f"--set {_show(text)}: expected KEY=VALUE, e.g. --set epochs=5 "
+            "or --set optimizer.learning_rate.mse=[0.1,0.3]"
+        )
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    context = f" in --set {text!r}"
+    if not key:
+        raise ConfigError(f"--set {text!r}: the key before '=' is empty; expected KEY=VALUE")
+    try:
+        value = yaml.load(value_text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        raise _error(
+            key, f"value {value_text!r}{context} is not valid YAML ({_yaml_problem(e)})"
+        ) from None
+
+    parts = key.split(".")
+    if parts[:2] == ["optimizer", "learning_rate"] and len(parts) > 2:
+        loss = ".".join(parts[2:])  # a 'module.sub:function' loss may hold dots
+        optimizer = _override_section(raw, "optimizer")
+        lr = optimizer.get("learning_rate")
+        if isinstance(lr, dict):
+            lr[loss] = value
+        else:
+            lr_patches[loss] = value
+        return
+
+    node, prefix = raw, ""
+    for i, part in enumerate(parts):
+        allowed = _TOP_KEYS if not prefix else _SECTION_KEYS[prefix]
+        if part not in allowed:
+            raise _unknown_key(prefix, part, allowed, context)
+        if i == len(parts) - 1:
+            node[part] = value
+            if key in ("optimizer", "optimizer.learning_rate"):
+                lr_patches.clear()  # the whole learning rate was replaced
+            return
+        if prefix or part not in _SECTIONS:
+            raise _error(
+                _join(prefix, part) + "." + ".".join(parts[i + 1 :]),
+                f"unknown key{context}; '{_join(prefix, part)}' has no sub-keys",
+            )
+        node, prefix = _override_section(node, part), part
+
+
+def _override_section(node: dict, name: str) -> dict:
+    value = node.get(name)
+    if value is None:
+        value = node[name] = {}
+    if not isinstance(value, dict):
+        raise _error(
+            name, f"{_got(value)}, expected a mapping with keys {', '.join(_SECTION_KEYS[name])}"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
+    """Validates a config mapping (as loaded from YAML), after applying ``overrides``.
+
+    ``raw`` is not modified. Raises :class:`ConfigError` (one line, key path first) on the first
+    problem found.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config: {_got(raw)}, expected a mapping with keys {', '.join(_TOP_KEYS)}"
+        )
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    raw = copy.deepcopy(raw)
+    lr_patches: dict[str, Any] = {}
+    narrowed = False
+    for text in overrides:
+        _apply_override(raw, text, lr_patches)
+        narrowed = narrowed or (
+            isinstance(text, str) and text.partition("=")[0].strip() == "losses"
+        )
+
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise _unknown_key("", key, _TOP_KEYS)
+    name = _parse_name(raw)
+    seeds = _grid(raw.get("seeds", [0, 1, 2]), "seeds", lambda x, p: _int(x, p, 0), "integers >= 0")
+    epochs = _int(raw.get("epochs", 20), "epochs", 1)
+    batch_size = _int(raw.get("batch_size", 64), "batch_size", 1)
+    losses = _parse_losses(raw.get("losses", list(DEFAULT_LOSSES)))
+    return Config(
+        name=name,
+        seeds=seeds,
+        epochs=epochs,
+        batch_size=batch_size,
+        losses=losses,
+        dataset=_parse_dataset(raw),
+        model=_parse_model(raw),
+        optimizer=_parse_optimizer(raw, losses, lr_patches, narrowed),
+        eval=_parse_eval(raw),
+        output=_parse_output(raw),
+    )
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Reads a YAML sweep config, applies ``--set`` overrides, and validates it."""
+    shown = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{shown}: is a folder, expected a YAML config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not a text file, expected a YAML config file") from None
+    except OSError as e:
+        raise ConfigError(f"{shown}: cannot read ({e.strerror or e})") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKeyError as e:
+        raise ConfigError(f"{shown}: {_yaml_problem(e)}; each key may appear once") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{shown}: not valid YAML: {_yaml_problem(e)}") from None
+    if raw is None:
+        raise ConfigError(f"{shown}: the file is empty, expected a mapping with at least 'name'")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{shown}: top level {_got(raw)}, expected a mapping with keys {', '.join(_TOP_KEYS)}"
+        )
+    return parse_config(raw, overrides)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The resolved config as plain dicts, lists and scalars (YAML- and JSON-dumpable).
+
+    Defaults are filled in and ``optimizer.learning_rate`` is always the per-loss mapping, so
+    ``parse_config(config_to_dict(cfg)) == cfg``.
+    """
+    return _plain(dataclasses.asdict(cfg))
+
+
+def learning_rates(cfg: Config, loss: str) -> tuple[float, ...]:
+    """The learning-rate grid of one loss of the sweep."""
+    try:
+        return cfg.optimizer.learning_rate[loss]
+    except KeyError:
+        raise _error(
+            "optimizer.learning_rate",
+            f"no grid for loss {loss!r}; the sweep's losses are {', '.join(cfg.losses)}",
+        ) from None
+
+
+def check_batch_size(cfg: Config, n_train: int) -> None:
+    """Raises ConfigError if a batch is larger than the training split (after validation)."""
+    if cfg.batch_size > n_train:
+        raise _error(
+            "batch_size",
+            f"got {cfg.batch_size}, larger than the {n_train} training examples of "
+            f"{cfg.dataset.name}; use at most {n_train}",
+        )

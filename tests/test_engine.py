@@ -1,0 +1,167 @@
+"""The sweep engine on small random data (shapes only: these tests are about the engine's
+mechanics, not learning). Learning on real data is covered by the sweep tests."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.monitoring
+import numpy as np
+import pytest
+
+from lossjax import engine, losses
+
+NAMES = list(losses.LOSSES)
+FNS = [losses.LOSSES[n] for n in NAMES]
+
+
+def _data(n=240, d=20, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d), np.float32)
+    y = rng.integers(0, k, n)
+    return x, y, x[:50], y[:50], x[50:110], y[50:110]
+
+
+def _settings(**kw):
+    base = dict(hidden=(16,), num_classes=5, activation="relu", init="lecun_normal",
+                dtype="float32", optimizer="momentum", momentum=0.9, schedule="constant",
+                batch_size=32, epochs=3)
+    return engine.TrainSettings(**{**base, **kw})
+
+
+def _members(lrs):
+    return [engine.Member(i, loss, lr, 0.0, 1.0, seed, (16,))
+            for i, (loss, lr, seed) in enumerate(lrs)]
+
+
+def _run(members, epochs=3, mesh=None, settings=None):
+    g = engine.Group(settings or _settings(), members, NAMES, FNS, _data(),
+                     mesh or engine.make_mesh())
+    state = g.init_state()
+    history = []
+    for e in range(epochs):
+        state, m = g.train_epoch(state, e)
+        history.append({**m, **g.evaluate(state)})
+    return g, history
+
+
+GRID = [(loss, lr, seed) for loss in NAMES for lr in (0.05, 0.5) for seed in (0, 1)]
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    """The GRID sweep for EPOCHS epochs, with every compilation after the first epoch counted."""
+    compiles = []
+
+    def listener(name, secs, **kw):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(name)
+
+    g = engine.Group(_settings(), _members(GRID), NAMES, FNS, _data(), engine.make_mesh())
+    state = g.init_state()
+    state, m = g.train_epoch(state, 0)
+    history = [{**m, **g.evaluate(state)}]
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for e in range(1, EPOCHS):
+            state, m = g.train_epoch(state, e)
+            history.append({**m, **g.evaluate(state)})
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return g, history, compiles
+
+
+def _assert_same(a, b, rows=slice(None)):
+    for ea, eb in zip(a, b, strict=True):
+        for k in ea:
+            np.testing.assert_array_equal(ea[k][rows], eb[k][rows], err_msg=k)
+
+
+def test_same_inputs_same_numbers(baseline):
+    _, again = _run(_members(GRID), epochs=EPOCHS)
+    _assert_same(baseline[1], again)
+
+
+def test_training_lowers_the_loss(baseline):
+    hist = baseline[1]
+    ce = [i for i, (loss, lr, _) in enumerate(GRID) if loss == "cross_entropy" and lr == 0.5]
+    assert np.all(hist[-1]["train_loss"][ce] < hist[0]["train_loss"][ce])
+
+
+def test_no_recompilation_across_epochs(baseline):
+    g, _, compiles = baseline
+    assert compiles == []
+    # One program each: init, epoch, and evaluation per split shape (val, test).
+    assert g.compiled_count() == 4
+
+
+def test_diverged_member_is_frozen_and_others_are_untouched(baseline):
+    blowup = list(GRID)
+    # mse at an absurd rate overflows float32 within an epoch.
+    i = blowup.index(("mse", 0.5, 1))
+    blowup[i] = ("mse", 1e6, 1)
+    _, b = _run(_members(blowup), epochs=EPOCHS)
+    assert b[0]["diverged"][i] and b[-1]["diverged"][i]
+    assert np.isnan(b[-1]["train_loss"][i])
+    # Frozen: its parameters stay at their initial (last good) values, so evaluation is fixed.
+    assert b[1]["val_acc"][i] == b[2]["val_acc"][i]
+    others = np.arange(len(GRID)) != i
+    assert not b[-1]["diverged"][others].any()
+    _assert_same(baseline[1], b, others)
+
+
+def test_overflowing_branch_does_not_poison_other_losses():
+    # Logits near 100 overflow exp_mse (and its gradient), but an mse member must see a finite
+    # gradient: the unselected branch is fed zeros (see engine._select_loss).
+    logits = jax.numpy.full((4, 5), 100.0)
+    y = jax.nn.one_hot(np.arange(4) % 5, 5)
+    idx = NAMES.index("mse")
+    g = jax.grad(lambda s: engine._select_loss(FNS, idx, s, y).sum())(logits)
+    np.testing.assert_allclose(g, losses.mse_grad(logits, y), rtol=1e-6)
+    batched = jax.vmap(jax.grad(lambda s, i: engine._select_loss(FNS, i, s, y).sum()),
+                       in_axes=(None, 0))(logits, np.arange(4))
+    assert np.isfinite(batched[: NAMES.index("exp_mse")]).all()
+
+
+def test_wrong_direction_statistic_matches_the_loss_library(baseline):
+    # CE and exp_mse never push a wrong logit up; mse does when wrong logits are below 0.
+    frac = {loss: baseline[1][0]["wrong_frac"][i] for i, (loss, _, _) in enumerate(GRID)}
+    assert frac["cross_entropy"] == 0
+    assert frac["exp_mse"] == 0
+    assert frac["mse"] > 0
+
+
+def test_batch_larger_than_training_set_is_refused():
+    with pytest.raises(ValueError, match="exceeds the 240 training examples"):
+        engine.Group(_settings(batch_size=1000), _members(GRID[:1]), NAMES, FNS, _data(),
+                     engine.make_mesh())
+
+
+SHARDED = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import jax, numpy as np
+    sys.path.insert(0, {tests!r})
+    import test_engine as t
+    from lossjax import engine
+    assert len(jax.devices()) == 8
+    members = t._members(t.GRID[:13])  # 13: not a multiple of 8, so padding is exercised
+    _, one = t._run(members, epochs=2, mesh=engine.make_mesh(jax.devices()[:1]))
+    g8, eight = t._run(members, epochs=2, mesh=engine.make_mesh())
+    assert len(g8.hp["lr"].sharding.device_set) == 8
+    for a, b in zip(one, eight):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    print("SHARDED-OK")
+""")
+
+
+def test_eight_devices_give_the_same_results_as_one():
+    code = SHARDED.format(tests=os.path.dirname(__file__))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert "SHARDED-OK" in r.stdout, r.stderr[-3000:]
