@@ -1,0 +1,161 @@
+"""``lossjax sweep`` end to end on the embedded digits data: the folder it writes, determinism,
+resumption after Ctrl-C and after kill -9, and the errors that must leave nothing behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lossjax import cli, engine
+
+CONFIG = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "epochs": 4,
+    "batch_size": 64,
+    "losses": ["cross_entropy", "mse", "softmax_mse", "exp_mse"],
+    "dataset": {"name": "digits"},
+    "model": {"hidden": [[16]]},
+    "optimizer": {"learning_rate": {"cross_entropy": [0.05, 0.2], "mse": [0.05, 0.2],
+                                    "softmax_mse": [1.0], "exp_mse": [0.02]}},
+    "eval": {"target_accuracy": 0.8},
+}
+N_MEMBERS = 2 * (2 + 2 + 1 + 1)
+
+
+def _write_config(tmp: Path, **changes) -> Path:
+    cfg = {**CONFIG, **changes, "output": {"dir": str(tmp / "results")}}
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _table(folder: Path) -> pd.DataFrame:
+    # wall_time is a measurement of this machine, not a result: excluded from comparisons.
+    return pd.read_csv(folder / "epochs.csv").drop(columns="wall_time")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    assert cli.main(["sweep", str(_write_config(tmp)), "--quiet"]) == 0
+    return tmp / "results" / "tiny"
+
+
+def test_sweep_writes_a_complete_folder(reference):
+    for name in ("config.yaml", "env.json", "epochs.csv", "summary.csv", "report.md"):
+        assert (reference / name).stat().st_size > 0, name
+    assert json.loads((reference / "status.json").read_text()) == {"complete": True}
+    assert not (reference / "checkpoints").exists()
+    assert len(list((reference / "plots").glob("*.png"))) >= 4
+    table = pd.read_csv(reference / "epochs.csv")
+    assert len(table) == N_MEMBERS * CONFIG["epochs"]
+    assert table["member"].nunique() == N_MEMBERS
+    assert set(table["loss"]) == set(CONFIG["losses"])
+    # Digits is easy: cross-entropy at its better rate learns it within four epochs.
+    final = table[(table["epoch"] == 4) & (table["loss"] == "cross_entropy")]
+    assert final["test_acc"].max() > 0.8
+    summary = pd.read_csv(reference / "summary.csv")
+    assert sorted(summary["loss"]) == sorted(CONFIG["losses"])
+    env = json.loads((reference / "env.json").read_text())
+    assert env["data"] and env["jax"]
+
+
+def test_same_config_same_table(reference, tmp_path):
+    assert cli.main(["sweep", str(_write_config(tmp_path)), "--quiet"]) == 0
+    pd.testing.assert_frame_equal(_table(reference), _table(tmp_path / "results" / "tiny"))
+
+
+def test_resume_after_ctrl_c(reference, tmp_path, monkeypatch):
+    real = engine.Group.train_epoch
+
+    def interrupted(self, state, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, state, epoch)
+
+    cfg = str(_write_config(tmp_path))
+    monkeypatch.setattr(engine.Group, "train_epoch", interrupted)
+    assert cli.main(["sweep", cfg, "--quiet"]) == 130
+    folder = tmp_path / "results" / "tiny"
+    assert len(pd.read_csv(folder / "epochs.csv")) == N_MEMBERS * 2
+    monkeypatch.setattr(engine.Group, "train_epoch", real)
+    # Without --resume the unfinished folder is refused, and left as it is.
+    assert cli.main(["sweep", cfg, "--quiet"]) == 2
+    assert cli.main(["sweep", cfg, "--quiet", "--resume"]) == 0
+    pd.testing.assert_frame_equal(_table(reference), _table(folder))
+
+
+KILLABLE = textwrap.dedent("""
+    import sys, time
+    from lossjax import cli, engine
+    real = engine.Group.train_epoch
+    def slow(self, state, epoch):  # gives the test time to kill the process mid-sweep
+        out = real(self, state, epoch)
+        time.sleep(1.0)
+        return out
+    engine.Group.train_epoch = slow
+    sys.exit(cli.main(["sweep", sys.argv[1], "--quiet"]))
+""")
+
+
+def test_resume_after_kill_9(reference, tmp_path):
+    cfg = str(_write_config(tmp_path))
+    folder = tmp_path / "results" / "tiny"
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, cfg])
+    ckpt = folder / "checkpoints" / "group0.npz"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if ckpt.exists() and int(np.load(ckpt)["epoch"]) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the sweep never reached its second checkpoint")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads((folder / "status.json").read_text()) == {"complete": False}
+    assert cli.main(["sweep", cfg, "--quiet", "--resume"]) == 0
+    pd.testing.assert_frame_equal(_table(reference), _table(folder))
+
+
+def test_resume_with_another_config_is_refused(reference, tmp_path, capsys):
+    cfg = _write_config(tmp_path, epochs=5)
+    target = tmp_path / "results" / "tiny"
+    target.mkdir(parents=True)
+    (target / "config.yaml").write_text((reference / "config.yaml").read_text())
+    assert cli.main(["sweep", str(cfg), "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "epochs" in err and "--resume" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"epoch": 3}, "did you mean"),
+        ({"batch_size": 100000}, "batch_size"),
+        ({"losses": ["no_such_module:loss"]}, "no_such_module"),
+        ({"dataset": {"name": "mnist", "data_dir": "EMPTY"}}, "mnist"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, changes,
+                                                  needle):
+    if changes.get("dataset", {}).get("data_dir") == "EMPTY":
+        (tmp_path / "empty").mkdir()
+        changes = {"dataset": {"name": "mnist", "data_dir": str(tmp_path / "empty")}}
+        monkeypatch.setenv("LOSSJAX_DATA_DIR", str(tmp_path / "cache"))
+    assert cli.main(["sweep", str(_write_config(tmp_path, **changes)), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
