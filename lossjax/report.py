@@ -1,0 +1,316 @@
+"""``lossjax report RESULTS_DIR``: a short Markdown report of one sweep, from its tables.
+
+``write_report(results_dir)`` writes ``RESULTS_DIR/report.md``: a title, one paragraph on what
+was run, the summary table (chosen learning rate, test accuracy mean ± 95% interval, epochs to
+the target accuracy, diverged members) and the four plots as relative image links. Plots that are
+missing, or older than the tables, are redrawn first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lossjax import plots
+from lossjax.errors import ResultsError
+from lossjax.plots import Results
+
+REPORT_NAME = "report.md"
+
+_CAPTIONS = {
+    "test_accuracy": (
+        "Test accuracy",
+        "Test accuracy against epoch at each loss's chosen learning rate; line = mean over seeds, "
+        "band = min–max.",
+    ),
+    "train_loss": (
+        "Training loss",
+        "Mean training loss against epoch (log scale). Each loss is in its own units, so compare "
+        "shapes, not heights.",
+    ),
+    "lr_sensitivity": (
+        "Learning-rate sensitivity",
+        "Final validation accuracy against learning rate; ○ marks the chosen rate, × members "
+        "that diverged.",
+    ),
+    "wrong_direction": (
+        "Wrong-direction gradients",
+        "Fraction of wrong-class logits whose gradient is negative (the update pushes them up), "
+        "averaged over each epoch's training batches.",
+    ),
+}
+
+
+def _num(v) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+def _pct(v: float) -> str:
+    return "—" if math.isnan(v) else f"{100 * v:.2f}"
+
+
+def _md(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word}{'es' if word.endswith('s') else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _rates(grids: dict[str, tuple[float, ...]], losses: list[str]) -> str:
+    """'3 learning rates (0.1, 0.3, 1)', or per loss where the grids differ."""
+    def fmt(grid):
+        return _listing(grid, lambda v: f"{v:g}")
+
+    if len(set(grids.values())) == 1:
+        grid = next(iter(grids.values()))
+        return f"{_plural(len(grid), 'learning rate')} ({fmt(grid)})"
+    sizes = sorted({len(g) for g in grids.values()})
+    n = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
+    per = "; ".join(f"`{_md(loss)}` {fmt(grids[loss])}" for loss in losses)
+    return f"{n} learning rates per loss ({per})"
+
+
+def _listing(values, fmt=str) -> str:
+    return ", ".join(fmt(v) for v in values)
+
+
+def _int(v) -> int:
+    f = _num(v)
+    return 0 if math.isnan(f) else int(f)
+
+
+def summary_table(res: Results) -> str:
+    """The summary as a Markdown table, one row per ``summary.csv`` row in the plots' order.
+
+    The best test accuracy mean of each hidden group is bold; a chosen rate at the edge of its
+    grid is marked (the best rate may lie outside the grid).
+    """
+    rows = plots.summary_rows(res)
+    varying = plots.varying_columns(res)
+    best: dict[str, float] = {}
+    for r in rows:
+        if not math.isnan(m := _num(r["test_acc_mean"])):
+            best[r["hidden"]] = max(best.get(r["hidden"], m), m)
+
+    head = ["Loss", "Hidden", "Learning rate"]
+    head += [c.replace("_", " ").capitalize() for c in varying]
+    head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI", "Epochs to target", "Diverged"]
+    align = ["---"] * 2 + ["---:"] * (len(head) - 2)
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
+    edge_seen = False
+    for r in rows:
+        lr = _num(r["learning_rate"])
+        lr_s = "—" if math.isnan(lr) else f"{lr:g}"
+        if str(r.get("lr_at_grid_edge", "")).strip().lower() in ("true", "1", "1.0"):
+            lr_s += " †"
+            edge_seen = True
+        cells = [f"`{_md(r['loss'])}`", _md(r["hidden"]), lr_s]
+        cells += ["—" if math.isnan(_num(r[c])) else f"{_num(r[c]):g}" for c in varying]
+        cells.append(_pct(_num(r["val_acc_mean"])))
+        mean, ci = _num(r["test_acc_mean"]), _num(r["test_acc_ci95"])
+        test = _pct(mean)
+        if not math.isnan(mean) and not math.isnan(ci):
+            test += f" ± {100 * ci:.2f}"
+        if not math.isnan(mean) and mean == best.get(r["hidden"]) and len(rows) > 1:
+            test = f"**{test}**"
+        cells.append(test)
+        ett = _num(r["epochs_to_target_mean"])
+        ett_s = "—" if math.isnan(ett) else f"{ett:.1f}"
+        cells.append(f"{ett_s} ({_int(r['reached_target'])}/{_int(r['n_seeds'])} seeds)")
+        div = _num(r["diverged"])
+        if math.isnan(div):
+            cells.append("—")
+        else:
+            total = plots.group_rows(res, r["loss"], r["hidden"], r)["member"].nunique()
+            div_s = f"{int(div)} / {total}"
+            if "diverged_at_lr" in r.index and _int(r["diverged_at_lr"]):
+                div_s += f" ({_int(r['diverged_at_lr'])} at the rate)"
+            cells.append(div_s)
+        lines.append("| " + " | ".join(cells) + " |")
+    if edge_seen:
+        lines += ["", "† the chosen rate is at the edge of its grid: a better one may lie beyond."]
+    return "\n".join(lines)
+
+
+def describe_sweep(res: Results) -> str:
+    """One paragraph: dataset, model, optimizer, epochs, member count, seeds, grids."""
+    ep, cfg = res.epochs, res.config
+    get, fmt = plots.config_value, plots.format_value
+    name = fmt(get(cfg, "name")) or res.path.resolve().name
+    dataset = fmt(get(cfg, "dataset.name")) or "an unnamed dataset"
+    hidden = plots.hidden_order(ep["hidden"])
+    sizes = " or ".join("none (linear)" if h == "linear" else h for h in hidden)
+    model = f"an MLP with hidden sizes {sizes}"
+    if act := fmt(get(cfg, "model.activation")):
+        model += f" and {act} activations"
+    opt = fmt(get(cfg, "optimizer.name"))
+    batch = fmt(get(cfg, "batch_size"))
+    epochs_cfg = fmt(get(cfg, "epochs"))
+    last_epoch = int(ep["epoch"].max())
+    epochs = epochs_cfg or str(last_epoch)
+    losses = plots.loss_order(ep["loss"])
+    seeds = sorted(ep["seed"].unique())
+    grids = {
+        loss: tuple(sorted(g.dropna().unique()))
+        for loss, g in ep.groupby("loss")["learning_rate"]
+    }
+    per_member = ep.groupby(["hidden", "member"])  # member ids may restart per hidden group
+    n_members = per_member.ngroups
+    n_div = int(per_member["diverged"].any().sum())
+
+    text = f"Sweep `{_md(name)}` trained {model} on **{_md(dataset)}**"
+    train = []
+    if opt:
+        train.append(f"with {opt}")
+    if batch:
+        train.append(f"batch size {batch}")
+    n_epochs = _plural(int(epochs), "epoch") if epochs.isdigit() else f"{epochs} epochs"
+    text += (" " + ", ".join(train) if train else "") + f", for {n_epochs}. "
+    text += (
+        f"It ran {_plural(n_members, 'member')} together: "
+        f"{_plural(len(losses), 'loss')} ({_listing(losses, lambda v: f'`{_md(v)}`')}) × "
+        f"{_rates(grids, losses)}"
+    )
+    for c in plots.varying_columns(res):
+        vals = sorted(ep[c].dropna().unique())
+        text += f" × {len(vals)} {c.replace('_', ' ')}s ({_listing(vals, lambda v: f'{v:g}')})"
+    if len(hidden) > 1:
+        text += f" × {len(hidden)} hidden-size groups"
+    text += f" × {_plural(len(seeds), 'seed')} ({_listing(seeds)}). "
+    text += (
+        "Each loss's learning rate was chosen on its mean final validation accuracy over seeds "
+        "(a diverged member counting as 0); test accuracy is reported only at that rate."
+    )
+    target = _num(get(cfg, "eval.target_accuracy"))
+    if not math.isnan(target):
+        text += (
+            f" Epochs to target counts the epochs until test accuracy first reached {target:.0%}."
+        )
+    if n_div:
+        was = "was" if n_div == 1 else "were"
+        text += f" {_plural(n_div, 'member')} diverged (NaN or inf) and {was} frozen from then on."
+    if epochs_cfg and epochs_cfg.isdigit() and last_epoch < int(epochs_cfg):
+        text += f" The table holds epochs up to {last_epoch} only."
+    if "wall_time" in ep.columns and np.isfinite(wall := ep["wall_time"].max()):
+        text += f" Wall time of the sweep, as the table records it: {_duration(float(wall))}."
+    return text
+
+
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "python")
+
+
+def _environment(res: Results) -> str | None:
+    """One line from ``env.json``: versions, devices, precision (absent file: None)."""
+    path = res.path / "env.json"
+    if not path.is_file():
+        return None
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ResultsError(f"{path} is unreadable: {plots.one_line(e)}") from e
+    if not isinstance(env, dict):
+        return None
+    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {
+        k: env[k] for k in _PACKAGES if isinstance(env.get(k), str)}
+    parts = [", ".join(f"{k} {v}" for k, v in versions.items() if v)]
+    devices, kind = env.get("devices"), env.get("device_kind")
+    if isinstance(devices, list) and devices:
+        parts.append(f"{len(devices)} × {kind or _short(devices[0])}")
+    elif isinstance(devices, dict) and devices:
+        parts.append("devices: " + ", ".join(f"{k} {_short(v)}" for k, v in devices.items()))
+    elif devices:
+        parts.append(f"devices: {_short(devices)}")
+    if isinstance(n := env.get("process_count"), int) and n > 1:
+        parts.append(f"{n} processes")
+    if "x64" in env:
+        parts.append(f"x64 {'on' if env['x64'] else 'off'}")
+    if prec := env.get("default_matmul_precision"):
+        parts.append(f"matmul precision {prec}")
+    return "; ".join(p for p in parts if p) or None
+
+
+def _short(v) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), default=str)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _plots_stale(res: Results) -> bool:
+    paths = plots.plot_paths(res.path)
+    if not all(p.is_file() and p.stat().st_size > 0 for p in paths):
+        return True
+    tables = [res.path / "epochs.csv", res.path / "summary.csv"]
+    newest = max(t.stat().st_mtime for t in tables)
+    return any(p.stat().st_mtime < newest for p in paths)
+
+
+def render(res: Results) -> str:
+    """The report's Markdown text (plots are referenced, not drawn)."""
+    name = plots.format_value(plots.config_value(res.config, "name"))
+    dataset = plots.format_value(plots.config_value(res.config, "dataset.name"))
+    described = plots.describe(res)
+    title = f"{name}: {described}" if name and name != dataset else described
+    out = [f"# {_md(title)}", "", describe_sweep(res), "", "## Summary", ""]
+    out += [summary_table(res), ""]
+    out.append(
+        "Test accuracy is at the chosen learning rate: mean ± half-width of the 95% interval over "
+        "seeds. Epochs to target: mean over the seeds that reached it (seeds that reached it / "
+        "seeds). Diverged: members that diverged over the whole learning-rate grid / members."
+    )
+    if env := _environment(res):
+        out += ["", f"Environment: {_md(env)}."]
+    out += ["", "## Plots", ""]
+    for name in plots.PLOT_NAMES:
+        title, caption = _CAPTIONS[name]
+        out += [
+            f"### {title}",
+            "",
+            f"![{title}]({plots.PLOTS_SUBDIR}/{name}.png)",
+            "",
+            f"{caption} ([SVG]({plots.PLOTS_SUBDIR}/{name}.svg))",
+            "",
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_report(results_dir: str | os.PathLike) -> Path:
+    """Writes ``RESULTS_DIR/report.md`` (redrawing missing or stale plots) and returns its path."""
+    res = plots.load_results(results_dir)
+    if _plots_stale(res):
+        plots.plot_results(res.path)
+    text = render(res)
+    path = res.path / REPORT_NAME
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=res.path, prefix=f".{REPORT_NAME}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise ResultsError(f"cannot write {path}: {plots.one_line(e)}") from e
+    return path
+
+
+__all__ = ["REPORT_NAME", "describe_sweep", "render", "summary_table", "write_report"]
