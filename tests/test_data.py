@@ -1,0 +1,903 @@
+"""lossjax.data: every published form, every failure and its one-line message, the cache, the
+download path (through tensorflow-datasets, with a local stand-in for the network), splits,
+preprocessing, the CLI helpers, and, when ../shared/data is present, the real MNIST and CIFAR-10.
+
+Tiny fixtures are generated here. They cannot match the official checksums, so each test that
+loads one puts the fixture's own content checksums into ``data.CHECKSUMS`` (monkeypatched), with
+sha256 computed independently of lossjax from the definitions in the module docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import pickle
+import shutil
+import struct
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lossjax import data
+from lossjax.errors import DataError
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+         "t10k-labels-idx1-ubyte")
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+           "test_batch")
+REAL_NETWORK_REACHABLE = data._network_reachable
+REAL_SYSTEM_DIRS = dict(data.SYSTEM_DIRS)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No test reads ~/.cache, the system folders or the network unless it says so."""
+    monkeypatch.setenv("LOSSJAX_DATA_DIR", str(tmp_path / "home"))
+    monkeypatch.delenv("LOSSJAX_CACHE_DIR", raising=False)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(data, "_network_reachable", lambda urls, timeout=3.0: "offline (tests)")
+
+
+def sha(*chunks) -> str:
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c if isinstance(c, bytes) else np.ascontiguousarray(c).tobytes())
+    return h.hexdigest()
+
+
+def error(fn, *args, **kwargs) -> str:
+    """The DataError message of fn(...); asserts it is one line."""
+    with pytest.raises(DataError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# --------------------------------------------------------------------------------------------
+# Fixture builders
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    return struct.pack(f">BBBB{a.ndim}I", 0, 0, 8, a.ndim, *a.shape) + a.tobytes()
+
+
+def tiny_mnist(n_train=30, n_test=10, seed=0) -> dict[str, np.ndarray]:
+    """Random 28x28 images; pixel [0, 0] holds the example's index so splits can be traced."""
+    rng = np.random.default_rng(seed)
+    x_train = rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)
+    x_train[:, 0, 0] = np.arange(n_train)
+    x_test = rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)
+    x_test[:, 0, 0] = 200 + np.arange(n_test)
+    return {"x_train": x_train, "y_train": (np.arange(n_train) % 10).astype(np.uint8),
+            "x_test": x_test, "y_test": (np.arange(n_test) % 10).astype(np.uint8)}
+
+
+def expect_mnist(monkeypatch, arrays, name="mnist"):
+    monkeypatch.setitem(data.CHECKSUMS, name, {
+        s: data.Expected(sha(idx_bytes(arrays[k])), "tiny", "test fixture")
+        for s, k in zip(STEMS, KEYS, strict=True)})
+
+
+def write_idx(folder: Path, arrays, gz=True, dotted=False, mtime=0, stems=STEMS) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for s, k in zip(STEMS, KEYS, strict=True):
+        if s not in stems:
+            continue
+        name = s.replace("-idx", ".idx") if dotted else s
+        raw = idx_bytes(arrays[k])
+        if gz:
+            (folder / (name + ".gz")).write_bytes(gzip.compress(raw, mtime=mtime))
+        else:
+            (folder / name).write_bytes(raw)
+    return folder
+
+
+def tiny_cifar(per_batch=4, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = per_batch * 5
+    return {"x_train": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+            "y_train": (np.arange(n) % 10).astype(np.uint8),
+            "x_test": rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8),
+            "y_test": (np.arange(per_batch) % 10).astype(np.uint8)}
+
+
+def cifar_batches(arrays) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    xs = np.split(arrays["x_train"], 5) + [arrays["x_test"]]
+    ys = np.split(arrays["y_train"], 5) + [arrays["y_test"]]
+    return dict(zip(BATCHES, zip(xs, ys, strict=True), strict=True))
+
+
+def expect_cifar(monkeypatch, arrays):
+    table = {b: data.Expected(sha(x, y), "tiny", "test fixture")
+             for b, (x, y) in cifar_batches(arrays).items()}
+    table["all"] = data.Expected(sha(*(arrays[k] for k in KEYS)), "tiny", "test fixture")
+    monkeypatch.setitem(data.CHECKSUMS, "cifar10", table)
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes pickles the way Python 2 wrote the official CIFAR-10 batches: str and bytes as
+    py2 strings, numpy's functions under numpy.core."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj):
+        b = obj.encode("latin1") if isinstance(obj, str) else obj
+        n = len(b)
+        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256
+                    else pickle.BINSTRING + struct.pack("<i", n)) + b)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+
+def py_batch(x, y, py2=True) -> bytes:
+    d = {"batch_label": "a batch", "labels": [int(v) for v in y],
+         "data": np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), 3072)),
+         "filenames": [f"img_{i}.png" for i in range(len(x))]}
+    if not py2:
+        return pickle.dumps({k.encode(): v for k, v in d.items()}, protocol=2)
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(d)
+    return buf.getvalue()
+
+
+def bin_batch(x, y) -> bytes:
+    rows = x.transpose(0, 3, 1, 2).reshape(len(x), 3072)
+    return np.concatenate([y[:, None], rows], axis=1).astype(np.uint8).tobytes()
+
+
+def write_cifar(folder: Path, arrays, form: str) -> Path:
+    """form: py-dir, py-tar, bin-dir, bin-tar or npz (keras-style, labels (N, 1))."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if form == "npz":
+        np.savez_compressed(folder / "cifar10.npz", x_train=arrays["x_train"],
+                            y_train=arrays["y_train"][:, None], x_test=arrays["x_test"],
+                            y_test=arrays["y_test"][:, None])
+        return folder
+    binary = form.startswith("bin")
+    sub = "cifar-10-batches-bin" if binary else "cifar-10-batches-py"
+    members = {b + (".bin" if binary else ""): (bin_batch if binary else py_batch)(x, y)
+               for b, (x, y) in cifar_batches(arrays).items()}
+    if form.endswith("dir"):
+        (folder / sub).mkdir(exist_ok=True)
+        for fname, payload in members.items():
+            (folder / sub / fname).write_bytes(payload)
+    else:
+        archive = "cifar-10-binary.tar.gz" if binary else "cifar-10-python.tar.gz"
+        with tarfile.open(folder / archive, "w:gz") as tf:
+            for fname, payload in {"batches.meta": b"meta", **members}.items():
+                info = tarfile.TarInfo(f"{sub}/{fname}")
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+    return folder
+
+
+def same_arrays(ds: data.Dataset, arrays, val_size=0):
+    assert val_size == 0
+    assert np.array_equal(ds.x_train, arrays["x_train"])
+    assert np.array_equal(ds.y_train, arrays["y_train"])
+    assert np.array_equal(ds.x_test, arrays["x_test"])
+    assert np.array_equal(ds.y_test, arrays["y_test"])
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST-style IDX files and .npz
+
+
+@pytest.mark.parametrize("gz,dotted,sub", [(True, False, "mnist"), (False, False, ""),
+                                           (True, True, ""), (False, True, "mnist")])
+def test_idx_forms_load_the_same_arrays(tmp_path, monkeypatch, gz, dotted, sub):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    write_idx(tmp_path / "d" / sub, arrays, gz=gz, dotted=dotted)
+    ds = data.load("mnist", data_dir=tmp_path / "d", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int32
+    assert ds.x_val.shape == (0, 28, 28) and ds.num_classes == 10
+    assert not ds.x_train.flags.writeable and not ds.y_test.flags.writeable
+    assert ds.meta["source"]["kind"] == "local" and ds.meta["source"]["form"] == "idx"
+    assert ds.meta["source"]["path"] == str(tmp_path / "d" / sub).rstrip("/")
+    assert set(ds.meta["verified"]) == set(STEMS)
+    json.dumps(ds.meta)
+
+
+def test_recompressed_copy_passes_and_other_data_fails(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "a", arrays, mtime=12345)
+    raw = gzip.decompress((folder / "train-images-idx3-ubyte.gz").read_bytes())
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw, compresslevel=1))
+    same_arrays(data.load("mnist", data_dir=folder, val_size=0), arrays)
+
+    other = dict(arrays, x_train=arrays["x_train"].copy())
+    other["x_train"][3, 10, 10] ^= 1
+    folder = write_idx(tmp_path / "b", other)
+    msg = error(data.load, "mnist", data_dir=folder)
+    assert str(folder / "train-images-idx3-ubyte.gz") in msg
+    assert "content is not the official mnist train-images-idx3-ubyte" in msg
+    assert f"expected tiny with sha256 {sha(idx_bytes(arrays['x_train']))}" in msg
+    assert f"found 30x28x28 with sha256 {sha(idx_bytes(other['x_train']))}" in msg
+
+
+def test_mnist_files_offered_as_fashion_mnist_are_named(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    expect_mnist(monkeypatch, tiny_mnist(seed=1), name="fashion_mnist")
+    write_idx(tmp_path / "d", arrays)  # flat folder: both names look here
+    msg = error(data.load, "fashion_mnist", data_dir=tmp_path / "d")
+    assert "not the official fashion_mnist train-images-idx3-ubyte" in msg
+    assert "(that is the content of mnist train-images-idx3-ubyte)" in msg
+
+
+def test_fashion_mnist_folder_names(tmp_path, monkeypatch):
+    arrays = tiny_mnist(seed=2)
+    expect_mnist(monkeypatch, arrays, name="fashion_mnist")
+    write_idx(tmp_path / "d" / "fashion-mnist", arrays)
+    ds = data.load("fashion_mnist", data_dir=tmp_path / "d", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.class_names[9] == "Ankle boot"
+
+
+def test_mnist_npz_shares_the_idx_content_check(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    (tmp_path / "d").mkdir()
+    np.savez(tmp_path / "d" / "mnist.npz", **arrays)
+    ds = data.load("mnist", data_dir=tmp_path / "d", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.meta["source"]["form"] == "npz"
+    arrays["y_test"] = arrays["y_test"][::-1].copy()
+    np.savez(tmp_path / "d" / "mnist.npz", **arrays)
+    msg = error(data.load, "mnist", data_dir=tmp_path / "d")
+    assert f"{tmp_path / 'd' / 'mnist.npz'}[y_test]: content is not the official" in msg
+
+
+def test_idx_truncated_gzip(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-100])
+    msg = error(data.load, "mnist", data_dir=folder)
+    assert msg.startswith(f"{path}: truncated gzip stream: expected a complete gzip file")
+
+
+def test_idx_truncated_data_and_header(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays, gz=False)
+    path = folder / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-50])
+    assert error(data.load, "mnist", data_dir=folder) == (
+        f"{path}: truncated: header says 30x28x28 = 23520 bytes of data, found 23470 bytes")
+    path.write_bytes(b"\x00\x00\x08\x03\x00")
+    assert error(data.load, "mnist", data_dir=folder) == (
+        f"{path}: truncated: expected an IDX header of 16 bytes, found 5 bytes")
+
+
+def test_idx_count_disagrees_with_header(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays, gz=False)
+    path = folder / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes() + b"\x01\x02")
+    assert error(data.load, "mnist", data_dir=folder) == (
+        f"{path}: count disagrees with the header: header says 30 = 30 bytes of data, "
+        "found 32 bytes")
+
+
+def test_idx_wrong_magic(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    labels = (folder / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(labels)  # labels where images belong
+    msg = error(data.load, "mnist", data_dir=folder)
+    assert msg == (f"{folder / 't10k-images-idx3-ubyte.gz'}: wrong IDX magic number: expected "
+                   "0x00000803 (unsigned bytes, images, 3 dimensions), found 0x00000801")
+
+
+def test_idx_label_count_must_match_images(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    arrays["y_test"] = arrays["y_test"][:9]
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    assert error(data.load, "mnist", data_dir=folder) == (
+        f"{folder / 't10k-labels-idx1-ubyte.gz'}: count disagrees with the images: "
+        "expected 10 labels, found 9")
+
+
+def test_incomplete_idx_set_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays, stems=STEMS[:3])
+    assert error(data.load, "mnist", data_dir=folder) == (
+        f"{folder}: incomplete mnist IDX set: expected all of {', '.join(STEMS)}, "
+        "missing t10k-labels-idx1-ubyte[.gz]")
+
+
+def test_npz_failures(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    path = folder / "mnist.npz"
+    np.savez(path, x_train=arrays["x_train"], y_train=arrays["y_train"])
+    assert error(data.load, "mnist", data_dir=folder) == (
+        f"{path}: expected arrays x_train y_train x_test y_test, found x_train y_train")
+    np.savez(path, **dict(arrays, x_train=arrays["x_train"].astype(np.float32)))
+    assert error(data.load, "mnist", data_dir=folder) == (
+        f"{path}: x_train must be uint8 images, found float32")
+    np.savez_compressed(path, **arrays)
+    path.write_bytes(path.read_bytes()[:-200])
+    assert error(data.load, "mnist", data_dir=folder).startswith(
+        f"{path}: not a readable .npz (truncated or corrupt): ")
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10: python and binary batches, as folders and as tar.gz, and .npz
+
+
+@pytest.mark.parametrize("form", ["py-dir", "py-tar", "bin-dir", "bin-tar", "npz"])
+def test_cifar_forms_load_the_same_arrays(tmp_path, monkeypatch, form):
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    write_cifar(tmp_path / "d" / "cifar10", arrays, form)
+    ds = data.load("cifar10", data_dir=tmp_path / "d", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    assert ds.class_names[0] == "airplane"
+    expected_parts = ["all"] if form == "npz" else list(BATCHES)
+    assert list(ds.meta["verified"]) == expected_parts
+
+
+def test_cifar_python3_pickles_and_folder_of_batches_directly(tmp_path, monkeypatch):
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    for b, (x, y) in cifar_batches(arrays).items():
+        (folder / b).write_bytes(py_batch(x, y, py2=False))
+    same_arrays(data.load("cifar10", data_dir=folder, val_size=0), arrays)
+
+
+def test_cifar_batch_mismatch_names_the_batch(tmp_path, monkeypatch):
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    folder = write_cifar(tmp_path / "d", arrays, "py-dir") / "cifar-10-batches-py"
+    x, y = cifar_batches(arrays)["data_batch_3"]
+    (folder / "data_batch_3").write_bytes(py_batch(x, (y + 1) % 10))
+    msg = error(data.load, "cifar10", data_dir=tmp_path / "d")
+    assert msg.startswith(f"{folder / 'data_batch_3'}: content is not the official cifar10 "
+                          f"data_batch_3: expected tiny with sha256 {sha(x, y)}, "
+                          "found 4x32x32x3+4 with sha256 ")
+
+
+def test_cifar_archive_failures(tmp_path, monkeypatch):
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    folder = write_cifar(tmp_path / "d", arrays, "py-tar")
+    archive = folder / "cifar-10-python.tar.gz"
+    good = archive.read_bytes()
+    archive.write_bytes(good[: len(good) // 2])
+    assert error(data.load, "cifar10", data_dir=folder).startswith(
+        f"{archive}: truncated or corrupt archive: ")
+    with tarfile.open(archive, "w:gz") as tf:
+        for b, (x, y) in list(cifar_batches(arrays).items())[:5]:
+            payload = py_batch(x, y)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{b}")
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    assert error(data.load, "cifar10", data_dir=folder) == (
+        f"{archive}: expected members data_batch_1..5 and test_batch, missing test_batch")
+
+
+def test_cifar_binary_truncated_record(tmp_path, monkeypatch):
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    folder = write_cifar(tmp_path / "d", arrays, "bin-dir") / "cifar-10-batches-bin"
+    path = folder / "test_batch.bin"
+    path.write_bytes(path.read_bytes()[:-1000])
+    assert error(data.load, "cifar10", data_dir=tmp_path / "d") == (
+        f"{path}: truncated: expected whole 3073-byte records (label + 32x32x3 pixels), "
+        "found 11292 bytes = 3.67 records")
+
+
+def test_cifar_incomplete_batch_folder(tmp_path, monkeypatch):
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    folder = write_cifar(tmp_path / "d", arrays, "py-dir") / "cifar-10-batches-py"
+    (folder / "data_batch_4").unlink()
+    assert error(data.load, "cifar10", data_dir=tmp_path / "d") == (
+        f"{folder}: incomplete CIFAR-10 batches: expected {', '.join(BATCHES)}, "
+        "missing data_batch_4")
+
+
+class Boom:
+    """Unpickling this would create a file, if the unpickler allowed calling open()."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_cifar_pickle_cannot_run_code(tmp_path, monkeypatch):
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    folder = write_cifar(tmp_path / "d", arrays, "py-dir") / "cifar-10-batches-py"
+    marker = tmp_path / "pickle-ran"
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Boom(marker)}, protocol=2))
+    msg = error(data.load, "cifar10", data_dir=tmp_path / "d")
+    assert msg.startswith(f"{folder / 'data_batch_1'}: not a CIFAR-10 python batch")
+    assert "UnpicklingError: refusing global io.open" in msg
+    assert not marker.exists()
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"labels": [1]}, protocol=2))
+    assert error(data.load, "cifar10", data_dir=tmp_path / "d") == (
+        f"{folder / 'data_batch_1'}: expected data (N x 3072 uint8) and N labels, "
+        "found data NoneType , 1 labels")
+
+
+# --------------------------------------------------------------------------------------------
+# Source order, cache, no network, download through tensorflow-datasets
+
+
+def test_cache_hit_rebuild_and_cache_only(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    first = data.load("mnist", data_dir=folder)
+    assert first.meta["cache"] == {"path": str(folder / "prepared" / "mnist"),
+                                   "status": "written"}
+    second = data.load("mnist", data_dir=folder)
+    assert second.meta["cache"]["status"] == "hit"
+    assert second.meta["source"]["kind"] == "local"
+    for s in ("train", "val", "test"):
+        assert np.array_equal(getattr(first, "x_" + s), getattr(second, "x_" + s))
+    write_idx(folder, arrays, mtime=999)  # same content, other raw bytes: the cache is rebuilt
+    assert data.load("mnist", data_dir=folder).meta["cache"]["status"] == "written"
+    for s in STEMS:
+        (folder / (s + ".gz")).unlink()
+    third = data.load("mnist", data_dir=folder, val_size=0)
+    same_arrays(third, arrays)
+    assert third.meta["source"]["kind"] == "cache"
+    assert third.meta["source"]["built_from"]["path"] == str(folder)
+
+
+def test_damaged_cache_is_reported_and_rebuilt(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    data.load("mnist", data_dir=folder)
+    cached = folder / "prepared" / "mnist" / "x_test.npy"
+    np.save(cached, np.zeros_like(arrays["x_test"]))
+    with pytest.warns(UserWarning, match="ignoring damaged cache .*x_test.npy: content is not"):
+        ds = data.load("mnist", data_dir=folder)
+    assert ds.meta["cache"]["status"] == "written"
+    assert np.array_equal(ds.x_test, arrays["x_test"])
+
+
+def test_cache_dir_env_and_unwritable_cache(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    monkeypatch.setenv("LOSSJAX_CACHE_DIR", str(tmp_path / "c"))
+    assert data.load("mnist", data_dir=folder).meta["cache"]["path"] == str(
+        tmp_path / "c" / "prepared" / "mnist")
+    assert not (folder / "prepared").exists()
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("LOSSJAX_CACHE_DIR", str(tmp_path / "file"))
+    with pytest.warns(UserWarning, match="could not cache mnist"):
+        ds = data.load("mnist", data_dir=folder)
+    assert ds.meta["cache"]["status"].startswith("not written: ")
+
+
+def test_read_only_data_dir_gets_no_cache_even_as_root(tmp_path, monkeypatch):
+    """Like ../shared/data: mode r-x. Root could write there; lossjax must not."""
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    folder.chmod(0o555)
+    try:
+        with pytest.warns(UserWarning, match=r"could not cache mnist .*is read-only \(mode 555\)"):
+            ds = data.load("mnist", data_dir=folder, val_size=0)
+        same_arrays(ds, arrays)
+        assert not (folder / "prepared").exists()
+    finally:
+        folder.chmod(0o755)
+
+
+def test_env_data_dir_is_the_default(tmp_path, monkeypatch):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    monkeypatch.setenv("LOSSJAX_DATA_DIR", str(tmp_path / "env"))
+    assert data.default_data_dir() == tmp_path / "env"
+    write_idx(tmp_path / "env" / "mnist", arrays)
+    assert data.load("mnist").meta["source"]["path"] == str(tmp_path / "env" / "mnist")
+    monkeypatch.delenv("LOSSJAX_DATA_DIR")
+    assert data.default_data_dir() == Path.home() / ".cache" / "lossjax"
+
+
+def test_system_dirs_come_after_the_cache(tmp_path, monkeypatch):
+    arrays = tiny_mnist(seed=3)
+    expect_mnist(monkeypatch, arrays, name="fashion_mnist")
+    write_idx(tmp_path / "sys", arrays)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion_mnist": (str(tmp_path / "sys"),)})
+    ds = data.load("fashion_mnist", data_dir=tmp_path / "d", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.meta["source"]["kind"] == "system"
+    assert data.load("fashion_mnist", data_dir=tmp_path / "d").meta["source"]["kind"] == "cache"
+
+
+def test_no_files_and_no_network_fails_with_one_line(tmp_path):
+    msg = error(data.load, "cifar10", data_dir=tmp_path / "d")
+    assert msg == (
+        "cifar10: no local files or cache, and no network to download them (offline (tests)); "
+        "put cifar-10-python.tar.gz, cifar-10-batches-py/ (data_batch_1..5, test_batch), "
+        "cifar-10-binary.tar.gz, cifar-10-batches-bin/, or cifar10.npz in "
+        f"{tmp_path / 'd' / 'cifar10'} or {tmp_path / 'd'}, "
+        "or run `lossjax data prepare cifar10 --from DIR`")
+
+
+def test_unreachable_host_fails_fast(tmp_path, monkeypatch):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(data, "_network_reachable", REAL_NETWORK_REACHABLE)
+    monkeypatch.setitem(data.DOWNLOADS, "mnist", {s: f"https://lossjax.invalid/{s}.gz"
+                                                  for s in STEMS})
+    start = time.perf_counter()
+    msg = error(data.load, "mnist", data_dir=tmp_path / "d")
+    assert time.perf_counter() - start < 10
+    assert "no network to download them (cannot reach lossjax.invalid:443" in msg
+    assert "train-images-idx3-ubyte[.gz]" in msg and "mnist.npz" in msg
+
+
+def test_download_urls_are_registered_in_tfds():
+    """tfds verifies each download against the sha256 it registers; an unregistered URL would
+    be refused (force_checksums_validation), so the table must match tfds's."""
+    from tensorflow_datasets.core.download import checksums
+
+    infos = checksums.get_all_url_infos()
+    for name, urls in data.DOWNLOADS.items():
+        for key, url in urls.items():
+            assert url in infos, (name, url)
+            assert infos[url].filename == (key if name == "cifar10" else key + ".gz")
+
+
+@pytest.fixture
+def fake_network(tmp_path, monkeypatch):
+    """A local stand-in for the network under tfds's real DownloadManager: the registry says
+    which fixture file each URL serves and its sha256; the downloader copies it."""
+    from tensorflow_datasets.core.download import checksums, downloader
+
+    served: dict[str, Path] = {}
+    registry: dict[str, checksums.UrlInfo] = {}
+    calls: list[str] = []
+
+    def serve(url: str, path: Path, registered_sha: str | None = None):
+        served[url] = path
+        info = checksums.compute_url_info(path)
+        registry[url] = checksums.UrlInfo(size=info.size,
+                                          checksum=registered_sha or info.checksum,
+                                          filename=path.name)
+
+    def sync_download(self, url, destination_path, verify=True):
+        calls.append(url)
+        out = destination_path / served[url].name
+        shutil.copyfile(served[url], out)
+        return downloader.DownloadResult(path=out, url_info=checksums.compute_url_info(out))
+
+    monkeypatch.setattr(downloader._Downloader, "_sync_download", sync_download)
+    monkeypatch.setattr(checksums, "get_all_url_infos", lambda: dict(registry))
+    monkeypatch.setattr(data, "_network_reachable", lambda urls, timeout=3.0: None)
+    return serve, calls
+
+
+def test_download_through_tfds_then_its_cache(tmp_path, monkeypatch, fake_network):
+    serve, calls = fake_network
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    files = write_idx(tmp_path / "server", arrays)
+    for s, url in data.DOWNLOADS["mnist"].items():
+        serve(url, files / (s + ".gz"))
+    ds = data.load("mnist", data_dir=tmp_path / "home", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.meta["source"]["kind"] == "download"
+    assert ds.meta["source"]["path"] == str(tmp_path / "home" / "downloads" / "mnist")
+    assert sorted(calls) == sorted(data.DOWNLOADS["mnist"].values())
+    assert all(Path(f).is_file() for f in ds.meta["source"]["files"])
+
+    # Without the prepared cache, tfds's download cache serves the files: no network needed.
+    shutil.rmtree(tmp_path / "home" / "prepared")
+    monkeypatch.setattr(data, "_network_reachable", lambda urls, timeout=3.0: "offline")
+    calls.clear()
+    again = data.load("mnist", data_dir=tmp_path / "home", val_size=0)
+    same_arrays(again, arrays)
+    assert calls == [] and again.meta["source"]["kind"] == "download"
+
+
+def test_download_of_cifar_binary_archive(tmp_path, monkeypatch, fake_network):
+    serve, _ = fake_network
+    arrays = tiny_cifar()
+    expect_cifar(monkeypatch, arrays)
+    folder = write_cifar(tmp_path / "server", arrays, "bin-tar")
+    serve(data.DOWNLOADS["cifar10"]["cifar-10-binary.tar.gz"],
+          folder / "cifar-10-binary.tar.gz")
+    ds = data.load("cifar10", data_dir=tmp_path / "home", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.meta["source"]["form"] == "cifar-bin-tar"
+
+
+def test_download_with_wrong_registered_checksum_fails(tmp_path, monkeypatch, fake_network):
+    serve, _ = fake_network
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    files = write_idx(tmp_path / "server", arrays)
+    for s, url in data.DOWNLOADS["mnist"].items():
+        serve(url, files / (s + ".gz"), registered_sha="0" * 64)
+    msg = error(data.load, "mnist", data_dir=tmp_path / "home")
+    assert msg.startswith("mnist: download through tensorflow-datasets failed: "
+                          "NonMatchingChecksumError: Artifact https://storage.googleapis.com/")
+    assert "0" * 64 in msg and "train-images-idx3-ubyte[.gz]" in msg
+
+
+# --------------------------------------------------------------------------------------------
+# digits (embedded)
+
+
+def test_digits_embedded_with_fixed_test_split():
+    a = data.load("digits", val_size=0.1, split_seed=0)
+    b = data.load("digits", val_size=0.1, split_seed=1)
+    assert a.x_train.shape[1:] == (8, 8) and a.x_train.dtype == np.uint8
+    assert int(a.x_train.max()) == 16 and a.meta["pixel_max"] == 16
+    assert a.meta["sizes"] == {"train": 1294, "val": 144, "test": 359}
+    assert a.meta["class_counts"]["test"] == [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
+    assert np.array_equal(a.x_test, b.x_test) and np.array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.y_val, b.y_val) or not np.array_equal(a.x_val, b.x_val)
+    assert a.meta["source"]["kind"] == "embedded"
+    json.dumps(a.meta)
+
+
+def test_digits_match_scikit_learn():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    ref = sklearn_datasets.load_digits()
+    ds = data.load("digits", val_size=0)
+    ours = sorted(x.tobytes() + bytes([y]) for x, y in zip(
+        np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test]),
+        strict=True))
+    theirs = sorted(x.astype(np.uint8).tobytes() + bytes([y])
+                    for x, y in zip(ref.images, ref.target, strict=True))
+    assert ours == theirs
+
+
+def test_digits_checksum_is_checked(monkeypatch):
+    monkeypatch.setitem(data.CHECKSUMS, "digits", {
+        "digits.csv": data.Expected("1" * 64, "1797 rows", "test")})
+    msg = error(data.load, "digits")
+    assert "digits.csv.gz: content is not the official digits digits.csv: expected 1797 rows" in msg
+
+
+# --------------------------------------------------------------------------------------------
+# Validation split
+
+
+def ids(x: np.ndarray) -> set[int]:
+    return set(x[:, 0, 0].tolist())
+
+
+def test_validation_split_is_deterministic_stratified_and_disjoint(tmp_path, monkeypatch):
+    arrays = tiny_mnist(n_train=100, n_test=10)
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d", arrays)
+    a = data.load("mnist", data_dir=folder, val_size=20, split_seed=0)
+    assert len(a.y_val) == 20 and np.bincount(a.y_val).tolist() == [2] * 10
+    assert ids(a.x_train).isdisjoint(ids(a.x_val))
+    assert ids(a.x_train) | ids(a.x_val) == set(range(100))
+    assert ids(a.x_test) == set(range(200, 210))
+    assert ids(data.load("mnist", data_dir=folder, val_size=20, split_seed=0).x_val) == \
+        ids(a.x_val)
+    b = data.load("mnist", data_dir=folder, val_size=0.2, split_seed=1)
+    assert len(b.y_val) == 20 and ids(b.x_val) != ids(a.x_val)
+    assert np.array_equal(a.x_test, b.x_test)
+    assert a.meta["split"]["val_size"] == 20 and b.meta["split"]["split_seed"] == 1
+    assert np.all(np.diff(a.x_train[:, 0, 0].astype(int)) > 0)  # original order kept
+
+
+@pytest.mark.parametrize("bad", [True, -1, 1.0, 1.5, "0.1", None])
+def test_bad_val_size(bad):
+    with pytest.raises(ValueError, match="val_size must be"):
+        data.load("digits", val_size=bad)
+
+
+def test_val_size_leaving_no_training_data_and_unknown_name():
+    with pytest.raises(ValueError, match="leaves no training data: the training set has 1438"):
+        data.load("digits", val_size=1438)
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet': expected one of digits"):
+        data.load("imagenet")
+
+
+# --------------------------------------------------------------------------------------------
+# preprocess
+
+
+def test_preprocess_scales_and_flattens():
+    ds = data.load("digits")
+    p = data.preprocess(ds)
+    assert p.x_train.dtype == np.float32 and p.x_train.shape == (len(ds.y_train), 64)
+    assert p.x_val.shape == (len(ds.y_val), 64) and p.x_test.shape == (len(ds.y_test), 64)
+    assert float(p.x_train.max()) == 1.0 and float(p.x_train.min()) == 0.0
+    assert ds.x_train.dtype == np.uint8  # the input is left alone
+    assert np.array_equal(p.y_train, ds.y_train) and p.meta["preprocess"]["scale"] == "1/16"
+    with pytest.raises(ValueError, match="already preprocessed"):
+        data.preprocess(p)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.name = "x"
+
+
+def test_preprocess_standardizes_per_feature_for_digits_from_train_only():
+    ds = data.load("digits")
+    p = data.preprocess(ds, standardize=True)
+    std = p.x_train.std(axis=0)
+    assert np.allclose(p.x_train.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(std[std > 0], 1, atol=1e-4)
+    changed = dataclasses.replace(ds, x_test=np.full_like(ds.x_test, 16))
+    assert data.preprocess(changed, standardize=True).meta["preprocess"]["mean"] == \
+        p.meta["preprocess"]["mean"]
+    json.dumps(p.meta)
+
+
+def test_preprocess_standardizes_per_channel_for_images(tmp_path, monkeypatch):
+    arrays = tiny_cifar(per_batch=20)
+    arrays["x_train"][..., 2] //= 4  # give the channels different statistics
+    expect_cifar(monkeypatch, arrays)
+    write_cifar(tmp_path / "d", arrays, "npz")
+    ds = data.load("cifar10", data_dir=tmp_path / "d", val_size=0.1)
+    p = data.preprocess(ds, standardize=True)
+    assert p.x_train.shape == (90, 3072) and p.x_val.shape == (10, 3072)
+    per_channel = p.x_train.reshape(-1, 3)
+    assert np.allclose(per_channel.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(per_channel.std(axis=0), 1, atol=1e-4)
+    ref = ds.x_train.reshape(-1, 3) / 255.0
+    assert np.allclose(p.meta["preprocess"]["mean"], ref.mean(axis=0))
+    assert np.allclose(p.meta["preprocess"]["std"], ref.std(axis=0))
+
+
+# --------------------------------------------------------------------------------------------
+# info and prepare
+
+
+def test_prepare_then_load_from_the_cache(tmp_path, monkeypatch, capsys):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    source = write_idx(tmp_path / "src" / "mnist", arrays).parent
+    assert data.prepare_command("mnist", source, data_dir=tmp_path / "home") == 0
+    out = capsys.readouterr().out
+    assert f"mnist: local IDX files in {source / 'mnist'}" in out and "written" in out
+    ds = data.load("mnist", data_dir=tmp_path / "home", val_size=0)
+    same_arrays(ds, arrays)
+    assert ds.meta["source"]["kind"] == "cache"
+    assert data.prepare_command("digits", source) == 0
+    assert error(data.prepare_command, "mnist", tmp_path / "nowhere") == (
+        f"{tmp_path / 'nowhere'}: no such directory (expected a folder holding "
+        f"{data._ACCEPTED['mnist']})")
+    assert error(data.prepare_command, "cifar10", source).startswith(
+        f"{source}: no cifar10 files found: expected cifar-10-python.tar.gz")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("LOSSJAX_CACHE_DIR", str(tmp_path / "file"))
+    assert error(data.prepare_command, "mnist", source).startswith(
+        f"{tmp_path / 'file' / 'prepared' / 'mnist'}: could not write the cache: ")
+
+
+def test_info_reports_ok_missing_and_broken(tmp_path, monkeypatch, capsys):
+    arrays = tiny_mnist()
+    expect_mnist(monkeypatch, arrays)
+    folder = write_idx(tmp_path / "d" / "mnist", arrays).parent
+    assert data.info_command(None, data_dir=folder) == 0
+    out = capsys.readouterr().out
+    assert f"data dir: {folder}  (given)" in out
+    assert "digits         ok        embedded" in out
+    assert f"mnist          ok        local IDX files in {folder / 'mnist'}" in out
+    assert "train 30, test 10, images 28x28 uint8, 10 classes" in out
+    assert "cifar10        missing   no local files or cache; put cifar-10-python.tar.gz" in out
+    assert not (folder / "prepared").exists()  # info writes nothing
+    assert data.info_command("cifar10", data_dir=folder) == 1
+    capsys.readouterr()
+    (folder / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"garbage")
+    assert data.info_command(None, data_dir=folder) == 1
+    assert "mnist          BROKEN    " in capsys.readouterr().out
+
+
+def test_cli_data_info_exit_code(tmp_path, capsys):
+    from lossjax.cli import main
+
+    assert main(["data", "info", "digits", "--data-dir", str(tmp_path)]) == 0
+    assert main(["data", "prepare", "mnist", "--from", str(tmp_path / "none")]) == 2
+    assert "lossjax: error: " in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Real data (when ../shared/data is present; a user's clone has none)
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/data/mnist not present")
+def test_real_mnist(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSJAX_CACHE_DIR", str(tmp_path))
+    ds = data.load("mnist", data_dir=SHARED, val_size=0)
+    assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
+    assert ds.y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert ds.y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert np.bincount(ds.y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918,
+                                                6265, 5851, 5949]
+    assert np.bincount(ds.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028,
+                                               974, 1009]
+    assert ds.meta["cache"]["status"] == "written"
+    seconds = []
+    for _ in range(3):  # best of 3: other tests may share the 2 cores (about 0.1 s when idle)
+        start = time.perf_counter()
+        again = data.load("mnist", data_dir=SHARED)
+        seconds.append(time.perf_counter() - start)
+    assert min(seconds) < 1.0  # the cache makes a later load fast
+    assert again.meta["cache"]["status"] == "hit"
+    assert again.meta["sizes"] == {"train": 54000, "val": 6000, "test": 10000}
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason="../shared/data/cifar10 not present")
+def test_real_cifar10(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSJAX_CACHE_DIR", str(tmp_path))
+    ds = data.load("cifar10", data_dir=SHARED, val_size=0)
+    assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
+    assert ds.x_train.dtype == np.uint8
+    assert ds.y_train[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert ds.y_test[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    assert ds.x_train[0, 0, :3].tolist() == [[59, 62, 63], [43, 46, 45], [50, 48, 43]]
+    assert np.bincount(ds.y_train).tolist() == [5000] * 10
+    assert np.bincount(ds.y_test).tolist() == [1000] * 10
+    assert np.bincount(ds.y_train[:10000]).tolist() == [1005, 974, 1032, 1016, 999, 937, 1030,
+                                                        1001, 1025, 981]
+    again = data.load("cifar10", data_dir=SHARED)
+    assert again.meta["cache"]["status"] == "hit"
+    assert again.meta["class_counts"]["val"] == [500] * 10
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist absent")
+def test_real_fashion_mnist_from_debian_is_the_official_data(tmp_path, monkeypatch):
+    """Debian stripped the gzip name field and mtime; putting them back gives the exact files
+    whose sha256 tfds registers, which is where CHECKSUMS['fashion_mnist'] comes from."""
+    from tensorflow_datasets.core.download import checksums
+
+    registered = {i.filename: i.checksum for u, i in checksums.get_all_url_infos().items()
+                  if u in data.DOWNLOADS["fashion_mnist"].values()}
+    mtimes = {"train": 1504176606, "t10k": 1504176627}
+    for stem in STEMS:
+        gz = (DEBIAN_FASHION / (stem + ".gz")).read_bytes()
+        official = (b"\x1f\x8b\x08\x08" + struct.pack("<I", mtimes[stem[:5].rstrip("-")])
+                    + gz[8:10] + stem.encode() + b"\0" + gz[10:])
+        assert sha(official) == registered[stem + ".gz"]
+        assert sha(gzip.decompress(gz)) == data.CHECKSUMS["fashion_mnist"][stem].sha256
+    monkeypatch.setattr(data, "SYSTEM_DIRS", REAL_SYSTEM_DIRS)
+    monkeypatch.setenv("LOSSJAX_CACHE_DIR", str(tmp_path))
+    ds = data.load("fashion_mnist", val_size=0)
+    assert ds.meta["source"]["kind"] == "system"
+    assert ds.meta["source"]["path"] == str(DEBIAN_FASHION)
+    assert ds.y_train[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    assert ds.y_test[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+    assert np.bincount(ds.y_train).tolist() == [6000] * 10
+    assert np.bincount(ds.y_test).tolist() == [1000] * 10
