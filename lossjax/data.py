@@ -10,8 +10,8 @@ Where data comes from, in this order (the first that exists wins)
 ``data_dir`` is the ``data_dir`` argument, else ``$LOSSJAX_DATA_DIR``, else ``~/.cache/lossjax``
 (see :func:`default_data_dir`). The cache lives in ``$LOSSJAX_CACHE_DIR`` when that is set (useful
 when the data directory is read-only), else in ``data_dir`` itself. A folder whose mode has no
-write bit (like ``../shared/data``) is never written, even by root; loads then work uncached and
-warn once per load.
+write bit (like ``../shared/data``) is never written, even by root; the cache then goes to
+``~/.cache/lossjax``.
 
 1. **Local files** in ``data_dir/<name>/``, ``data_dir/<alias>/`` or ``data_dir/`` itself, in
    their usual published forms:
@@ -495,9 +495,16 @@ def _root_origin(data_dir) -> str:
 
 
 def _cache_root(root: Path) -> Path:
-    """The cache goes to $LOSSJAX_CACHE_DIR when set (the data dir may be read-only)."""
+    """The cache goes to $LOSSJAX_CACHE_DIR when set, else beside the data; a read-only data
+    folder (like a shared copy) sends it to ~/.cache/lossjax, so loads stay fast there too."""
     env = os.environ.get(ENV_CACHE_DIR)
-    return Path(env).expanduser() if env else root
+    if env:
+        return Path(env).expanduser()
+    try:
+        _check_writable(root)
+    except PermissionError:
+        return Path("~/.cache/lossjax").expanduser()
+    return root
 
 
 def _resolve(name: str, data_dir, cache: str = "write", download: bool = True

@@ -510,16 +510,20 @@ def test_cache_dir_env_and_unwritable_cache(tmp_path, monkeypatch):
 
 
 def test_read_only_data_dir_gets_no_cache_even_as_root(tmp_path, monkeypatch):
-    """Like ../shared/data: mode r-x. Root could write there; lossjax must not."""
+    """Like ../shared/data: mode r-x. Root could write there; lossjax must not, and caches in
+    ~/.cache/lossjax instead."""
     arrays = tiny_mnist()
     expect_mnist(monkeypatch, arrays)
+    monkeypatch.delenv("LOSSJAX_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     folder = write_idx(tmp_path / "d", arrays)
     folder.chmod(0o555)
     try:
-        with pytest.warns(UserWarning, match=r"could not cache mnist .*is read-only \(mode 555\)"):
-            ds = data.load("mnist", data_dir=folder, val_size=0)
+        ds = data.load("mnist", data_dir=folder, val_size=0)
         same_arrays(ds, arrays)
         assert not (folder / "prepared").exists()
+        assert ds.meta["cache"]["path"] == str(
+            tmp_path / "home" / ".cache" / "lossjax" / "prepared" / "mnist")
     finally:
         folder.chmod(0o755)
 
