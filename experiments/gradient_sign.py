@@ -1,0 +1,143 @@
+"""Does pushing wrong-class logits up go with slower convergence? (the seed's §4 claim)
+
+For each member of one or more finished sweeps it takes
+  - ``wrong_frac``: the fraction of wrong-class logits whose gradient was negative (so a step
+    pushed them up), averaged over all training batches of all epochs, as logged by the engine;
+  - convergence speed: the mean test accuracy over epochs (the area under the accuracy curve,
+    uncensored, unlike "epochs to target").
+and reports the Spearman rank correlation between the two over members, with a bootstrap 95%
+interval (members resampled), both at each loss's chosen learning rate and over every
+non-diverged member, plus the per-loss means. The seed predicts a clearly negative correlation.
+
+    python experiments/gradient_sign.py results/mnist [results/fashion_mnist ...]
+
+Writes ``gradient_sign.json``, ``gradient_sign.md`` and ``gradient_sign.{png,svg}`` into each
+results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lossjax import plots, results  # noqa: E402
+
+N_BOOT = 2000
+
+
+def spearman(x, y) -> float:
+    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def bootstrap_ci(x, y, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(x), np.asarray(y)
+    stats = [spearman(x[i], y[i]) for i in rng.integers(0, len(x), (N_BOOT, len(x)))]
+    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def per_member(table: pd.DataFrame) -> pd.DataFrame:
+    ok = ~table.groupby("member")["diverged"].transform("max").astype(bool)
+    t = table[ok]
+    keys = ["member", "loss", "hidden", "learning_rate", "weight_decay", "init_scale", "seed"]
+    return t.groupby(keys, as_index=False).agg(
+        wrong_frac=("wrong_frac", "mean"), speed=("test_acc", "mean"),
+        final_test_acc=("test_acc", "last"))
+
+
+def analyse(folder: Path) -> dict:
+    table = results.read_table(folder)
+    summary = pd.read_csv(folder / "summary.csv", dtype={"hidden": str})
+    members = per_member(table)
+    chosen = members.merge(summary[results.GROUP_KEYS + ["learning_rate"]],
+                           on=results.GROUP_KEYS + ["learning_rate"])
+    out = {"folder": str(folder), "n_members": len(members)}
+    for name, df in (("chosen_rates", chosen), ("all_rates", members)):
+        rho = spearman(df["wrong_frac"], df["speed"])
+        out[name] = {"n": len(df), "spearman": rho,
+                     "ci95": bootstrap_ci(df["wrong_frac"], df["speed"])}
+    within = {}
+    for loss, df in members.groupby("loss"):
+        if df["wrong_frac"].std() > 0 and len(df) >= 4:
+            within[loss] = {"n": len(df), "spearman": spearman(df["wrong_frac"], df["speed"]),
+                            "ci95": bootstrap_ci(df["wrong_frac"], df["speed"])}
+    out["within_loss_all_rates"] = within
+    out["per_loss_chosen"] = (
+        chosen.groupby("loss")[["wrong_frac", "speed", "final_test_acc"]].mean()
+        .reindex(plots.loss_order(chosen["loss"])).reset_index().to_dict("records"))
+    _plot(folder, chosen, members, out)
+    _write(folder, out)
+    return out
+
+
+def _plot(folder: Path, chosen: pd.DataFrame, members: pd.DataFrame, out: dict) -> None:
+    styles = plots.loss_styles(plots.loss_order(members["loss"]))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for loss, df in members.groupby("loss"):
+        color, marker = styles[loss]
+        ax.scatter(df["wrong_frac"], df["speed"], color=color, marker=marker, alpha=0.25, s=22)
+        c = chosen[chosen["loss"] == loss]
+        ax.scatter(c["wrong_frac"], c["speed"], color=color, marker=marker, s=60,
+                   edgecolor="black", label=f"{loss} (chosen rate)")
+    r = out["chosen_rates"]
+    ax.set_title(f"{folder.name}: wrong-direction fraction vs convergence speed\n"
+                 f"Spearman ρ at chosen rates = {r['spearman']:.2f} "
+                 f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] (n = {r['n']}); faint: all rates")
+    ax.set_xlabel("fraction of wrong-class logits pushed up (mean over training)")
+    ax.set_ylabel("mean test accuracy over epochs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(folder / f"gradient_sign.{ext}", dpi=130)
+    plt.close(fig)
+
+
+def _fmt(r: dict) -> str:
+    return f"ρ = {r['spearman']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}], n = {r['n']}"
+
+
+def _write(folder: Path, out: dict) -> None:
+    results.write_json(folder / "gradient_sign.json", out)
+    lines = [f"# Gradient-sign study: {folder.name}", "",
+             "Spearman rank correlation between a member's wrong-direction fraction and its "
+             "convergence speed (mean test accuracy over epochs); bootstrap 95% interval.", "",
+             f"- at each loss's chosen learning rate: {_fmt(out['chosen_rates'])}",
+             f"- every non-diverged member: {_fmt(out['all_rates'])}"]
+    lines += [f"- within `{k}` (all rates): {_fmt(v)}"
+              for k, v in out["within_loss_all_rates"].items()]
+    lines += ["",
+              "| loss | wrong-direction fraction | mean test acc over epochs | final test acc |",
+              "| --- | ---: | ---: | ---: |"]
+    lines += [f"| `{r['loss']}` | {r['wrong_frac']:.3f} | {r['speed']:.4f} | "
+              f"{r['final_test_acc']:.4f} |" for r in out["per_loss_chosen"]]
+    lines += ["", "![gradient sign](gradient_sign.png)", ""]
+    results.write_text(folder / "gradient_sign.md", "\n".join(lines))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", type=Path)
+    args = p.parse_args(argv)
+    for folder in args.folders:
+        out = analyse(folder)
+        print(json.dumps({k: out[k] for k in ("folder", "chosen_rates", "all_rates")}))
+        print((folder / "gradient_sign.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
