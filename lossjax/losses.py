@@ -189,10 +189,12 @@ def exp_mse(logits, labels) -> jax.Array:
     class up, which is the property the seed proposes it for.
 
     Implemented faithfully to the definition, with no clipping, so its hazards stay visible.
-    In float32, ``e^s`` overflows to ``inf`` once a logit passes ``log(3.4e38) ≈ 88.7``, so the
-    loss becomes ``inf``; the gradient ``(2/K)(e^s - y) e^s`` overflows earlier, once a logit
-    passes about ``44.4`` (where ``e^{2s}`` does), so training diverges before the loss shows
-    it. In float64 the thresholds are about 709.8 and 354.9. The true-class gradient
+    In float32 the loss becomes ``inf`` once a logit passes ``log(3.4e38) / 2 ≈ 44.36``, where
+    the square ``(y - e^s)^2 ≈ e^{2s}`` overflows (``e^s`` itself stays finite up to ``88.72``);
+    the gradient ``(2/K)(e^s - y) e^s`` overflows to ``+inf`` a little later, past
+    ``44.36 + log(K/2)/2`` (44.36 for K = 2, 46.3 for K = 100). Neither gives ``nan``; classes
+    whose logits stay below the threshold keep finite gradients. In float64 the thresholds are
+    about 354.9 (and 709.8 for ``e^s``). The true-class gradient
     ``-(2/K)(1 - e^{s_c}) e^{s_c}`` vanishes as ``s_c \to -\infty`` (confidently wrong examples
     stall).
 
@@ -339,6 +341,11 @@ def import_callable(spec: str, what: str = "function") -> Callable:
         raise ValueError(
             f"{what} {spec!r}: cannot import module {module_name!r} ({e}); "
             "check the name and that its folder is on PYTHONPATH."
+        ) from None
+    except Exception as e:  # a syntax or run-time error in the user's module
+        raise ValueError(
+            f"{what} {spec!r}: importing {module_name!r} failed with "
+            f"{type(e).__name__}: {e}"
         ) from None
     fn = module
     for part in attr.split("."):
