@@ -249,6 +249,9 @@ def parse_args(argv):
     p.add_argument("--members", default="1,4,16,64,256" if on_gpu else "1,4,16",
                    help="member counts, comma separated (default: %(default)s on this backend)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per variant")
+    p.add_argument("--hidden", default="512,512",
+                   help="hidden sizes of the MLP (default: the reference 512,512); small models "
+                        "show where dispatch, not arithmetic, is the cost")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per baseline repetition (default 100 on a CPU, one full "
                         "epoch on a GPU)")
@@ -286,7 +289,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    global HIDDEN, FLOPS
     args = parse_args(argv)
+    HIDDEN = tuple(int(h) for h in args.hidden.split(","))
+    FLOPS = flops_per_example(FEATURES, list(HIDDEN), CLASSES)
     log = CompileLog()
     devices = jax.devices()
     load_start = os.getloadavg()[0]
