@@ -159,3 +159,24 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch,
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "results").exists()
+
+
+def test_gradient_sign_study_runs_on_a_sweep(reference, tmp_path):
+    import importlib.util
+    import shutil
+
+    path = Path(__file__).parents[1] / "experiments" / "gradient_sign.py"
+    spec = importlib.util.spec_from_file_location("gradient_sign", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    folder = tmp_path / "copy"
+    shutil.copytree(reference, folder)
+    out = study.analyse(folder)
+    per_loss = {r["loss"]: r["wrong_frac"] for r in out["per_loss_chosen"]}
+    # The §4 facts, seen in training: CE and exp-MSE never push a wrong logit up, MSE does.
+    assert per_loss["cross_entropy"] == 0 and per_loss["exp_mse"] == 0
+    assert per_loss["mse"] > 0.1
+    lo, hi = out["all_rates"]["ci95"]
+    assert lo <= out["all_rates"]["spearman"] <= hi
+    for name in ("gradient_sign.json", "gradient_sign.md", "gradient_sign.png"):
+        assert (folder / name).stat().st_size > 0
