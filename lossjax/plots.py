@@ -604,7 +604,9 @@ def _lr_sensitivity(res: Results, choices: list[Choice]) -> Figure:
             continue
         p = np.array(pts, dtype=float)
         ax.errorbar(
-            p[:, 0] * dodge, p[:, 1], yerr=[p[:, 1] - p[:, 2], p[:, 3] - p[:, 1]],
+            p[:, 0] * dodge, p[:, 1],
+            # float32 values read back as float64: a mean can exceed its max by an ulp.
+            yerr=np.clip([p[:, 1] - p[:, 2], p[:, 3] - p[:, 1]], 0, None),
             color=color, marker=marker, markersize=6, linewidth=1.8, linestyle=c.linestyle,
             capsize=3, label=c.label(with_lr=False), zorder=3,
         )

@@ -294,3 +294,13 @@ def test_missing_config_falls_back_to_folder_name(results_dir):
     text = report.render(res)
     assert text.startswith("# sweep · MLP 64-64\n") and "Sweep `sweep`" in text
     assert "Environment" not in text
+
+
+def test_seeds_stuck_at_the_same_accuracy(tmp_path):
+    # Real case (Fashion-MNIST, mse at lr 3): three seeds all at exactly 0.1 validation
+    # accuracy; their mean, 0.1 + 2e-17, exceeded their max and broke the error bars.
+    results_dir = make_results(tmp_path / "sweep", seeds=(0, 1, 2))
+    ep = pd.read_csv(results_dir / "epochs.csv")
+    ep.loc[ep["learning_rate"] == 1.0, "val_acc"] = 0.1
+    ep.to_csv(results_dir / "epochs.csv", index=False)
+    _check_files(plots.plot_results(results_dir))
