@@ -81,13 +81,14 @@ def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels):
 
 
 def _optimizer(s: TrainSettings, lr, wd, steps_per_epoch: int) -> optax.GradientTransformation:
-    """An optax chain with traced (per-member) learning rate and weight decay."""
+    """An optax chain with traced (per-member) learning rate and weight decay; ``wd=None``
+    leaves decay out (it would cost one more read of every parameter per step)."""
     if s.schedule == "cosine":
         lr = optax.cosine_decay_schedule(lr, decay_steps=max(1, s.epochs * steps_per_epoch))
     if s.optimizer == "adam":
-        return optax.adamw(lr, weight_decay=wd)
-    momentum = s.momentum if s.optimizer == "momentum" else None
-    return optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=momentum))
+        return optax.adam(lr) if wd is None else optax.adamw(lr, weight_decay=wd)
+    sgd = optax.sgd(lr, momentum=s.momentum if s.optimizer == "momentum" else None)
+    return sgd if wd is None else optax.chain(optax.add_decayed_weights(wd), sgd)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -165,6 +166,7 @@ class Group:
             "seed": np.array([m.seed for m in padded], np.uint32),
         }
         self._hp_host = hp
+        self._decay = any(m.weight_decay for m in self.members)
         self._by_member = by_member
         self.hp = {k: _put(v, by_member) for k, v in hp.items()}
         feat_dtype = np.float64 if s.dtype == "float64" else np.float32
@@ -196,7 +198,8 @@ class Group:
     # ---- per-member programs (vmapped above) -------------------------------------------
 
     def _tx(self, hp):
-        return _optimizer(self.settings, hp["lr"], hp["wd"], self.steps_per_epoch)
+        wd = hp["wd"] if self._decay else None
+        return _optimizer(self.settings, hp["lr"], wd, self.steps_per_epoch)
 
     def _member_init(self, hp):
         key = jax.random.fold_in(jax.random.key(hp["seed"]), 0)

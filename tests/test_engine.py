@@ -166,3 +166,16 @@ def test_eight_devices_give_the_same_results_as_one():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=300)
     assert "SHARDED-OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_weight_decay_is_per_member():
+    members = [engine.Member(i, "cross_entropy", 0.1, wd, 1.0, 0, (16,))
+               for i, wd in enumerate((0.0, 0.05))]
+    g = engine.Group(_settings(), members, NAMES, FNS, _data(), engine.make_mesh())
+    state = g.init_state()
+    for e in range(2):
+        state, _ = g.train_epoch(state, e)
+    norms = [float(np.sqrt(sum(np.sum(np.asarray(x)[i] ** 2)
+                               for x in jax.tree.leaves(state["params"])))) for i in range(2)]
+    # Same seed, same batches: only the decay differs, and it shrinks the weights.
+    assert norms[1] < 0.9 * norms[0]
