@@ -108,6 +108,21 @@ def _chunk(x: np.ndarray, y: np.ndarray, chunk: int):
             mask.reshape(n_chunks, chunk))
 
 
+def _over_members(f, in_axes, n_members: int):
+    """``vmap(f, in_axes)``, except for a lone member: there the member axis is dropped and
+    restored around ``f``, so XLA sees plain matrix products instead of batch-1 batched ones
+    (about 10% faster on CPU for the reference MLP)."""
+    if n_members > 1:
+        return jax.vmap(f, in_axes=in_axes)
+
+    def single(*args):
+        args = [jax.tree.map(lambda a: a[0], x) if axis == 0 else x
+                for x, axis in zip(args, in_axes, strict=True)]
+        return jax.tree.map(lambda a: a[None], f(*args))
+
+    return single
+
+
 def make_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("members",))
 
@@ -189,11 +204,11 @@ class Group:
         # Pinned shardings: the state must come back with the layout it went in with, or the
         # second epoch would compile again on a multi-device mesh.
         self._epoch = jax.jit(
-            jax.vmap(self._member_epoch, in_axes=(0, 0, None, None, None)),
+            _over_members(self._member_epoch, (0, 0, None, None, None), n_pad),
             out_shardings=(by_member, by_member),
             donate_argnums=0,
         )
-        self._eval = jax.jit(jax.vmap(self._member_eval, in_axes=(0, None, None, None)))
+        self._eval = jax.jit(_over_members(self._member_eval, (0, None, None, None), n_pad))
 
     # ---- per-member programs (vmapped above) -------------------------------------------
 

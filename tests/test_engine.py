@@ -179,3 +179,16 @@ def test_weight_decay_is_per_member():
                                for x in jax.tree.leaves(state["params"])))) for i in range(2)]
     # Same seed, same batches: only the decay differs, and it shrinks the weights.
     assert norms[1] < 0.9 * norms[0]
+
+
+def test_a_lone_member_trains_without_recompiling():
+    g = engine.Group(_settings(), _members([("cross_entropy", 0.5, 0)]), NAMES, FNS, _data(),
+                     engine.make_mesh())
+    state = g.init_state()
+    losses_seen = []
+    for e in range(3):
+        state, m = g.train_epoch(state, e)
+        g.evaluate(state)
+        losses_seen.append(m["train_loss"][0])
+    assert losses_seen[-1] < losses_seen[0]
+    assert g.compiled_count() == 4
