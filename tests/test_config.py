@@ -760,4 +760,4 @@ def test_digits_config_contents():
     assert c.losses == ("cross_entropy", "mse", "softmax_mse", "exp_mse")
     assert c.seeds == (0, 1, 2) and c.epochs == 30 and c.batch_size == 64
     assert c.model.hidden == ((64, 64),) and c.optimizer.name == "momentum"
-    assert all(len(learning_rates(c, loss)) == 3 for loss in c.losses)
+    assert all(len(learning_rates(c, loss)) == 5 for loss in c.losses)
