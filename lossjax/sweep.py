@@ -190,7 +190,6 @@ def train(cfg, ds, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
             )
             frames.append(rows)
             table = pd.concat(frames, ignore_index=True)
-            frames = [table]
             if writer:
                 results.write_table(out / "epochs.csv", table)
                 results.save_checkpoint(out, gid, epoch + 1, time.perf_counter() - t0,

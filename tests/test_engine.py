@@ -192,3 +192,12 @@ def test_a_lone_member_trains_without_recompiling():
         losses_seen.append(m["train_loss"][0])
     assert losses_seen[-1] < losses_seen[0]
     assert g.compiled_count() == 4
+
+
+def test_config_choices_match_the_model():
+    # config.py stays free of jax, so it lists the choices itself; they must not drift apart.
+    from lossjax import config, model
+
+    assert set(config.ACTIVATIONS) == set(model.ACTIVATIONS)
+    assert set(config.INITS) == set(model.INITIALIZERS)
+    assert set(config.DTYPES) == set(model.DTYPES)
