@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +46,14 @@ from matplotlib.ticker import (
 from matplotlib.transforms import blended_transform_factory
 
 from lossjax.errors import ResultsError
+from lossjax.losses import LOSSES
+from lossjax.results import atomic_write
 
 PLOT_NAMES = ("test_accuracy", "train_loss", "lr_sensitivity", "wrong_direction")
 FORMATS = ("png", "svg")
 PLOTS_SUBDIR = "plots"
 
-BUILTIN_LOSSES = ("cross_entropy", "mse", "softmax_mse", "exp_mse")
+BUILTIN_LOSSES = tuple(LOSSES)
 _BUILTIN_STYLE = {
     "cross_entropy": ("#1f77b4", "o"),
     "mse": ("#ff7f0e", "s"),
@@ -666,16 +667,9 @@ _FIGURES: dict[str, Callable[[Results, list[Choice]], Figure]] = {
 
 
 def _save(fig: Figure, path: Path, fmt: str) -> None:
-    """Writes atomically: a temporary file in the same folder, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        metadata = {"Date": None} if fmt == "svg" else None
-        fig.savefig(tmp, format=fmt, dpi=_DPI, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # No date in SVGs: the same tables give byte-identical files.
+    metadata = {"Date": None} if fmt == "svg" else None
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=_DPI, metadata=metadata))
 
 
 def plot_paths(results_dir: str | os.PathLike) -> list[Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from lossjax import plots
 from lossjax.errors import ResultsError
 from lossjax.plots import Results
+from lossjax.results import write_text
 
 REPORT_NAME = "report.md"
 
@@ -300,15 +300,9 @@ def write_report(results_dir: str | os.PathLike) -> Path:
         plots.plot_results(res.path)
     text = render(res)
     path = res.path / REPORT_NAME
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=res.path, prefix=f".{REPORT_NAME}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_text(path, text)
     except OSError as e:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
         raise ResultsError(f"cannot write {path}: {plots.one_line(e)}") from e
     return path
 

@@ -68,7 +68,8 @@ def ci95_halfwidth(values) -> float:
 # ---- atomic writes -----------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -83,7 +84,7 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def write_json(path: Path, obj) -> None:
@@ -91,7 +92,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_table(path: Path, table: pd.DataFrame) -> None:
-    _atomic_write(Path(path), lambda f: table.to_csv(f, index=False))
+    atomic_write(Path(path), lambda f: table.to_csv(f, index=False))
 
 
 # ---- the folder ----------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def env_record(devices, data_meta: dict) -> dict:
 
 def save_checkpoint(out: Path, group: int, epoch: int, elapsed: float, leaves) -> None:
     arrays = {f"leaf{i}": a for i, a in enumerate(leaves)}
-    _atomic_write(out / "checkpoints" / f"group{group}.npz",
+    atomic_write(out / "checkpoints" / f"group{group}.npz",
                   lambda f: np.savez(f, epoch=epoch, elapsed=elapsed, **arrays))
 
 
