@@ -180,3 +180,44 @@ def test_gradient_sign_study_runs_on_a_sweep(reference, tmp_path):
     assert lo <= out["all_rates"]["spearman"] <= hi
     for name in ("gradient_sign.json", "gradient_sign.md", "gradient_sign.png"):
         assert (folder / name).stat().st_size > 0
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_on_a_terminal_log_lines_otherwise(tty):
+    from lossjax.sweep import Progress
+
+    stream = _Stream(tty)
+    p = Progress(total=20, quiet=False, stream=stream)
+    for done in (0, 5, 10, 20):
+        p.update(done, f"epoch {done // 5}")
+    if tty:
+        assert stream.text.count("\r") == 3 and "ETA" in stream.text and "#" in stream.text
+        assert stream.text.endswith("\n") and stream.text.count("\n") == 1
+    else:
+        lines = stream.text.splitlines()
+        assert len(lines) == 3 and all("ETA" in ln and "/20 member-epochs" in ln for ln in lines)
+        assert "\r" not in stream.text
+
+
+def test_quiet_progress_writes_nothing():
+    from lossjax.sweep import Progress
+
+    stream = _Stream(True)
+    p = Progress(total=4, quiet=True, stream=stream)
+    for done in range(5):
+        p.update(done, "")
+    assert stream.text == ""
