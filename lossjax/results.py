@@ -178,7 +178,7 @@ def env_record(devices, data_meta: dict) -> dict:
 def save_checkpoint(out: Path, group: int, epoch: int, elapsed: float, leaves) -> None:
     arrays = {f"leaf{i}": a for i, a in enumerate(leaves)}
     atomic_write(out / "checkpoints" / f"group{group}.npz",
-                  lambda f: np.savez(f, epoch=epoch, elapsed=elapsed, **arrays))
+                 lambda f: np.savez(f, epoch=epoch, elapsed=elapsed, **arrays))
 
 
 def load_checkpoint(out: Path, group: int):
