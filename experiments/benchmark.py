@@ -204,6 +204,49 @@ class StepLoop:
         return state, float(np.mean(epoch_loss)), float(np.mean(epoch_accuracy))
 
 
+# ---- (c) the arithmetic bound ---------------------------------------------------------------
+
+
+class MatmulBound:
+    """Only the matrix products one training step needs, for one model, in a compiled scan: the
+    forward products, and in the backward pass the weight gradients and the gradients of every
+    hidden activation (the input's is not needed). Each step applies its weight gradients with a
+    plain ``w - c * dw`` so that no product can be hoisted out of the loop. No loss, no
+    optimizer state, no metrics, no host: a step of any training loop costs at least this, so
+    ``loop rate / this rate`` bounds what removing everything but the arithmetic can gain."""
+
+    def __init__(self, x: np.ndarray, steps: int):
+        widths = (FEATURES, *HIDDEN, CLASSES)
+        rng = np.random.default_rng(0)
+        self.ws = [jnp.asarray(rng.normal(0, a ** -0.5, (a, b)).astype(np.float32))
+                   for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        self.x = jnp.asarray(x[: steps * BATCH].reshape(steps, BATCH, FEATURES))
+
+        @jax.jit
+        def run(ws, xs):
+            def step(ws, x):
+                acts = [x]
+                for w in ws[:-1]:
+                    acts.append(jax.nn.relu(acts[-1] @ w))
+                g = acts[-1] @ ws[-1] * (1.0 / BATCH)  # stands in for dloss/dlogits
+                new = []
+                for i in range(len(ws) - 1, -1, -1):
+                    new.append(ws[i] - 1e-6 * (acts[i].T @ g))
+                    if i:
+                        g = (g @ ws[i].T) * (acts[i] > 0)
+                return new[::-1], None
+
+            return jax.lax.scan(step, ws, xs)[0]
+
+        self.run = run
+        jax.block_until_ready(run(self.ws, self.x))  # compile
+
+    def rep(self) -> float:
+        t = time.perf_counter()
+        jax.block_until_ready(self.run(self.ws, self.x))
+        return len(self.x) / (time.perf_counter() - t)  # steps per second
+
+
 # ---- helpers --------------------------------------------------------------------------------
 
 
@@ -375,7 +418,14 @@ def main(argv=None) -> int:
         loop_rates.append(args.steps / dt / full_steps)
         loop_cpu.append(dc * full_steps / args.steps)
 
+    bound = MatmulBound(x_train, full_steps)  # a whole epoch: long enough to time on any device
+    bound_rates = []
+
+    def bound_rep():
+        bound_rates.append(bound.rep() / full_steps)
+
     loop_rep()
+    bound_rep()
     loop_host = peak_host_mb()
     loop_dev = peak_device_mb()
 
@@ -407,6 +457,7 @@ def main(argv=None) -> int:
         names_from = len(log.names)
         for r in range(args.reps):
             loop_rep()
+            bound_rep()
             before = log.count
             t, c = time.perf_counter(), time.process_time()
             state, metrics = group.train_epoch(state, r + 1)
@@ -441,6 +492,16 @@ def main(argv=None) -> int:
         "peak_host_mb": loop_host, "peak_device_mb": loop_dev,
         "note": "rate per model; models train one after another, so it holds for any count",
     }
+    bound_row = {
+        "variant": "matmuls only", "members": 1, "epoch_examples": n_full,
+        "steps_per_epoch": full_steps, "timed_steps": len(bound.x),
+        "model_epochs_per_s": summary(bound_rates),
+        "host_cpu_s_per_model_epoch": None, "compile_s": 0.0, "first_calls_s": 0.0,
+        "setup_s": 0.0, "compilations_in_warmup": 0, "recompiles_after_warmup": 0,
+        "peak_host_mb": peak_host_mb(), "peak_device_mb": peak_device_mb(),
+        "note": "bound: only the step's matrix products, one model, scanned (MatmulBound)",
+    }
+    rows.append(bound_row)
     base = loop_row["model_epochs_per_s"]["median"]
     for row in [loop_row, *rows]:
         med = row["model_epochs_per_s"]["median"]
@@ -472,7 +533,7 @@ def print_table(loop_row, rows, header, full_steps, n_full) -> None:
     lines = []
     for r in [loop_row, *rows]:
         s = r["model_epochs_per_s"]
-        unit = (f"{r['timed_steps']} steps" if r["variant"] == "per-step loop"
+        unit = (f"{r['timed_steps']} steps" if "timed_steps" in r
                 else f"{r['epoch_examples']}-ex. epochs")
         cells = [r["variant"], str(r["members"]), unit,
                  f"{s['median']:.3g} [{s['min']:.3g}-{s['max']:.3g}]", f"{r['gflops']:.1f}",
@@ -505,6 +566,10 @@ def print_table(loop_row, rows, header, full_steps, n_full) -> None:
         "step; engine: init_state, first train_epoch, first evaluate on "
         f"{EVAL_EXAMPLES} + {EVAL_EXAMPLES} eval examples). warm-up s: wall time of those "
         "calls, compile included.",
+        "matmuls only: the step's matrix products alone for one model in a compiled scan "
+        "(no loss, optimizer state, metrics or host work); any variant's step costs at least "
+        "this, so its 'vs loop' is the most that removing overhead could gain. Not a "
+        "variant; compile not measured.",
         "recomp: compilations after the warm-up (timed reps, new loop models, a second "
         "evaluate); should be 0.",
         "peak host MB: ru_maxrss of the whole process so far (rows run top to bottom)"
