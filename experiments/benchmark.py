@@ -572,9 +572,10 @@ def print_table(loop_row, rows, header, full_steps, n_full) -> None:
         f"{EVAL_EXAMPLES} + {EVAL_EXAMPLES} eval examples). warm-up s: wall time of those "
         "calls, compile included.",
         "matmuls only: the step's matrix products alone for one model in a compiled scan "
-        "(no loss, optimizer state, metrics or host work); any variant's step costs at least "
-        "this, so its 'vs loop' is the most that removing overhead could gain. Not a "
-        "variant: a bound.",
+        "(no loss, optimizer state, metrics or host work); one model's step costs at least "
+        "this, so its 'vs loop' is the most that removing overhead could gain at one member "
+        "(with several members, batched products can be more efficient). Not a variant: a "
+        "bound.",
         "recomp: compilations after the warm-up (timed reps, new loop models, a second "
         "evaluate); should be 0.",
         "peak host MB: ru_maxrss of the whole process so far (rows run top to bottom)"
