@@ -3,11 +3,14 @@
 Each subcommand imports its stage lazily so that ``lossjax check-grads`` does not pay for the
 data or plotting stacks. Expected failures (bad config, missing data, bad loss reference) are
 ``LossjaxError`` subclasses or ``ValueError``: they print one line and exit 2, no traceback.
+Anything else prints one line too, naming the exception (``LOSSJAX_DEBUG=1`` shows the
+traceback), and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -21,7 +24,7 @@ def _sweep(args) -> int:
     from lossjax import sweep
 
     return sweep.run(args.config, overrides=args.set, resume=args.resume, quiet=args.quiet,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, exit_on_signal=True)
 
 
 def _plot(args) -> int:
@@ -72,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set epochs=5 --set optimizer.name=adam",
     )
-    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep (a finished one is left as it is)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--overwrite", action="store_true",
-                   help="replace an existing results folder of the same name")
+                   help="replace a results folder that lossjax wrote (never any other folder)")
     s.set_defaults(func=_sweep)
 
     pl = sub.add_parser("plot", help="(re)draw the plots of a results folder")
@@ -107,12 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (LossjaxError, ValueError) as e:
-        print(f"lossjax: error: {e}", file=sys.stderr)
+        print(f"lossjax: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lossjax: interrupted; finished epochs are kept (rerun with --resume).",
               file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get("LOSSJAX_DEBUG"):
+            raise
+        print(f"lossjax: error: unexpected {type(e).__name__}: {_one_line(e)[:300]} "
+              "(LOSSJAX_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ what was given and what is allowed, e.g.::
 
 The schema, with its defaults (only ``name`` is required)::
 
-    name: digits            # folder name under output.dir: letters, digits, _ . -
-    seeds: [0, 1, 2]        # SWEPT: ints >= 0 (model init and batch order)
+    name: digits            # folder name under output.dir: letters, digits, _ . -; <= 255 bytes
+    seeds: [0, 1, 2]        # SWEPT: ints in [0, 2**32 - 1] (uint32: model init and batch order)
     epochs: 20              # int >= 1
     batch_size: 64          # int >= 1 (checked against the dataset by check_batch_size)
+    block_size: 8           # int >= 1: members trained side by side in one program per device;
+                            # a member's numbers depend on it (and on nothing else of the sweep)
     losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names or 'module:function'
     dataset:
       name: digits          # digits | mnist | fashion_mnist | cifar10
@@ -21,7 +23,8 @@ The schema, with its defaults (only ``name`` is required)::
       split_seed: 0         # int >= 0
       standardize: false    # bool
     model:
-      hidden: [[64, 64]]    # SWEPT: hidden-size lists; [] is a linear model; [64, 64] = [[64, 64]]
+      hidden: [[64, 64]]    # SWEPT: hidden-size lists of ints in [1, 2**31 - 1] (int32 shapes);
+                            # [] is a linear model; [64, 64] = [[64, 64]]
       activation: relu      # relu | gelu | tanh | sigmoid
       init: lecun_normal    # lecun_normal | he_normal | glorot_uniform | glorot_normal
       init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
@@ -38,7 +41,7 @@ The schema, with its defaults (only ``name`` is required)::
       every: 1              # evaluate every N epochs; the last epoch is always evaluated
       target_accuracy: 0.95 # number in (0, 1]: "epochs to target" on test accuracy
     output:
-      dir: results          # str
+      dir: runs             # str; not results/, which holds the committed reference runs
 
 Swept keys (the sweep is their product; see :data:`SWEPT`): ``seeds``, ``losses``,
 ``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per loss),
@@ -49,6 +52,9 @@ Other rules:
 
 - Types are strict: ``true`` is not an integer, ``3.0`` is not an integer, ``'0.1'`` (quoted)
   is not a number. Numbers must be finite. Integers are accepted where a number is expected.
+- The engine holds ``optimizer.learning_rate``, ``optimizer.weight_decay``,
+  ``optimizer.momentum`` and ``model.init_scale`` in float32, so each must be 0 (where 0 is
+  allowed) or have a magnitude in float32's normal range, about [1.2e-38, 3.4e+38].
 - ``1e-3`` is read as a number (plain PyYAML would read it as a string).
 - A section left empty (``model:`` with nothing under it) takes its defaults.
 - A key repeated in one mapping of the file is an error (plain PyYAML keeps the last one).
@@ -84,6 +90,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import yaml
 
 from lossjax.errors import ConfigError
@@ -111,6 +118,14 @@ SWEPT: tuple[str, ...] = (
 )
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+NAME_MAX_BYTES = 255  # the name is a folder name; filesystems refuse longer ones
+
+# What the engine can hold: seeds are uint32 (jax.random.key), layer sizes are int32 array
+# dimensions, and learning rates, weight decays, momentum and init scales are float32.
+SEED_MAX = 2**32 - 1
+LAYER_SIZE_MAX = 2**31 - 1
+_F32 = np.finfo(np.float32)
+_F32_RANGE = f"[{_F32.tiny:.2g}, {_F32.max:.2g}]"  # [1.2e-38, 3.4e+38]
 
 
 class FrozenDict(dict):
@@ -182,7 +197,9 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    dir: str = "results"
+    # Not "results": that folder holds the committed reference runs, and a sweep must never
+    # write there unless asked to (--set output.dir=results).
+    dir: str = "runs"
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,7 @@ class Config:
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 20
     batch_size: int = 64
+    block_size: int = 8
     losses: tuple[str, ...] = DEFAULT_LOSSES
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -343,25 +361,70 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _int(v: Any, path: str, minimum: int) -> int:
-    if not _is_int(v) or v < minimum:
-        raise _error(path, f"{_got(v)}, expected an integer >= {minimum}")
+def _int(v: Any, path: str, minimum: int, maximum: int | None = None, why: str = "") -> int:
+    """An int (not bool) >= ``minimum`` and, if given, <= ``maximum``; ``why`` explains the
+    maximum, e.g. ' (seeds are uint32)'."""
+    if not _is_int(v) or v < minimum or (maximum is not None and v > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]{why}"
+        raise _error(path, f"{_got(v)}, expected an integer {allowed}")
     return v
 
 
-def _number(v: Any, path: str, expected: str, ok: Callable[[float], bool]) -> float:
-    """A finite int or float (not bool) satisfying ``ok``; ``expected`` says what is allowed."""
-    if not _is_number(v) or not math.isfinite(v) or not ok(float(v)):
+def _is_finite(v: int | float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float, e.g. 10**400 written out in full
+        return False
+
+
+def _float32_loss(x: float) -> str | None:
+    """What float32 makes of ``x`` if it does not hold it as 0 or a finite normal number."""
+    with np.errstate(over="ignore"):
+        f = np.float32(x)
+    if f == 0:
+        return "rounds to 0" if x != 0 else None
+    if np.isinf(f):
+        return "rounds to inf"
+    if abs(f) < _F32.tiny:
+        return "keeps only as a subnormal, losing precision"
+    return None
+
+
+def _number(
+    v: Any, path: str, expected: str, ok: Callable[[float], bool], float32: bool = False
+) -> float:
+    """A finite int or float (not bool) satisfying ``ok``; ``expected`` says what is allowed.
+
+    ``float32``: the engine holds the value in float32, so a value that float32 would turn into
+    0, inf or a subnormal is refused too; the run would silently train with something else.
+    """
+    if not _is_number(v) or not _is_finite(v) or not ok(float(v)):
         raise _error(path, f"{_got(v)}, expected {expected}")
-    return float(v)
+    x = float(v)
+    if float32 and (loss := _float32_loss(x)):
+        zero = "0 or " if ok(0.0) else ""
+        allowed = (
+            f"{zero}a number in {_F32_RANGE}"
+            if ok(float(_F32.max))
+            else f"{expected}: {zero}at least {_F32.tiny:.2g}"  # e.g. momentum, below 1
+        )
+        raise _error(
+            path,
+            f"{_got(v)}, which float32 (the precision the engine trains with) {loss}; "
+            f"expected {allowed}",
+        )
+    return x
+
+
+# Learning rates, weight decays and init scales: the engine holds them in float32.
 
 
 def _positive(v: Any, path: str) -> float:
-    return _number(v, path, "a number > 0", lambda x: x > 0)
+    return _number(v, path, "a number > 0", lambda x: x > 0, float32=True)
 
 
 def _non_negative(v: Any, path: str) -> float:
-    return _number(v, path, "a number >= 0", lambda x: x >= 0)
+    return _number(v, path, "a number >= 0", lambda x: x >= 0, float32=True)
 
 
 def _choice(v: Any, path: str, choices: Sequence[str]) -> str:
@@ -478,6 +541,9 @@ def _parse_hidden(v: Any) -> tuple[tuple[int, ...], ...]:
     path = "model.hidden"
     mixed = "; a list of numbers is one model, several are written [[64, 64], [128]]"
 
+    def size(n: Any, p: str) -> int:  # an int32 array dimension
+        return _int(n, p, 1, LAYER_SIZE_MAX)
+
     def sizes(x: Any, p: str) -> tuple[int, ...]:
         if not isinstance(x, list | tuple):
             raise _error(p, f"{_got(x)}, expected a list of layer sizes (integers >= 1)")
@@ -485,11 +551,11 @@ def _parse_hidden(v: Any) -> tuple[tuple[int, ...], ...]:
         for j, n in enumerate(x):
             if isinstance(n, list | tuple):
                 raise _error(f"{p}[{j}]", f"{_got(n)}, expected an integer >= 1{mixed}")
-            out.append(_int(n, f"{p}[{j}]", 1))
+            out.append(size(n, f"{p}[{j}]"))
         return tuple(out)
 
     if _is_int(v):  # a scalar: one model with one hidden layer
-        return ((_int(v, path, 1),),)
+        return ((size(v, path),),)
     if isinstance(v, list | tuple) and v and _is_int(v[0]):  # [64, 64] is [[64, 64]]
         return (sizes(v, path),)
     for i, x in enumerate(v if isinstance(v, list | tuple) else ()):
@@ -566,6 +632,7 @@ def _parse_optimizer(
             "optimizer.momentum",
             "a number in [0, 1)",
             lambda x: 0 <= x < 1,
+            float32=True,
         ),
         learning_rate=_parse_learning_rate(
             _get(s, "learning_rate", [0.01, 0.1]), losses, patches, narrowed
@@ -625,6 +692,12 @@ def _parse_name(raw: dict) -> str:
             "name",
             f"{_got(v)}, expected a folder name of letters, digits, '_', '.', '-' "
             "(no spaces or slashes)",
+        )
+    if len(v.encode()) > NAME_MAX_BYTES:
+        raise _error(
+            "name",
+            f"{_got(v)}, {len(v.encode())} bytes long; expected at most {NAME_MAX_BYTES} bytes "
+            "(it names the results folder, and filesystems refuse longer names)",
         )
     return v
 
@@ -725,15 +798,22 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
         if key not in _TOP_KEYS:
             raise _unknown_key("", key, _TOP_KEYS)
     name = _parse_name(raw)
-    seeds = _grid(raw.get("seeds", [0, 1, 2]), "seeds", lambda x, p: _int(x, p, 0), "integers >= 0")
+    seeds = _grid(
+        raw.get("seeds", [0, 1, 2]),
+        "seeds",
+        lambda x, p: _int(x, p, 0, SEED_MAX, " (seeds are uint32)"),
+        f"integers in [0, {SEED_MAX}]",
+    )
     epochs = _int(raw.get("epochs", 20), "epochs", 1)
     batch_size = _int(raw.get("batch_size", 64), "batch_size", 1)
+    block_size = _int(raw.get("block_size", 8), "block_size", 1)
     losses = _parse_losses(raw.get("losses", list(DEFAULT_LOSSES)))
     return Config(
         name=name,
         seeds=seeds,
         epochs=epochs,
         batch_size=batch_size,
+        block_size=block_size,
         losses=losses,
         dataset=_parse_dataset(raw),
         model=_parse_model(raw),

@@ -1074,10 +1074,21 @@ def _check_val_size(val_size) -> None:
 
 
 def _val_count(val_size, n_train: int) -> int:
-    n = round(val_size * n_train) if isinstance(val_size, float) else int(val_size)
+    """The number of validation examples. Its errors are ConfigErrors naming dataset.val_size:
+    the value comes from the sweep config, which cannot check it without the dataset's size."""
+    from lossjax.errors import ConfigError  # here only to keep this edit in this function
+
+    fraction = isinstance(val_size, float | np.floating)  # int() would floor an np.float32 to 0
+    val_size = float(val_size) if fraction else int(val_size)  # plain, for the messages
+    n = round(val_size * n_train) if fraction else val_size
+    if n == 0 and val_size > 0:  # a fraction too small; 0 itself asks for no validation set
+        raise ConfigError(f"dataset.val_size: got {val_size!r}, which leaves 0 of the {n_train} "
+                          f"training examples for validation; expected a fraction >= 1/{n_train} "
+                          f"(about {1 / n_train:.2g}) or a count >= 1")
     if n >= n_train:
-        raise ValueError(f"val_size={val_size!r} leaves no training data: the training set has "
-                         f"{n_train} examples")
+        raise ConfigError(f"dataset.val_size: got {val_size!r}, which leaves no training data: "
+                          f"the training set has {n_train} examples; expected a count below "
+                          f"{n_train} or a smaller fraction")
     return n
 
 

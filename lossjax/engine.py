@@ -1,19 +1,22 @@
-"""The sweep engine: every member of a sweep trains in one compiled program.
+"""The sweep engine: every member of a sweep trains in one compiled program per model shape
+and loss.
 
-Design (DESIGN.md §3):
+Design:
   - The dataset is put on the device once; batches are gathered inside compiled code from a
     per-member, per-epoch permutation. No per-step host-to-device copy.
   - One epoch is one ``lax.scan`` over batches, inside ``jit``.
-  - Members (loss × learning rate × weight decay × init scale × seed) are one batch axis under
-    ``vmap``. The loss is chosen per member by index and the hyperparameters are arrays, so a
-    group compiles once: one program for the epoch and one for evaluation.
-  - The member axis is sharded over all visible devices (padded to a multiple of the device
-    count); data are replicated. Members share nothing, so the partitioned program needs no
-    communication.
+  - Members that share a model shape, a loss and whether they use weight decay form a
+    ``Group``. Within it, learning rate, weight decay, init scale and seed are arrays along a
+    member axis under ``vmap``, so the group compiles once: one program for the epoch and one
+    for evaluation.
+  - Members are computed in fixed-size blocks: every device runs the same program on exactly
+    ``block_size`` members (``shard_map`` over the device mesh), and a call trains one block
+    per device. XLA's CPU kernels split work differently for different batch shapes, so a
+    member's last bits would otherwise depend on how many other members share its program and
+    on the device count. With fixed blocks a member's numbers depend only on its own settings
+    and the block size: the same on 1 or 8 devices, in a large sweep or rerun alone.
   - A member whose loss or parameters become non-finite is marked diverged and frozen at its
     last good parameters; it cannot disturb the others (each member's arithmetic is its own).
-
-Members whose shapes differ (hidden sizes) form separate groups, each its own ``Group``.
 """
 
 from __future__ import annotations
@@ -60,35 +63,20 @@ class TrainSettings:
     schedule: str  # constant | cosine
     batch_size: int
     epochs: int
-
-
-def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels):
-    """Per-example loss of the member's own loss function, chosen by index.
-
-    Written as masked branches rather than ``lax.switch``: under ``vmap`` a switch on a batched
-    index becomes a select that evaluates every branch anyway, and a branch that overflows for
-    logits it was never meant to see (``exp_mse`` past 88) would put ``0 · inf = NaN`` into the
-    gradient of members that do not use it. Unselected branches are therefore fed zeros.
-    """
-    if len(loss_fns) == 1:
-        return loss_fns[0](logits, labels)
-    total = jnp.zeros(logits.shape[:-1], logits.dtype)
-    for i, fn in enumerate(loss_fns):
-        on = idx == i
-        value = fn(jnp.where(on, logits, jnp.zeros_like(logits)), labels)
-        total = total + jnp.where(on, value, jnp.zeros_like(value))
-    return total
+    block_size: int = 8  # members per device per program call
+    weight_decay: bool = False  # whether the optimizer has a decay term at all
 
 
 def _optimizer(s: TrainSettings, lr, wd, steps_per_epoch: int) -> optax.GradientTransformation:
-    """An optax chain with traced (per-member) learning rate and weight decay; ``wd=None``
-    leaves decay out (it would cost one more read of every parameter per step)."""
+    """An optax chain with traced (per-member) learning rate and weight decay. Decay is left
+    out of groups that do not use it (it would cost one more read of every parameter per
+    step)."""
     if s.schedule == "cosine":
         lr = optax.cosine_decay_schedule(lr, decay_steps=max(1, s.epochs * steps_per_epoch))
     if s.optimizer == "adam":
-        return optax.adam(lr) if wd is None else optax.adamw(lr, weight_decay=wd)
+        return optax.adamw(lr, weight_decay=wd) if s.weight_decay else optax.adam(lr)
     sgd = optax.sgd(lr, momentum=s.momentum if s.optimizer == "momentum" else None)
-    return sgd if wd is None else optax.chain(optax.add_decayed_weights(wd), sgd)
+    return optax.chain(optax.add_decayed_weights(wd), sgd) if s.weight_decay else sgd
 
 
 def _all_finite(tree) -> jax.Array:
@@ -108,11 +96,11 @@ def _chunk(x: np.ndarray, y: np.ndarray, chunk: int):
             mask.reshape(n_chunks, chunk))
 
 
-def _over_members(f, in_axes, n_members: int):
-    """``vmap(f, in_axes)``, except for a lone member: there the member axis is dropped and
-    restored around ``f``, so XLA sees plain matrix products instead of batch-1 batched ones
-    (about 10% faster on CPU for the reference MLP)."""
-    if n_members > 1:
+def _over_members(f, in_axes, block_size: int):
+    """``vmap(f, in_axes)`` over a block's members, except for a block of one: there the member
+    axis is dropped and restored around ``f``, so XLA sees plain matrix products instead of
+    batch-1 batched ones (about 10% faster on CPU for the reference MLP)."""
+    if block_size > 1:
         return jax.vmap(f, in_axes=in_axes)
 
     def single(*args):
@@ -144,19 +132,24 @@ def to_host(x) -> np.ndarray:
 
 
 class Group:
-    """All members that share a model shape, trained together.
+    """All members that share a model shape, a loss and the use of weight decay, trained
+    together.
 
     Args:
-      settings: the static part of the program.
+      settings: the static part of the program (``settings.block_size`` members per device
+        per call).
       members: the group's members (their ``hidden`` must equal ``settings.hidden``).
-      loss_names: the sweep's losses in index order; ``loss_fns`` the matching functions.
+      loss_fn: the members' loss, ``loss(logits, one_hot_labels) -> (batch,)``.
       data: ``(x_train, y_train, x_val, y_val, x_test, y_test)`` as float features and int
         labels (host numpy); put on the device here, once.
-      mesh: the devices to shard the member axis over.
+      mesh: the devices to spread the blocks over.
+
+    The members are padded to whole calls (``block_size`` × devices) with copies of the first
+    member: real work whose results are dropped. A state is a list with one entry per call.
     """
 
-    def __init__(self, settings: TrainSettings, members: Sequence[Member],
-                 loss_names: Sequence[str], loss_fns: Sequence[Callable], data, mesh: Mesh):
+    def __init__(self, settings: TrainSettings, members: Sequence[Member], loss_fn: Callable,
+                 data, mesh: Mesh):
         self.settings = s = settings
         self.members = list(members)
         x_train, y_train, x_val, y_val, x_test, y_test = data
@@ -165,25 +158,23 @@ class Group:
         if self.steps_per_epoch < 1:
             raise ValueError(f"batch_size {s.batch_size} exceeds the {self.n_train} training "
                              "examples")
-        n_dev = mesh.devices.size
         self.n_real = len(self.members)
-        n_pad = -(-self.n_real // n_dev) * n_dev
-        # Padding members copy member 0: real work, results dropped.
-        padded = self.members + [self.members[0]] * (n_pad - self.n_real)
+        self.call_size = s.block_size * mesh.devices.size
+        n_calls = -(-self.n_real // self.call_size)
+        padded = self.members + [self.members[0]] * (n_calls * self.call_size - self.n_real)
 
         by_member = NamedSharding(mesh, PartitionSpec("members"))
         replicated = NamedSharding(mesh, PartitionSpec())
         hp = {
-            "loss": np.array([loss_names.index(m.loss) for m in padded], np.int32),
             "lr": np.array([m.learning_rate for m in padded], np.float32),
             "wd": np.array([m.weight_decay for m in padded], np.float32),
             "scale": np.array([m.init_scale for m in padded], np.float32),
             "seed": np.array([m.seed for m in padded], np.uint32),
         }
         self._hp_host = hp
-        self._decay = any(m.weight_decay for m in self.members)
         self._by_member = by_member
-        self.hp = {k: _put(v, by_member) for k, v in hp.items()}
+        self.hp = [{k: _put(v[c * self.call_size:(c + 1) * self.call_size], by_member)
+                    for k, v in hp.items()} for c in range(n_calls)]
         feat_dtype = np.float64 if s.dtype == "float64" else np.float32
         self.x_train = _put(x_train.astype(feat_dtype), replicated)
         self.y_train = _put(y_train.astype(np.int32), replicated)
@@ -196,25 +187,31 @@ class Group:
         self.features = x_train.shape[1]
         self.model = MLP(hidden=s.hidden, num_classes=s.num_classes, activation=s.activation,
                          initializer=s.init, dtype=s.dtype)
-        self._loss_fns = tuple(loss_fns)
+        self._loss_fn = loss_fn
         # Initialization is compiled for one member and called once per member: a vmapped
         # init's XLA compile grows with the member count (each random draw is unrolled per
         # member; 3 s at 1 member, 9 s at 16 on 2 CPU cores), this one does not.
         self._init = jax.jit(self._member_init)
-        # Pinned shardings: the state must come back with the layout it went in with, or the
-        # second epoch would compile again on a multi-device mesh.
+        # Each device runs the same block program whatever the device count (shard_map), and
+        # the state comes back with the layout it went in with (pinned by the out_specs), so
+        # the second epoch does not compile again.
+        members_spec, rep = PartitionSpec("members"), PartitionSpec()
+        epoch = _over_members(self._member_epoch, (0, 0, None, None, None), s.block_size)
         self._epoch = jax.jit(
-            _over_members(self._member_epoch, (0, 0, None, None, None), n_pad),
+            jax.shard_map(epoch, mesh=mesh, in_specs=(members_spec, members_spec, rep, rep, rep),
+                          out_specs=(members_spec, members_spec), check_vma=False),
             out_shardings=(by_member, by_member),
             donate_argnums=0,
         )
-        self._eval = jax.jit(_over_members(self._member_eval, (0, None, None, None), n_pad))
+        evaluate = _over_members(self._member_eval, (0, None, None, None), s.block_size)
+        self._eval = jax.jit(
+            jax.shard_map(evaluate, mesh=mesh, in_specs=(members_spec, rep, rep, rep),
+                          out_specs=members_spec, check_vma=False))
 
     # ---- per-member programs (vmapped above) -------------------------------------------
 
     def _tx(self, hp):
-        wd = hp["wd"] if self._decay else None
-        return _optimizer(self.settings, hp["lr"], wd, self.steps_per_epoch)
+        return _optimizer(self.settings, hp["lr"], hp["wd"], self.steps_per_epoch)
 
     def _member_init(self, hp):
         key = jax.random.fold_in(jax.random.key(hp["seed"]), 0)
@@ -241,7 +238,7 @@ class Group:
             logits, pullback = jax.vjp(lambda p: self.model.apply(p, x), params)
 
             def mean_loss(z):
-                return jnp.mean(_select_loss(self._loss_fns, hp["loss"], z, y.astype(z.dtype)))
+                return jnp.mean(self._loss_fn(z, y.astype(z.dtype)))
 
             loss, g_logits = jax.value_and_grad(mean_loss)(logits)
             (grads,) = pullback(g_logits)
@@ -277,7 +274,7 @@ class Group:
 
     def init_state(self):
         hp = self._hp_host
-        states = [self._init({k: v[i] for k, v in hp.items()}) for i in range(len(hp["lr"]))]
+        states = [self._init({k: v[i] for k, v in hp.items()}) for i in range(self.n_real)]
         return self.state_from_host([np.stack([np.asarray(x) for x in leaves])
                                      for leaves in zip(*map(jax.tree.leaves, states),
                                                        strict=True)])
@@ -286,18 +283,21 @@ class Group:
         """Runs epoch ``epoch`` (0-based) for every member. Returns the new state and a dict of
         per-member numpy arrays: train_loss, train_acc, wrong_frac, grad_norm (NaN for
         members that diverged in or before this epoch) and diverged."""
-        state, metrics = self._epoch(state, self.hp, self.x_train, self.y_train,
-                                     jnp.asarray(epoch, jnp.int32))
-        m = to_host(metrics)[: self.n_real]
+        e = jnp.asarray(epoch, jnp.int32)
+        calls = [self._epoch(st, hp, self.x_train, self.y_train, e)
+                 for st, hp in zip(state, self.hp, strict=True)]
+        state = [st for st, _ in calls]
+        m = np.concatenate([to_host(m) for _, m in calls])[: self.n_real]
         out = dict(zip(("train_loss", "train_acc", "wrong_frac", "grad_norm"), m.T, strict=True))
-        out["diverged"] = to_host(state["diverged"])[: self.n_real]
+        out["diverged"] = np.concatenate([to_host(st["diverged"]) for st in state])[: self.n_real]
         return state, out
 
     def evaluate(self, state) -> dict[str, np.ndarray]:
         """Accuracy and cross-entropy of softmax(logits) per member on val and test."""
         out = {}
         for name, (x, y, mask) in self.eval_data.items():
-            r = to_host(self._eval(state, x, y, mask))[: self.n_real]
+            r = np.concatenate([to_host(self._eval(st, x, y, mask)) for st in state])
+            r = r[: self.n_real]
             out[f"{name}_acc"], out[f"{name}_ce"] = r[:, 0], r[:, 1]
         return out
 
@@ -305,15 +305,21 @@ class Group:
         """Programs compiled so far for this group (for the no-recompilation test)."""
         return sum(f._cache_size() for f in (self._init, self._epoch, self._eval))
 
-    # ---- checkpoints: the state as a flat list of host arrays ---------------------------
+    # ---- checkpoints: the real members' state as a flat list of host arrays -------------
 
     def state_to_host(self, state) -> list[np.ndarray]:
-        return [to_host(x) for x in jax.tree.leaves(state)]
+        per_call = [[to_host(x) for x in jax.tree.leaves(st)] for st in state]
+        return [np.concatenate(leaf)[: self.n_real] for leaf in zip(*per_call, strict=True)]
 
     def state_from_host(self, leaves: Sequence[np.ndarray]):
         one = {k: v[0] for k, v in self._hp_host.items()}
         treedef = jax.tree.structure(jax.eval_shape(self._init, one))
-        if len(leaves) != treedef.num_leaves:
-            raise ValueError("checkpoint does not match this group's model")
-        return jax.tree.unflatten(treedef,
-                                  [_put(np.asarray(a), self._by_member) for a in leaves])
+        if len(leaves) != treedef.num_leaves or any(len(a) != self.n_real for a in leaves):
+            raise ValueError("checkpoint does not match this group's members")
+        n_pad = len(self.hp) * self.call_size - self.n_real
+        # Padding members copy member 0's state, as they copy its settings.
+        padded = [np.concatenate([a, np.repeat(a[:1], n_pad, axis=0)]) for a in leaves]
+        c = self.call_size
+        return [jax.tree.unflatten(treedef, [_put(a[i * c:(i + 1) * c], self._by_member)
+                                             for a in padded])
+                for i in range(len(self.hp))]

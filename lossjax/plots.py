@@ -17,8 +17,11 @@ the line style). Several hidden-size groups get one panel each. Figures are buil
 ``matplotlib.figure.Figure`` directly, so no pyplot state and no global backend are touched;
 styles go through ``rc_context``.
 
-Expected failures (folder or table missing, unreadable, lacking columns, tables that disagree)
-raise ``ResultsError`` with one line.
+A summary row without a learning rate is a group whose every member diverged: it has no curve,
+so the figures mark it in the legend (and with crosses on the learning-rate plot).
+
+Expected failures (folder or table missing, unreadable, cut short, lacking columns or rows,
+tables that disagree) raise ``ResultsError`` with one line.
 """
 
 from __future__ import annotations
@@ -38,16 +41,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import (
     FixedLocator,
+    Formatter,
     FuncFormatter,
     MaxNLocator,
     NullLocator,
-    PercentFormatter,
 )
 from matplotlib.transforms import blended_transform_factory
 
 from lossjax.errors import ResultsError
 from lossjax.losses import LOSSES
-from lossjax.results import atomic_write
+from lossjax.results import atomic_write, is_complete
 
 PLOT_NAMES = ("test_accuracy", "train_loss", "lr_sensitivity", "wrong_direction")
 FORMATS = ("png", "svg")
@@ -128,12 +131,29 @@ def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
         )
     if df.empty:
         raise ResultsError(f"{path} has no rows")
+    if not _ends_with_newline(path):
+        # pandas fills a short last row with NaN (or reads "Tr" of "True" as False) without a
+        # word; every table a sweep writes ends with a line break.
+        raise ResultsError(
+            f"{path} ends mid-row (no line break after its last line): the file was cut short "
+            "after the sweep wrote it; restore it, or rerun the sweep"
+        )
+    for c in ("loss", "hidden"):
+        if df[c].isna().any():  # a crash later on, in the sorting by name
+            line = df.index[df[c].isna()][0] + 2  # 1-based, after the header
+            raise ResultsError(f"{path}: line {line} has no {c}")
     for c in _FLOAT_COLUMNS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     df["loss"] = df["loss"].astype(str)
     df["hidden"] = df["hidden"].astype(str)
     return df
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _as_bool(col: pd.Series) -> pd.Series:
@@ -174,7 +194,85 @@ def load_results(results_dir: str | os.PathLike) -> Results:
         epochs[c] = epochs[c].astype(int)
     epochs["diverged"] = _as_bool(epochs["diverged"])
     epochs = epochs.sort_values(["member", "epoch"], kind="stable").reset_index(drop=True)
-    return Results(path=path, config=config, epochs=epochs, summary=summary)
+    check_complete(path / "epochs.csv", epochs, config)
+    res = Results(path=path, config=config, epochs=epochs, summary=summary)
+    _check_summary_covers(res)
+    return res
+
+
+def expected_members(config: dict) -> int | None:
+    """The number of members ``config.yaml`` implies (the sweep's product: hidden sizes × the
+    learning rates of every loss × weight decays × init scales × seeds), or None where it lacks
+    one of those grids (a hand-written config)."""
+    grids = [config_value(config, k) for k in (
+        "model.hidden", "optimizer.weight_decay", "model.init_scale", "seeds")]
+    losses = config_value(config, "losses")
+    rates = config_value(config, "optimizer.learning_rate")
+    if not isinstance(losses, list):
+        return None
+    # The resolved config stores a grid per loss; a hand-written one may give a single list.
+    if isinstance(rates, dict):
+        per_loss = [rates.get(loss) for loss in losses]
+    else:
+        per_loss = [rates] * len(losses)
+    if not all(isinstance(g, list) for g in grids + per_loss):
+        return None
+    return sum(len(r) for r in per_loss) * math.prod(len(g) for g in grids)
+
+
+def _config_epochs(config: dict) -> int | None:
+    e = config.get("epochs")
+    return e if isinstance(e, int) and not isinstance(e, bool) and e >= 1 else None
+
+
+def check_complete(path: Path, epochs: pd.DataFrame, config: dict) -> None:
+    """Raises ``ResultsError`` unless ``epochs`` holds exactly epochs 1..E of members 0..N-1.
+
+    N and E come from ``config.yaml`` when it gives them, else from the table itself. A sweep
+    rewrites the table after every epoch, so an unfinished one lacks the last epochs of some
+    members, or whole members: drawn anyway, it would pass off early epochs as final results
+    and drop losses without a word. ``status.json`` is not consulted (the sweep draws its plots
+    before it marks itself complete), except to word the way out.
+    """
+    n_members = expected_members(config) or int(epochs["member"].max()) + 1
+    n_epochs = _config_epochs(config) or int(epochs["epoch"].max())
+    twice = epochs.duplicated(["member", "epoch"])
+    if twice.any():
+        r = epochs[twice].iloc[0]
+        raise ResultsError(f"{path} holds member {r['member']} epoch {r['epoch']} twice")
+    outside = ~(epochs["member"].between(0, n_members - 1) & epochs["epoch"].between(1, n_epochs))
+    if outside.any():
+        r = epochs[outside].iloc[0]
+        why = "the table and config.yaml belong to different sweeps" if config else "it is corrupt"
+        raise ResultsError(
+            f"{path} holds member {r['member']} epoch {r['epoch']}, outside the sweep's members "
+            f"0-{n_members - 1} × epochs 1-{n_epochs}: {why}"
+        )
+    if len(epochs) < n_members * n_epochs:
+        # `--resume` has nothing to do on a folder marked complete.
+        fix = ("restore the file, or rerun the sweep with --overwrite" if is_complete(path.parent)
+               else "finish it with `lossjax sweep CONFIG --resume`")
+        raise ResultsError(
+            f"{path} has {len(epochs)} of {n_members * n_epochs} rows ({n_members} members × "
+            f"{n_epochs} epochs): the sweep is unfinished or the file was cut short; {fix}"
+        )
+
+
+def _check_summary_covers(res: Results) -> None:
+    """Raises ``ResultsError`` if a group of ``epochs.csv`` has no ``summary.csv`` row (a
+    summary cut short would silently drop a loss from the plots and the report)."""
+    keys = ["loss", "hidden", *_match_columns(res)]
+    s = res.summary
+    for g in res.epochs[keys].drop_duplicates().itertuples(index=False):
+        mask = (s["loss"] == g.loss) & (s["hidden"] == g.hidden)
+        for c in keys[2:]:
+            mask &= _close(s[c], getattr(g, c))
+        if not mask.any():
+            where = ", ".join(f"{k} {getattr(g, k)}" for k in keys)
+            raise ResultsError(
+                f"{res.path / 'summary.csv'} has no row for {where}, which epochs.csv holds: "
+                "it was cut short or belongs to another sweep"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +445,7 @@ def chosen_runs(res: Results) -> list[Choice]:
     combos = sorted({tuple(float(r[c]) for c in varying) for r in rows})
     for r in rows:
         if math.isnan(r["learning_rate"]):
-            continue  # no rate chosen (e.g. every member diverged); nothing to draw
+            continue  # every member diverged: see diverged_groups
         group = group_rows(res, r["loss"], r["hidden"], r)
         sel = group[_close(group["learning_rate"], r["learning_rate"])]
         if sel.empty:
@@ -357,9 +455,33 @@ def chosen_runs(res: Results) -> list[Choice]:
             )
         style = _LINESTYLES[combos.index(tuple(float(r[c]) for c in varying)) % 4]
         choices.append(Choice(r["loss"], r["hidden"], r, sel, varying, style))
-    if not choices:
-        raise ResultsError(f"{res.path / 'summary.csv'} chose no learning rate for any loss")
     return choices
+
+
+def all_diverged(rows: pd.DataFrame) -> bool:
+    """Whether every member among ``rows`` (at least one) diverged."""
+    return len(rows) > 0 and bool(rows.groupby("member")["diverged"].any().all())
+
+
+def diverged_groups(res: Results) -> list[Choice]:
+    """One ``Choice`` per ``summary.csv`` row without a learning rate, whose ``rows`` are all its
+    group's members (every rate): no rate was chosen because every one of them diverged.
+
+    Raises ``ResultsError`` where such a row has members that did not diverge, or none.
+    """
+    varying = tuple(varying_columns(res))
+    gone = []
+    for r in summary_rows(res):
+        if not math.isnan(r["learning_rate"]):
+            continue
+        group = group_rows(res, r["loss"], r["hidden"], r)
+        if not all_diverged(group):
+            raise ResultsError(
+                f"{res.path / 'summary.csv'}: the row for loss {r['loss']}, hidden {r['hidden']} "
+                "has no learning rate, yet not every member of its group in epochs.csv diverged"
+            )
+        gone.append(Choice(r["loss"], r["hidden"], r, group, varying))
+    return gone
 
 
 def _band(rows: pd.DataFrame, column: str, positive: bool = False) -> pd.DataFrame:
@@ -424,7 +546,40 @@ def _slots(choices: list[Choice]) -> tuple[list[int], int]:
     for c in choices:
         slots.append(seen.get(c.hidden, 0))
         seen[c.hidden] = slots[-1] + 1
-    return slots, max(seen.values())
+    return slots, max(seen.values(), default=0)
+
+
+def percent_label(v: float) -> str:
+    """A fraction as a percentage with the digits it needs: 0.125 → '12.5%', 0.9 → '90%',
+    0.9725 → '97.25%'. Rounded to 6 decimals so that float noise (0.1 + 0.2) never shows."""
+    text = f"{round(100 * v, 6) + 0.0:.6f}".rstrip("0").rstrip(".")  # + 0.0: no "-0"
+    return f"{text}%"
+
+
+class PercentLabels(Formatter):
+    """Tick labels by ``percent_label``. (``PercentFormatter`` gives every tick the same number
+    of decimals: with none, 12.5% shows as '12%'.)"""
+
+    def __call__(self, x, pos=None):
+        return self.fix_minus(percent_label(x))
+
+
+def _diverged_handles(gone: list[Choice], styles) -> dict[str, list[Line2D]]:
+    """Per hidden group, a legend entry for each of its groups whose every member diverged
+    (they have no curve, but the reader must learn that they were run)."""
+    handles: dict[str, list[Line2D]] = {}
+    for c in gone:
+        handles.setdefault(c.hidden, []).append(Line2D(
+            [], [], linestyle="none", marker="x", color=styles[c.loss][0], markersize=8,
+            markeredgewidth=2, label=f"{c.label(with_lr=False)}: every member diverged"))
+    return handles
+
+
+def _empty_note(ax, why: str, choices: list[Choice], hidden: str) -> None:
+    """A note in the middle of a panel with nothing drawn in it: ``why``, or that every member
+    diverged where the panel has no chosen rate at all."""
+    text = why if any(c.hidden == hidden for c in choices) else "every member diverged"
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
 _CROSS_STEP = 0.045  # axes fraction between stacked crosses
@@ -461,6 +616,8 @@ def _legend(ax, handles: list, panel_width: float) -> int:
 
 
 def _seeds_note(choices: list[Choice]) -> str:
+    if not choices:
+        return "every member diverged: no curve to draw"
     n = sorted({c.rows["seed"].nunique() for c in choices})
     seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}–{n[-1]}"
     if n[-1] == 1:
@@ -471,6 +628,7 @@ def _seeds_note(choices: list[Choice]) -> str:
 def _curve_figure(
     res: Results,
     choices: list[Choice],
+    gone: list[Choice],
     column: str,
     title: str,
     ylabel: str,
@@ -479,12 +637,13 @@ def _curve_figure(
     percent: bool = False,
     label: Callable[[Choice, pd.DataFrame], str],
 ) -> Figure:
-    hidden = hidden_order(c.hidden for c in choices)
+    hidden = hidden_order(c.hidden for c in choices + gone)
     fig, axes = _panels(hidden)
     styles = loss_styles(res.epochs["loss"])
     slots, _ = _slots(choices)
     any_diverged = False
     missing: dict[str, list[Line2D]] = {}
+    diverged = _diverged_handles(gone, styles)
     for c, slot in zip(choices, slots, strict=True):
         ax = axes[c.hidden]
         color, marker = styles[c.loss]
@@ -525,12 +684,11 @@ def _curve_figure(
                 ax.yaxis.set_major_formatter(plain)
                 ax.yaxis.set_minor_formatter(plain)
         if percent:
-            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+            ax.yaxis.set_major_formatter(PercentLabels())
         handles, _ = ax.get_legend_handles_labels()
         if not handles:
-            ax.text(0.5, 0.5, "no finite values recorded", transform=ax.transAxes,
-                    ha="center", va="center", color="0.4")
-        handles += missing.get(h, [])
+            _empty_note(ax, "no finite values recorded", choices, h)
+        handles += missing.get(h, []) + diverged.get(h, [])
         if any_diverged:
             handles.append(Line2D([], [], linestyle="none", marker="x", color="0.25",
                                   markersize=8, markeredgewidth=2,
@@ -550,24 +708,24 @@ def _final_label(fmt: str) -> Callable[[Choice, pd.DataFrame], str]:
     return label
 
 
-def _test_accuracy(res: Results, choices: list[Choice]) -> Figure:
+def _test_accuracy(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
     return _curve_figure(
-        res, choices, "test_acc", "Test accuracy at each loss's chosen learning rate",
+        res, choices, gone, "test_acc", "Test accuracy at each loss's chosen learning rate",
         "test accuracy", percent=True, label=_final_label(".1%"),
     )
 
 
-def _train_loss(res: Results, choices: list[Choice]) -> Figure:
+def _train_loss(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
     return _curve_figure(
-        res, choices, "train_loss", "Training loss at each loss's chosen learning rate",
+        res, choices, gone, "train_loss", "Training loss at each loss's chosen learning rate",
         "mean training loss (each loss in its own units, log scale)", log_y=True,
         label=_final_label(".3g"),
     )
 
 
-def _wrong_direction(res: Results, choices: list[Choice]) -> Figure:
+def _wrong_direction(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
     fig = _curve_figure(
-        res, choices, "wrong_frac",
+        res, choices, gone, "wrong_frac",
         "Wrong-class logits pushed up: fraction with a negative gradient",
         "wrong-class logits with negative gradient", percent=True, label=_final_label(".1%"),
     )
@@ -578,13 +736,20 @@ def _wrong_direction(res: Results, choices: list[Choice]) -> Figure:
     return fig
 
 
-def _lr_sensitivity(res: Results, choices: list[Choice]) -> Figure:
-    hidden = hidden_order(c.hidden for c in choices)
+def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
+    hidden = hidden_order(c.hidden for c in choices + gone)
     fig, axes = _panels(hidden)
     styles = loss_styles(res.epochs["loss"])
     slots, n_slots = _slots(choices)
     crosses: dict[tuple[str, float], list[tuple[float, str, str]]] = {}
     all_lrs: dict[str, set[float]] = {h: set() for h in hidden}
+    diverged = _diverged_handles(gone, styles)
+    for c in gone:  # no line: a cross with its count at every rate
+        last = c.rows.loc[c.rows.groupby("member")["epoch"].idxmax()]
+        for lr, g in last.groupby("learning_rate"):
+            all_lrs[c.hidden].add(float(lr))
+            crosses.setdefault((c.hidden, float(lr)), []).append(
+                (lr, styles[c.loss][0], f"{len(g)}/{len(g)}"))
     for c, slot in zip(choices, slots, strict=True):
         ax = axes[c.hidden]
         color, marker = styles[c.loss]
@@ -637,11 +802,11 @@ def _lr_sensitivity(res: Results, choices: list[Choice]) -> Figure:
         ax.set_xlabel("learning rate (log scale)")
         if len(axes) > 1:
             ax.set_title(f"hidden {h}")
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        ax.yaxis.set_major_formatter(PercentLabels())
         handles, _ = ax.get_legend_handles_labels()
         if not handles:
-            ax.text(0.5, 0.5, "no validation accuracy recorded", transform=ax.transAxes,
-                    ha="center", va="center", color="0.4")
+            _empty_note(ax, "no validation accuracy recorded", choices, h)
+        handles += diverged.get(h, [])
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=11,
                               markerfacecolor="none", markeredgecolor="0.25",
                               markeredgewidth=1.5, label="chosen rate"))
@@ -658,7 +823,7 @@ def _lr_sensitivity(res: Results, choices: list[Choice]) -> Figure:
     return fig
 
 
-_FIGURES: dict[str, Callable[[Results, list[Choice]], Figure]] = {
+_FIGURES: dict[str, Callable[[Results, list[Choice], list[Choice]], Figure]] = {
     "test_accuracy": _test_accuracy,
     "train_loss": _train_loss,
     "lr_sensitivity": _lr_sensitivity,
@@ -681,11 +846,11 @@ def plot_paths(results_dir: str | os.PathLike) -> list[Path]:
 def plot_results(results_dir: str | os.PathLike) -> list[Path]:
     """Draws the four figures of a results folder from its tables; returns the 8 file paths.
 
-    Raises ``ResultsError`` (one line) when the folder or a table is missing or unreadable, or
-    when ``summary.csv`` names members that ``epochs.csv`` lacks.
+    Raises ``ResultsError`` (one line) when the folder or a table is missing, unreadable or
+    incomplete, or when ``summary.csv`` and ``epochs.csv`` disagree.
     """
     res = load_results(results_dir)
-    choices = chosen_runs(res)
+    choices, gone = chosen_runs(res), diverged_groups(res)
     out = res.path / PLOTS_SUBDIR
     try:
         out.mkdir(exist_ok=True)
@@ -694,7 +859,7 @@ def plot_results(results_dir: str | os.PathLike) -> list[Path]:
     written = []
     with rc_context(_STYLE):
         for name in PLOT_NAMES:
-            fig = _FIGURES[name](res, choices)
+            fig = _FIGURES[name](res, choices, gone)
             for fmt in FORMATS:
                 path = out / f"{name}.{fmt}"
                 try:

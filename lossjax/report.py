@@ -104,14 +104,16 @@ def summary_table(res: Results) -> str:
     """The summary as a Markdown table, one row per ``summary.csv`` row in the plots' order.
 
     The best test accuracy mean of each hidden group is bold; a chosen rate at the edge of its
-    grid is marked (the best rate may lie outside the grid).
+    grid is marked (the best rate may lie outside the grid). A group whose every member
+    diverged shows no rate and no accuracy (that of its frozen weights would mean nothing) and
+    is never bold. It is judged from ``epochs.csv``, so a summary that chose a rate for it
+    anyway (as older versions did) changes nothing.
     """
     rows = plots.summary_rows(res)
     varying = plots.varying_columns(res)
-    best: dict[str, float] = {}
-    for r in rows:
-        if not math.isnan(m := _num(r["test_acc_mean"])):
-            best[r["hidden"]] = max(best.get(r["hidden"], m), m)
+    groups = [plots.group_rows(res, r["loss"], r["hidden"], r) for r in rows]
+    gone = [plots.all_diverged(g) for g in groups]
+    best = _best_per_hidden([r for r, g in zip(rows, gone, strict=True) if not g])
 
     head = ["Loss", "Hidden", "Learning rate"]
     head += [c.replace("_", " ").capitalize() for c in varying]
@@ -119,38 +121,63 @@ def summary_table(res: Results) -> str:
     align = ["---"] * 2 + ["---:"] * (len(head) - 2)
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     edge_seen = False
-    for r in rows:
+    for r, group, all_gone in zip(rows, groups, gone, strict=True):
         lr = _num(r["learning_rate"])
-        lr_s = "—" if math.isnan(lr) else f"{lr:g}"
-        if str(r.get("lr_at_grid_edge", "")).strip().lower() in ("true", "1", "1.0"):
+        lr_s = "—" if math.isnan(lr) or all_gone else f"{lr:g}"
+        if not all_gone and _truthy(r.get("lr_at_grid_edge", "")):
             lr_s += " †"
             edge_seen = True
         cells = [f"`{_md(r['loss'])}`", _md(r["hidden"]), lr_s]
         cells += ["—" if math.isnan(_num(r[c])) else f"{_num(r[c]):g}" for c in varying]
-        cells.append(_pct(_num(r["val_acc_mean"])))
-        mean, ci = _num(r["test_acc_mean"]), _num(r["test_acc_ci95"])
-        test = _pct(mean)
-        if not math.isnan(mean) and not math.isnan(ci):
-            test += f" ± {100 * ci:.2f}"
-        if not math.isnan(mean) and mean == best.get(r["hidden"]) and len(rows) > 1:
-            test = f"**{test}**"
-        cells.append(test)
-        ett = _num(r["epochs_to_target_mean"])
-        ett_s = "—" if math.isnan(ett) else f"{ett:.1f}"
-        cells.append(f"{ett_s} ({_int(r['reached_target'])}/{_int(r['n_seeds'])} seeds)")
-        div = _num(r["diverged"])
-        if math.isnan(div):
-            cells.append("—")
+        total = group["member"].nunique()
+        if all_gone:
+            cells += ["—", f"diverged (all {total} members)", "—"]
         else:
-            total = plots.group_rows(res, r["loss"], r["hidden"], r)["member"].nunique()
-            div_s = f"{int(div)} / {total}"
-            if "diverged_at_lr" in r.index and _int(r["diverged_at_lr"]):
-                div_s += f" ({_int(r['diverged_at_lr'])} at the rate)"
-            cells.append(div_s)
+            bold = len(rows) > 1 and _num(r["test_acc_mean"]) == best.get(r["hidden"])
+            cells += _accuracy_cells(r, bold)
+        cells.append(_diverged_cell(r, total, at_rate=not all_gone))
         lines.append("| " + " | ".join(cells) + " |")
     if edge_seen:
         lines += ["", "† the chosen rate is at the edge of its grid: a better one may lie beyond."]
     return "\n".join(lines)
+
+
+def _truthy(v) -> bool:
+    return str(v).strip().lower() in ("true", "1", "1.0")
+
+
+def _best_per_hidden(rows) -> dict[str, float]:
+    """The best finite test accuracy mean per hidden group (none where no row has one)."""
+    best: dict[str, float] = {}
+    for r in rows:
+        if not math.isnan(m := _num(r["test_acc_mean"])):
+            best[r["hidden"]] = max(best.get(r["hidden"], m), m)
+    return best
+
+
+def _accuracy_cells(r, bold: bool) -> list[str]:
+    """Validation accuracy, test accuracy mean ± CI, and epochs to target of a summary row."""
+    mean, ci = _num(r["test_acc_mean"]), _num(r["test_acc_ci95"])
+    test = _pct(mean)
+    if not math.isnan(mean) and not math.isnan(ci):
+        test += f" ± {100 * ci:.2f}"
+    if bold and not math.isnan(mean):
+        test = f"**{test}**"
+    ett = _num(r["epochs_to_target_mean"])
+    ett_s = "—" if math.isnan(ett) else f"{ett:.1f}"
+    reached = f"{ett_s} ({_int(r['reached_target'])}/{_int(r['n_seeds'])} seeds)"
+    return [_pct(_num(r["val_acc_mean"])), test, reached]
+
+
+def _diverged_cell(r, total: int, at_rate: bool) -> str:
+    """'2 / 12', with '(1 at the rate)' where some of the chosen rate's seeds diverged."""
+    div = _num(r["diverged"])
+    if math.isnan(div):
+        return "—"
+    text = f"{int(div)} / {total}"
+    if at_rate and "diverged_at_lr" in r.index and _int(r["diverged_at_lr"]):
+        text += f" ({_int(r['diverged_at_lr'])} at the rate)"
+    return text
 
 
 def describe_sweep(res: Results) -> str:
@@ -175,7 +202,7 @@ def describe_sweep(res: Results) -> str:
         loss: tuple(sorted(g.dropna().unique()))
         for loss, g in ep.groupby("loss")["learning_rate"]
     }
-    per_member = ep.groupby(["hidden", "member"])  # member ids may restart per hidden group
+    per_member = ep.groupby("member")  # ids are 0..N-1 over the sweep (load_results checks)
     n_members = per_member.ngroups
     n_div = int(per_member["diverged"].any().sum())
 
@@ -210,8 +237,6 @@ def describe_sweep(res: Results) -> str:
     if n_div:
         was = "was" if n_div == 1 else "were"
         text += f" {_plural(n_div, 'member')} diverged (NaN or inf) and {was} frozen from then on."
-    if epochs_cfg and epochs_cfg.isdigit() and last_epoch < int(epochs_cfg):
-        text += f" The table holds epochs up to {last_epoch} only."
     if "wall_time" in ep.columns and np.isfinite(wall := ep["wall_time"].max()):
         text += f" Wall time of the sweep, as the table records it: {_duration(float(wall))}."
     return text

@@ -6,13 +6,18 @@
       epochs.csv        tidy table: one row per member and epoch (``pandas.read_csv`` it)
       summary.csv       per loss (and hidden / weight decay / init scale): the learning rate
                         chosen on validation accuracy, test accuracy mean ± 95% interval, ...
-      status.json       {"complete": bool}: an unfinished sweep can be resumed
+      status.json       {"complete": bool}: marks the folder as lossjax's; an unfinished
+                        sweep can be resumed
       checkpoints/      per-group training state after the last finished epoch (removed when
                         the sweep completes)
       plots/, report.md written by ``lossjax.plots`` and ``lossjax.report`` from the tables
 
 Every file is written to a temporary name and renamed into place, so a killed process leaves
-either the old file or the new one, never half of one.
+either the old file or the new one, never half of one. While a sweep runs, ``.lock`` holds an
+OS lock (``flock``) that dies with the process: a second sweep into the same folder stops at
+once, and ``kill -9`` leaves no stale lock. A folder without ``status.json`` is not lossjax's:
+nothing is ever written into it or deleted from it, ``--overwrite`` included, and
+``--overwrite`` removes only the entries listed in :data:`OWN_ENTRIES`.
 
 ``epochs.csv`` columns, per member and epoch: the member's swept values; ``train_loss`` (mean of
 its own loss over the epoch's batches); ``train_acc`` (running accuracy over those batches, as in
@@ -27,12 +32,15 @@ parameters stay frozen at the last good values, its training metrics are NaN); `
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import platform
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,38 +56,50 @@ COLUMNS = [
 ]
 GROUP_KEYS = ["loss", "hidden", "weight_decay", "init_scale"]
 
-# Two-sided 95% Student-t critical values for 1..30 degrees of freedom (any statistics table);
-# beyond 30 the normal 1.96 is within 2%.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
 def ci95_halfwidth(values) -> float:
-    """Half-width of the 95% t-interval of the mean (NaN for fewer than two values)."""
+    """Half-width of the 95% Student-t interval of the mean (NaN for fewer than two values)."""
+    from scipy import stats
+
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if len(v) < 2:
         return math.nan
-    t = _T95[len(v) - 2] if len(v) - 1 <= len(_T95) else 1.96
-    return float(t * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 # ---- atomic writes -----------------------------------------------------------------------
 
+def _umask() -> int:
+    # Read at each write (setting it back at once): files get the user's umask, where mkstemp
+    # alone would make them 0600.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write(path: Path, write) -> None:
-    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it.
+
+    An ``OSError`` (disk full, read-only folder, ...) becomes a one-line ``ResultsError``;
+    the previous version of ``path``, if any, is left as it was.
+    """
+    path = Path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ResultsError(f"cannot write {path} ({e.strerror or e}); "
+                               "its previous version, if any, is kept") from None
         raise
 
 
@@ -97,35 +117,198 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 
 # ---- the folder ----------------------------------------------------------------------------
 
+#: What lossjax writes into a results folder; ``--overwrite`` removes these and nothing else.
+OWN_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
+               "report.md", "plots", "checkpoints", "gradient_sign.json", "gradient_sign.md",
+               "gradient_sign.png")
+LOCK = ".lock"
+
+
+def status(out: Path) -> dict | None:
+    """``status.json`` as a dict, or None where the folder has none (it is not lossjax's)."""
+    try:
+        st = json.loads((out / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return st if isinstance(st, dict) and isinstance(st.get("complete"), bool) else None
+
 
 def is_complete(out: Path) -> bool:
-    try:
-        return bool(json.loads((out / "status.json").read_text())["complete"])
-    except (OSError, ValueError, KeyError):
-        return False
+    return bool((status(out) or {}).get("complete"))
 
 
-def check_target(out: Path, config_dict: dict, resume: bool, overwrite: bool) -> None:
-    """Decides, before anything runs, whether the sweep may use ``out``. Raises ResultsError."""
-    if resume:
-        if not (out / "config.yaml").exists():
-            raise ResultsError(f"--resume: {out} holds no sweep to resume; run without --resume.")
-        saved = yaml.safe_load((out / "config.yaml").read_text())
-        if saved != config_dict:
-            diff = sorted(_diff_keys(saved, config_dict))
+def has_checkpoints(out: Path) -> bool:
+    return any((out / "checkpoints").glob("group*.npz"))
+
+
+class AlreadyComplete(Exception):  # noqa: N818 (an outcome, not an error)
+    """``--resume`` on a finished sweep: nothing to do."""
+
+
+def _one_line_os_error(what: str, path: Path, e: OSError) -> ResultsError:
+    return ResultsError(f"cannot {what} {path} ({e.strerror or e}); choose another output.dir "
+                        "with --set output.dir=...")
+
+
+class Claim:
+    """The right to use a results folder, held by one process while its sweep runs.
+
+    ``Claim(out, config_dict, resume=..., overwrite=...)`` creates ``out`` if needed, takes
+    its lock, and decides whether the sweep may use it; it raises ``ResultsError`` (one line)
+    or :class:`AlreadyComplete`, having released the lock and removed the folders it created.
+    ``resuming`` says whether training continues from checkpoints. Use it as a context
+    manager: leaving the block releases the lock; leaving it with an exception before
+    :meth:`start` also removes the folders the claim created.
+    """
+
+    def __init__(self, out: Path, config_dict: dict, *, resume: bool, overwrite: bool):
+        self.out = out = Path(out)
+        self.started = False
+        self._fd = None
+        for p in (out.parent, out):
+            if p.exists() and not p.is_dir():
+                raise ResultsError(f"{p} is a file, not a folder; choose another output.dir "
+                                   "or name")
+        if overwrite and out.is_symlink():
+            raise ResultsError(f"{out} is a symbolic link; --overwrite does not delete through "
+                               "links: give the real folder's path as output.dir")
+        # The folders this claim creates, deepest first: removed again if it fails.
+        self._made = [p for p in (out, *out.parents) if not p.exists()]
+        try:
+            out.mkdir(parents=True)
+        except FileExistsError:
+            self._made = []
+        except OSError as e:
+            raise _one_line_os_error("create", out, e) from None
+        try:
+            self._lock()
+            self.resuming = self._decide(config_dict, resume, overwrite)
+            self._clean_temporaries()
+        except BaseException:
+            self.release(remove=True)
+            raise
+
+    def _lock(self) -> None:
+        path = self.out / LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                raise _one_line_os_error("write into", self.out, e) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise ResultsError(
+                    f"{self.out} is in use by another lossjax sweep (pid {holder}); wait for it "
+                    "to finish, or choose another output.dir or name") from None
+            # The holder before us may have removed the file between our open and our lock:
+            # then we hold a lock on a file nobody else will see, so start again.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def _decide(self, config_dict: dict, resume: bool, overwrite: bool) -> bool:
+        out = self.out
+        st = status(out)
+        others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if st is None and others:
             raise ResultsError(
-                f"--resume: the config differs from the one {out} was started with "
-                f"(at {', '.join(diff[:5])}); resume with the same config and --set values."
-            )
-        return
-    if out.exists() and any(out.iterdir()):
+                f"{out} is not a lossjax results folder (no status.json) and holds "
+                f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}; lossjax never "
+                "writes into or deletes such a folder: choose another output.dir or name")
+        if st is None:  # new or empty
+            return False
+        if resume:
+            if st["complete"]:
+                raise AlreadyComplete(f"{out} holds a finished sweep; nothing to resume")
+            saved = read_config(out)
+            if saved is not None and saved != config_dict:
+                diff = sorted(_diff_keys(saved, config_dict))
+                raise ResultsError(
+                    f"--resume: the config differs from the one {out} was started with "
+                    f"(at {', '.join(diff[:5])}); resume with the same config and --set values")
+            return saved is not None and has_checkpoints(out)
         if overwrite:
+            return False
+        if st["complete"]:
+            raise ResultsError(
+                f"{out} already holds a finished sweep; choose another output.dir or name, or "
+                "pass --overwrite to replace it")
+        if has_checkpoints(out):
+            raise ResultsError(
+                f"{out} holds an unfinished sweep; continue it with --resume, or pass "
+                "--overwrite to start it over")
+        return False  # started, but no epoch finished: nothing to lose
+
+    def _clean_temporaries(self) -> None:
+        # Left by a process killed in the middle of an atomic write.
+        for folder in (self.out, self.out / "checkpoints", self.out / "plots"):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                tmp.unlink(missing_ok=True)
+
+    def start(self, config_dict: dict, env: dict) -> None:
+        """Unless resuming: clears what lossjax wrote here before (never anything else) and
+        writes the new sweep's config and environment. status.json goes first: from then on
+        the folder is recognisably lossjax's, whatever happens next."""
+        if self.resuming:
+            self.started = True
             return
-        what = "a finished sweep" if is_complete(out) else "an unfinished sweep"
-        fix = ("remove it or pass --overwrite" if is_complete(out)
-               else "continue it with --resume, or pass --overwrite to start over")
-        raise ResultsError(f"{out} already holds {what}; {fix} "
-                           "(or choose another folder with --set output.dir=...).")
+        for name in OWN_ENTRIES:
+            p = self.out / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+        write_json(self.out / "status.json", {"complete": False})
+        self.started = True
+        write_text(self.out / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False))
+        write_json(self.out / "env.json", env)
+
+    def finish(self) -> None:
+        shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
+        write_json(self.out / "status.json", {"complete": True})
+
+    def release(self, remove: bool = False) -> None:
+        if self._fd is not None:
+            (self.out / LOCK).unlink(missing_ok=True)  # before closing: see _lock
+            os.close(self._fd)
+            self._fd = None
+        if remove and not self.started:
+            for folder in self._made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: never removes anything else
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release(remove=exc_type is not None)
+
+
+def read_config(out: Path) -> dict | None:
+    """The saved config of a results folder; None where there is none yet."""
+    path = out / "config.yaml"
+    if not path.exists():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        problem = " ".join(str(e).split())[:120]
+        raise ResultsError(f"{path} is damaged ({problem}); the folder cannot be resumed: "
+                           "start it over with --overwrite") from None
+    if not isinstance(saved, dict):
+        raise ResultsError(f"{path} is damaged (not a mapping); the folder cannot be resumed: "
+                           "start it over with --overwrite")
+    return saved
 
 
 def _diff_keys(a, b, prefix=""):
@@ -133,21 +316,7 @@ def _diff_keys(a, b, prefix=""):
         for k in set(a) | set(b):
             yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
     elif a != b:
-        yield prefix.rstrip(".")
-
-
-def start(out: Path, config_dict: dict, env: dict, overwrite: bool) -> None:
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False))
-    write_json(out / "env.json", env)
-    write_json(out / "status.json", {"complete": False})
-
-
-def finish(out: Path) -> None:
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    write_json(out / "status.json", {"complete": True})
+        yield prefix.rstrip(".") or "the top level"
 
 
 def env_record(devices, data_meta: dict) -> dict:
@@ -186,16 +355,38 @@ def load_checkpoint(out: Path, group: int):
     path = out / "checkpoints" / f"group{group}.npz"
     if not path.exists():
         return None
-    with np.load(path) as z:
-        n = sum(1 for k in z.files if k.startswith("leaf"))
-        return int(z["epoch"]), float(z["elapsed"]), [z[f"leaf{i}"] for i in range(n)]
+    try:
+        with np.load(path) as z:
+            n = sum(1 for k in z.files if k.startswith("leaf"))
+            return int(z["epoch"]), float(z["elapsed"]), [z[f"leaf{i}"] for i in range(n)]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ResultsError(f"{path} is damaged ({type(e).__name__}); the folder cannot be "
+                           "resumed: start it over with --overwrite") from None
+
+
+#: Metrics the engine computes in float32. They are kept as float32 in memory and after
+#: reading back, so a resumed sweep writes the same text as an uninterrupted one.
+FLOAT32_COLUMNS = ("train_loss", "train_acc", "val_acc", "val_ce", "test_acc", "test_ce",
+                   "wrong_frac", "grad_norm")
+
+
+def normalize(table: pd.DataFrame) -> pd.DataFrame:
+    return table.astype({c: np.float32 for c in FLOAT32_COLUMNS if c in table.columns})
 
 
 def read_table(out: Path) -> pd.DataFrame:
     path = out / "epochs.csv"
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path, dtype={"hidden": str})
+    try:
+        table = pd.read_csv(path, dtype={"hidden": str})
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise ResultsError(f"{path} is damaged ({' '.join(str(e).split())[:120]}); the folder "
+                           "cannot be resumed: start it over with --overwrite") from None
+    if list(table.columns) != COLUMNS:
+        raise ResultsError(f"{path} does not have lossjax's columns; the folder cannot be "
+                           "resumed: start it over with --overwrite")
+    return normalize(table)
 
 
 # ---- summary -------------------------------------------------------------------------------
@@ -210,23 +401,40 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
     test accuracy mean, the 95% t-interval half-width of test accuracy over seeds, the mean
     number of epochs to reach ``target`` test accuracy over the seeds that reached it, and how
     many diverged (at that rate, and over the whole grid).
+
+    A group whose every member diverged has no rate to choose: its rate, accuracies and epochs
+    to target are NaN (those of weights frozen early, often the initial ones, are no result),
+    it reached the target 0 times, and all its seeds count as diverged at the rate.
     """
     last = table.loc[table.groupby("member")["epoch"].idxmax()]
     rows = []
     for key, g in last.groupby(GROUP_KEYS, sort=False):
-        score = g["val_acc"].where(~g["diverged"].astype(bool), 0.0)
-        by_lr = score.groupby(g["learning_rate"]).mean()
-        lr = float(by_lr.idxmax())
+        diverged = g["diverged"].astype(bool)
+        n_seeds = g["seed"].nunique()
+        row = {
+            **dict(zip(GROUP_KEYS, key, strict=True)),
+            "learning_rate": math.nan,
+            "lr_at_grid_edge": False,
+            "n_seeds": n_seeds,
+            "val_acc_mean": math.nan,
+            "test_acc_mean": math.nan,
+            "test_acc_ci95": math.nan,
+            "epochs_to_target_mean": math.nan,
+            "reached_target": 0,
+            "diverged_at_lr": n_seeds,
+            "diverged": int(diverged.sum()),
+        }
+        if diverged.all():
+            rows.append(row)
+            continue
+        score = g["val_acc"].where(~diverged, 0.0)
+        lr = float(score.groupby(g["learning_rate"]).mean().idxmax())
         lrs = sorted(g["learning_rate"].unique())
         chosen = g[g["learning_rate"] == lr]
-        reach = []
-        for member in chosen["member"]:
-            hist = table[table["member"] == member]
-            hit = hist.loc[hist["test_acc"] >= target, "epoch"]
-            reach.append(hit.min() if len(hit) else math.nan)
-        reach = np.asarray(reach, float)
-        rows.append({
-            **dict(zip(GROUP_KEYS, key, strict=True)),
+        # Each chosen member's first epoch at or above the target; NaN where it never got there.
+        hits = table[table["member"].isin(chosen["member"]) & (table["test_acc"] >= target)]
+        reach = hits.groupby("member")["epoch"].min().reindex(chosen["member"]).to_numpy(float)
+        row.update({
             "learning_rate": lr,
             "lr_at_grid_edge": len(lrs) > 1 and lr in (lrs[0], lrs[-1]),
             "n_seeds": len(chosen),
@@ -236,6 +444,7 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
             "epochs_to_target_mean": np.nanmean(reach) if np.isfinite(reach).any() else math.nan,
             "reached_target": int(np.isfinite(reach).sum()),
             "diverged_at_lr": int(chosen["diverged"].astype(bool).sum()),
-            "diverged": int(g["diverged"].astype(bool).sum()),
         })
-    return pd.DataFrame(rows)
+        rows.append(row)
+    # Means of float32 metrics, written as float32 (float64 text would add only noise digits).
+    return pd.DataFrame(rows).astype({"val_acc_mean": np.float32, "test_acc_mean": np.float32})

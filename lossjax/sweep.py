@@ -1,33 +1,45 @@
 """``lossjax sweep``: config file → validated config → dataset → engine → results → plots.
 
-Everything that can be checked is checked before the results folder is created: the config,
-the folder (exists? resumable?), the data (present, checksums), the batch size against the
-training set. After each epoch the table is rewritten and a checkpoint saved, both atomically,
-so an interrupted sweep resumes (``--resume``) from its last finished epoch and ends with the
-same table as an uninterrupted one.
+Everything that can be checked is checked before training starts, and a check that fails
+leaves no folder behind: the config, each loss (called once on a tiny batch), the results
+folder (whose is it? in use? resumable?), the data (present, checksums), the batch size, the
+memory the models need and the disk space their checkpoints need. After each epoch the table
+is rewritten and a checkpoint saved, both atomically, so an interrupted sweep resumes
+(``--resume``) from its last finished epoch and ends with the same files as an uninterrupted
+one (the ``wall_time`` column aside).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from lossjax import config as config_lib
 from lossjax import engine, results
+from lossjax.errors import ConfigError, LossjaxError, ResultsError
 from lossjax.losses import resolve_loss
+
+# Held while results files are written: an interrupt waits for it, so it never lands between
+# the table and its checkpoint.
+_WRITING = threading.Lock()
 
 
 def expand_members(cfg) -> list[engine.Member]:
     """The sweep's product, in a fixed order: hidden × loss × learning rate × weight decay ×
     init scale × seed. Member ids are positions in this list."""
+    import itertools
+
     combos = [
         (hidden, loss, lr, wd, scale, seed)
         for hidden in cfg.model.hidden
@@ -40,20 +52,116 @@ def expand_members(cfg) -> list[engine.Member]:
             for i, (hidden, loss, lr, wd, scale, seed) in enumerate(combos)]
 
 
-def _settings(cfg, hidden, num_classes) -> engine.TrainSettings:
+def group_members(members: list[engine.Member]) -> list[list[engine.Member]]:
+    """Members that share one program: same hidden sizes, loss, and use of weight decay (in
+    order of first appearance)."""
+    groups: dict[tuple, list[engine.Member]] = {}
+    for m in members:
+        groups.setdefault((m.hidden, m.loss, m.weight_decay > 0), []).append(m)
+    return list(groups.values())
+
+
+def _settings(cfg, first: engine.Member, num_classes) -> engine.TrainSettings:
     return engine.TrainSettings(
-        hidden=tuple(hidden), num_classes=num_classes, activation=cfg.model.activation,
+        hidden=first.hidden, num_classes=num_classes, activation=cfg.model.activation,
         init=cfg.model.init, dtype=cfg.model.dtype, optimizer=cfg.optimizer.name,
         momentum=cfg.optimizer.momentum, schedule=cfg.optimizer.schedule,
-        batch_size=cfg.batch_size, epochs=cfg.epochs)
+        batch_size=cfg.batch_size, epochs=cfg.epochs, block_size=cfg.block_size,
+        weight_decay=first.weight_decay > 0)
+
+
+# ---- checks before anything is written ----------------------------------------------------
+
+
+def check_loss(name: str, fn, num_classes: int, dtype) -> None:
+    """Calls a loss once on a (2, K) batch, and traces its gradient, so that a loss with the
+    wrong signature, output shape or dtype fails here, with its name, and not mid-sweep."""
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, num_classes)), dtype)
+    labels = jax.nn.one_hot(jnp.arange(2) % num_classes, num_classes, dtype=dtype)
+    where = f"losses: {name}"
+    try:
+        value = fn(logits, labels)
+        jax.eval_shape(jax.grad(lambda z: jnp.mean(fn(z, labels))), logits)
+    except Exception as e:  # the user's code: any failure is theirs to see, named
+        msg = " ".join(str(e).split())[:160]
+        raise ConfigError(
+            f"{where}: calling it on a (2, {num_classes}) batch of logits and one-hot labels "
+            f"raised {type(e).__name__}: {msg}; a loss takes (logits, labels) and returns one "
+            "differentiable value per example") from None
+    shape = getattr(value, "shape", None)
+    if shape != (2,):
+        raise ConfigError(f"{where}: returned shape {shape} for a (2, {num_classes}) batch; a "
+                          "loss returns one value per example, shape (2,)")
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise ConfigError(f"{where}: returned {value.dtype} values; a loss returns floats")
+    if not bool(jnp.all(jnp.isfinite(value))):
+        raise ConfigError(f"{where}: returned non-finite values for ordinary logits (standard "
+                          "normal); check the loss")
+
+
+def _param_count(features: int, hidden, num_classes: int) -> int:
+    sizes = [features, *hidden, num_classes]
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def _available_memory(device) -> int | None:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
+                    n_devices: int) -> None:
+    """Refuses a sweep whose models cannot fit in memory, or whose checkpoints cannot fit on
+    the disk, before it starts (a model too large to allocate would otherwise fail late, or
+    hang)."""
+    item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
+    slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer.name]
+    call = cfg.block_size * n_devices
+    worst_memory, worst_disk, worst_hidden = 0, 0, None
+    for g in groups:
+        per_member = _param_count(features, g[0].hidden, num_classes) * item
+        padded = -(-len(g) // call) * call
+        # Resident: every member's parameters and optimizer state; while a block trains, its
+        # gradients and updates too. Activations are small next to them for an MLP.
+        memory = padded * per_member * (1 + slots) + call * per_member * 2
+        if memory > worst_memory:
+            worst_memory, worst_hidden = memory, g[0].hidden
+        worst_disk = max(worst_disk, len(g) * per_member * (1 + slots))
+    available = _available_memory(jax.devices()[0])
+    if available is not None and worst_memory > available:
+        raise ConfigError(
+            f"model.hidden: {list(worst_hidden)} needs about {_gb(worst_memory)} for its "
+            f"members' parameters and optimizer state, and {_gb(available)} is available; "
+            "use smaller layers, fewer members per hidden size, or a smaller block_size")
+    # Old and new checkpoint side by side while one replaces the other, plus the tables.
+    needed = 2 * worst_disk + len(expand_members(cfg)) * cfg.epochs * 300
+    free = shutil.disk_usage(out).free
+    if needed > free:
+        raise ResultsError(f"{out} has {_gb(free)} free and the sweep's checkpoints need about "
+                           f"{_gb(needed)}; free some space or choose another output.dir")
+
+
+# ---- progress and interrupts ----------------------------------------------------------------
 
 
 class Progress:
     """A one-line bar with ETA on a terminal; a log line per epoch otherwise; or nothing."""
 
-    def __init__(self, total: int, quiet: bool, stream=sys.stderr):
-        self.total, self.quiet, self.stream = total, quiet, stream
-        self.tty = stream.isatty()
+    def __init__(self, total: int, quiet: bool, stream=None):
+        self.total, self.quiet = total, quiet
+        self.stream = stream = stream or sys.stderr  # the one in use now, not at import
+        self.tty = not quiet and stream.isatty()
         self.t0 = time.perf_counter()
         self.done0 = None
 
@@ -78,6 +186,47 @@ class Progress:
         self.stream.flush()
 
 
+INTERRUPTED = "lossjax: interrupted; finished epochs are kept (rerun with --resume).\n"
+
+
+class ExitOnSignal:
+    """Ctrl-C (SIGINT) or SIGTERM ends the process at once, with one line and exit status
+    128 + signal, whatever it is doing: compiling, training, or waiting for a device.
+
+    A Python signal handler runs only when the main thread returns to the interpreter, which
+    can take minutes inside XLA (and raising KeyboardInterrupt into JAX mid-compile has
+    crashed the process). So the C-level handler wakes a watcher thread through
+    ``signal.set_wakeup_fd``; the watcher waits for any results write in progress to finish
+    (``_WRITING``) and calls ``os._exit``. Every file is written atomically and the folder
+    lock dies with the process, so what is on disk is always a resumable state.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        self._old = {s: signal.signal(s, lambda *_: None) for s in self.SIGNALS}
+        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def _watch(self):
+        data = os.read(self._r, 1)
+        if not data:  # the pipe was closed: the sweep is over
+            return
+        with _WRITING:
+            os.write(2, INTERRUPTED.encode())
+            os._exit(128 + data[0])
+
+    def __exit__(self, *exc):
+        signal.set_wakeup_fd(self._old_fd)
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        os.close(self._w)
+        os.close(self._r)
+
+
 def _maybe_init_distributed() -> None:
     # Multi-host runs: launch one process per host with JAX_COORDINATOR_ADDRESS,
     # JAX_NUM_PROCESSES and JAX_PROCESS_ID set (or a cluster JAX auto-detects).
@@ -85,39 +234,72 @@ def _maybe_init_distributed() -> None:
         jax.distributed.initialize()
 
 
-def run(config_path, overrides=(), resume: bool = False, quiet: bool = False,
-        overwrite: bool = False) -> int:
-    cfg = config_lib.load_config(config_path, overrides)
-    config_dict = config_lib.config_to_dict(cfg)
-    out = Path(cfg.output.dir) / cfg.name
-    results.check_target(out, config_dict, resume=resume, overwrite=overwrite)
-    loss_fns = [resolve_loss(name) for name in cfg.losses]
+# ---- the sweep ------------------------------------------------------------------------------
 
+
+def run(config_path, overrides=(), resume: bool = False, quiet: bool = False,
+        overwrite: bool = False, exit_on_signal: bool = False) -> int:
+    """Runs a sweep; returns the exit status. ``exit_on_signal`` (the CLI sets it) makes
+    Ctrl-C and SIGTERM end the process at once (see :class:`ExitOnSignal`)."""
+    cfg = config_lib.load_config(config_path, overrides)
+    if exit_on_signal and threading.current_thread() is threading.main_thread():
+        with ExitOnSignal():
+            return _run(cfg, resume, quiet, overwrite)
+    return _run(cfg, resume, quiet, overwrite)
+
+
+def _run(cfg, resume: bool, quiet: bool, overwrite: bool) -> int:
     from lossjax import data  # heavy-ish: only once the config is known to be good
 
+    config_dict = config_lib.config_to_dict(cfg)
+    out = Path(cfg.output.dir) / cfg.name
     _maybe_init_distributed()
     if cfg.model.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    ds = data.preprocess(
-        data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
-                  val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed),
-        standardize=cfg.dataset.standardize)
-    config_lib.check_batch_size(cfg, len(ds.x_train))
+    num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
+    loss_fns = {name: resolve_loss(name) for name in cfg.losses}
+    logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
+    for name, fn in loss_fns.items():
+        check_loss(name, fn, num_classes, logit_dtype)
 
-    mesh = engine.make_mesh()
     writer = jax.process_index() == 0
-    if writer and not resume:
-        results.start(out, config_dict, results.env_record(jax.devices(), ds.meta), overwrite)
-    table = train(cfg, ds, loss_fns, mesh, out, resume=resume, quiet=quiet, writer=writer)
-    if not writer:
+    try:
+        claim = results.Claim(out, config_dict, resume=resume, overwrite=overwrite)
+    except results.AlreadyComplete as done:
+        print(f"lossjax: {done}; nothing changed.", file=sys.stderr)
         return 0
-    summary = results.summarize(table, cfg.eval.target_accuracy)
-    results.write_table(out / "summary.csv", summary)
-    from lossjax import plots, report
+    with claim:
+        ds = data.preprocess(
+            data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
+                      val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed),
+            standardize=cfg.dataset.standardize)
+        config_lib.check_batch_size(cfg, len(ds.x_train))
+        groups = group_members(expand_members(cfg))
+        check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out,
+                        len(jax.devices()))
+        mesh = engine.make_mesh()
+        if writer:
+            with _WRITING:
+                claim.start(config_dict, results.env_record(jax.devices(), ds.meta))
+        try:
+            table = train(cfg, ds, groups, loss_fns, mesh, out, resume=claim.resuming,
+                          quiet=quiet, writer=writer)
+        except LossjaxError:
+            raise
+        except Exception as e:  # e.g. a user loss that fails only when compiled
+            msg = " ".join(str(e).split())[:200]
+            raise LossjaxError(f"training stopped with {type(e).__name__}: {msg}; finished "
+                               f"epochs are kept in {out} (--resume continues)") from e
+        if not writer:
+            return 0
+        summary = results.summarize(table, cfg.eval.target_accuracy)
+        from lossjax import plots, report
 
-    plots.plot_results(out)
-    report_path = report.write_report(out)
-    results.finish(out)
+        with _WRITING:
+            results.write_table(out / "summary.csv", summary)
+            plots.plot_results(out)
+            report_path = report.write_report(out)
+            claim.finish()
     if not quiet:
         cols = ["loss", "hidden", "learning_rate", "test_acc_mean", "test_acc_ci95",
                 "epochs_to_target_mean", "diverged"]
@@ -127,12 +309,10 @@ def run(config_path, overrides=(), resume: bool = False, quiet: bool = False,
     return 0
 
 
-def train(cfg, ds, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
+def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
           writer: bool) -> pd.DataFrame:
     """Trains every group to ``cfg.epochs``, writing the table and a checkpoint after each
     epoch. Returns the full table."""
-    members = expand_members(cfg)
-    groups = [list(g) for _, g in itertools.groupby(members, key=lambda m: m.hidden)]
     table = results.read_table(out) if resume else pd.DataFrame(columns=results.COLUMNS)
     ckpts = {gid: results.load_checkpoint(out, gid) if resume else None
              for gid in range(len(groups))}
@@ -145,39 +325,45 @@ def train(cfg, ds, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
         table = table[keep]
     frames = [table] if len(table) else []
 
-    total = len(members) * cfg.epochs
-    progress = Progress(total, quiet)
+    total = sum(len(g) for g in groups) * cfg.epochs
+    progress = Progress(total, quiet or not writer)
     progress.update(sum(done[g] * len(m) for g, m in enumerate(groups)), "")
     # A split that is not asked for is not put on the device, so it is never evaluated.
     test = slice(None) if "test" in cfg.eval.splits else slice(0)
     data = (ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test[test], ds.y_test[test])
     train_acc = "train" in cfg.eval.splits
-    for gid, group_members in enumerate(groups):
+    for gid, group_members_ in enumerate(groups):
         if done[gid] >= cfg.epochs:
             continue
-        group = engine.Group(_settings(cfg, group_members[0].hidden, ds.num_classes),
-                             group_members, list(cfg.losses), loss_fns, data, mesh)
+        first = group_members_[0]
+        group = engine.Group(_settings(cfg, first, ds.num_classes), group_members_,
+                             loss_fns[first.loss], data, mesh)
         if ckpts[gid]:
             start_epoch, elapsed0, leaves = ckpts.pop(gid)
-            state = group.state_from_host(leaves)
+            try:
+                state = group.state_from_host(leaves)
+            except ValueError:
+                raise ResultsError(f"{out}/checkpoints/group{gid}.npz does not match this "
+                                   "sweep (made by another lossjax version?); start it over "
+                                   "with --overwrite") from None
         else:
             start_epoch, elapsed0, state = 0, 0.0, group.init_state()
         t0 = time.perf_counter() - elapsed0
         static = pd.DataFrame({
-            "member": [m.index for m in group_members],
-            "loss": [m.loss for m in group_members],
-            "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in group_members],
-            "learning_rate": [m.learning_rate for m in group_members],
-            "weight_decay": [m.weight_decay for m in group_members],
-            "init_scale": [m.init_scale for m in group_members],
-            "seed": [m.seed for m in group_members],
+            "member": [m.index for m in group_members_],
+            "loss": [m.loss for m in group_members_],
+            "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in group_members_],
+            "learning_rate": [m.learning_rate for m in group_members_],
+            "weight_decay": [m.weight_decay for m in group_members_],
+            "init_scale": [m.init_scale for m in group_members_],
+            "seed": [m.seed for m in group_members_],
         })
         for epoch in range(start_epoch, cfg.epochs):
             state, metrics = group.train_epoch(state, epoch)
             last = epoch + 1 == cfg.epochs
             evals = group.evaluate(state) if last or (epoch + 1) % cfg.eval.every == 0 else {}
-            nan = np.full(len(group_members), math.nan)
-            rows = static.assign(
+            nan = np.full(len(group_members_), math.nan)
+            rows = results.normalize(static.assign(
                 epoch=epoch + 1,
                 train_loss=metrics["train_loss"],
                 train_acc=metrics["train_acc"] if train_acc else nan,
@@ -189,18 +375,20 @@ def train(cfg, ds, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
                 grad_norm=metrics["grad_norm"],
                 diverged=metrics["diverged"].astype(bool),
                 wall_time=round(time.perf_counter() - t0, 3),
-            )
+            ))
             frames.append(rows)
             table = pd.concat(frames, ignore_index=True)
             if writer:
-                results.write_table(out / "epochs.csv", table)
-                results.save_checkpoint(out, gid, epoch + 1, time.perf_counter() - t0,
-                                        group.state_to_host(state))
+                leaves = group.state_to_host(state)
+                with _WRITING:
+                    results.write_table(out / "epochs.csv", table)
+                    results.save_checkpoint(out, gid, epoch + 1, time.perf_counter() - t0,
+                                            leaves)
             best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
             n_div = int(metrics["diverged"].sum())
             progress.update(
                 sum(done[g] * len(m) for g, m in enumerate(groups) if g != gid)
-                + (epoch + 1) * len(group_members),
+                + (epoch + 1) * len(group_members_),
                 f"group {gid + 1}/{len(groups)} epoch {epoch + 1}/{cfg.epochs} "
                 f"best val acc {best:.3f} diverged {n_div}")
         done[gid] = cfg.epochs

@@ -50,7 +50,7 @@ def test_defaults():
     c = cfg()
     assert c == Config(name="t")
     assert c.seeds == (0, 1, 2)
-    assert (c.epochs, c.batch_size) == (20, 64)
+    assert (c.epochs, c.batch_size, c.block_size) == (20, 64, 8)
     assert c.losses == ("cross_entropy", "mse", "softmax_mse", "exp_mse")
     assert c.dataset.name == "digits" and c.dataset.data_dir is None
     assert c.dataset.val_size == 0.1 and c.dataset.split_seed == 0
@@ -67,11 +67,20 @@ def test_defaults():
     assert c.optimizer.weight_decay == (0.0,)
     assert c.eval.splits == ("train", "val", "test")
     assert (c.eval.every, c.eval.target_accuracy) == (1, 0.95)
-    assert c.output.dir == "results"
+    assert c.output.dir == "runs"  # never results/, the committed reference runs
 
 
 def test_empty_sections_take_defaults():
     assert cfg(dataset=None, model={}, optimizer=None, eval={}, output=None) == cfg()
+
+
+def test_block_size():
+    assert cfg().block_size == 8
+    assert cfg(block_size=1).block_size == 1
+    assert cfg(["block_size=32"]).block_size == 32
+    assert error(block_size=0) == "block_size: got 0, expected an integer >= 1"
+    assert error(block_size=True) == "block_size: got true (a boolean), expected an integer >= 1"
+    assert error(block_size=2.5) == "block_size: got 2.5, expected an integer >= 1"
 
 
 def test_config_is_frozen_and_hashable():
@@ -267,10 +276,13 @@ def test_unknown_key_checked_before_missing_name():
     [
         ({"epochs": True}, "epochs: got true (a boolean), expected an integer >= 1"),
         ({"batch_size": False}, "batch_size: got false (a boolean), expected an integer >= 1"),
-        ({"seeds": [0, True]}, "seeds[1]: got true (a boolean), expected an integer >= 0"),
+        (
+            {"seeds": [0, True]},
+            "seeds[1]: got true (a boolean), expected an integer in [0, 4294967295]",
+        ),
         (
             {"model": {"hidden": [[64, True]]}},
-            "model.hidden[0][1]: got true (a boolean), expected an integer >= 1",
+            "model.hidden[0][1]: got true (a boolean), expected an integer in [1, 2147483647]",
         ),
         (
             {"optimizer": {"momentum": True}},
@@ -335,8 +347,8 @@ def test_wrong_type(raw, want):
     [
         ({"epochs": 0}, "epochs: got 0, expected an integer >= 1"),
         ({"batch_size": -64}, "batch_size: got -64, expected an integer >= 1"),
-        ({"seeds": [0, -1]}, "seeds[1]: got -1, expected an integer >= 0"),
-        ({"seeds": -1}, "seeds: got -1, expected an integer >= 0"),
+        ({"seeds": [0, -1]}, "seeds[1]: got -1, expected an integer in [0, 4294967295]"),
+        ({"seeds": -1}, "seeds: got -1, expected an integer in [0, 4294967295]"),
         (
             {"optimizer": {"learning_rate": [0.01, -0.1]}},
             "optimizer.learning_rate[1]: got -0.1, expected a number > 0",
@@ -355,7 +367,10 @@ def test_wrong_type(raw, want):
         ),
         ({"optimizer": {"momentum": 1}}, "optimizer.momentum: got 1, expected a number in [0, 1)"),
         ({"model": {"init_scale": [0]}}, "model.init_scale[0]: got 0, expected a number > 0"),
-        ({"model": {"hidden": [[64, 0]]}}, "model.hidden[0][1]: got 0, expected an integer >= 1"),
+        (
+            {"model": {"hidden": [[64, 0]]}},
+            "model.hidden[0][1]: got 0, expected an integer in [1, 2147483647]",
+        ),
         (
             {"dataset": {"val_size": 1.0}},
             "dataset.val_size: got 1.0, expected a fraction in (0, 1) or a count",
@@ -447,8 +462,8 @@ def test_unknown_choice(raw, want):
     [
         ([[64], 32], "model.hidden[1]: got 32, expected a list of layer sizes; a list of numbers"),
         ([64, [32]], "model.hidden[1]: got [32], expected an integer >= 1; a list of numbers"),
-        ([64, "a"], "model.hidden[1]: got 'a', expected an integer >= 1"),
-        (0, "model.hidden: got 0, expected an integer >= 1"),
+        ([64, "a"], "model.hidden[1]: got 'a', expected an integer in [1, 2147483647]"),
+        (0, "model.hidden: got 0, expected an integer in [1, 2147483647]"),
         ("64", "model.hidden: got '64' (a string), expected a list of hidden-size lists"),
     ],
 )
@@ -458,6 +473,83 @@ def test_bad_hidden(hidden, want):
 
 def test_hidden_accepts_tuples():
     assert cfg(model={"hidden": ((8,), ())}).model.hidden == ((8,), ())
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: values the engine cannot hold (uint32 seeds, int32 layer sizes, float32 hyperparameters)
+
+
+def test_seed_must_fit_uint32():
+    assert cfg(seeds=[0, 4294967295]).seeds == (0, 4294967295)
+    assert error(seeds=[4294967296]) == (
+        "seeds[0]: got 4294967296, expected an integer in [0, 4294967295] (seeds are uint32)"
+    )
+    assert error(["seeds=4294967296"]).startswith("seeds: got 4294967296, expected an integer in")
+
+
+def test_split_seed_has_no_upper_bound():
+    # numpy's default_rng takes any int >= 0; only the engine's seeds are uint32.
+    assert cfg(dataset={"split_seed": 2**40}).dataset.split_seed == 2**40
+
+
+def test_hidden_size_must_fit_int32():
+    assert cfg(model={"hidden": [[2**31 - 1]]}).model.hidden == ((2**31 - 1,),)
+    assert error(model={"hidden": [[10**20]]}) == (
+        "model.hidden[0][0]: got 100000000000000000000, expected an integer in [1, 2147483647]"
+    )
+    assert error(model={"hidden": 2**31}).startswith("model.hidden: got 2147483648, expected")
+
+
+F32 = "which float32 (the precision the engine trains with)"
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (
+            {"losses": ["mse"], "optimizer": {"learning_rate": {"mse": [1e-300]}}},
+            f"optimizer.learning_rate.mse[0]: got 1e-300, {F32} rounds to 0; "
+            "expected a number in [1.2e-38, 3.4e+38]",
+        ),
+        (
+            {"optimizer": {"learning_rate": [0.1, 1e39]}},
+            f"optimizer.learning_rate[1]: got 1e+39, {F32} rounds to inf; "
+            "expected a number in [1.2e-38, 3.4e+38]",
+        ),
+        (
+            {"model": {"init_scale": [1e-40]}},
+            f"model.init_scale[0]: got 1e-40, {F32} keeps only as a subnormal, losing precision; "
+            "expected a number in [1.2e-38, 3.4e+38]",
+        ),
+        (
+            {"optimizer": {"weight_decay": [0, 1e-300]}},
+            f"optimizer.weight_decay[1]: got 1e-300, {F32} rounds to 0; "
+            "expected 0 or a number in [1.2e-38, 3.4e+38]",
+        ),
+        (
+            {"optimizer": {"momentum": 1e-300}},
+            f"optimizer.momentum: got 1e-300, {F32} rounds to 0; "
+            "expected a number in [0, 1): 0 or at least 1.2e-38",
+        ),
+    ],
+)
+def test_float32_hyperparameter_out_of_range(raw, want):
+    assert error(**raw) == want
+
+
+def test_float32_hyperparameters_in_range():
+    c = cfg(
+        model={"init_scale": [1e-30, 1e30]},
+        optimizer={"learning_rate": [2e-38, 3e38], "weight_decay": [0, 1e-37], "momentum": 0},
+    )
+    assert c.optimizer.learning_rate["mse"] == (2e-38, 3e38)
+    assert c.optimizer.weight_decay == (0.0, 1e-37) and c.optimizer.momentum == 0.0
+
+
+def test_int_too_large_for_a_float_is_an_error_not_a_crash():
+    msg = error(optimizer={"learning_rate": [10**400]})
+    assert msg.startswith("optimizer.learning_rate[0]: got 1000")
+    assert msg.endswith(", expected a number > 0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,6 +607,16 @@ def test_bad_name(bad):
     msg = str(info.value)
     assert msg.startswith("name: got ")
     assert "expected a folder name" in msg
+
+
+def test_name_at_most_255_bytes():
+    assert cfg(name="a" * 255).name == "a" * 255
+    msg = error(name="a" * 256)
+    assert msg.startswith("name: got 'aaa")
+    assert msg.endswith(
+        "..., 256 bytes long; expected at most 255 bytes (it names the results folder, "
+        "and filesystems refuse longer names)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -752,6 +854,7 @@ def test_configs_folder_has_digits():
 def test_shipped_config_validates(path):
     c = load_config(path)
     assert parse_config(config_to_dict(c)) == c
+    assert c.output.dir == "runs"  # results/ holds the committed reference runs
 
 
 def test_digits_config_contents():
@@ -760,4 +863,5 @@ def test_digits_config_contents():
     assert c.losses == ("cross_entropy", "mse", "softmax_mse", "exp_mse")
     assert c.seeds == (0, 1, 2) and c.epochs == 30 and c.batch_size == 64
     assert c.model.hidden == ((64, 64),) and c.optimizer.name == "momentum"
+    assert c.block_size == 8
     assert all(len(learning_rates(c, loss)) == 5 for loss in c.losses)

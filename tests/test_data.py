@@ -732,10 +732,31 @@ def test_bad_val_size(bad):
 
 
 def test_val_size_leaving_no_training_data_and_unknown_name():
-    with pytest.raises(ValueError, match="leaves no training data: the training set has 1438"):
+    from lossjax.errors import ConfigError  # the config's val_size, checked against the data
+
+    with pytest.raises(ConfigError, match=r"^dataset\.val_size: got 1438, which leaves no "
+                       "training data: the training set has 1438 examples; expected a count"):
         data.load("digits", val_size=1438)
+    with pytest.raises(ConfigError, match=r"^dataset\.val_size: got 0\.9999, which leaves no "):
+        data.load("digits", val_size=0.9999)
     with pytest.raises(ValueError, match="unknown dataset 'imagenet': expected one of digits"):
         data.load("imagenet")
+
+
+def test_val_size_fraction_leaving_no_validation_data():
+    """A fraction that rounds to 0 examples fails here, not later in a reshape; 0 itself is an
+    empty validation set on purpose."""
+    from lossjax.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        data.load("digits", val_size=1e-9)
+    assert str(info.value) == (
+        "dataset.val_size: got 1e-09, which leaves 0 of the 1438 training examples for "
+        "validation; expected a fraction >= 1/1438 (about 0.0007) or a count >= 1"
+    )
+    assert len(data.load("digits", val_size=1 / 1438).y_val) == 1
+    assert len(data.load("digits", val_size=np.float32(0.1)).y_val) == 144
+    assert len(data.load("digits", val_size=0).y_val) == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lossjax import cli, plots, report
+from lossjax import cli, plots, report, results
 from lossjax.errors import ResultsError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -80,12 +80,14 @@ def make_results(
             "diverged_at_lr": int(c["diverged"].sum()), "diverged": int(g["diverged"].sum()),
         })
     pd.DataFrame(summ).to_csv(path / "summary.csv", index=False)
-    config = {
-        "name": "synthetic-test", "dataset": {"name": "digits"},
+    config = {  # the keys plots and report read, and the grids whose product is the members
+        "name": "synthetic-test", "dataset": {"name": "digits"}, "seeds": list(seeds),
+        "losses": list(losses),
         "model": {"hidden": [[int(w) for w in h.split("-") if w.isdigit()] for h in hidden],
-                  "activation": "relu"},
-        "optimizer": {"name": "momentum"}, "batch_size": 64, "epochs": epochs,
-        "eval": {"target_accuracy": 0.9},
+                  "activation": "relu", "init_scale": [1.0]},
+        "optimizer": {"name": "momentum", "learning_rate": {loss: list(lrs) for loss in losses},
+                      "weight_decay": list(weight_decays)},
+        "batch_size": 64, "epochs": epochs, "eval": {"target_accuracy": 0.9},
     }
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     (path / "env.json").write_text(json.dumps({
@@ -304,3 +306,199 @@ def test_seeds_stuck_at_the_same_accuracy(tmp_path):
     ep.loc[ep["learning_rate"] == 1.0, "val_acc"] = 0.1
     ep.to_csv(results_dir / "epochs.csv", index=False)
     _check_files(plots.plot_results(results_dir))
+
+
+# --------------------------------------------------------------------------------------------
+# Percent tick labels
+
+
+@pytest.mark.parametrize(
+    ("fraction", "label"),
+    [(0.125, "12.5%"), (0.9, "90%"), (0.9725, "97.25%"), (0.0, "0%"), (1.0, "100%"),
+     (0.1 + 0.2, "30%"), (0.07, "7%"), (-0.05, "-5%"), (-0.0, "0%"), (0.0001, "0.01%")],
+)
+def test_percent_label_shows_the_digits_it_needs(fraction, label):
+    assert plots.percent_label(fraction) == label
+
+
+def test_accuracy_axes_use_percent_labels(results_dir):
+    res = plots.load_results(results_dir)
+    fig = plots._test_accuracy(res, plots.chosen_runs(res), [])
+    formatter = fig.axes[0].yaxis.get_major_formatter()
+    assert isinstance(formatter, plots.PercentLabels)
+    assert formatter.format_ticks([0.125, 0.5, 0.9725]) == ["12.5%", "50%", "97.25%"]
+    assert formatter(-0.05) == "\N{MINUS SIGN}5%"  # matplotlib's minus, like its other ticks
+
+
+# --------------------------------------------------------------------------------------------
+# A loss whose every member diverged
+
+
+def _all_diverge(losses, lrs=(0.1, 1.0), seeds=(0, 1)):
+    return tuple((loss, lr, seed, 2) for loss in losses for lr in lrs for seed in seeds)
+
+
+def _resummarize(d):
+    """Rewrites summary.csv as the sweep does, from epochs.csv."""
+    summary = results.summarize(pd.read_csv(d / "epochs.csv", dtype={"hidden": str}), 0.9)
+    results.write_table(d / "summary.csv", summary)
+    return summary
+
+
+def _table_row(text, loss):
+    return next(line for line in text.splitlines() if line.startswith(f"| `{loss}` |"))
+
+
+def test_fully_diverged_loss_is_plotted_and_reported_as_diverged(tmp_path):
+    d = make_results(tmp_path / "sweep", diverge=_all_diverge(["mse"]))
+    summary = _resummarize(d)
+    assert summary.loc[summary["loss"] == "mse", "learning_rate"].isna().all()
+    res = plots.load_results(d)
+    assert [c.loss for c in plots.chosen_runs(res)] == ["cross_entropy"]
+    assert [c.loss for c in plots.diverged_groups(res)] == ["mse"]
+    _check_files(plots.plot_results(d))
+    text = report.write_report(d).read_text()
+    mse = _table_row(text, "mse")
+    assert mse == "| `mse` | 64-64 | — | — | diverged (all 4 members) | — | 4 / 4 |"
+    assert "**" in _table_row(text, "cross_entropy")
+
+
+def test_report_never_bolds_a_fully_diverged_loss_even_with_a_stale_summary(tmp_path):
+    # A summary.csv from before: it chose a rate for mse and reported its frozen accuracy,
+    # the best of the table.
+    d = make_results(tmp_path / "sweep", diverge=_all_diverge(["mse"]))
+    s = pd.read_csv(d / "summary.csv")
+    s.loc[s["loss"] == "mse", "test_acc_mean"] = 0.99
+    s.to_csv(d / "summary.csv", index=False)
+    table = report.summary_table(plots.load_results(d))
+    assert "**" not in _table_row(table, "mse")
+    assert "diverged (all 4 members)" in _table_row(table, "mse")
+    assert "99.00" not in table
+    assert "**" in _table_row(table, "cross_entropy")
+
+
+def test_every_loss_diverged(tmp_path):
+    d = make_results(tmp_path / "sweep", diverge=_all_diverge(["cross_entropy", "mse"]))
+    _resummarize(d)
+    _check_files(plots.plot_results(d))
+    text = report.write_report(d).read_text()
+    assert "**" not in report.summary_table(plots.load_results(d))  # no winner at all
+    assert "diverged (all 4 members)" in _table_row(text, "cross_entropy")
+    assert "diverged (all 4 members)" in _table_row(text, "mse")
+
+
+def test_summary_row_without_a_rate_for_members_that_did_not_diverge(results_dir):
+    s = pd.read_csv(results_dir / "summary.csv")
+    s.loc[s["loss"] == "cross_entropy", "learning_rate"] = math.nan
+    s.to_csv(results_dir / "summary.csv", index=False)
+    with pytest.raises(ResultsError, match="has no learning rate, yet not every member"):
+        plots.plot_results(results_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Incomplete or cut tables
+
+
+def _drop_rows(d, keep):
+    ep = pd.read_csv(d / "epochs.csv")
+    ep[keep(ep)].to_csv(d / "epochs.csv", index=False)
+
+
+@pytest.mark.parametrize("command", ["plot", "report"])
+def test_cli_refuses_an_unfinished_table(results_dir, capsys, command):
+    # Interrupted after epoch 2: the last epoch of every member is missing.
+    _drop_rows(results_dir, lambda ep: ep["epoch"] <= 2)
+    assert cli.main([command, str(results_dir)]) == 2
+    line = _one_error_line(capsys)
+    assert "epochs.csv has 16 of 24 rows (8 members × 3 epochs)" in line
+    assert "`lossjax sweep CONFIG --resume`" in line
+    assert not (results_dir / "plots").exists() and not (results_dir / "report.md").exists()
+
+
+def test_table_cut_after_some_rows(results_dir):
+    # A file cut at a line break: the last members lack their last epochs.
+    _drop_rows(results_dir, lambda ep: ep.index < 20)
+    with pytest.raises(ResultsError, match="has 20 of 24 rows") as e:
+        plots.load_results(results_dir)
+    assert "--resume" in str(e.value)
+    # In a folder marked complete, --resume has nothing to do: the way out is another.
+    (results_dir / "status.json").write_text(json.dumps({"complete": True}))
+    with pytest.raises(ResultsError, match="has 20 of 24 rows") as e:
+        plots.load_results(results_dir)
+    assert "--overwrite" in str(e.value) and "--resume" not in str(e.value)
+
+
+def test_missing_hidden_group_is_found_through_the_config(tmp_path):
+    # Interrupted before the second hidden group started: members 8..15 have no row at all,
+    # which only config.yaml's grids reveal.
+    d = make_results(tmp_path / "sweep", hidden=("64-64", "32"))
+    _drop_rows(d, lambda ep: ep["hidden"].astype(str) == "64-64")
+    s = pd.read_csv(d / "summary.csv", dtype={"hidden": str})
+    s[s["hidden"] == "64-64"].to_csv(d / "summary.csv", index=False)
+    with pytest.raises(ResultsError, match=r"has 24 of 48 rows \(16 members × 3 epochs\)"):
+        plots.load_results(d)
+
+
+def test_config_with_more_seeds_than_the_table(results_dir):
+    cfg = yaml.safe_load((results_dir / "config.yaml").read_text())
+    cfg["seeds"] = [0, 1, 2]
+    (results_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ResultsError, match=r"has 24 of 36 rows \(12 members × 3 epochs\)"):
+        plots.load_results(results_dir)
+
+
+def test_table_beyond_the_config(results_dir):
+    cfg = yaml.safe_load((results_dir / "config.yaml").read_text())
+    cfg["epochs"] = 2
+    (results_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ResultsError, match="member 0 epoch 3, outside .* config.yaml belong"):
+        plots.load_results(results_dir)
+
+
+def test_incomplete_table_without_config(results_dir):
+    (results_dir / "config.yaml").unlink()
+    full = pd.read_csv(results_dir / "epochs.csv")
+    _drop_rows(results_dir, lambda ep: ep["member"] != 3)  # a member missing in the middle
+    with pytest.raises(ResultsError, match=r"has 21 of 24 rows \(8 members × 3 epochs\)"):
+        plots.load_results(results_dir)
+    full.to_csv(results_dir / "epochs.csv", index=False)
+    _drop_rows(results_dir, lambda ep: ~((ep["member"] == 5) & (ep["epoch"] == 3)))
+    with pytest.raises(ResultsError, match="has 23 of 24 rows"):
+        plots.load_results(results_dir)
+
+
+def test_repeated_row(results_dir):
+    ep = pd.read_csv(results_dir / "epochs.csv")
+    pd.concat([ep, ep.iloc[[4]]]).to_csv(results_dir / "epochs.csv", index=False)
+    with pytest.raises(ResultsError, match="holds member 1 epoch 2 twice"):
+        plots.load_results(results_dir)
+
+
+@pytest.mark.parametrize("table", ["epochs.csv", "summary.csv"])
+@pytest.mark.parametrize("keep", [1, 5, 12, -2, -1])
+def test_last_line_cut_mid_row(results_dir, capsys, table, keep):
+    """``keep`` characters of the last line survive (negative: all but that many)."""
+    text = (results_dir / table).read_text()
+    start = text.rstrip("\n").rfind("\n") + 1
+    last = text[start:].rstrip("\n")
+    (results_dir / table).write_text(text[:start] + last[:keep])
+    with pytest.raises(ResultsError, match=f"{table} ends mid-row") as e:
+        plots.load_results(results_dir)
+    assert "\n" not in str(e.value)
+    assert cli.main(["report", str(results_dir)]) == 2
+    assert "ends mid-row" in _one_error_line(capsys)
+
+
+def test_summary_row_without_hidden_sizes(results_dir):
+    s = pd.read_csv(results_dir / "summary.csv")
+    s.loc[1, "hidden"] = None
+    s.to_csv(results_dir / "summary.csv", index=False)
+    with pytest.raises(ResultsError, match="summary.csv: line 3 has no hidden"):
+        plots.load_results(results_dir)
+
+
+def test_summary_cut_at_a_line_break(results_dir):
+    s = pd.read_csv(results_dir / "summary.csv")
+    s.iloc[:1].to_csv(results_dir / "summary.csv", index=False)
+    with pytest.raises(ResultsError, match="summary.csv has no row for loss mse, hidden 64-64"):
+        plots.load_results(results_dir)
