@@ -1,4 +1,4 @@
-"""Benchmark: the lossjax sweep engine against a per-step training loop (issue 5).
+"""Benchmark: the lossjax sweep engine against a per-step training loop.
 
 Same work side by side in one process: the reference MLP 784-512-512-10, batch 128, SGD with
 momentum 0.9 (learning rate 0.05), softmax cross-entropy, on MNIST-shaped data (real MNIST when
@@ -292,6 +292,9 @@ def parse_args(argv):
     p.add_argument("--members", default="1,4,16,64,256" if on_gpu else "1,4,16",
                    help="member counts, comma separated (default: %(default)s on this backend)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per variant")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="the engine's members per block (default: the row's member count, one "
+                        "block; a sweep's config sets its own, 8 by default)")
     p.add_argument("--hidden", default="512,512",
                    help="hidden sizes of the MLP (default: the reference 512,512); small models "
                         "show where dispatch, not arithmetic, is the cost")
@@ -442,12 +445,12 @@ def main(argv=None) -> int:
         settings = engine.TrainSettings(
             hidden=HIDDEN, num_classes=CLASSES, activation="relu", init="lecun_normal",
             dtype="float32", optimizer="momentum", momentum=MOMENTUM, schedule="constant",
-            batch_size=BATCH, epochs=args.reps + 1)
+            batch_size=BATCH, epochs=args.reps + 1, block_size=args.block_size or k)
         members = [engine.Member(i, "cross_entropy", LR, 0.0, 1.0, i, HIDDEN)
                    for i in range(k)]
         c0 = log.mark()
         t0 = time.perf_counter()
-        group = engine.Group(settings, members, ["cross_entropy"], [losses.cross_entropy],
+        group = engine.Group(settings, members, losses.cross_entropy,
                              (x_train[:n], y_train[:n], *eval_data), mesh)
         t1 = time.perf_counter()
         state = group.init_state()
@@ -474,7 +477,8 @@ def main(argv=None) -> int:
         recompiles += log.count - before
         recompiles_group = group.compiled_count() - programs
         rows.append({
-            "variant": "engine", "members": k, "epoch_examples": n, "steps_per_epoch": steps,
+            "variant": "engine", "members": k, "block_size": settings.block_size,
+            "epoch_examples": n, "steps_per_epoch": steps,
             "model_epochs_per_s": summary(rates),
             "host_cpu_s_per_model_epoch": statistics.median(cpu),
             "compile_s": compile_secs, "first_calls_s": first, "setup_s": t1 - t0,

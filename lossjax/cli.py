@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 
 def _check_grads(args) -> int:
@@ -24,7 +25,7 @@ def _sweep(args) -> int:
     from lossjax import sweep
 
     return sweep.run(args.config, overrides=args.set, resume=args.resume, quiet=args.quiet,
-                     overwrite=args.overwrite, exit_on_signal=True)
+                     overwrite=args.overwrite)
 
 
 def _plot(args) -> int:
@@ -104,18 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+INTERRUPTED = {
+    "sweep": "lossjax: interrupted; finished epochs are kept (rerun with --resume).",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lossjax.errors import LossjaxError
+    from lossjax.interrupts import ExitOnSignal
 
+    message = INTERRUPTED.get(args.command, "lossjax: interrupted.")
     try:
+        if threading.current_thread() is threading.main_thread():
+            # Before anything heavy is imported: Ctrl-C exits at once, from here on.
+            with ExitOnSignal(message):
+                return args.func(args)
         return args.func(args)
     except (LossjaxError, ValueError) as e:
         print(f"lossjax: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lossjax: interrupted; finished epochs are kept (rerun with --resume).",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # raised by code, not by a signal (those exit in ExitOnSignal)
+        print(message, file=sys.stderr)
         return 130
     except Exception as e:
         if os.environ.get("LOSSJAX_DEBUG"):

@@ -14,9 +14,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,11 +26,8 @@ import pandas as pd
 from lossjax import config as config_lib
 from lossjax import engine, results
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
+from lossjax.interrupts import WRITING
 from lossjax.losses import resolve_loss
-
-# Held while results files are written: an interrupt waits for it, so it never lands between
-# the table and its checkpoint.
-_WRITING = threading.Lock()
 
 
 def expand_members(cfg) -> list[engine.Member]:
@@ -152,7 +147,7 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
                            f"{_gb(needed)}; free some space or choose another output.dir")
 
 
-# ---- progress and interrupts ----------------------------------------------------------------
+# ---- progress ----------------------------------------------------------------------------
 
 
 class Progress:
@@ -186,47 +181,6 @@ class Progress:
         self.stream.flush()
 
 
-INTERRUPTED = "lossjax: interrupted; finished epochs are kept (rerun with --resume).\n"
-
-
-class ExitOnSignal:
-    """Ctrl-C (SIGINT) or SIGTERM ends the process at once, with one line and exit status
-    128 + signal, whatever it is doing: compiling, training, or waiting for a device.
-
-    A Python signal handler runs only when the main thread returns to the interpreter, which
-    can take minutes inside XLA (and raising KeyboardInterrupt into JAX mid-compile has
-    crashed the process). So the C-level handler wakes a watcher thread through
-    ``signal.set_wakeup_fd``; the watcher waits for any results write in progress to finish
-    (``_WRITING``) and calls ``os._exit``. Every file is written atomically and the folder
-    lock dies with the process, so what is on disk is always a resumable state.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self):
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._w, False)
-        self._old = {s: signal.signal(s, lambda *_: None) for s in self.SIGNALS}
-        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
-        threading.Thread(target=self._watch, daemon=True).start()
-        return self
-
-    def _watch(self):
-        data = os.read(self._r, 1)
-        if not data:  # the pipe was closed: the sweep is over
-            return
-        with _WRITING:
-            os.write(2, INTERRUPTED.encode())
-            os._exit(128 + data[0])
-
-    def __exit__(self, *exc):
-        signal.set_wakeup_fd(self._old_fd)
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-        os.close(self._w)
-        os.close(self._r)
-
-
 def _maybe_init_distributed() -> None:
     # Multi-host runs: launch one process per host with JAX_COORDINATOR_ADDRESS,
     # JAX_NUM_PROCESSES and JAX_PROCESS_ID set (or a cluster JAX auto-detects).
@@ -238,19 +192,11 @@ def _maybe_init_distributed() -> None:
 
 
 def run(config_path, overrides=(), resume: bool = False, quiet: bool = False,
-        overwrite: bool = False, exit_on_signal: bool = False) -> int:
-    """Runs a sweep; returns the exit status. ``exit_on_signal`` (the CLI sets it) makes
-    Ctrl-C and SIGTERM end the process at once (see :class:`ExitOnSignal`)."""
-    cfg = config_lib.load_config(config_path, overrides)
-    if exit_on_signal and threading.current_thread() is threading.main_thread():
-        with ExitOnSignal():
-            return _run(cfg, resume, quiet, overwrite)
-    return _run(cfg, resume, quiet, overwrite)
-
-
-def _run(cfg, resume: bool, quiet: bool, overwrite: bool) -> int:
+        overwrite: bool = False) -> int:
+    """Runs a sweep; returns the exit status."""
     from lossjax import data  # heavy-ish: only once the config is known to be good
 
+    cfg = config_lib.load_config(config_path, overrides)
     config_dict = config_lib.config_to_dict(cfg)
     out = Path(cfg.output.dir) / cfg.name
     _maybe_init_distributed()
@@ -279,7 +225,7 @@ def _run(cfg, resume: bool, quiet: bool, overwrite: bool) -> int:
                         len(jax.devices()))
         mesh = engine.make_mesh()
         if writer:
-            with _WRITING:
+            with WRITING:
                 claim.start(config_dict, results.env_record(jax.devices(), ds.meta))
         try:
             table = train(cfg, ds, groups, loss_fns, mesh, out, resume=claim.resuming,
@@ -295,7 +241,7 @@ def _run(cfg, resume: bool, quiet: bool, overwrite: bool) -> int:
         summary = results.summarize(table, cfg.eval.target_accuracy)
         from lossjax import plots, report
 
-        with _WRITING:
+        with WRITING:
             results.write_table(out / "summary.csv", summary)
             plots.plot_results(out)
             report_path = report.write_report(out)
@@ -380,7 +326,7 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
             table = pd.concat(frames, ignore_index=True)
             if writer:
                 leaves = group.state_to_host(state)
-                with _WRITING:
+                with WRITING:
                     results.write_table(out / "epochs.csv", table)
                     results.save_checkpoint(out, gid, epoch + 1, time.perf_counter() - t0,
                                             leaves)
