@@ -1,5 +1,6 @@
 # The two set-up commands (README.md): `make demo` and `make test`. Both build .venv themselves.
-# The demo writes to runs/ (git-ignored), so the committed reference runs in results/ stay as made.
+# Sweeps write to runs/ (git-ignored) by default, so the committed reference runs in results/ stay
+# as made; --overwrite lets the demo replace its own earlier run (only a folder lossjax made).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lossjax sweep configs/digits.yaml --set output.dir=runs --overwrite
+	$(BIN)/lossjax sweep configs/digits.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,8 +10,9 @@ it is found, otherwise random arrays of the same shape; the header says which).
     one after another. Timed over ``--steps`` steps of a fresh model after one warm-up step, so
     its rate per model is the same for any member count.
 (b) ``engine``: ``lossjax.engine.Group`` on the same members (all cross-entropy, lr 0.05,
-    distinct seeds). Timed over whole epochs (``train_epoch`` returns host numpy, so it is
-    synchronous) after a warm-up epoch that compiles.
+    distinct seeds), built as a sweep builds it (all four built-in losses in one program).
+    Timed over whole epochs (``train_epoch`` returns host numpy, so it is synchronous) after
+    a warm-up epoch that compiles.
 
 Rates are model-epochs/s of the full training set (54,000 examples = 421 steps of 128):
 member-steps per second divided by 421. Where the engine trains on fewer examples per epoch
@@ -450,7 +451,8 @@ def main(argv=None) -> int:
                    for i in range(k)]
         c0 = log.mark()
         t0 = time.perf_counter()
-        group = engine.Group(settings, members, losses.cross_entropy,
+        # As a sweep builds it: one program holds every built-in loss (masked branches).
+        group = engine.Group(settings, members, list(losses.LOSSES), list(losses.LOSSES.values()),
                              (x_train[:n], y_train[:n], *eval_data), mesh)
         t1 = time.perf_counter()
         state = group.init_state()

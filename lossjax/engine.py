@@ -5,10 +5,12 @@ Design:
   - The dataset is put on the device once; batches are gathered inside compiled code from a
     per-member, per-epoch permutation. No per-step host-to-device copy.
   - One epoch is one ``lax.scan`` over batches, inside ``jit``.
-  - Members that share a model shape, a loss and whether they use weight decay form a
-    ``Group``. Within it, learning rate, weight decay, init scale and seed are arrays along a
-    member axis under ``vmap``, so the group compiles once: one program for the epoch and one
-    for evaluation.
+  - Members that share a model shape, a set of losses and whether they use weight decay form
+    a ``Group``. Within it, the loss index, learning rate, weight decay, init scale and seed
+    are arrays along a member axis under ``vmap``, so the group compiles once: one program
+    for the epoch and one for evaluation. The loss is chosen per member by masked branches
+    (see ``_select_loss``); the sweep gives every group of built-in losses all of them, in
+    the registry's order, so the program does not depend on which losses a sweep names.
   - Members are computed in fixed-size blocks: every device runs the same program on exactly
     ``block_size`` members (``shard_map`` over the device mesh), and a call trains one block
     per device. XLA's CPU kernels split work differently for different batch shapes, so a
@@ -65,6 +67,24 @@ class TrainSettings:
     epochs: int
     block_size: int = 8  # members per device per program call
     weight_decay: bool = False  # whether the optimizer has a decay term at all
+
+
+def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels):
+    """Per-example loss of the member's own loss function, chosen by index.
+
+    Written as masked branches rather than ``lax.switch``: under ``vmap`` a switch on a batched
+    index becomes a select that evaluates every branch anyway, and a branch that overflows for
+    logits it was never meant to see (``exp_mse`` past 44) would put ``0 · inf = NaN`` into the
+    gradient of members that do not use it. Unselected branches are therefore fed zeros.
+    """
+    if len(loss_fns) == 1:
+        return loss_fns[0](logits, labels)
+    total = jnp.zeros(logits.shape[:-1], logits.dtype)
+    for i, fn in enumerate(loss_fns):
+        on = idx == i
+        value = fn(jnp.where(on, logits, jnp.zeros_like(logits)), labels)
+        total = total + jnp.where(on, value, jnp.zeros_like(value))
+    return total
 
 
 def _optimizer(s: TrainSettings, lr, wd, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -132,14 +152,15 @@ def to_host(x) -> np.ndarray:
 
 
 class Group:
-    """All members that share a model shape, a loss and the use of weight decay, trained
-    together.
+    """All members that share a model shape, a set of losses and the use of weight decay,
+    trained together.
 
     Args:
       settings: the static part of the program (``settings.block_size`` members per device
         per call).
       members: the group's members (their ``hidden`` must equal ``settings.hidden``).
-      loss_fn: the members' loss, ``loss(logits, one_hot_labels) -> (batch,)``.
+      loss_names: the group's losses in index order (each member's ``loss`` is one of them);
+        ``loss_fns`` the matching ``loss(logits, one_hot_labels) -> (batch,)`` functions.
       data: ``(x_train, y_train, x_val, y_val, x_test, y_test)`` as float features and int
         labels (host numpy); put on the device here, once.
       mesh: the devices to spread the blocks over.
@@ -148,8 +169,8 @@ class Group:
     member: real work whose results are dropped. A state is a list with one entry per call.
     """
 
-    def __init__(self, settings: TrainSettings, members: Sequence[Member], loss_fn: Callable,
-                 data, mesh: Mesh):
+    def __init__(self, settings: TrainSettings, members: Sequence[Member],
+                 loss_names: Sequence[str], loss_fns: Sequence[Callable], data, mesh: Mesh):
         self.settings = s = settings
         self.members = list(members)
         x_train, y_train, x_val, y_val, x_test, y_test = data
@@ -166,6 +187,7 @@ class Group:
         by_member = NamedSharding(mesh, PartitionSpec("members"))
         replicated = NamedSharding(mesh, PartitionSpec())
         hp = {
+            "loss": np.array([list(loss_names).index(m.loss) for m in padded], np.int32),
             "lr": np.array([m.learning_rate for m in padded], np.float32),
             "wd": np.array([m.weight_decay for m in padded], np.float32),
             "scale": np.array([m.init_scale for m in padded], np.float32),
@@ -187,7 +209,7 @@ class Group:
         self.features = x_train.shape[1]
         self.model = MLP(hidden=s.hidden, num_classes=s.num_classes, activation=s.activation,
                          initializer=s.init, dtype=s.dtype)
-        self._loss_fn = loss_fn
+        self._loss_fns = tuple(loss_fns)
         # Initialization is compiled for one member and called once per member: a vmapped
         # init's XLA compile grows with the member count (each random draw is unrolled per
         # member; 3 s at 1 member, 9 s at 16 on 2 CPU cores), this one does not.
@@ -238,7 +260,7 @@ class Group:
             logits, pullback = jax.vjp(lambda p: self.model.apply(p, x), params)
 
             def mean_loss(z):
-                return jnp.mean(self._loss_fn(z, y.astype(z.dtype)))
+                return jnp.mean(_select_loss(self._loss_fns, hp["loss"], z, y.astype(z.dtype)))
 
             loss, g_logits = jax.value_and_grad(mean_loss)(logits)
             (grads,) = pullback(g_logits)

@@ -27,7 +27,7 @@ from lossjax import config as config_lib
 from lossjax import engine, results
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
 from lossjax.interrupts import WRITING
-from lossjax.losses import resolve_loss
+from lossjax.losses import LOSSES, resolve_loss
 
 
 def expand_members(cfg) -> list[engine.Member]:
@@ -48,12 +48,21 @@ def expand_members(cfg) -> list[engine.Member]:
 
 
 def group_members(members: list[engine.Member]) -> list[list[engine.Member]]:
-    """Members that share one program: same hidden sizes, loss, and use of weight decay (in
-    order of first appearance)."""
+    """Members that share one program, in order of first appearance: same hidden sizes, same
+    use of weight decay, and either any of the built-in losses (one program holds them all)
+    or the same user loss."""
     groups: dict[tuple, list[engine.Member]] = {}
     for m in members:
-        groups.setdefault((m.hidden, m.loss, m.weight_decay > 0), []).append(m)
+        losses_key = "builtin" if m.loss in LOSSES else m.loss
+        groups.setdefault((m.hidden, m.weight_decay > 0, losses_key), []).append(m)
     return list(groups.values())
+
+
+def group_losses(group: list[engine.Member], loss_fns: dict) -> tuple[list[str], list]:
+    """The losses a group's program holds: every built-in one in the registry's order (so a
+    member computes the same whichever losses its sweep names), or its one user loss."""
+    names = list(LOSSES) if group[0].loss in LOSSES else [group[0].loss]
+    return names, [loss_fns.get(n) or LOSSES[n] for n in names]
 
 
 def _settings(cfg, first: engine.Member, num_classes) -> engine.TrainSettings:
@@ -281,9 +290,8 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
     for gid, group_members_ in enumerate(groups):
         if done[gid] >= cfg.epochs:
             continue
-        first = group_members_[0]
-        group = engine.Group(_settings(cfg, first, ds.num_classes), group_members_,
-                             loss_fns[first.loss], data, mesh)
+        group = engine.Group(_settings(cfg, group_members_[0], ds.num_classes), group_members_,
+                             *group_losses(group_members_, loss_fns), data, mesh)
         if ckpts[gid]:
             start_epoch, elapsed0, leaves = ckpts.pop(gid)
             try:

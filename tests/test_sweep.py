@@ -108,8 +108,7 @@ def test_resume_after_ctrl_c(reference, tmp_path, monkeypatch):
     monkeypatch.setattr(engine.Group, "train_epoch", interrupted)
     assert cli.main(["sweep", cfg, "--quiet"]) == 130
     folder = tmp_path / "results" / "tiny"
-    # Groups train one after another: cross-entropy's 4 members had finished 2 epochs.
-    assert len(pd.read_csv(folder / "epochs.csv")) == 4 * 2
+    assert len(pd.read_csv(folder / "epochs.csv")) == N_MEMBERS * 2
     monkeypatch.setattr(engine.Group, "train_epoch", real)
     # Without --resume the unfinished folder is refused, and left as it is.
     assert cli.main(["sweep", cfg, "--quiet"]) == 2
