@@ -13,8 +13,10 @@ The schema, with its defaults (only ``name`` is required)::
     seeds: [0, 1, 2]        # SWEPT: ints in [0, 2**32 - 1] (uint32: model init and batch order)
     epochs: 20              # int >= 1
     batch_size: 64          # int >= 1 (checked against the dataset by check_batch_size)
-    block_size: 8           # int >= 1: members trained side by side in one program per device;
-                            # a member's numbers depend on it (and on nothing else of the sweep)
+    block_size: auto        # int >= 1, or auto (1 on a CPU, 64 on a GPU or TPU; the resolved
+                            # config records the number): members trained side by side in one
+                            # program per device; a member's numbers depend on it and on nothing
+                            # else of the sweep
     losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names or 'module:function'
     dataset:
       name: digits          # digits | mnist | fashion_mnist | cifar10
@@ -208,7 +210,7 @@ class Config:
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 20
     batch_size: int = 64
-    block_size: int = 8
+    block_size: int | str = "auto"
     losses: tuple[str, ...] = DEFAULT_LOSSES
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -679,6 +681,12 @@ def _parse_output(raw: dict) -> OutputConfig:
     return OutputConfig(dir=_string(_get(s, "dir", d.dir), "output.dir", "a folder path"))
 
 
+def _block_size(v: Any) -> int | str:
+    if v == "auto" or (_is_int(v) and v >= 1):
+        return v
+    raise _error("block_size", f"{_got(v)}, expected an integer >= 1 or 'auto'")
+
+
 def _parse_name(raw: dict) -> str:
     if "name" not in raw:
         raise _error(
@@ -806,7 +814,7 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     )
     epochs = _int(raw.get("epochs", 20), "epochs", 1)
     batch_size = _int(raw.get("batch_size", 64), "batch_size", 1)
-    block_size = _int(raw.get("block_size", 8), "block_size", 1)
+    block_size = _block_size(raw.get("block_size", "auto"))
     losses = _parse_losses(raw.get("losses", list(DEFAULT_LOSSES)))
     return Config(
         name=name,

@@ -65,7 +65,7 @@ class TrainSettings:
     schedule: str  # constant | cosine
     batch_size: int
     epochs: int
-    block_size: int = 8  # members per device per program call
+    block_size: int = 1  # members per device per program call
     weight_decay: bool = False  # whether the optimizer has a decay term at all
 
 
@@ -129,6 +129,13 @@ def _over_members(f, in_axes, block_size: int):
         return jax.tree.map(lambda a: a[None], f(*args))
 
     return single
+
+
+def default_block_size() -> int:
+    """``block_size: auto``. On a CPU one member per program is fastest (plain matrix products;
+    0.455 model-epochs/s for 784-512-512-10 against 0.357-0.402 in blocks of 16, measured
+    side by side); an accelerator needs many members per program to be kept busy."""
+    return 1 if jax.default_backend() == "cpu" else 64
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -11,6 +11,7 @@ one (the ``wall_time`` column aside).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -206,11 +207,13 @@ def run(config_path, overrides=(), resume: bool = False, quiet: bool = False,
     from lossjax import data  # heavy-ish: only once the config is known to be good
 
     cfg = config_lib.load_config(config_path, overrides)
-    config_dict = config_lib.config_to_dict(cfg)
-    out = Path(cfg.output.dir) / cfg.name
     _maybe_init_distributed()
     if cfg.model.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
+    if cfg.block_size == "auto":  # the resolved config records the number used
+        cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
+    config_dict = config_lib.config_to_dict(cfg)
+    out = Path(cfg.output.dir) / cfg.name
     num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
     loss_fns = {name: resolve_loss(name) for name in cfg.losses}
     logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32

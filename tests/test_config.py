@@ -50,7 +50,7 @@ def test_defaults():
     c = cfg()
     assert c == Config(name="t")
     assert c.seeds == (0, 1, 2)
-    assert (c.epochs, c.batch_size, c.block_size) == (20, 64, 8)
+    assert (c.epochs, c.batch_size, c.block_size) == (20, 64, "auto")
     assert c.losses == ("cross_entropy", "mse", "softmax_mse", "exp_mse")
     assert c.dataset.name == "digits" and c.dataset.data_dir is None
     assert c.dataset.val_size == 0.1 and c.dataset.split_seed == 0
@@ -75,12 +75,14 @@ def test_empty_sections_take_defaults():
 
 
 def test_block_size():
-    assert cfg().block_size == 8
+    assert cfg().block_size == "auto"
     assert cfg(block_size=1).block_size == 1
     assert cfg(["block_size=32"]).block_size == 32
-    assert error(block_size=0) == "block_size: got 0, expected an integer >= 1"
-    assert error(block_size=True) == "block_size: got true (a boolean), expected an integer >= 1"
-    assert error(block_size=2.5) == "block_size: got 2.5, expected an integer >= 1"
+    tail = "expected an integer >= 1 or 'auto'"
+    assert error(block_size=0) == f"block_size: got 0, {tail}"
+    assert error(block_size=True) == f"block_size: got true (a boolean), {tail}"
+    assert error(block_size=2.5) == f"block_size: got 2.5, {tail}"
+    assert error(block_size="Auto") == f"block_size: got 'Auto', {tail}"
 
 
 def test_config_is_frozen_and_hashable():
@@ -863,5 +865,5 @@ def test_digits_config_contents():
     assert c.losses == ("cross_entropy", "mse", "softmax_mse", "exp_mse")
     assert c.seeds == (0, 1, 2) and c.epochs == 30 and c.batch_size == 64
     assert c.model.hidden == ((64, 64),) and c.optimizer.name == "momentum"
-    assert c.block_size == 8
+    assert c.block_size == "auto"
     assert all(len(learning_rates(c, loss)) == 5 for loss in c.losses)
