@@ -320,3 +320,29 @@ def test_sigterm_is_an_interrupt_too(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode in (0, 143), err
+
+
+@pytest.mark.parametrize("damage", ["checkpoint", "table", "table_columns"])
+def test_damaged_files_on_resume_are_one_line(tmp_path, capsys, monkeypatch, damage):
+    from lossjax import engine
+
+    real = engine.Group.train_epoch
+
+    def interrupted(self, state, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, state, epoch)
+
+    monkeypatch.setattr(engine.Group, "train_epoch", interrupted)
+    assert _sweep(capsys, _config(tmp_path))[0] == 130
+    monkeypatch.setattr(engine.Group, "train_epoch", real)
+    folder = tmp_path / "runs" / "small"
+    if damage == "checkpoint":
+        (folder / "checkpoints" / "group0.npz").write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "table":
+        (folder / "epochs.csv").write_bytes(b"\xff\xfe\x00garbage")
+    else:
+        (folder / "epochs.csv").write_text("a,b\n1,2\n")
+    code, err = _sweep(capsys, _config(tmp_path), "--resume")
+    assert code == 2
+    _one_line(err, "damaged" if damage != "table_columns" else "columns", "--overwrite")
