@@ -1,18 +1,24 @@
-"""Does pushing wrong-class logits up go with slower convergence? (the seed's §4 claim)
+"""Does pushing wrong-class logits up go with slower convergence?
 
-For each member of one or more finished sweeps it takes
+exp-MSE was proposed on a gradient-sign argument: where a loss's gradient on a wrong-class logit
+is negative, a gradient step pushes that logit up, which the argument says slows learning.
+Cross-entropy's and exp-MSE's wrong-class gradients are never negative; MSE's and softmax-MSE's
+can be. If the argument holds, members that push more wrong-class logits up converge more
+slowly. For each member of one or more finished sweeps this takes
   - ``wrong_frac``: the fraction of wrong-class logits whose gradient was negative (so a step
     pushed them up), averaged over all training batches of all epochs, as logged by the engine;
   - convergence speed: the mean test accuracy over epochs (the area under the accuracy curve,
     uncensored, unlike "epochs to target").
 and reports the Spearman rank correlation between the two over members, with a bootstrap 95%
 interval (members resampled), both at each loss's chosen learning rate and over every
-non-diverged member, plus the per-loss means. The seed predicts a clearly negative correlation.
+non-diverged member, plus the per-loss means. The argument predicts a clearly negative
+correlation.
 
     python experiments/gradient_sign.py results/mnist [results/fashion_mnist ...]
 
-Writes ``gradient_sign.json``, ``gradient_sign.md`` and ``gradient_sign.{png,svg}`` into each
-results folder.
+Each folder is read and checked by ``lossjax.analysis``, as for the plots and the report, and
+must hold a finished sweep. Writes ``gradient_sign.json``, ``gradient_sign.md`` and
+``gradient_sign.{png,svg}`` into each results folder.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lossjax import plots, results  # noqa: E402
+from lossjax import analysis, plots, results  # noqa: E402
 
 N_BOOT = 2000
 
@@ -52,18 +58,20 @@ def bootstrap_ci(x, y, seed: int = 0) -> tuple[float, float]:
 def per_member(table: pd.DataFrame) -> pd.DataFrame:
     ok = ~table.groupby("member")["diverged"].transform("max").astype(bool)
     t = table[ok]
-    keys = ["member", "loss", "hidden", "learning_rate", "weight_decay", "init_scale", "seed"]
+    # Weight decay and init scale are optional columns of epochs.csv.
+    swept = [c for c in analysis.MATCH_COLUMNS if c in t.columns]
+    keys = ["member", "loss", "hidden", "learning_rate", *swept, "seed"]
     return t.groupby(keys, as_index=False).agg(
         wrong_frac=("wrong_frac", "mean"), speed=("test_acc", "mean"),
         final_test_acc=("test_acc", "last"))
 
 
 def analyse(folder: Path) -> dict:
-    table = results.read_table(folder)
-    summary = pd.read_csv(folder / "summary.csv", dtype={"hidden": str})
-    members = per_member(table)
-    chosen = members.merge(summary[results.GROUP_KEYS + ["learning_rate"]],
-                           on=results.GROUP_KEYS + ["learning_rate"])
+    res = analysis.load_results(folder)
+    members = per_member(res.epochs)
+    # The members at each group's chosen rate, selected as the plots and the report select them.
+    at_rate = set().union(*(c.rows["member"] for c in analysis.chosen_runs(res)))
+    chosen = members[members["member"].isin(at_rate)].reset_index(drop=True)
     out = {"folder": str(folder), "n_members": len(members)}
     for name, df in (("chosen_rates", chosen), ("all_rates", members)):
         rho = spearman(df["wrong_frac"], df["speed"])
@@ -77,14 +85,14 @@ def analyse(folder: Path) -> dict:
     out["within_loss_all_rates"] = within
     out["per_loss_chosen"] = (
         chosen.groupby("loss")[["wrong_frac", "speed", "final_test_acc"]].mean()
-        .reindex(plots.loss_order(chosen["loss"])).reset_index().to_dict("records"))
+        .reindex(analysis.loss_order(chosen["loss"])).reset_index().to_dict("records"))
     _plot(folder, chosen, members, out)
     _write(folder, out)
     return out
 
 
 def _plot(folder: Path, chosen: pd.DataFrame, members: pd.DataFrame, out: dict) -> None:
-    styles = plots.loss_styles(plots.loss_order(members["loss"]))
+    styles = plots.loss_styles(members["loss"])
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for loss, df in members.groupby("loss"):
         color, marker = styles[loss]

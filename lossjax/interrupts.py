@@ -42,7 +42,8 @@ class ExitOnSignal:
 
     def _watch(self) -> None:
         data = os.read(self._r, 1)
-        if not data:  # the pipe was closed: the command is over
+        if not data:  # the write end was closed: the command is over
+            os.close(self._r)
             return
         with WRITING:
             os.write(2, self.message.encode())
@@ -52,5 +53,4 @@ class ExitOnSignal:
         signal.set_wakeup_fd(self._old_fd)
         for s, handler in self._old.items():
             signal.signal(s, handler)
-        os.close(self._w)
-        os.close(self._r)
+        os.close(self._w)  # the watcher reads end-of-file, closes its end and returns

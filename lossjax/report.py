@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lossjax import plots
+from lossjax import analysis, plots
+from lossjax.analysis import Results
 from lossjax.errors import ResultsError
-from lossjax.plots import Results
 from lossjax.results import write_text
 
 REPORT_NAME = "report.md"
@@ -101,7 +101,8 @@ def _int(v) -> int:
 
 
 def summary_table(res: Results) -> str:
-    """The summary as a Markdown table, one row per ``summary.csv`` row in the plots' order.
+    """The summary as a Markdown table, one row per ``summary.csv`` row in ``summary_rows``
+    order (that of the plots' legends).
 
     The best test accuracy mean of each hidden group is bold; a chosen rate at the edge of its
     grid is marked (the best rate may lie outside the grid). A group whose every member
@@ -109,10 +110,10 @@ def summary_table(res: Results) -> str:
     is never bold. It is judged from ``epochs.csv``, so a summary that chose a rate for it
     anyway (as older versions did) changes nothing.
     """
-    rows = plots.summary_rows(res)
-    varying = plots.varying_columns(res)
-    groups = [plots.group_rows(res, r["loss"], r["hidden"], r) for r in rows]
-    gone = [plots.all_diverged(g) for g in groups]
+    rows = analysis.summary_rows(res)
+    varying = analysis.varying_columns(res)
+    groups = [analysis.group_rows(res, r["loss"], r["hidden"], r) for r in rows]
+    gone = [analysis.all_diverged(g) for g in groups]
     best = _best_per_hidden([r for r, g in zip(rows, gone, strict=True) if not g])
 
     head = ["Loss", "Hidden", "Learning rate"]
@@ -183,10 +184,10 @@ def _diverged_cell(r, total: int, at_rate: bool) -> str:
 def describe_sweep(res: Results) -> str:
     """One paragraph: dataset, model, optimizer, epochs, member count, seeds, grids."""
     ep, cfg = res.epochs, res.config
-    get, fmt = plots.config_value, plots.format_value
+    get, fmt = analysis.config_value, analysis.format_value
     name = fmt(get(cfg, "name")) or res.path.resolve().name
     dataset = fmt(get(cfg, "dataset.name")) or "an unnamed dataset"
-    hidden = plots.hidden_order(ep["hidden"])
+    hidden = analysis.hidden_order(ep["hidden"])
     sizes = " or ".join("none (linear)" if h == "linear" else h for h in hidden)
     model = f"an MLP with hidden sizes {sizes}"
     if act := fmt(get(cfg, "model.activation")):
@@ -196,7 +197,7 @@ def describe_sweep(res: Results) -> str:
     epochs_cfg = fmt(get(cfg, "epochs"))
     last_epoch = int(ep["epoch"].max())
     epochs = epochs_cfg or str(last_epoch)
-    losses = plots.loss_order(ep["loss"])
+    losses = analysis.loss_order(ep["loss"])
     seeds = sorted(ep["seed"].unique())
     grids = {
         loss: tuple(sorted(g.dropna().unique()))
@@ -219,7 +220,7 @@ def describe_sweep(res: Results) -> str:
         f"{_plural(len(losses), 'loss')} ({_listing(losses, lambda v: f'`{_md(v)}`')}) × "
         f"{_rates(grids, losses)}"
     )
-    for c in plots.varying_columns(res):
+    for c in analysis.varying_columns(res):
         vals = sorted(ep[c].dropna().unique())
         text += f" × {len(vals)} {c.replace('_', ' ')}s ({_listing(vals, lambda v: f'{v:g}')})"
     if len(hidden) > 1:
@@ -247,14 +248,8 @@ _PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "python")
 
 def _environment(res: Results) -> str | None:
     """One line from ``env.json``: versions, devices, precision (absent file: None)."""
-    path = res.path / "env.json"
-    if not path.is_file():
-        return None
-    try:
-        env = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ResultsError(f"{path} is unreadable: {plots.one_line(e)}") from e
-    if not isinstance(env, dict):
+    env = analysis.read_env(res.path)
+    if env is None:
         return None
     versions = env.get("versions") if isinstance(env.get("versions"), dict) else {
         k: env[k] for k in _PACKAGES if isinstance(env.get(k), str)}
@@ -291,9 +286,9 @@ def _plots_stale(res: Results) -> bool:
 
 def render(res: Results) -> str:
     """The report's Markdown text (plots are referenced, not drawn)."""
-    name = plots.format_value(plots.config_value(res.config, "name"))
-    dataset = plots.format_value(plots.config_value(res.config, "dataset.name"))
-    described = plots.describe(res)
+    name = analysis.format_value(analysis.config_value(res.config, "name"))
+    dataset = analysis.format_value(analysis.config_value(res.config, "dataset.name"))
+    described = analysis.describe(res)
     title = f"{name}: {described}" if name and name != dataset else described
     out = [f"# {_md(title)}", "", describe_sweep(res), "", "## Summary", ""]
     out += [summary_table(res), ""]
@@ -320,7 +315,7 @@ def render(res: Results) -> str:
 
 def write_report(results_dir: str | os.PathLike) -> Path:
     """Writes ``RESULTS_DIR/report.md`` (redrawing missing or stale plots) and returns its path."""
-    res = plots.load_results(results_dir)
+    res = analysis.load_results(results_dir)
     if _plots_stale(res):
         plots.plot_results(res.path)
     text = render(res)
@@ -328,7 +323,7 @@ def write_report(results_dir: str | os.PathLike) -> Path:
     try:
         write_text(path, text)
     except OSError as e:
-        raise ResultsError(f"cannot write {path}: {plots.one_line(e)}") from e
+        raise ResultsError(f"cannot write {path}: {analysis.one_line(e)}") from e
     return path
 
 

@@ -24,10 +24,10 @@ its own loss over the epoch's batches); ``train_acc`` (running accuracy over tho
 Flax's MNIST example, not a second pass); ``val_acc``/``val_ce`` and ``test_acc``/``test_ce``
 (accuracy and cross-entropy of softmax(logits), comparable across losses); ``wrong_frac`` (the
 fraction of wrong-class logits whose gradient was negative, i.e. that a step pushed up, averaged
-over batches: the quantity the exp-MSE argument is about); ``grad_norm`` (mean per-example norm of d loss / d
-logits); ``diverged`` (true from the epoch the member's loss or parameters went non-finite; its
-parameters stay frozen at the last good values, its training metrics are NaN); ``wall_time``
-(seconds since the sweep started, a measurement rather than a result).
+over batches: the quantity the exp-MSE argument is about); ``grad_norm`` (mean per-example
+norm of d loss / d logits); ``diverged`` (true from the epoch the member's loss or parameters
+went non-finite; its parameters stay frozen at the last good values, its training metrics are
+NaN); ``wall_time`` (seconds since the sweep started, a measurement rather than a result).
 """
 
 from __future__ import annotations

@@ -1,0 +1,455 @@
+"""Reading and querying a results folder: the one place that knows what its tables mean.
+
+``load_results(results_dir)`` reads ``epochs.csv``, ``summary.csv`` and ``config.yaml`` (absent:
+``{}``), checks that they are whole and agree, and returns them as a ``Results``. The queries
+then answer what the plots, the report and the experiments ask of a sweep:
+
+- ``summary_rows``: the rows of ``summary.csv`` in a fixed order (hidden sizes, loss, then weight
+  decay / init scale);
+- ``chosen_runs``: per row with a learning rate, a ``Choice`` holding the ``epochs.csv`` rows of
+  its members at that rate; ``diverged_groups``: the rows without one, whose every member
+  diverged at every rate;
+- ``group_rows``, ``all_diverged``, ``last_epochs``: the members of one group and their fate;
+- ``varying_columns``, ``loss_order``, ``hidden_order``, ``config_value``, ``describe``: what
+  was swept, in which order to show it, and a one-line description of the sweep;
+- ``read_env``: ``env.json``, where the sweep ran (optional, read on request).
+
+Nothing here draws or writes. Expected failures (folder or table missing, unreadable, cut short,
+lacking columns or rows, tables that disagree) raise ``ResultsError`` with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lossjax.errors import ResultsError
+from lossjax.losses import LOSSES
+from lossjax.results import is_complete
+
+BUILTIN_LOSSES = tuple(LOSSES)
+EPOCHS_COLUMNS = (
+    "member", "loss", "hidden", "learning_rate", "seed", "epoch",
+    "train_loss", "val_acc", "test_acc", "wrong_frac", "diverged",
+)
+SUMMARY_COLUMNS = (
+    "loss", "hidden", "learning_rate", "n_seeds", "val_acc_mean", "test_acc_mean",
+    "test_acc_ci95", "epochs_to_target_mean", "reached_target", "diverged",
+)
+# Swept values besides the learning rate that pick a summary row's members when present in both
+# tables (floats, compared with a relative tolerance because they round-trip through CSV).
+MATCH_COLUMNS = ("weight_decay", "init_scale")
+_FLOAT_COLUMNS = (
+    "learning_rate", "weight_decay", "init_scale", "train_loss", "train_acc", "val_acc",
+    "test_acc", "test_ce", "wrong_frac", "grad_norm", "wall_time",
+    "val_acc_mean", "test_acc_mean", "test_acc_ci95", "epochs_to_target_mean",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a results folder
+
+
+@dataclass(frozen=True)
+class Results:
+    """The tables of one results folder. ``config`` is ``{}`` when ``config.yaml`` is absent."""
+
+    path: Path
+    config: dict
+    epochs: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line: every error of a results folder is reported as one."""
+    return re.sub(r"\s+", " ", str(e)).strip() or type(e).__name__
+
+
+def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise ResultsError(
+            f"{path} is missing: a finished sweep writes epochs.csv and summary.csv "
+            "(run `lossjax sweep CONFIG`, or `--resume` an interrupted one)"
+        )
+    try:
+        df = pd.read_csv(path, dtype={"loss": str, "hidden": str})
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
+        raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ResultsError(
+            f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})"
+        )
+    if df.empty:
+        raise ResultsError(f"{path} has no rows")
+    if not _ends_with_newline(path):
+        # pandas fills a short last row with NaN (or reads "Tr" of "True" as False) without a
+        # word; every table a sweep writes ends with a line break.
+        raise ResultsError(
+            f"{path} ends mid-row (no line break after its last line): the file was cut short "
+            "after the sweep wrote it; restore it, or rerun the sweep"
+        )
+    for c in ("loss", "hidden"):
+        if df[c].isna().any():  # a crash later on, in the sorting by name
+            line = df.index[df[c].isna()][0] + 2  # 1-based, after the header
+            raise ResultsError(f"{path}: line {line} has no {c}")
+    for c in _FLOAT_COLUMNS:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    df["loss"] = df["loss"].astype(str)
+    df["hidden"] = df["hidden"].astype(str)
+    return df
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _as_bool(col: pd.Series) -> pd.Series:
+    if col.dtype == bool:
+        return col
+    if pd.api.types.is_numeric_dtype(col):
+        return col.fillna(0).astype(float) != 0
+    return col.astype(str).str.strip().str.lower().isin({"true", "1", "1.0", "yes"})
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} is not a mapping (got {type(data).__name__})")
+    return data
+
+
+def load_results(results_dir: str | os.PathLike) -> Results:
+    """Reads and checks a results folder; raises ``ResultsError`` with one line if it can't."""
+    path = Path(results_dir)
+    if not path.exists():
+        raise ResultsError(f"results folder {path} does not exist (run `lossjax sweep CONFIG`)")
+    if not path.is_dir():
+        raise ResultsError(f"{path} is not a folder; give the results folder a sweep wrote")
+    epochs = _read_csv(path / "epochs.csv", EPOCHS_COLUMNS)
+    summary = _read_csv(path / "summary.csv", SUMMARY_COLUMNS)
+    config = _read_yaml(path / "config.yaml")
+    for c in ("member", "seed", "epoch"):
+        if epochs[c].isna().any() or not pd.api.types.is_numeric_dtype(epochs[c]):
+            raise ResultsError(f"{path / 'epochs.csv'}: column {c} must hold integers")
+        epochs[c] = epochs[c].astype(int)
+    epochs["diverged"] = _as_bool(epochs["diverged"])
+    epochs = epochs.sort_values(["member", "epoch"], kind="stable").reset_index(drop=True)
+    check_complete(path / "epochs.csv", epochs, config)
+    res = Results(path=path, config=config, epochs=epochs, summary=summary)
+    _check_summary_covers(res)
+    return res
+
+
+def read_env(results_dir: str | os.PathLike) -> dict | None:
+    """``env.json`` (versions, devices, precision), or None where it is absent or not a mapping:
+    the record of where a sweep ran is optional to everything that reads the folder."""
+    path = Path(results_dir) / "env.json"
+    if not path.is_file():
+        return None
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
+    return env if isinstance(env, dict) else None
+
+
+def expected_members(config: dict) -> int | None:
+    """The number of members ``config.yaml`` implies (the sweep's product: hidden sizes × the
+    learning rates of every loss × weight decays × init scales × seeds), or None where it lacks
+    one of those grids (a hand-written config)."""
+    grids = [config_value(config, k) for k in (
+        "model.hidden", "optimizer.weight_decay", "model.init_scale", "seeds")]
+    losses = config_value(config, "losses")
+    rates = config_value(config, "optimizer.learning_rate")
+    if not isinstance(losses, list):
+        return None
+    # The resolved config stores a grid per loss; a hand-written one may give a single list.
+    if isinstance(rates, dict):
+        per_loss = [rates.get(loss) for loss in losses]
+    else:
+        per_loss = [rates] * len(losses)
+    if not all(isinstance(g, list) for g in grids + per_loss):
+        return None
+    return sum(len(r) for r in per_loss) * math.prod(len(g) for g in grids)
+
+
+def _config_epochs(config: dict) -> int | None:
+    e = config.get("epochs")
+    return e if isinstance(e, int) and not isinstance(e, bool) and e >= 1 else None
+
+
+def check_complete(path: Path, epochs: pd.DataFrame, config: dict) -> None:
+    """Raises ``ResultsError`` unless ``epochs`` holds exactly epochs 1..E of members 0..N-1.
+
+    N and E come from ``config.yaml`` when it gives them, else from the table itself. A sweep
+    rewrites the table after every epoch, so an unfinished one lacks the last epochs of some
+    members, or whole members: drawn anyway, it would pass off early epochs as final results
+    and drop losses without a word. ``status.json`` is not consulted (the sweep draws its plots
+    before it marks itself complete), except to word the way out.
+    """
+    n_members = expected_members(config) or int(epochs["member"].max()) + 1
+    n_epochs = _config_epochs(config) or int(epochs["epoch"].max())
+    twice = epochs.duplicated(["member", "epoch"])
+    if twice.any():
+        r = epochs[twice].iloc[0]
+        raise ResultsError(f"{path} holds member {r['member']} epoch {r['epoch']} twice")
+    outside = ~(epochs["member"].between(0, n_members - 1) & epochs["epoch"].between(1, n_epochs))
+    if outside.any():
+        r = epochs[outside].iloc[0]
+        why = "the table and config.yaml belong to different sweeps" if config else "it is corrupt"
+        raise ResultsError(
+            f"{path} holds member {r['member']} epoch {r['epoch']}, outside the sweep's members "
+            f"0-{n_members - 1} × epochs 1-{n_epochs}: {why}"
+        )
+    if len(epochs) < n_members * n_epochs:
+        # `--resume` has nothing to do on a folder marked complete.
+        fix = ("restore the file, or rerun the sweep with --overwrite" if is_complete(path.parent)
+               else "finish it with `lossjax sweep CONFIG --resume`")
+        raise ResultsError(
+            f"{path} has {len(epochs)} of {n_members * n_epochs} rows ({n_members} members × "
+            f"{n_epochs} epochs): the sweep is unfinished or the file was cut short; {fix}"
+        )
+
+
+def _check_summary_covers(res: Results) -> None:
+    """Raises ``ResultsError`` if a group of ``epochs.csv`` has no ``summary.csv`` row (a
+    summary cut short would silently drop a loss from the plots and the report)."""
+    keys = ["loss", "hidden", *_match_columns(res)]
+    s = res.summary
+    for g in res.epochs[keys].drop_duplicates().itertuples(index=False):
+        mask = (s["loss"] == g.loss) & (s["hidden"] == g.hidden)
+        for c in keys[2:]:
+            mask &= _close(s[c], getattr(g, c))
+        if not mask.any():
+            where = ", ".join(f"{k} {getattr(g, k)}" for k in keys)
+            raise ResultsError(
+                f"{res.path / 'summary.csv'} has no row for {where}, which epochs.csv holds: "
+                "it was cut short or belongs to another sweep"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Order and description
+
+
+def loss_order(losses: Iterable[str]) -> list[str]:
+    """The built-in losses in their canonical order, then any user losses sorted by name."""
+    present = set(losses)
+    return [n for n in BUILTIN_LOSSES if n in present] + sorted(present - set(BUILTIN_LOSSES))
+
+
+def hidden_order(hidden: Iterable[str]) -> list[str]:
+    """Hidden-size groups ordered by depth, then widths (``"64" < "64-64" < "128-128"``).
+
+    ``"linear"`` (no hidden layer, as the sweep writes it) comes first.
+    """
+
+    def key(h: str):
+        if h == "linear":
+            return (0, 0, [], h)
+        try:
+            widths = [int(w) for w in h.split("-")]
+        except ValueError:
+            return (1, 0, [], h)
+        return (0, len(widths), widths, h)
+
+    return sorted(set(hidden), key=key)
+
+
+def format_value(v) -> str | None:
+    """A config value as text, lists joined by ' / '; None for a value that is absent or empty."""
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        parts = [p for p in (format_value(x) for x in v) if p]
+        return " / ".join(parts) if parts else None
+    return str(v)
+
+
+def config_value(config: dict, dotted: str):
+    """``config["a"]["b"]`` for ``"a.b"``, or None where a key is missing: a hand-written
+    config.yaml may lack any of them."""
+    node = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def describe(res: Results) -> str:
+    """One line naming data, model and optimizer: 'digits · MLP 64-64 relu · momentum, batch 64'.
+
+    Hidden sizes come from ``epochs.csv`` (what was run); the rest from ``config.yaml`` when
+    present, falling back to the folder's name for the dataset.
+    """
+    cfg = res.config
+    dataset = format_value(config_value(cfg, "dataset.name")) or res.path.resolve().name
+    groups = hidden_order(res.epochs["hidden"])
+    model = "linear model" if groups == ["linear"] else f"MLP {' | '.join(groups)}"
+    if act := format_value(config_value(cfg, "model.activation")):
+        model += f" {act}"
+    parts = [dataset, model]
+    opt = format_value(config_value(cfg, "optimizer.name"))
+    batch = format_value(config_value(cfg, "batch_size"))
+    train = ", ".join(p for p in (opt, f"batch {batch}" if batch else None) if p)
+    if train:
+        parts.append(train)
+    return " · ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# The groups of a sweep and the runs at their chosen rates
+
+
+def _close(a: pd.Series, b: float) -> pd.Series:
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return a.isna()
+    return pd.Series(np.isclose(a.to_numpy(float), float(b), rtol=1e-6, atol=0.0), index=a.index)
+
+
+def _match_columns(res: Results) -> list[str]:
+    return [c for c in MATCH_COLUMNS if c in res.epochs.columns and c in res.summary.columns]
+
+
+def varying_columns(res: Results) -> list[str]:
+    """The swept values besides the learning rate that take more than one value in the sweep."""
+    return [c for c in _match_columns(res) if res.epochs[c].nunique(dropna=False) > 1]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One row of ``summary.csv`` (a loss, hidden sizes, and any weight decay / init scale) with
+    its chosen learning rate, and the ``epochs.csv`` rows of the members it selects."""
+
+    loss: str
+    hidden: str
+    row: pd.Series  # the summary.csv row
+    rows: pd.DataFrame  # its members' epochs.csv rows (all seeds, all epochs)
+    varying: tuple[str, ...] = ()  # swept values besides the rate that differ in the sweep
+    # Which combination of those values the row holds, numbered in sorted order over the sweep
+    # (0 where none differ), so that rows of one loss and hidden size can be told apart: the
+    # plots give each its own line style.
+    variant: int = 0
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.row["learning_rate"])
+
+    def label(self, with_lr: bool = True) -> str:
+        """'mse (lr 0.1)', or 'mse (lr 0.1, wd 0.0001)' where weight decay was swept."""
+        short = {"weight_decay": "wd", "init_scale": "init"}
+        parts = [f"lr {self.learning_rate:g}"] if with_lr else []
+        parts += [f"{short[c]} {self.row[c]:g}" for c in self.varying]
+        return f"{self.loss} ({', '.join(parts)})" if parts else self.loss
+
+
+def group_rows(res: Results, loss: str, hidden: str, row: pd.Series | None) -> pd.DataFrame:
+    """The ``epochs.csv`` rows of one summary group, every learning rate (``row``: its
+    ``summary.csv`` row, whose weight decay and init scale narrow the group; None: all)."""
+    ep = res.epochs
+    mask = (ep["loss"] == loss) & (ep["hidden"] == hidden)
+    if row is not None:
+        for c in _match_columns(res):
+            mask &= _close(ep[c], row[c])
+    return ep[mask]
+
+
+def summary_rows(res: Results) -> list[pd.Series]:
+    """The rows of ``summary.csv`` in the order the plots and the report show them: hidden
+    sizes, loss, then weight decay and init scale.
+
+    Raises ``ResultsError`` if two rows share loss, hidden, weight decay and init scale.
+    """
+    summary = res.summary
+    keys = ["loss", "hidden", *_match_columns(res)]
+    dup = summary.duplicated(keys, keep=False)
+    if dup.any():
+        r = summary[dup].iloc[0]
+        where = ", ".join(f"{k} {r[k]}" for k in keys)
+        raise ResultsError(f"{res.path / 'summary.csv'} has several rows for {where}")
+    order = {h: i for i, h in enumerate(hidden_order(summary["hidden"]))}
+    losses = loss_order(summary["loss"])
+    extra = _match_columns(res)
+    return sorted(
+        (r for _, r in summary.iterrows()),
+        key=lambda r: (order[r["hidden"]], losses.index(r["loss"]),
+                       *(float(r[c]) for c in extra)),
+    )
+
+
+def chosen_runs(res: Results) -> list[Choice]:
+    """One ``Choice`` per ``summary.csv`` row with a learning rate, in ``summary_rows`` order.
+
+    The members are the ``epochs.csv`` rows with the row's loss, hidden sizes, learning rate,
+    weight decay and init scale. Raises ``ResultsError`` when the tables disagree.
+    """
+    choices = []
+    varying = tuple(varying_columns(res))
+    rows = summary_rows(res)
+    combos = sorted({tuple(float(r[c]) for c in varying) for r in rows})
+    for r in rows:
+        if math.isnan(r["learning_rate"]):
+            continue  # every member diverged: see diverged_groups
+        group = group_rows(res, r["loss"], r["hidden"], r)
+        sel = group[_close(group["learning_rate"], r["learning_rate"])]
+        if sel.empty:
+            raise ResultsError(
+                f"{res.path / 'summary.csv'}: the row for loss {r['loss']}, hidden {r['hidden']}, "
+                f"learning rate {r['learning_rate']:g} matches no member of epochs.csv"
+            )
+        variant = combos.index(tuple(float(r[c]) for c in varying))
+        choices.append(Choice(r["loss"], r["hidden"], r, sel, varying, variant))
+    return choices
+
+
+def last_epochs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each member's row at its last epoch among ``rows``."""
+    return rows.loc[rows.groupby("member")["epoch"].idxmax()]
+
+
+def all_diverged(rows: pd.DataFrame) -> bool:
+    """Whether every member among ``rows`` (at least one) diverged."""
+    return len(rows) > 0 and bool(rows.groupby("member")["diverged"].any().all())
+
+
+def diverged_groups(res: Results) -> list[Choice]:
+    """One ``Choice`` per ``summary.csv`` row without a learning rate, whose ``rows`` are all its
+    group's members (every rate): no rate was chosen because every one of them diverged.
+
+    Raises ``ResultsError`` where such a row has members that did not diverge, or none.
+    """
+    varying = tuple(varying_columns(res))
+    gone = []
+    for r in summary_rows(res):
+        if not math.isnan(r["learning_rate"]):
+            continue
+        group = group_rows(res, r["loss"], r["hidden"], r)
+        if not all_diverged(group):
+            raise ResultsError(
+                f"{res.path / 'summary.csv'}: the row for loss {r['loss']}, hidden {r['hidden']} "
+                "has no learning rate, yet not every member of its group in epochs.csv diverged"
+            )
+        gone.append(Choice(r["loss"], r["hidden"], r, group, varying))
+    return gone
+
