@@ -44,15 +44,50 @@ def _report(args) -> int:
 
 
 def _data_info(args) -> int:
+    """Exit status 1 if a dataset is present but fails verification, or if the one dataset
+    asked for is missing; else 0 (a missing dataset among all of them is normal)."""
     from lossjax import data
 
-    return data.info_command(args.name, data_dir=args.data_dir)
+    report = data.info(args.name, data_dir=args.data_dir)
+    print(f"data dir: {report.data_dir}  ({report.data_dir_origin}); cache: {report.cache_dir}")
+    for d in report.datasets:
+        if d.status == "ok":
+            print(f"{d.name:<14} ok        {_describe_data_source(d)}")
+            print(f"{'':<14}           train {d.train_size}, test {d.test_size}, "
+                  f"images {'x'.join(map(str, d.image_shape))} uint8, {d.num_classes} classes; "
+                  f"content sha256 verified: {', '.join(d.verified)}")
+        else:
+            print(f"{d.name:<14} {'BROKEN' if d.status == 'broken' else d.status:<9} {d.problem}")
+    broken = any(d.status == "broken" for d in report.datasets)
+    missing = any(d.status == "missing" for d in report.datasets)
+    return 1 if broken or (missing and args.name is not None) else 0
 
 
 def _data_prepare(args) -> int:
     from lossjax import data
 
-    return data.prepare_command(args.name, source_dir=args.source, data_dir=args.data_dir)
+    d = data.prepare(args.name, source_dir=args.source, data_dir=args.data_dir)
+    if d is None:
+        print(f"{args.name} is embedded in lossjax; nothing to prepare")
+        return 0
+    print(f"{d.name}: {_describe_data_source(d)}")
+    print(f"{d.name}: train {d.train_size}, test {d.test_size}; "
+          f"content sha256 verified: {', '.join(d.verified)}")
+    return 0
+
+
+def _describe_data_source(d) -> str:
+    """Where a dataset (a ``lossjax.data.DatasetStatus``) loads from, and what its cache did."""
+    from lossjax.data import FORMS
+
+    src, cache = d.source, d.cache
+    if src["kind"] == "embedded":
+        return f"embedded {src['path']}"
+    if src["kind"] == "cache":
+        b = src["built_from"]
+        return f"cache {cache['path']} (built from {FORMS[b['form']]} in {b['path']})"
+    return (f"{src['kind']} {FORMS[src['form']]} in {src['path']}; "
+            f"cache {cache['path']}: {cache['status']}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,87 @@
+"""What lossjax knows about each dataset before reading a byte: its name, class names, the
+folder and file names its published forms use, and the official download URLs.
+
+This module imports nothing, and the package imports numpy but never tensorflow-datasets at
+import time, so code that only needs the list of datasets (config validation) can read
+``lossjax.data.CLASS_NAMES`` cheaply.
+"""
+
+from __future__ import annotations
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+# Class names in label order, as each dataset publishes them: MNIST (LeCun et al. 1998) and
+# scikit-learn's load_digits label each image with its digit; Fashion-MNIST's names are those of
+# Xiao et al. 2017 (arXiv:1708.07747); CIFAR-10's are the order of batches.meta in the official
+# archive (Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html).
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "digits": tuple(str(i) for i in range(10)),
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+}
+
+# The four IDX files of MNIST and Fashion-MNIST, in the order x_train, y_train, x_test, y_test.
+MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+# CIFAR-10's six batches: data_batch_1..5 are the training set in this order, test_batch the test.
+CIFAR_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch")
+
+# Folder names tried under a data folder before the folder itself, so that it may hold one
+# folder per dataset or the files of one dataset directly. The hyphenated spellings are the
+# ones the datasets' own pages and archives use.
+FOLDERS: dict[str, tuple[str, ...]] = {
+    "mnist": ("mnist",),
+    "fashion_mnist": ("fashion_mnist", "fashion-mnist"),
+    "cifar10": ("cifar10", "cifar-10"),
+}
+
+# keras-style archives: arrays x_train y_train x_test y_test, the layout of the mnist.npz that
+# keras.datasets downloads, which people reuse for the other datasets under these names.
+NPZ_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist": ("mnist.npz",),
+    "fashion_mnist": ("fashion_mnist.npz", "fashion-mnist.npz"),
+    "cifar10": ("cifar10.npz", "cifar-10.npz"),
+}
+
+# What a user may put in a data folder, as error messages spell it.
+ACCEPTED: dict[str, str] = {
+    "mnist": "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+             "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or mnist.npz",
+    "cifar10": "cifar-10-python.tar.gz, cifar-10-batches-py/ (data_batch_1..5, test_batch), "
+               "cifar-10-binary.tar.gz, cifar-10-batches-bin/, or cifar10.npz",
+}
+ACCEPTED["fashion_mnist"] = ACCEPTED["mnist"].replace("mnist.npz", "fashion_mnist.npz")
+
+# The published forms lossjax reads, by the key recorded in ``meta["source"]["form"]``, with the
+# words ``lossjax data info`` uses for them.
+FORMS: dict[str, str] = {
+    "idx": "IDX files",
+    "npz": "keras-style .npz",
+    "cifar-py-dir": "CIFAR-10 python batches",
+    "cifar-py-tar": "cifar-10-python.tar.gz",
+    "cifar-bin-dir": "CIFAR-10 binary batches",
+    "cifar-bin-tar": "cifar-10-binary.tar.gz",
+}
+
+# The official files, at the URLs tensorflow-datasets' builders download them from, because tfds
+# registers the sha256 of exactly those URLs and refuses a file that differs (a test checks that
+# each URL here is registered). For CIFAR-10 tfds registers the binary version, which holds the
+# same images as the python one (https://www.cs.toronto.edu/~kriz/cifar.html).
+DOWNLOADS: dict[str, dict[str, str]] = {
+    "mnist": {s: f"https://storage.googleapis.com/cvdf-datasets/mnist/{s}.gz"
+              for s in MNIST_STEMS},
+    "fashion_mnist": {s: f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{s}.gz"
+                      for s in MNIST_STEMS},
+    "cifar10": {"cifar-10-binary.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"},
+}
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a dataset lossjax knows, else a ValueError listing them."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+    return name

@@ -1,0 +1,91 @@
+"""What ``lossjax data info`` and ``lossjax data prepare`` report, as records: where each dataset
+would load from, whether it is present and verified, and its sizes. Printing them is the CLI's
+job (lossjax/cli.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lossjax.data import cache as _cache
+from lossjax.data.registry import ACCEPTED, CLASS_NAMES, DATASETS, FOLDERS, check_name
+from lossjax.data.sources import Missing, data_root, find_local, from_source, resolve, root_origin
+from lossjax.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One dataset as :func:`info` or :func:`prepare` found it.
+
+    ``status`` is "ok" (present, content verified), "missing" (no source has it) or "broken"
+    (a source has it but fails to parse or verify); ``problem`` says why for the last two.
+    ``source``, ``cache`` and ``verified`` are what :func:`lossjax.data.load` records in
+    ``Dataset.meta`` under the same keys."""
+
+    name: str
+    status: str
+    problem: str = ""
+    source: dict | None = None
+    cache: dict | None = None
+    verified: tuple[str, ...] = ()
+    train_size: int = 0
+    test_size: int = 0
+    image_shape: tuple[int, ...] = ()
+    num_classes: int = 0
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """The data folder and cache folder in use, and each dataset's status."""
+
+    data_dir: Path
+    data_dir_origin: str  # "given", "from $LOSSJAX_DATA_DIR" or "default"
+    cache_dir: Path
+    datasets: tuple[DatasetStatus, ...]
+
+
+def info(name: str | None = None, data_dir=None) -> DataInfo:
+    """Where each dataset (or only ``name``) would load from, whether it is present and
+    verified, and its sizes. Writes nothing and downloads nothing."""
+    names = DATASETS if name is None else (check_name(name),)
+    root = data_root(data_dir)
+    found = []
+    for n in names:
+        try:
+            arrays, meta = resolve(n, data_dir, cache="read", download=False)
+        except Missing as e:
+            found.append(DatasetStatus(n, "missing", problem=str(e)))
+        except DataError as e:
+            found.append(DatasetStatus(n, "broken", problem=str(e)))
+        else:
+            found.append(_ok(n, arrays, meta))
+    return DataInfo(root, root_origin(data_dir), _cache.cache_root(root), tuple(found))
+
+
+def prepare(name: str, source_dir, data_dir=None) -> DatasetStatus | None:
+    """Verifies the files of ``name`` in ``source_dir`` (or its ``<name>/`` folder) and caches
+    them under the cache of ``data_dir``, so that later loads need neither the files nor a
+    network. Raises DataError if the files are absent or wrong or the cache cannot be written;
+    returns None for ``digits``, which is embedded and needs no preparing."""
+    name = check_name(name)
+    if name == "digits":
+        return None
+    src_root = Path(source_dir).expanduser()
+    if not src_root.is_dir():
+        raise DataError(f"{src_root}: no such directory (expected a folder holding "
+                        f"{ACCEPTED[name]})")
+    src = find_local(name, src_root, "local")
+    if src is None:
+        raise DataError(f"{src_root}: no {name} files found: expected {ACCEPTED[name]} "
+                        f"in {src_root} or {src_root / FOLDERS[name][0]}")
+    cache_root = _cache.cache_root(data_root(data_dir))
+    arrays, meta = from_source(name, src, cache_root, cache="required")
+    return _ok(name, arrays, meta)
+
+
+def _ok(name: str, arrays, meta: dict) -> DatasetStatus:
+    return DatasetStatus(
+        name, "ok", source=meta["source"], cache=meta["cache"],
+        verified=tuple(meta["verified"]), train_size=len(arrays["y_train"]),
+        test_size=len(arrays["y_test"]), image_shape=tuple(arrays["x_train"].shape[1:]),
+        num_classes=len(CLASS_NAMES[name]))
