@@ -17,9 +17,10 @@ The schema, with its defaults (only ``name`` is required)::
                             # config records the number): members trained side by side in one
                             # program per device; a member's numbers depend on it and on nothing
                             # else of the sweep
-    losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names or 'module:function'
+    losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names in losses.LOSSES or
+                            # 'module:function'; the default is all of LOSSES, in its order
     dataset:
-      name: digits          # digits | mnist | fashion_mnist | cifar10
+      name: digits          # a key of lossjax.data.CLASS_NAMES
       data_dir: null        # str or null
       val_size: 0.1         # float in (0, 1): fraction of train; or int >= 1: a count
       split_seed: 0         # int >= 0
@@ -27,23 +28,29 @@ The schema, with its defaults (only ``name`` is required)::
     model:
       hidden: [[64, 64]]    # SWEPT: hidden-size lists of ints in [1, 2**31 - 1] (int32 shapes);
                             # [] is a linear model; [64, 64] = [[64, 64]]
-      activation: relu      # relu | gelu | tanh | sigmoid
-      init: lecun_normal    # lecun_normal | he_normal | glorot_uniform | glorot_normal
+      activation: relu      # a key of model.ACTIVATIONS
+      init: lecun_normal    # a key of model.INITIALIZERS
       init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
-      dtype: float32        # float32 | bfloat16 | float64
+      dtype: float32        # a key of model.DTYPES
     optimizer:
-      name: momentum        # sgd | momentum | adam
+      name: momentum        # a key of engine.OPTIMIZERS
       momentum: 0.9         # number in [0, 1); used by 'momentum' only
       learning_rate: [0.01, 0.1]   # SWEPT: numbers > 0 for every loss, or a mapping
                                    # {loss: [numbers > 0]} with exactly one entry per loss
       weight_decay: [0.0]   # SWEPT: numbers >= 0
-      schedule: constant    # constant | cosine (cosine decays to 0 over all epochs)
+      schedule: constant    # a key of engine.SCHEDULES (cosine decays to 0 over all epochs)
     eval:
       splits: [train, val, test]   # a subset of train, val, test that includes val
       every: 1              # evaluate every N epochs; the last epoch is always evaluated
       target_accuracy: 0.95 # number in (0, 1]: "epochs to target" on test accuracy
     output:
       dir: runs             # str; not results/, which holds the committed reference runs
+
+The values shown, ``name`` aside, are the defaults of the dataclasses below, which the parser
+reads; tests/test_config.py checks that this block parses to them. Names are checked against
+the registries of the modules that implement them (``lossjax/losses.py``,
+``lossjax/model.py``, ``lossjax/engine.py``, ``lossjax.data.CLASS_NAMES``); an error message
+lists the choices.
 
 Swept keys (the sweep is their product; see :data:`SWEPT`): ``seeds``, ``losses``,
 ``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per loss),
@@ -76,8 +83,10 @@ order of ``losses``. :func:`config_to_dict` gives it back as plain YAML-dumpable
 ``parse_config(config_to_dict(cfg)) == cfg``. Constructing the dataclasses directly skips
 validation; go through :func:`parse_config` or :func:`load_config`.
 
-This module imports no JAX and writes nothing. Only ``'module:function'`` losses import code
-(the user's module, through ``lossjax.losses.resolve_loss``).
+This module writes nothing. Importing it imports no JAX, like importing the package: the
+registries, and JAX with them, are imported when a config is validated or a default loss list
+is needed. ``'module:function'`` losses import the user's module, through
+``lossjax.losses.resolve_loss``.
 """
 
 from __future__ import annotations
@@ -88,7 +97,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,16 +107,12 @@ import yaml
 from lossjax.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
-# Allowed values
+# Allowed values. The names of losses, activations, initializers, dtypes, optimizers, schedules
+# and datasets are not listed here: the parsers below read them from the registries of the
+# modules that implement them, so the two cannot drift apart.
 
-DEFAULT_LOSSES: tuple[str, ...] = ("cross_entropy", "mse", "softmax_mse", "exp_mse")
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
-ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "tanh", "sigmoid")
-INITS: tuple[str, ...] = ("lecun_normal", "he_normal", "glorot_uniform", "glorot_normal")
-DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float64")
-OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
-SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_LEARNING_RATES: tuple[float, ...] = (0.01, 0.1)  # for every loss
 
 #: Full paths of the swept keys; a sweep is the product of their values.
 SWEPT: tuple[str, ...] = (
@@ -155,8 +160,22 @@ class FrozenDict(dict):
         return f"FrozenDict({dict.__repr__(self)})"
 
 
+def _default_losses() -> tuple[str, ...]:
+    from lossjax.losses import LOSSES
+
+    return tuple(LOSSES)
+
+
 def _default_learning_rate() -> FrozenDict:
-    return FrozenDict((loss, (0.01, 0.1)) for loss in DEFAULT_LOSSES)
+    return FrozenDict((loss, DEFAULT_LEARNING_RATES) for loss in _default_losses())
+
+
+def __getattr__(name: str) -> Any:
+    # DEFAULT_LOSSES follows the loss registry; computed on use so that importing this module
+    # does not import JAX.
+    if name == "DEFAULT_LOSSES":
+        return _default_losses()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +230,7 @@ class Config:
     epochs: int = 20
     batch_size: int = 64
     block_size: int | str = "auto"
-    losses: tuple[str, ...] = DEFAULT_LOSSES
+    losses: tuple[str, ...] = field(default_factory=_default_losses)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -429,10 +448,10 @@ def _non_negative(v: Any, path: str) -> float:
     return _number(v, path, "a number >= 0", lambda x: x >= 0, float32=True)
 
 
-def _choice(v: Any, path: str, choices: Sequence[str]) -> str:
+def _choice(v: Any, path: str, choices: Collection[str]) -> str:
     if not isinstance(v, str) or v not in choices:
         hint = ""
-        if isinstance(v, str) and (guess := _did_you_mean(v, choices)):
+        if isinstance(v, str) and (guess := _did_you_mean(v, list(choices))):
             hint = f"; did you mean '{guess}'?"
         raise _error(path, f"{_got(v)}, expected one of {', '.join(choices)}{hint}")
     return v
@@ -516,6 +535,8 @@ def _parse_losses(v: Any) -> tuple[str, ...]:
 
 
 def _parse_dataset(raw: dict) -> DatasetConfig:
+    from lossjax.data import CLASS_NAMES
+
     s, d = _section(raw, "dataset"), DatasetConfig()
     data_dir = _get(s, "data_dir", d.data_dir)
     if data_dir is not None:
@@ -531,7 +552,7 @@ def _parse_dataset(raw: dict) -> DatasetConfig:
             lambda x: 0 < x < 1,
         )
     return DatasetConfig(
-        name=_choice(_get(s, "name", d.name), "dataset.name", DATASETS),
+        name=_choice(_get(s, "name", d.name), "dataset.name", CLASS_NAMES),
         data_dir=data_dir,
         val_size=val_size,
         split_seed=_int(_get(s, "split_seed", d.split_seed), "dataset.split_seed", 0),
@@ -568,11 +589,13 @@ def _parse_hidden(v: Any) -> tuple[tuple[int, ...], ...]:
 
 
 def _parse_model(raw: dict) -> ModelConfig:
+    from lossjax.model import ACTIVATIONS, DTYPES, INITIALIZERS
+
     s, d = _section(raw, "model"), ModelConfig()
     return ModelConfig(
         hidden=_parse_hidden(_get(s, "hidden", [list(h) for h in d.hidden])),
         activation=_choice(_get(s, "activation", d.activation), "model.activation", ACTIVATIONS),
-        init=_choice(_get(s, "init", d.init), "model.init", INITS),
+        init=_choice(_get(s, "init", d.init), "model.init", INITIALIZERS),
         init_scale=_grid(
             _get(s, "init_scale", list(d.init_scale)),
             "model.init_scale",
@@ -626,6 +649,8 @@ def _parse_learning_rate(
 def _parse_optimizer(
     raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
 ) -> OptimizerConfig:
+    from lossjax.engine import OPTIMIZERS, SCHEDULES
+
     s, d = _section(raw, "optimizer"), OptimizerConfig()
     return OptimizerConfig(
         name=_choice(_get(s, "name", d.name), "optimizer.name", OPTIMIZERS),
@@ -637,7 +662,7 @@ def _parse_optimizer(
             float32=True,
         ),
         learning_rate=_parse_learning_rate(
-            _get(s, "learning_rate", [0.01, 0.1]), losses, patches, narrowed
+            _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), losses, patches, narrowed
         ),
         weight_decay=_grid(
             _get(s, "weight_decay", list(d.weight_decay)),
@@ -806,16 +831,17 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
         if key not in _TOP_KEYS:
             raise _unknown_key("", key, _TOP_KEYS)
     name = _parse_name(raw)
+    d = Config(name="")  # for its defaults; name has none and was read above
     seeds = _grid(
-        raw.get("seeds", [0, 1, 2]),
+        raw.get("seeds", list(d.seeds)),
         "seeds",
         lambda x, p: _int(x, p, 0, SEED_MAX, " (seeds are uint32)"),
         f"integers in [0, {SEED_MAX}]",
     )
-    epochs = _int(raw.get("epochs", 20), "epochs", 1)
-    batch_size = _int(raw.get("batch_size", 64), "batch_size", 1)
-    block_size = _block_size(raw.get("block_size", "auto"))
-    losses = _parse_losses(raw.get("losses", list(DEFAULT_LOSSES)))
+    epochs = _int(raw.get("epochs", d.epochs), "epochs", 1)
+    batch_size = _int(raw.get("batch_size", d.batch_size), "batch_size", 1)
+    block_size = _block_size(raw.get("block_size", d.block_size))
+    losses = _parse_losses(raw.get("losses", list(d.losses)))
     return Config(
         name=name,
         seeds=seeds,

@@ -23,7 +23,9 @@ Design:
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 
 import jax
@@ -60,9 +62,9 @@ class TrainSettings:
     activation: str
     init: str
     dtype: str
-    optimizer: str  # sgd | momentum | adam
+    optimizer: str  # a key of OPTIMIZERS
     momentum: float
-    schedule: str  # constant | cosine
+    schedule: str  # a key of SCHEDULES
     batch_size: int
     epochs: int
     block_size: int = 1  # members per device per program call
@@ -87,16 +89,90 @@ def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels):
     return total
 
 
+# Optimizers and learning-rate schedules by config name (lossjax.config checks
+# optimizer.name and optimizer.schedule against these keys; no other list of them exists).
+# The learning rate and weight decay are traced per-member arrays. ``wd`` is None for a group
+# that does not decay, whose program then leaves decay out: it would cost one more read of
+# every parameter per step.
+
+
+def _with_l2(sgd: optax.GradientTransformation, wd) -> optax.GradientTransformation:
+    # Decay added to the gradient before momentum: SGD's classic weight decay.
+    return sgd if wd is None else optax.chain(optax.add_decayed_weights(wd), sgd)
+
+
+def _sgd(lr, wd, momentum: float) -> optax.GradientTransformation:
+    return _with_l2(optax.sgd(lr), wd)
+
+
+def _momentum(lr, wd, momentum: float) -> optax.GradientTransformation:
+    return _with_l2(optax.sgd(lr, momentum=momentum), wd)
+
+
+def _adam(lr, wd, momentum: float) -> optax.GradientTransformation:
+    # AdamW's decoupled decay: through Adam's rescaling, L2 would barely decay the parameters
+    # with large gradients (Loshchilov & Hutter, "Decoupled weight decay regularization",
+    # ICLR 2019).
+    return optax.adam(lr) if wd is None else optax.adamw(lr, weight_decay=wd)
+
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "adam": _adam,
+}
+
+# name -> (peak learning rate, total steps) -> a learning rate or an optax schedule
+SCHEDULES: dict[str, Callable] = {
+    "constant": lambda lr, total_steps: lr,
+    "cosine": lambda lr, total_steps: optax.cosine_decay_schedule(
+        lr, decay_steps=max(1, total_steps)),
+}
+
+
 def _optimizer(s: TrainSettings, lr, wd, steps_per_epoch: int) -> optax.GradientTransformation:
-    """An optax chain with traced (per-member) learning rate and weight decay. Decay is left
-    out of groups that do not use it (it would cost one more read of every parameter per
-    step)."""
-    if s.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(lr, decay_steps=max(1, s.epochs * steps_per_epoch))
-    if s.optimizer == "adam":
-        return optax.adamw(lr, weight_decay=wd) if s.weight_decay else optax.adam(lr)
-    sgd = optax.sgd(lr, momentum=s.momentum if s.optimizer == "momentum" else None)
-    return optax.chain(optax.add_decayed_weights(wd), sgd) if s.weight_decay else sgd
+    """The group's optax transformation, with traced (per-member) learning rate and decay."""
+    lr = SCHEDULES[s.schedule](lr, s.epochs * steps_per_epoch)
+    return OPTIMIZERS[s.optimizer](lr, wd if s.weight_decay else None, s.momentum)
+
+
+# Compilations are counted through jax.monitoring, JAX's public event hooks: this event fires
+# once for every XLA program built (a persistent-cache hit included), in the thread that asked
+# for it. A context variable says which group, if any, is calling, so each group counts only
+# its own programs although listeners are process-wide.
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_counting: contextvars.ContextVar[_Compiles | None] = contextvars.ContextVar(
+    "lossjax_engine_counting", default=None)
+_listener_lock = threading.Lock()
+_listening = False
+
+
+def _on_duration_event(event: str, duration_secs: float, **kwargs) -> None:
+    counter = _counting.get()
+    if counter is not None and event == _COMPILE_EVENT:
+        counter.count += 1
+
+
+class _Compiles:
+    """Counts the XLA programs built while the functions it wraps run."""
+
+    def __init__(self):
+        global _listening
+        self.count = 0
+        with _listener_lock:  # registered on first use: importing the engine changes nothing
+            if not _listening:
+                jax.monitoring.register_event_duration_secs_listener(_on_duration_event)
+                _listening = True
+
+    def counted(self, fn: Callable) -> Callable:
+        def call(*args):
+            token = _counting.set(self)
+            try:
+                return fn(*args)
+            finally:
+                _counting.reset(token)
+
+        return call
 
 
 def _all_finite(tree) -> jax.Array:
@@ -217,25 +293,26 @@ class Group:
         self.model = MLP(hidden=s.hidden, num_classes=s.num_classes, activation=s.activation,
                          initializer=s.init, dtype=s.dtype)
         self._loss_fns = tuple(loss_fns)
+        self._compiles = _Compiles()
         # Initialization is compiled for one member and called once per member: a vmapped
         # init's XLA compile grows with the member count (each random draw is unrolled per
         # member; 3 s at 1 member, 9 s at 16 on 2 CPU cores), this one does not.
-        self._init = jax.jit(self._member_init)
+        self._init = self._compiles.counted(jax.jit(self._member_init))
         # Each device runs the same block program whatever the device count (shard_map), and
         # the state comes back with the layout it went in with (pinned by the out_specs), so
         # the second epoch does not compile again.
         members_spec, rep = PartitionSpec("members"), PartitionSpec()
         epoch = _over_members(self._member_epoch, (0, 0, None, None, None), s.block_size)
-        self._epoch = jax.jit(
+        self._epoch = self._compiles.counted(jax.jit(
             jax.shard_map(epoch, mesh=mesh, in_specs=(members_spec, members_spec, rep, rep, rep),
                           out_specs=(members_spec, members_spec), check_vma=False),
             out_shardings=(by_member, by_member),
             donate_argnums=0,
-        )
+        ))
         evaluate = _over_members(self._member_eval, (0, None, None, None), s.block_size)
-        self._eval = jax.jit(
+        self._eval = self._compiles.counted(jax.jit(
             jax.shard_map(evaluate, mesh=mesh, in_specs=(members_spec, rep, rep, rep),
-                          out_specs=members_spec, check_vma=False))
+                          out_specs=members_spec, check_vma=False)))
 
     # ---- per-member programs (vmapped above) -------------------------------------------
 
@@ -331,8 +408,9 @@ class Group:
         return out
 
     def compiled_count(self) -> int:
-        """Programs compiled so far for this group (for the no-recompilation test)."""
-        return sum(f._cache_size() for f in (self._init, self._epoch, self._eval))
+        """XLA programs built so far by this group's compiled functions: after the first epoch
+        and evaluation it must stay put (tests/test_engine.py, experiments/benchmark.py)."""
+        return self._compiles.count
 
     # ---- checkpoints: the real members' state as a flat list of host arrays -------------
 

@@ -1,16 +1,33 @@
-"""The four per-example classification losses of the seed, their closed-form gradients, and
-the seed's gradient-sign statistic.
+"""The four per-example classification losses that lossjax compares, their closed-form
+gradients, and the gradient-sign statistic that motivates ``exp_mse``.
 
 Every loss follows optax's convention: ``loss(logits, labels) -> per-example array``, no
 reduction, labels one-hot (or any probability vector) over the last axis. Batch reduction is the
 trainer's job. Notation throughout: logits ``s`` over ``K`` classes, target ``y``,
 ``p = softmax(s)``.
 
+The gradient-sign argument: a gradient step moves logit ``j`` by ``-lr · g_j``, so a wrong-class
+logit (``y_j = 0``) with ``g_j < 0`` is pushed *up*. ``exp_mse`` was proposed, in an unpublished
+2023 note that started this project, because its wrong-class gradient is never negative, on the
+claim that pushing wrong classes up hinders learning (docs/design.md, "The question").
+:func:`gradient_sign_stats` measures how often it happens; ``experiments/gradient_sign.py``
+tests the claim against convergence, and README.md (Findings) reports the answer.
+
+What the functions check (``ValueError``, one line): logits are floating point with a class
+axis, and labels have the logits' shape. These read only shapes and dtypes, so they cost no
+device work, eager or under ``jit`` (where they run once, at trace time). Label *values* are not
+checked: that would copy the labels from the device on every eager call, and under ``jit`` it
+cannot be done at all. Rows that are not probability vectors give a number, not an error; it is
+not the loss as defined.
+
 References:
-  - ``loss-exploration.md`` (2023-01-24), the seed document of this project: the losses, their
-    gradients (its final vector line for softmax-MSE is corrected here), and the claim that a
-    negative gradient on a wrong-class logit hinders learning.
   - optax, ``optax.losses.softmax_cross_entropy``: conventions and the cross-entropy form.
+  - L. Hui and M. Belkin, "Evaluation of neural architectures trained with square loss vs
+    cross-entropy in classification tasks", ICLR 2021 (arXiv:2006.07322): the square loss on
+    the logits, without a softmax (``mse``).
+  - P. Golik, P. Doetsch and H. Ney, "Cross-entropy vs. squared error training: a theoretical
+    and experimental comparison", Interspeech 2013: the squared error on softmax outputs
+    (``softmax_mse``), which from random weights fails to reach a good optimum.
 """
 
 from __future__ import annotations
@@ -19,13 +36,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-# Absolute slack for "labels sum to one" checks: float32 one-hot rows sum exactly, smoothed
-# labels in float32 may be a few ulps off.
-_SUM_TOL = 1e-4
 
 
 def _is_concrete(x) -> bool:
@@ -33,7 +45,8 @@ def _is_concrete(x) -> bool:
 
 
 def _check_inputs(logits, labels, name: str) -> tuple[jax.Array, jax.Array]:
-    """Validates shapes and dtypes always, and label values when they are concrete (not traced)."""
+    """Checks dtypes and shapes (never values: see the module docstring); labels are cast to the
+    logits' dtype."""
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(logits.dtype, jnp.floating):
@@ -54,22 +67,16 @@ def _check_inputs(logits, labels, name: str) -> tuple[jax.Array, jax.Array]:
             f"{name}: logits shape {logits.shape} and labels shape {labels.shape} differ; "
             f"labels must be one-hot or probability vectors over the last axis.{hint}"
         )
-    if _is_concrete(labels) and labels.size:
-        y = np.asarray(labels, dtype=np.float64)
-        if not np.all(np.isfinite(y)) or y.min() < 0 or np.abs(y.sum(-1) - 1).max() > _SUM_TOL:
-            raise ValueError(
-                f"{name}: labels are not a probability distribution over the last axis "
-                f"(min {y.min():.4g}, row sums from {y.sum(-1).min():.6g} to "
-                f"{y.sum(-1).max():.6g}); pass one-hot or non-negative rows that sum to 1."
-            )
     return logits, labels.astype(logits.dtype)
 
 
 def one_hot(labels, num_classes: int, dtype=jnp.float32) -> jax.Array:
     """Integer class ids ``(...,)`` to one-hot vectors ``(..., num_classes)``.
 
-    Raises ``ValueError`` for non-integer ids or, when the ids are concrete, ids outside
-    ``[0, num_classes)`` (``jax.nn.one_hot`` would silently give an all-zero row).
+    Raises ``ValueError`` for non-integer ids or, when the ids are concrete (not traced), ids
+    outside ``[0, num_classes)``. Unlike the losses' checks this one reads values, so an eager
+    call waits for the ids to reach the host: ``jax.nn.one_hot`` turns an out-of-range id into an
+    all-zero row, which every loss here accepts and scores as if no class were true.
 
     >>> one_hot(jnp.array([0, 2]), 3)
     Array([[1., 0., 0.],
@@ -127,7 +134,7 @@ def cross_entropy(logits, labels) -> jax.Array:
     Array([0.6931472], dtype=float32)
 
     References:
-      seed ``loss-exploration.md`` §1; optax ``softmax_cross_entropy``.
+      optax ``softmax_cross_entropy``.
     """
     s, y = _check_inputs(logits, labels, "cross_entropy")
     return -jnp.sum(y * s, axis=-1) + jax.nn.logsumexp(s, axis=-1) * jnp.sum(y, axis=-1)
@@ -149,7 +156,7 @@ def mse(logits, labels) -> jax.Array:
     Array([0.625], dtype=float32)
 
     References:
-      seed ``loss-exploration.md`` §2.
+      Hui & Belkin (2021), square loss on the logits (see the module docstring).
     """
     s, y = _check_inputs(logits, labels, "mse")
     return jnp.mean(jnp.square(y - s), axis=-1)
@@ -174,19 +181,19 @@ def softmax_mse(logits, labels) -> jax.Array:
     Array([0.25], dtype=float32)
 
     References:
-      seed ``loss-exploration.md`` §3 ("MSE Variant").
+      Golik, Doetsch & Ney (2013), squared error on softmax outputs (see the module docstring).
     """
     s, y = _check_inputs(logits, labels, "softmax_mse")
     return jnp.mean(jnp.square(y - jax.nn.softmax(s, axis=-1)), axis=-1)
 
 
 def exp_mse(logits, labels) -> jax.Array:
-    r"""The seed's proposal ("MSEVar"): squared error between ``exp(logits)`` and the target.
+    r"""The proposed loss: squared error between ``exp(logits)`` and the target.
 
     .. math:: \ell(s, y) = \frac{1}{K} \lVert y - e^{s} \rVert^2
 
     Its gradient on a wrong-class logit is ``(2/K) e^{2 s_j} > 0``: it never pushes a wrong
-    class up, which is the property the seed proposes it for.
+    class up, which is the property it was proposed for (see the module docstring).
 
     Implemented faithfully to the definition, with no clipping, so its hazards stay visible.
     In float32 the loss becomes ``inf`` once a logit passes ``log(3.4e38) / 2 ≈ 44.36``, where
@@ -207,9 +214,6 @@ def exp_mse(logits, labels) -> jax.Array:
 
     >>> exp_mse(jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]]))  # (0 + 1) / 2
     Array([0.5], dtype=float32)
-
-    References:
-      seed ``loss-exploration.md`` §4.
     """
     s, y = _check_inputs(logits, labels, "exp_mse")
     return jnp.mean(jnp.square(y - jnp.exp(s)), axis=-1)
@@ -234,9 +238,11 @@ def mse_grad(logits, labels) -> jax.Array:
 def softmax_mse_grad(logits, labels) -> jax.Array:
     r"""Closed form of d softmax_mse / d s: ``(-2/K) p ⊙ [(y - p) - <y - p, p> 1]``.
 
-    This is ``(-2/K) Jᵀ (y - p)`` with the softmax Jacobian ``J = diag(p) - p pᵀ``. The seed's
-    per-component derivation is right; its final vector line, which leaves the index ``i`` and
-    ``1_{i=j}`` inside a vector expression, is corrected to this form (DESIGN.md §1).
+    This is ``(-2/K) Jᵀ (y - p)`` with the softmax Jacobian ``J = diag(p) - p pᵀ`` (symmetric,
+    so ``Jᵀ = J``): component ``j`` is ``(-2/K) Σ_i (y_i - p_i) p_i (1_{i=j} - p_j)``. The
+    derivation in the note that proposed ``exp_mse`` gets the components right, but its final
+    vector line leaves the index and ``1_{i=j}`` inside a vector expression; this is the vector
+    form, and ``lossjax check-grads`` and tests/test_losses.py check it against autodiff.
     """
     s, y = _check_inputs(logits, labels, "softmax_mse_grad")
     p = jax.nn.softmax(s, axis=-1)
@@ -252,8 +258,8 @@ def exp_mse_grad(logits, labels) -> jax.Array:
 
 
 # --------------------------------------------------------------------------------------------
-# Registry: the names that configs and the CLI accept. Order is fixed: the engine selects a
-# loss by its index here (``lax.switch``).
+# Registries: the names that configs and the CLI accept (lossjax.config reads them here). Order
+# is fixed: the engine gives each member the index of its loss in LOSSES (engine._select_loss).
 
 LOSSES: dict[str, LossFn] = {
     "cross_entropy": cross_entropy,
@@ -281,14 +287,15 @@ def get_loss(name: str) -> LossFn:
 
 
 # --------------------------------------------------------------------------------------------
-# The seed's §4 statistic.
+# The gradient-sign statistic.
 
 
 def gradient_sign_stats(logit_grads, labels) -> tuple[jax.Array, jax.Array]:
-    """The seed's §4 quantity for a batch, from per-example logit gradients.
+    """How often a batch's gradient pushes a wrong class up, from per-example logit gradients.
 
     A gradient step moves each logit by ``-lr · g``; a wrong-class logit (``y_j = 0``) with
-    ``g_j < 0`` is therefore pushed *up*, which the seed argues hinders learning.
+    ``g_j < 0`` is therefore pushed *up*, which the argument behind ``exp_mse`` says hinders
+    learning.
 
     Args:
       logit_grads: ``(B, K)`` per-example gradients d loss_i / d s_i (any positive scaling, e.g.

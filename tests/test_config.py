@@ -7,7 +7,9 @@ import copy
 import dataclasses
 import json
 import pickle
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,62 @@ def test_swept_keys_documented():
 
     for key in SWEPT:
         assert key in module.__doc__
+
+
+def _leaves(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "learning_rate":
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_documented_schema_is_the_defaults():
+    # The docstring shows the defaults for the reader; the dataclasses hold them.
+    import lossjax.config as module
+
+    block = module.__doc__.split("(only ``name`` is required)::\n\n")[1].split("\n\n")[0]
+    documented = yaml.safe_load(textwrap.dedent(block))
+    assert documented["name"] == "digits"
+    assert parse_config(documented) == Config(name="digits")
+    assert set(_leaves(documented)) == set(_leaves(config_to_dict(Config(name="digits"))))
+
+
+def test_choices_are_the_registries(monkeypatch):
+    # No list of names of its own: a name added where it is implemented is accepted at once.
+    from lossjax import engine, losses, model
+    from lossjax.data import CLASS_NAMES
+
+    c = cfg()
+    assert c.losses == tuple(losses.LOSSES)
+    monkeypatch.setitem(model.ACTIVATIONS, "swish", None)
+    monkeypatch.setitem(model.INITIALIZERS, "he_uniform", None)
+    monkeypatch.setitem(model.DTYPES, "float16", None)
+    monkeypatch.setitem(engine.OPTIMIZERS, "lion", None)
+    monkeypatch.setitem(engine.SCHEDULES, "linear", None)
+    monkeypatch.setitem(CLASS_NAMES, "svhn", tuple("0123456789"))
+    c = cfg(
+        dataset={"name": "svhn"},
+        model={"activation": "swish", "init": "he_uniform", "dtype": "float16"},
+        optimizer={"name": "lion", "schedule": "linear"},
+    )
+    assert (c.dataset.name, c.model.activation, c.model.init, c.model.dtype) == (
+        "svhn",
+        "swish",
+        "he_uniform",
+        "float16",
+    )
+    assert (c.optimizer.name, c.optimizer.schedule) == ("lion", "linear")
+
+
+def test_import_does_not_load_jax():
+    code = "import sys\nimport lossjax.config\nprint('jax' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False"
 
 
 def test_raw_mapping_not_modified():
