@@ -6,7 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint
+# Tests come in two tiers. `make test`: ruff, then every test not marked slow (about 2 minutes
+# on 2 cores). `make test-slow`: only the tests marked @pytest.mark.slow (kills and Ctrl-C of
+# subprocesses, multi-device and float64 subprocesses, the benchmark, full-size sweeps). CI
+# (.ci/run) runs both. `--dist loadscope` keeps each test module on one xdist worker, so a
+# module's shared sweeps (module-scoped fixtures) are computed once, not once per worker.
+# TESTS=... narrows either tier to some files, JOBS=... sets the number of workers.
+JOBS ?= 2
+TESTS ?=
+PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadscope
+
+.PHONY: demo test test-slow bench lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +29,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2
+	$(PYTEST) -m "not slow" $(TESTS)
+
+# pytest exits 5 when it selects no test (TESTS naming files without slow tests): not a failure.
+test-slow: $(STAMP)
+	$(PYTEST) -m slow $(TESTS) || [ $$? -eq 5 ]
 
 bench: $(STAMP)
 	$(BIN)/python experiments/benchmark.py

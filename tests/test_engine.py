@@ -150,6 +150,7 @@ def _assert_bitwise(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block_size", [1, 8])
 def test_a_member_computes_the_same_alone_or_among_others(block_size):
     # XLA's CPU kernels split batched work differently for different batch shapes; fixed

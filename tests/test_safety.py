@@ -91,6 +91,7 @@ def test_a_folder_lossjax_did_not_make_is_never_touched(tmp_path, capsys, flag):
     assert sorted(p.name for p in thesis.parent.iterdir()) == ["thesis"]
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_only_what_lossjax_wrote(finished, tmp_path, capsys):
     import shutil
 
@@ -104,6 +105,7 @@ def test_overwrite_replaces_only_what_lossjax_wrote(finished, tmp_path, capsys):
     assert_same_files(finished[0], folder)
 
 
+@pytest.mark.slow
 def test_a_finished_sweep_is_final(finished, capsys):
     folder, cfg = finished
     before = _snapshot(folder)
@@ -129,6 +131,7 @@ HOLD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_second_sweep_into_a_folder_in_use_stops_and_kill_9_frees_it(tmp_path, capsys):
     folder = tmp_path / "runs" / "small"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE,
@@ -176,6 +179,7 @@ def test_errors_found_before_training_leave_no_folder(tmp_path, capsys, monkeypa
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_an_error_during_training_is_one_line_and_a_rerun_starts_over(tmp_path, capsys,
                                                                       monkeypatch):
     from lossjax import engine
@@ -214,6 +218,7 @@ def test_filesystem_problems_are_one_line(tmp_path, capsys):
     _one_line(err, "cannot create", "output.dir")
 
 
+@pytest.mark.slow
 def test_overwrite_does_not_follow_a_symlink(finished, tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "small").symlink_to(finished[0])
@@ -224,6 +229,7 @@ def test_overwrite_does_not_follow_a_symlink(finished, tmp_path, capsys):
     assert _snapshot(finished[0]) == before
 
 
+@pytest.mark.slow
 def test_disk_full_during_a_checkpoint_keeps_a_resumable_folder(finished, tmp_path, capsys,
                                                                 monkeypatch):
     real = np.savez
@@ -268,6 +274,7 @@ def test_a_damaged_config_yaml_on_resume_is_one_line(tmp_path, capsys, content):
     _one_line(err, "config.yaml")
 
 
+@pytest.mark.slow
 def test_temporaries_are_cleaned_and_files_follow_the_umask(tmp_path, capsys):
     folder = tmp_path / "runs" / "small"
     folder.mkdir(parents=True)
@@ -322,6 +329,7 @@ def test_sigterm_is_an_interrupt_too(tmp_path):
     assert proc.returncode in (0, 143), err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["checkpoint", "table", "table_columns"])
 def test_damaged_files_on_resume_are_one_line(tmp_path, capsys, monkeypatch, damage):
     from lossjax import engine

@@ -61,6 +61,7 @@ def reference(tmp_path_factory):
     return tmp / "results" / "tiny"
 
 
+@pytest.mark.slow
 def test_sweep_writes_a_complete_folder(reference):
     for name in ("config.yaml", "env.json", "epochs.csv", "summary.csv", "report.md"):
         assert (reference / name).stat().st_size > 0, name
@@ -80,11 +81,13 @@ def test_sweep_writes_a_complete_folder(reference):
     assert env["data"] and env["jax"]
 
 
+@pytest.mark.slow
 def test_same_config_same_files(reference, tmp_path):
     assert cli.main(["sweep", str(_write_config(tmp_path)), "--quiet"]) == 0
     assert_same_files(reference, tmp_path / "results" / "tiny")
 
 
+@pytest.mark.slow
 def test_a_member_rerun_alone_reproduces_its_rows(reference, tmp_path):
     # Fixed blocks: a member's numbers depend on its own settings, not on the rest of the sweep.
     cfg = _write_config(tmp_path, seeds=[1], losses=["mse"],
@@ -96,6 +99,7 @@ def test_a_member_rerun_alone_reproduces_its_rows(reference, tmp_path):
     pd.testing.assert_frame_equal(alone, rows.drop(columns="member").reset_index(drop=True))
 
 
+@pytest.mark.slow
 def test_resume_after_ctrl_c(reference, tmp_path, monkeypatch):
     real = engine.Group.train_epoch
 
@@ -152,6 +156,7 @@ def test_resume_after_kill_9(reference, tmp_path):
     assert_same_files(reference, folder)
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused(reference, tmp_path, capsys):
     cfg = _write_config(tmp_path, epochs=5)
     target = tmp_path / "results" / "tiny"
@@ -184,6 +189,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch,
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_gradient_sign_study_runs_on_a_sweep(reference, tmp_path):
     import importlib.util
     import shutil
@@ -196,7 +202,7 @@ def test_gradient_sign_study_runs_on_a_sweep(reference, tmp_path):
     shutil.copytree(reference, folder)
     out = study.analyse(folder)
     per_loss = {r["loss"]: r["wrong_frac"] for r in out["per_loss_chosen"]}
-    # The §4 facts, seen in training: CE and exp-MSE never push a wrong logit up, MSE does.
+    # The sign facts, seen in training: CE and exp-MSE never push a wrong logit up, MSE does.
     assert per_loss["cross_entropy"] == 0 and per_loss["exp_mse"] == 0
     assert per_loss["mse"] > 0.1
     lo, hi = out["all_rates"]["ci95"]
