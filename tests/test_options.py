@@ -391,6 +391,7 @@ def test_eval_every_2_and_splits_without_test(sgd_run):
 # ---- adam: tanh, glorot_uniform, a user loss, splits without train, block_size 2 -------------
 
 
+@pytest.mark.slow  # its own sweep: kept out of the fast tier
 def test_adam_tanh_glorot_uniform(adam_run):
     _check_trained(adam_run)
     _check_settings(adam_run)
@@ -429,6 +430,7 @@ def test_splits_without_train_and_block_of_two(adam_run):
 # ---- bfloat16: sigmoid, glorot_normal, momentum 0.5, two hidden layers -------------------------
 
 
+@pytest.mark.slow  # its own sweep: kept out of the fast tier
 def test_bfloat16_sigmoid_glorot_normal(bfloat16_run):
     _check_trained(bfloat16_run)
     _check_settings(bfloat16_run)
