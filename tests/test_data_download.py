@@ -134,13 +134,19 @@ def hosts(monkeypatch):
     server.server_close()
 
 
-def test_download_through_tfds_then_from_the_download_folder(tmp_path, monkeypatch, hosts):
-    serve, calls = hosts
+def serve_mnist(tmp_path, monkeypatch, serve, **registration):
+    """Tiny MNIST files, expected by lossjax's checksums and served over HTTP."""
     arrays = tiny_mnist()
     expect_mnist(monkeypatch, arrays)
     files = write_idx(tmp_path / "server", arrays)
     for s in STEMS:
-        serve("mnist", s, files / (s + ".gz"))
+        serve("mnist", s, files / (s + ".gz"), **registration)
+    return arrays
+
+
+def test_download_through_tfds_then_from_the_download_folder(tmp_path, monkeypatch, hosts):
+    serve, calls = hosts
+    arrays = serve_mnist(tmp_path, monkeypatch, serve)
     ds = data.load("mnist", data_dir=tmp_path / "home", val_size=0)
     same_arrays(ds, arrays)
     assert ds.meta["source"]["kind"] == "download" and ds.meta["source"]["form"] == "idx"
@@ -180,11 +186,7 @@ def test_download_of_cifar_binary_archive(tmp_path, monkeypatch, hosts):
 
 def test_download_with_wrong_registered_checksum_fails(tmp_path, monkeypatch, hosts):
     serve, _ = hosts
-    arrays = tiny_mnist()
-    expect_mnist(monkeypatch, arrays)
-    files = write_idx(tmp_path / "server", arrays)
-    for s in STEMS:
-        serve("mnist", s, files / (s + ".gz"), registered_sha="0" * 64)
+    serve_mnist(tmp_path, monkeypatch, serve, registered_sha="0" * 64)
     msg = error(data.load, "mnist", data_dir=tmp_path / "home")
     assert msg.startswith("mnist: download through tensorflow-datasets failed: "
                           "NonMatchingChecksumError: Artifact http://127.0.0.1:")
@@ -193,11 +195,7 @@ def test_download_with_wrong_registered_checksum_fails(tmp_path, monkeypatch, ho
 
 def test_unregistered_url_is_refused(tmp_path, monkeypatch, hosts):
     serve, calls = hosts
-    arrays = tiny_mnist()
-    expect_mnist(monkeypatch, arrays)
-    files = write_idx(tmp_path / "server", arrays)
-    for s in STEMS:
-        serve("mnist", s, files / (s + ".gz"))
+    serve_mnist(tmp_path, monkeypatch, serve)
     monkeypatch.setattr(download, "registered_checksums", lambda name: {})
     msg = error(data.load, "mnist", data_dir=tmp_path / "home")
     assert msg.startswith("mnist: download through tensorflow-datasets failed: ValueError: "
