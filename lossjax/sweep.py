@@ -12,6 +12,7 @@ one (the ``wall_time`` column aside).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import shutil
@@ -34,8 +35,6 @@ from lossjax.losses import LOSSES, resolve_loss
 def expand_members(cfg) -> list[engine.Member]:
     """The sweep's product, in a fixed order: hidden × loss × learning rate × weight decay ×
     init scale × seed. Member ids are positions in this list."""
-    import itertools
-
     combos = [
         (hidden, loss, lr, wd, scale, seed)
         for hidden in cfg.model.hidden
@@ -149,8 +148,9 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
             f"model.hidden: {list(worst_hidden)} needs about {_gb(worst_memory)} for its "
             f"members' parameters and optimizer state, and {_gb(available)} is available; "
             "use smaller layers, fewer members per hidden size, or a smaller block_size")
-    # Old and new checkpoint side by side while one replaces the other, plus the tables.
-    needed = 2 * worst_disk + len(expand_members(cfg)) * cfg.epochs * 300
+    # Old and new checkpoint side by side while one replaces the other, plus the table (a row is
+    # under 150 bytes, and each epoch the table is rewritten beside its old copy).
+    needed = 2 * worst_disk + sum(map(len, groups)) * cfg.epochs * 300
     free = shutil.disk_usage(out).free
     if needed > free:
         raise ResultsError(f"{out} has {_gb(free)} free and the sweep's checkpoints need about "
