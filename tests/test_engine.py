@@ -3,14 +3,13 @@ mechanics, not learning). Learning on real data is covered by the sweep tests.""
 
 import dataclasses
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import jax.monitoring
 import numpy as np
 import pytest
+from conftest import run_in_subprocess
 
 from lossjax import engine, losses
 
@@ -211,10 +210,7 @@ SHARDED = textwrap.dedent("""
 @pytest.mark.slow
 def test_numbers_are_bitwise_the_same_on_2_4_8_devices_and_close_on_1():
     code = SHARDED.format(tests=os.path.dirname(__file__))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=300)
-    assert "SHARDED-OK" in r.stdout, r.stderr[-3000:]
+    run_in_subprocess(code, "SHARDED-OK")
 
 
 def test_weight_decay_is_per_member():

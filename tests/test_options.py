@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -31,6 +29,7 @@ import optax
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_in_subprocess
 
 from lossjax import cli, data, engine, plots
 from lossjax.model import MLP
@@ -479,7 +478,4 @@ FLOAT64 = textwrap.dedent("""
 def test_float64_and_a_linear_model(tmp_path):
     # jax_enable_x64 is process-wide (the sweep turns it on): a subprocess keeps it there.
     code = FLOAT64.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=300)
-    assert "FLOAT64-OK" in r.stdout, r.stderr[-3000:]
+    run_in_subprocess(code, "FLOAT64-OK")

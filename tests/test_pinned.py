@@ -7,8 +7,6 @@ be deliberate)."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -18,6 +16,7 @@ import optax
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_in_subprocess
 
 from lossjax import cli, engine, losses
 from lossjax.model import MLP
@@ -163,10 +162,7 @@ def test_engine_equals_a_textbook_optax_loop_float64():
     # program, so the textbook loop stays textbook and the bound is float64 rounding.
     # x64 is process-wide, so this runs in a subprocess.
     code = FLOAT64.format(tests=os.path.dirname(__file__))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=300)
-    assert "FLOAT64-OK" in r.stdout, r.stderr[-3000:]
+    run_in_subprocess(code, "FLOAT64-OK")
 
 
 # ---- pinned metrics of a short digits sweep ----------------------------------------------------
