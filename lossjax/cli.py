@@ -58,6 +58,8 @@ def _data_info(args) -> int:
                   f"content sha256 verified: {', '.join(d.verified)}")
         else:
             print(f"{d.name:<14} {'BROKEN' if d.status == 'broken' else d.status:<9} {d.problem}")
+        for note in d.notes:
+            print(f"{'':<14}           {note}")
     broken = any(d.status == "broken" for d in report.datasets)
     missing = any(d.status == "missing" for d in report.datasets)
     return 1 if broken or (missing and args.name is not None) else 0
@@ -79,14 +81,16 @@ def _data_prepare(args) -> int:
 def _describe_data_source(d) -> str:
     """Where a dataset (a ``lossjax.data.DatasetStatus``) loads from, and what its cache did."""
     from lossjax.data import FORMS
+    from lossjax.data.registry import KIND_WORDS
 
     src, cache = d.source, d.cache
     if src["kind"] == "embedded":
         return f"embedded {src['path']}"
     if src["kind"] == "cache":
         b = src["built_from"]
-        return f"cache {cache['path']} (built from {FORMS[b['form']]} in {b['path']})"
-    return (f"{src['kind']} {FORMS[src['form']]} in {src['path']}; "
+        made_by = f"{KIND_WORDS[b['kind']]} " if b.get("kind") in KIND_WORDS else ""
+        return f"cache {cache['path']} (built from {made_by}{FORMS[b['form']]} in {b['path']})"
+    return (f"{KIND_WORDS.get(src['kind'], src['kind'])} {FORMS[src['form']]} in {src['path']}; "
             f"cache {cache['path']}: {cache['status']}")
 
 

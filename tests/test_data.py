@@ -38,8 +38,10 @@ BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data
 
 
 def isolate(tmp_path, monkeypatch):
-    """No test reads ~/.cache, the system folders or the network unless it says so."""
+    """No test reads ~/.cache, ~/tensorflow_datasets, the system folders or the network unless
+    it says so."""
     monkeypatch.setenv("LOSSJAX_DATA_DIR", str(tmp_path / "home"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tensorflow_datasets"))
     monkeypatch.delenv("LOSSJAX_CACHE_DIR", raising=False)
     monkeypatch.setattr(sources, "SYSTEM_DIRS", {})
     monkeypatch.setattr(download, "network_reachable",

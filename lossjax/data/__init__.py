@@ -12,8 +12,11 @@ One job per module:
 - :mod:`~lossjax.data.checksums`: the official content checksums and the check itself.
 - :mod:`~lossjax.data.formats`: parsers for IDX, CIFAR-10's python and binary batches, ``.npz``.
 - :mod:`~lossjax.data.digits`: the embedded digits and their fixed test split.
-- :mod:`~lossjax.data.sources`: where files come from, in order (your folder, the cache, system
-  folders, a download).
+- :mod:`~lossjax.data.sources`: where files come from, in order (your folder, the cache,
+  tensorflow-datasets' folder, system folders, a download).
+- :mod:`~lossjax.data.tfds_local`: what tensorflow-datasets downloaded or prepared before, in
+  ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets`` (tfds is imported only to decode a prepared
+  array_record dataset; the tfrecord format needs TensorFlow and is reported, not read).
 - :mod:`~lossjax.data.cache`: the fingerprinted cache of prepared arrays.
 - :mod:`~lossjax.data.download`: downloads through tensorflow-datasets (imported only when a
   download is needed, so importing this package never loads tensorflow-datasets).

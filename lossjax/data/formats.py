@@ -17,6 +17,8 @@ Forms (keys of :data:`lossjax.data.registry.FORMS`):
 - ``cifar-py-dir`` / ``cifar-py-tar``: CIFAR-10's python version (pickled batches), as a folder
   or the original ``cifar-10-python.tar.gz`` (https://www.cs.toronto.edu/~kriz/cifar.html).
 - ``cifar-bin-dir`` / ``cifar-bin-tar``: its binary version (what tensorflow-datasets downloads).
+- ``tfds-array_record``: a dataset tensorflow-datasets prepared in array_record, which needs
+  tfds to decode (:mod:`lossjax.data.tfds_local`), though not TensorFlow.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def parse(name: str, form: str, files: dict[str, Path]) -> tuple[Arrays, dict[st
         return read_idx_set(name, files)
     if form == "npz":
         return read_npz(name, next(iter(files.values())))
+    if form == "tfds-array_record":
+        # Imported here: only this form needs tensorflow-datasets (and it imports sources).
+        from lossjax.data.tfds_local import read_prepared
+
+        return read_prepared(name, files)
     if form in ("cifar-py-dir", "cifar-bin-dir"):
         raw = {b: (lambda p=p: p.read_bytes(), str(p)) for b, p in files.items()}
         return read_cifar_batches(raw, binary=form == "cifar-bin-dir")

@@ -65,6 +65,14 @@ FORMS: dict[str, str] = {
     "cifar-py-tar": "cifar-10-python.tar.gz",
     "cifar-bin-dir": "CIFAR-10 binary batches",
     "cifar-bin-tar": "cifar-10-binary.tar.gz",
+    "tfds-array_record": "array_record",
+}
+
+# How ``lossjax data info`` names the kinds of place (``meta["source"]["kind"]``) whose key is
+# not already a word: the copies tensorflow-datasets keeps (lossjax.data.tfds_local).
+KIND_WORDS: dict[str, str] = {
+    "tfds-download": "tfds download",
+    "tfds-prepared": "tfds prepared",
 }
 
 # The official files, at the URLs tensorflow-datasets' builders download them from, because tfds

@@ -16,12 +16,16 @@
 
 2. **The cache** of what was prepared before (:mod:`lossjax.data.cache`). When local files exist
    (source 1) the cache is used only if it was built from exactly those files.
-3. **System folders** that Linux packages install (:data:`SYSTEM_DIRS`).
-4. **Download** through tensorflow-datasets, where there is a network
+3. **tensorflow-datasets' folder** (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``): the raw
+   files tfds downloaded before, else a dataset tfds prepared in array_record
+   (:mod:`lossjax.data.tfds_local`).
+4. **System folders** that Linux packages install (:data:`SYSTEM_DIRS`).
+5. **Download** through tensorflow-datasets, where there is a network
    (:mod:`lossjax.data.download`).
 
-User files come first so that a copy you name is the one used; the cache comes before system
-folders and downloads because it is the fast path to the same verified content.
+User files come first so that a copy you name is the one used; the cache comes before the rest
+because it is the fast path to the same verified content; copies a user's own tools keep come
+before the system's, and any copy before a download.
 ``digits`` is embedded (:mod:`lossjax.data.digits`) and ignores all of this.
 """
 
@@ -59,7 +63,7 @@ SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
 class Source:
     """A set of raw files found somewhere: which kind of place, which published form."""
 
-    kind: str  # "local" | "system" | "download"
+    kind: str  # "local" | "tfds-download" | "tfds-prepared" | "system" | "download"
     form: str  # a key of lossjax.data.registry.FORMS
     root: Path
     files: dict[str, Path]
@@ -111,18 +115,30 @@ def resolve(name: str, data_dir, cache: str = "write", download: bool = True
         arrays, meta = hit
         meta["source"] = {"kind": "cache", "built_from": meta.pop("built_from")}
         return arrays, meta
+    # Imported here, not above: tfds_local and download import this module (Source, Missing).
+    from lossjax.data import tfds_local
+
+    tfds_root = tfds_local.tfds_root()
+    src = tfds_local.find(name, tfds_root)
+    if src is not None:
+        return from_source(name, src, cache_root, cache)
     for d in SYSTEM_DIRS.get(name, ()):
         src = find_local(name, Path(d), "system")
         if src is not None:
             return from_source(name, src, cache_root, cache)
     where = f"put {ACCEPTED[name]} in {root / FOLDERS[name][0]} or {root}"
+    unread = "".join(f"; {note}" for note in tfds_local.unreadable(name, tfds_root))
     if not download:
         raise Missing(f"no local files or cache; {where}, or let `lossjax.data.load` download "
-                      f"them (needs a network)")
-    # Imported here, not above: the download module imports this one (Source, Missing).
+                      f"them (needs a network){unread}")
     from lossjax.data import download as _download
 
-    src = _download.fetch(name, cache_root, where)
+    try:
+        src = _download.fetch(name, cache_root, where)
+    except Missing as e:
+        if unread:
+            raise Missing(f"{e}{unread}") from e
+        raise
     return from_source(name, src, cache_root, cache)
 
 

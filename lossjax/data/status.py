@@ -4,11 +4,19 @@ job (lossjax/cli.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lossjax.data import cache as _cache
-from lossjax.data.registry import ACCEPTED, CLASS_NAMES, DATASETS, FOLDERS, check_name
+from lossjax.data.registry import (
+    ACCEPTED,
+    CLASS_NAMES,
+    DATASETS,
+    FOLDERS,
+    FORMS,
+    KIND_WORDS,
+    check_name,
+)
 from lossjax.data.sources import Missing, data_root, find_local, from_source, resolve, root_origin
 from lossjax.errors import DataError
 
@@ -20,7 +28,8 @@ class DatasetStatus:
     ``status`` is "ok" (present, content verified), "missing" (no source has it) or "broken"
     (a source has it but fails to parse or verify); ``problem`` says why for the last two.
     ``source``, ``cache`` and ``verified`` are what :func:`lossjax.data.load` records in
-    ``Dataset.meta`` under the same keys."""
+    ``Dataset.meta`` under the same keys. ``notes``: one line per other copy found in
+    tensorflow-datasets' folder, used or not (a tfrecord copy, which needs TensorFlow)."""
 
     name: str
     status: str
@@ -32,6 +41,7 @@ class DatasetStatus:
     test_size: int = 0
     image_shape: tuple[int, ...] = ()
     num_classes: int = 0
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,13 +63,28 @@ def info(name: str | None = None, data_dir=None) -> DataInfo:
     for n in names:
         try:
             arrays, meta = resolve(n, data_dir, cache="read", download=False)
-        except Missing as e:
+        except Missing as e:  # its message already names the copies that cannot be read
             found.append(DatasetStatus(n, "missing", problem=str(e)))
         except DataError as e:
-            found.append(DatasetStatus(n, "broken", problem=str(e)))
+            found.append(DatasetStatus(n, "broken", problem=str(e), notes=_tfds_notes(n, None)))
         else:
-            found.append(_ok(n, arrays, meta))
+            found.append(replace(_ok(n, arrays, meta), notes=_tfds_notes(n, meta["source"])))
     return DataInfo(root, root_origin(data_dir), _cache.cache_root(root), tuple(found))
+
+
+def _tfds_notes(name: str, used: dict | None) -> tuple[str, ...]:
+    """The copies in tensorflow-datasets' folder that ``used`` (a source record) is not: so
+    that a user who keeps data there sees it was found, and why it is not read."""
+    if name == "digits":
+        return ()
+    from lossjax.data import tfds_local
+
+    root = tfds_local.tfds_root()
+    used = used or {}
+    used_path = used.get("path") or (used.get("built_from") or {}).get("path")
+    notes = [f"also found: {KIND_WORDS[s.kind]} {FORMS[s.form]} in {s.root}"
+             for s in tfds_local.found_copies(name, root) if str(s.root) != used_path]
+    return tuple(notes + tfds_local.unreadable(name, root))
 
 
 def prepare(name: str, source_dir, data_dir=None) -> DatasetStatus | None:
