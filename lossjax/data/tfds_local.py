@@ -198,7 +198,9 @@ def _prepared(name: str, root: Path) -> list[tuple[Path, set[str]]]:
     out = []
     for d in base.iterdir():
         if d.is_dir() and _VERSION.fullmatch(d.name) and (d / "dataset_info.json").is_file():
-            formats = {fmt for fmt in ("array_record", "tfrecord", "parquet", "riegeli")
+            # Only the two formats tfds prepares these datasets in; lossjax has not tried
+            # tfds's others (parquet, riegeli), so it neither reads nor judges them.
+            formats = {fmt for fmt in ("array_record", "tfrecord")
                        if all(any(d.glob(f"{name}-{split}.{fmt}-*"))
                               for split in ("train", "test"))}
             out.append((d, formats))
