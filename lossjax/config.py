@@ -33,12 +33,21 @@ The schema, with its defaults (only ``name`` is required)::
       init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
       dtype: float32        # a key of model.DTYPES
     optimizer:
-      name: momentum        # a key of engine.OPTIMIZERS
-      momentum: 0.9         # number in [0, 1); used by 'momentum' only
+      name: momentum        # a key of engine.OPTIMIZERS: any optax optimizer by its optax name
+                            # (sgd, adam, adamw, lamb, lion, rmsprop, adagrad, adafactor,
+                            # nadam, ...), or momentum: optax.sgd with optimizer.momentum
+      momentum: 0.9         # number in [0, 1); used by 'momentum' only (other optimizers take
+                            # a momentum, sgd's included, through args)
+      args: {}              # more keyword arguments of the optax optimizer, by their optax
+                            # names: {b1: 0.95}, {momentum: 0.9, nesterov: true} for sgd
       learning_rate: [0.01, 0.1]   # SWEPT: numbers > 0 for every loss, or a mapping
                                    # {loss: [numbers > 0]} with exactly one entry per loss
-      weight_decay: [0.0]   # SWEPT: numbers >= 0
-      schedule: constant    # a key of engine.SCHEDULES (cosine decays to 0 over all epochs)
+      weight_decay: [0.0]   # SWEPT: numbers >= 0; what decay means depends on the optimizer
+                            # (below); 0 is none, whatever the optimizer's own default
+      schedule: constant    # a key of engine.SCHEDULES: constant, cosine (to 0 over all
+                            # steps), or an optax schedule by its optax name less '_schedule'
+                            # (linear, exponential_decay, warmup_cosine_decay, ...)
+      schedule_args: {}     # more keyword arguments of the optax schedule (below)
     eval:
       splits: [train, val, test]   # a subset of train, val, test that includes val
       every: 1              # evaluate every N epochs; the last epoch is always evaluated
@@ -51,6 +60,27 @@ reads; tests/test_config.py checks that this block parses to them. Names are che
 the registries of the modules that implement them (``lossjax/losses.py``,
 ``lossjax/model.py``, ``lossjax/engine.py``, ``lossjax.data.CLASS_NAMES``); an error message
 lists the choices.
+
+The optimizer and its schedule:
+
+- ``optimizer.args`` and ``optimizer.schedule_args`` take the keyword arguments of the optax
+  function by their optax names, checked against its signature; values are YAML scalars, lists
+  or mappings. The learning rate and the weight decay are not among them: the swept keys set
+  them per member. Bad values fail when the config is read: one step of the optimizer is traced.
+- ``optimizer.weight_decay``: for an optimizer with a decay argument of its own
+  (``weight_decay``: adamw, nadamw, adamaxw, lamb, lion, adan, lars, novograd, adadelta;
+  ``weight_decay_rate``: adafactor) it is that argument, as optax defines it for that optimizer
+  (decoupled, AdamW's kind, for adamw, nadamw, adamaxw, lamb and lion). ``adam`` with decay is
+  ``optax.adamw``, decoupled. For every other optimizer (sgd, momentum, rmsprop, adagrad, ...)
+  it is L2 added to the gradient before the optimizer (``optax.add_decayed_weights``).
+- A schedule multiplies the member's learning rate: it is built with its peak at 1
+  (``peak_value``, or ``init_value`` where it has no peak), so its other values (``init_value``
+  of a warmup, ``end_value``) are fractions of the learning rate, and ``alpha``, ``decay_rate``
+  and the scales of ``boundaries_and_scales`` are the factors optax documents. ``decay_steps``
+  and ``transition_steps`` default to the run's length in optimizer steps (epochs × the
+  training examples // batch_size); ``warmup_steps`` and boundaries count optimizer steps too.
+  A warmup starts from 0 and ``linear`` and ``polynomial`` end at 0 unless given otherwise.
+  ``cosine`` is ``cosine_decay``.
 
 Swept keys (the sweep is their product; see :data:`SWEPT`): ``seeds``, ``losses``,
 ``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per loss),
@@ -70,16 +100,18 @@ Other rules:
 - ``eval.splits`` is stored in the order train, val, test whatever the order given.
 
 Overrides (``lossjax sweep CONFIG --set KEY=VALUE``, as Flax's config flags): ``KEY`` is a
-dotted path (``epochs``, ``optimizer.name``, ``optimizer.learning_rate.mse``), ``VALUE`` is
-parsed as YAML (``seeds=[0,1]``, ``dataset.data_dir=null``). An override replaces the value at
-its path (a section given whole, ``model={hidden: [[32]]}``, replaces the section). Overrides
-apply in order, to the file's values, before validation. ``optimizer.learning_rate.LOSS=[..]``
-sets one loss's grid; when the file gives one list for all losses, the others keep it.
-Narrowing ``losses`` with ``--set`` drops the learning-rate entries of the losses left out.
+dotted path (``epochs``, ``optimizer.name``, ``optimizer.learning_rate.mse``,
+``optimizer.args.b1``), ``VALUE`` is parsed as YAML (``seeds=[0,1]``,
+``dataset.data_dir=null``). An override replaces the value at its path (a section given whole,
+``model={hidden: [[32]]}``, replaces the section). Overrides apply in order, to the file's
+values, before validation. ``optimizer.learning_rate.LOSS=[..]`` sets one loss's grid; when
+the file gives one list for all losses, the others keep it. Narrowing ``losses`` with ``--set``
+drops the learning-rate entries of the losses left out.
 
 The resolved :class:`Config` is a tree of frozen dataclasses with the YAML names; lists are
 tuples, ``optimizer.learning_rate`` is always a read-only mapping ``{loss: (rates, ...)}`` in the
-order of ``losses``. :func:`config_to_dict` gives it back as plain YAML-dumpable types, and
+order of ``losses``, and ``optimizer.args`` and ``optimizer.schedule_args`` are read-only
+mappings too. :func:`config_to_dict` gives it back as plain YAML-dumpable types, and
 ``parse_config(config_to_dict(cfg)) == cfg``. Constructing the dataclasses directly skips
 validation; go through :func:`parse_config` or :func:`load_config`.
 
@@ -204,9 +236,11 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = "momentum"
     momentum: float = 0.9
+    args: FrozenDict = field(default_factory=FrozenDict)
     learning_rate: FrozenDict = field(default_factory=_default_learning_rate)
     weight_decay: tuple[float, ...] = (0.0,)
     schedule: str = "constant"
+    schedule_args: FrozenDict = field(default_factory=FrozenDict)
 
 
 @dataclass(frozen=True)
@@ -646,31 +680,117 @@ def _parse_learning_rate(
     )
 
 
+def _arg_value(v: Any, path: str) -> Any:
+    """A keyword argument's value for an optax function: a YAML scalar, list or mapping, made
+    read-only (lists become tuples) so that the config stays hashable."""
+    if v is None or isinstance(v, bool | str):
+        return v
+    if _is_number(v):
+        if not _is_finite(v):
+            raise _error(path, f"{_got(v)}, expected a finite number")
+        return v
+    if isinstance(v, list | tuple):
+        return tuple(_arg_value(x, f"{path}[{i}]") for i, x in enumerate(v))
+    if isinstance(v, dict):
+        return FrozenDict((k, _arg_value(x, _join(path, k))) for k, x in v.items())
+    raise _error(path, f"{_got(v)}, expected a number, true/false, a string, a list or a mapping")
+
+
+def _keyword_args(
+    v: Any, path: str, function: str, accepted: Sequence[str], reserved: dict[str, str]
+) -> FrozenDict:
+    """A mapping of keyword arguments of optax's ``function``, which takes ``accepted``;
+    ``reserved`` are its arguments that another config key sets."""
+    takes = f"its arguments are {', '.join(accepted)}" if accepted else "it takes none"
+    if v is None:
+        return FrozenDict()
+    if not isinstance(v, dict):
+        raise _error(path, f"{_got(v)}, expected a mapping of keyword arguments of {function}; "
+                           f"{takes}")
+    for key in v:
+        where = _join(path, key)
+        if key in reserved:
+            raise _error(where, f"is set by {reserved[key]}; give it there and remove it "
+                                f"from {path}")
+        if key not in accepted:
+            guess = _did_you_mean(str(key), list(accepted)) if accepted else None
+            hint = f"; did you mean '{_join(path, guess)}'?" if guess else ""
+            raise _error(where, f"not an argument of {function}; {takes}{hint}")
+    return FrozenDict((k, _arg_value(x, _join(path, k))) for k, x in v.items())
+
+
+def _optax_failure(path: str, given: Any, function: str, e: Exception) -> ConfigError:
+    msg = " ".join(str(e).split())[:160]
+    return _error(
+        path,
+        f"got {_show(given)}: building {function} with it and tracing one step raised "
+        f"{type(e).__name__}: {msg}; give values of the types optax documents for {function}",
+    )
+
+
 def _parse_optimizer(
     raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
 ) -> OptimizerConfig:
-    from lossjax.engine import OPTIMIZERS, SCHEDULES
+    from lossjax import engine
 
     s, d = _section(raw, "optimizer"), OptimizerConfig()
+    name = _choice(_get(s, "name", d.name), "optimizer.name", engine.OPTIMIZERS)
+    momentum = _number(
+        _get(s, "momentum", d.momentum),
+        "optimizer.momentum",
+        "a number in [0, 1)",
+        lambda x: 0 <= x < 1,
+        float32=True,
+    )
+    # Every name is optax's own but 'momentum', which is optax.sgd.
+    function = "optax.sgd (as 'momentum')" if name == "momentum" else f"optax.{name}"
+    given = _get(s, "args", None)
+    args = _keyword_args(given, "optimizer.args", function, *engine.optimizer_arguments(name))
+    try:
+        engine.check_optimizer(name, momentum, dict(args))
+    except Exception as e:  # whatever optax makes of the arguments, named
+        where = "optimizer.args" if args else "optimizer.name"
+        raise _optax_failure(where, given if args else name, function, e) from None
+
+    learning_rate = _parse_learning_rate(
+        _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), losses, patches, narrowed
+    )
+    weight_decay = _grid(
+        _get(s, "weight_decay", list(d.weight_decay)),
+        "optimizer.weight_decay",
+        _non_negative,
+        "numbers >= 0",
+    )
+
+    schedule = _choice(_get(s, "schedule", d.schedule), "optimizer.schedule", engine.SCHEDULES)
+    make = engine.SCHEDULES[schedule]
+    function = f"optax.{make.__name__}" if make else "the 'constant' schedule"
+    accepted, reserved, required = engine.schedule_arguments(schedule)
+    given = _get(s, "schedule_args", None)
+    schedule_args = _keyword_args(given, "optimizer.schedule_args", function, accepted, reserved)
+    missing = [a for a in required if a not in schedule_args]
+    if missing:
+        them = "it" if len(missing) == 1 else "them"
+        raise _error(
+            "optimizer.schedule_args",
+            f"got {_show(given or {})}, missing {', '.join(missing)}: {function} has no "
+            f"default for {them}; add {them}, e.g. optimizer.schedule_args: {{{missing[0]}: ...}}",
+        )
+    if make is not None:
+        try:
+            engine.check_schedule(schedule, dict(schedule_args))
+        except Exception as e:
+            where = "optimizer.schedule_args" if schedule_args else "optimizer.schedule"
+            raise _optax_failure(where, given if schedule_args else schedule, function, e) from None
+
     return OptimizerConfig(
-        name=_choice(_get(s, "name", d.name), "optimizer.name", OPTIMIZERS),
-        momentum=_number(
-            _get(s, "momentum", d.momentum),
-            "optimizer.momentum",
-            "a number in [0, 1)",
-            lambda x: 0 <= x < 1,
-            float32=True,
-        ),
-        learning_rate=_parse_learning_rate(
-            _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), losses, patches, narrowed
-        ),
-        weight_decay=_grid(
-            _get(s, "weight_decay", list(d.weight_decay)),
-            "optimizer.weight_decay",
-            _non_negative,
-            "numbers >= 0",
-        ),
-        schedule=_choice(_get(s, "schedule", d.schedule), "optimizer.schedule", SCHEDULES),
+        name=name,
+        momentum=momentum,
+        args=args,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        schedule_args=schedule_args,
     )
 
 
@@ -763,6 +883,12 @@ def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
         ) from None
 
     parts = key.split(".")
+    if parts[:2] in (["optimizer", "args"], ["optimizer", "schedule_args"]) and len(parts) > 2:
+        optimizer = _override_section(raw, "optimizer")
+        if not isinstance(optimizer.get(parts[1]), dict):
+            optimizer[parts[1]] = {}
+        optimizer[parts[1]][".".join(parts[2:])] = value
+        return
     if parts[:2] == ["optimizer", "learning_rate"] and len(parts) > 2:
         loss = ".".join(parts[2:])  # a 'module.sub:function' loss may hold dots
         optimizer = _override_section(raw, "optimizer")

@@ -71,7 +71,9 @@ def _settings(cfg, first: engine.Member, num_classes) -> engine.TrainSettings:
         init=cfg.model.init, dtype=cfg.model.dtype, optimizer=cfg.optimizer.name,
         momentum=cfg.optimizer.momentum, schedule=cfg.optimizer.schedule,
         batch_size=cfg.batch_size, epochs=cfg.epochs, block_size=cfg.block_size,
-        weight_decay=first.weight_decay > 0)
+        weight_decay=first.weight_decay > 0,
+        optimizer_args=tuple(cfg.optimizer.args.items()),
+        schedule_args=tuple(cfg.optimizer.schedule_args.items()))
 
 
 # ---- checks before anything is written ----------------------------------------------------
@@ -130,7 +132,8 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
     the disk, before it starts (a model too large to allocate would otherwise fail late, or
     hang)."""
     item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
-    slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer.name]
+    # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2).
+    slots = max((engine.state_slots(_settings(cfg, g[0], num_classes)) for g in groups), default=0)
     call = cfg.block_size * n_devices
     worst_memory, worst_disk, worst_hidden = 0, 0, None
     for g in groups:
