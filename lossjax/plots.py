@@ -77,7 +77,7 @@ _BUILTIN_STYLE = {
 _EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 _EXTRA_MARKERS = ("v", "P", "X", "h", "p", "*")
 
-_STYLE = {
+STYLE = {
     "font.size": 10,
     "axes.titlesize": 10,
     "axes.labelsize": 10,
@@ -120,7 +120,7 @@ def linestyle(c: Choice) -> str:
     return _LINESTYLES[c.variant % len(_LINESTYLES)]
 
 
-def _band(rows: pd.DataFrame, column: str, positive: bool = False) -> pd.DataFrame:
+def band(rows: pd.DataFrame, column: str, positive: bool = False) -> pd.DataFrame:
     """Per epoch: mean, min and max over members of ``column``, ignoring non-finite values."""
     v = rows[["epoch", column]]
     ok = np.isfinite(v[column].to_numpy(float))
@@ -149,8 +149,8 @@ _LEGEND_ROW_H = 0.2
 _TITLE_H = 0.8
 
 
-def _panels(hidden: list[str]) -> tuple[Figure, dict[str, object]]:
-    """One panel per hidden-size group, up to three a row; sized later by ``_fit``."""
+def panels(hidden: list[str]) -> tuple[Figure, dict[str, object]]:
+    """One panel per hidden-size group, up to three a row; sized later by ``fit_panels``."""
     n = len(hidden)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
@@ -166,7 +166,7 @@ def _panel_width(n_panels: int) -> float:
     return _PANEL_W.get(n_panels, _PANEL_W_MANY)
 
 
-def _fit(fig: Figure, axes: dict[str, object], legend_rows: int) -> None:
+def fit_panels(fig: Figure, axes: dict[str, object], legend_rows: int) -> None:
     """Sizes the figure so that each panel keeps its size whatever its legend holds."""
     n = len(axes)
     ncols = min(n, 3)
@@ -240,7 +240,7 @@ def _plain_log_label(v: float, _pos=None) -> str:
     return f"{v:g}" if lead in (1, 2, 3, 5) else ""
 
 
-def _legend(ax, handles: list, panel_width: float) -> int:
+def legend_below(ax, handles: list, panel_width: float) -> int:
     """Below the panel, so it never hides a curve: two columns where the labels fit, else one.
     Returns the number of rows."""
     longest = max(len(h.get_label()) for h in handles)
@@ -274,7 +274,7 @@ def _curve_figure(
     label: Callable[[Choice, pd.DataFrame], str],
 ) -> Figure:
     hidden = hidden_order(c.hidden for c in choices + gone)
-    fig, axes = _panels(hidden)
+    fig, axes = panels(hidden)
     styles = loss_styles(res.epochs["loss"])
     slots, _ = _slots(choices)
     any_diverged = False
@@ -283,7 +283,7 @@ def _curve_figure(
     for c, slot in zip(choices, slots, strict=True):
         ax = axes[c.hidden]
         color, marker = styles[c.loss]
-        b = _band(c.rows, column, positive=log_y)
+        b = band(c.rows, column, positive=log_y)
         if b.empty:
             missing.setdefault(c.hidden, []).append(
                 Line2D([], [], color=color, marker=marker, linestyle=":",
@@ -330,10 +330,10 @@ def _curve_figure(
                                   markersize=8, markeredgewidth=2,
                                   label="a seed diverged here"))
         if handles:
-            rows = max(rows, _legend(ax, handles, _panel_width(len(axes))))
+            rows = max(rows, legend_below(ax, handles, _panel_width(len(axes))))
     axes[hidden[0]].set_ylabel(ylabel)
     fig.suptitle(f"{title}\n{describe(res)}\n{_seeds_note(choices)}", fontsize=11)
-    _fit(fig, axes, rows)
+    fit_panels(fig, axes, rows)
     return fig
 
 
@@ -374,7 +374,7 @@ def _wrong_direction(res: Results, choices: list[Choice], gone: list[Choice]) ->
 
 def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
     hidden = hidden_order(c.hidden for c in choices + gone)
-    fig, axes = _panels(hidden)
+    fig, axes = panels(hidden)
     styles = loss_styles(res.epochs["loss"])
     slots, n_slots = _slots(choices)
     crosses: dict[tuple[str, float], list[tuple[float, str, str]]] = {}
@@ -450,12 +450,12 @@ def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> 
             handles.append(Line2D([], [], linestyle="none", marker="x", color="0.25",
                                   markersize=8, markeredgewidth=2,
                                   label="diverged seeds (count/seeds)"))
-        rows = max(rows, _legend(ax, handles, _panel_width(len(axes))))
+        rows = max(rows, legend_below(ax, handles, _panel_width(len(axes))))
     axes[hidden[0]].set_ylabel("final validation accuracy")
     note = "mean over seeds that did not diverge, bars: min–max"
     fig.suptitle(f"Learning-rate sensitivity: final validation accuracy\n{describe(res)}\n{note}",
                  fontsize=11)
-    _fit(fig, axes, rows)
+    fit_panels(fig, axes, rows)
     return fig
 
 
@@ -467,7 +467,7 @@ _FIGURES: dict[str, Callable[[Results, list[Choice], list[Choice]], Figure]] = {
 }
 
 
-def _save(fig: Figure, path: Path, fmt: str) -> None:
+def save_figure(fig: Figure, path: Path, fmt: str) -> None:
     # No date in SVGs: the same tables give byte-identical files.
     metadata = {"Date": None} if fmt == "svg" else None
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=_DPI, metadata=metadata))
@@ -477,6 +477,17 @@ def plot_paths(results_dir: str | os.PathLike) -> list[Path]:
     """Where ``plot_results`` writes: ``RESULTS_DIR/plots/{name}.{png,svg}``, in that order."""
     out = Path(results_dir) / PLOTS_SUBDIR
     return [out / f"{name}.{fmt}" for name in PLOT_NAMES for fmt in FORMATS]
+
+
+def figures(res: Results, names: Iterable[str] = PLOT_NAMES) -> dict[str, Figure]:
+    """The figures of a loaded results folder, drawn but not saved (a notebook shows a returned
+    ``Figure`` inline)."""
+    choices, gone = chosen_runs(res), diverged_groups(res)
+    unknown = [n for n in names if n not in _FIGURES]
+    if unknown:
+        raise ValueError(f"no plot named {unknown[0]!r}; the plots are {', '.join(PLOT_NAMES)}")
+    with rc_context(STYLE):
+        return {name: _FIGURES[name](res, choices, gone) for name in names}
 
 
 def plot_results(results_dir: str | os.PathLike) -> list[Path]:
@@ -493,13 +504,13 @@ def plot_results(results_dir: str | os.PathLike) -> list[Path]:
     except OSError as e:
         raise ResultsError(f"cannot create {out}: {one_line(e)}") from e
     written = []
-    with rc_context(_STYLE):
+    with rc_context(STYLE):
         for name in PLOT_NAMES:
             fig = _FIGURES[name](res, choices, gone)
             for fmt in FORMATS:
                 path = out / f"{name}.{fmt}"
                 try:
-                    _save(fig, path, fmt)
+                    save_figure(fig, path, fmt)
                 except OSError as e:
                     raise ResultsError(f"cannot write {path}: {one_line(e)}") from e
                 written.append(path)
