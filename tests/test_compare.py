@@ -65,6 +65,13 @@ def test_labels_given_or_made_unique(two):
         compare([base, variant], labels=["a", "a"])
 
 
+def test_package_level_call_after_the_module_is_imported(two):
+    import lossjax
+
+    # Importing lossjax.compare (as this file does) rebinds the package attribute to the module.
+    assert lossjax.compare(list(two)).labels == compare(list(two)).labels
+
+
 def test_no_folder_or_a_broken_one(two, tmp_path):
     with pytest.raises(ValueError, match="at least one results folder"):
         compare([])
