@@ -2,7 +2,8 @@
 
     RESULTS_DIR/
       config.yaml       the resolved config (every default filled in)
-      env.json          versions, devices, precision, and where the data came from
+      env.json          versions, devices, precision, the data's checksums, the git state
+                        of the code, and each start of the sweep (lossjax.provenance)
       epochs.csv        tidy table: one row per member and epoch (``pandas.read_csv`` it)
       summary.csv       per loss (and hidden / weight decay / init scale): the learning rate
                         chosen on validation accuracy, test accuracy mean ± 95% interval, ...
@@ -37,7 +38,6 @@ import fcntl
 import json
 import math
 import os
-import platform
 import shutil
 import tempfile
 import zipfile
@@ -319,26 +319,11 @@ def _diff_keys(a, b, prefix=""):
         yield prefix.rstrip(".") or "the top level"
 
 
-def env_record(devices, data_meta: dict) -> dict:
-    import flax
-    import jax
-    import optax
+def env_record(devices, data_meta: dict, invocation: dict | None = None) -> dict:
+    """What ``env.json`` holds: see :func:`lossjax.provenance.record`, which this calls."""
+    from lossjax import provenance
 
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "devices": [str(d) for d in devices],
-        "device_kind": devices[0].device_kind,
-        "process_count": jax.process_count(),
-        "x64": bool(jax.config.jax_enable_x64),
-        "default_matmul_precision": jax.config.jax_default_matmul_precision or "default",
-        "data": data_meta,
-    }
+    return provenance.record(devices, data_meta, invocation)
 
 
 # ---- checkpoints ---------------------------------------------------------------------------

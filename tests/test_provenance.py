@@ -1,0 +1,220 @@
+"""env.json's provenance (lossjax.provenance) and how report.md shows it. The git work trees here
+are temporary repositories made by the tests; no sweep runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from test_analysis import make_results
+
+from lossjax import analysis, provenance, report
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="no git program")
+
+
+def _git(repo, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A researcher's project: one commit holding a config and a loss module."""
+    # The git lossjax runs must not read the developer's own settings either.
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    root = tmp_path / "project"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "mine.yaml").write_text("epochs: 3\n")
+    (root / "my losses.py").write_text("# a loss\n")
+    _git(root, "init", "-q", "-b", "work")
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "first")
+    return root
+
+
+@needs_git
+def test_dirty_then_clean(repo):
+    (repo / "my losses.py").write_text("# a changed loss\n")
+    (repo / "notes.txt").write_text("untracked: not counted\n")
+    state = provenance.git_state(repo)
+    commit = _git(repo, "rev-parse", "HEAD")
+    assert state["state"] == "ok" and state["commit"] == commit and state["branch"] == "work"
+    assert state["dirty"] and state["modified"] == ["my losses.py"]
+    assert state["modified_count"] == 1 and "untracked" in state["dirty_means"]
+    assert len(state["diff_sha256"]) == 64
+
+    _git(repo, "commit", "-q", "-am", "second")
+    state = provenance.git_state(repo)
+    assert not state["dirty"] and state["modified"] == [] and "diff_sha256" not in state
+    assert state["commit"] == _git(repo, "rev-parse", "HEAD") != commit
+
+
+@needs_git
+def test_staged_renamed_and_detached(repo):
+    _git(repo, "mv", "configs/mine.yaml", "configs/ours.yaml")
+    (repo / "extra.py").write_text("x = 1\n")
+    _git(repo, "add", "extra.py")  # staged counts as much as modified
+    state = provenance.git_state(repo)
+    assert state["dirty"] and sorted(state["modified"]) == ["configs/ours.yaml", "extra.py"]
+    _git(repo, "commit", "-q", "-m", "second")
+    _git(repo, "checkout", "-q", "--detach")
+    state = provenance.git_state(repo)
+    assert state["branch"] is None and not state["dirty"]
+
+
+@needs_git
+def test_many_paths_are_cut_short(repo):
+    for i in range(provenance.MAX_PATHS + 5):
+        (repo / f"f{i}.py").write_text("")
+    _git(repo, "add", ".")
+    state = provenance.git_state(repo)
+    assert len(state["modified"]) == provenance.MAX_PATHS
+    assert state["modified_count"] == provenance.MAX_PATHS + 5
+
+
+@needs_git
+def test_the_config_s_own_tree(repo, tmp_path):
+    (repo / "my losses.py").write_text("# changed\n")
+    # Relative to the invocation's working folder, as the CLI passes it.
+    invocation = {"via": "cli", "config_path": "configs/mine.yaml", "cwd": str(repo)}
+    git = provenance.git_record(provenance._config_path(invocation))
+    config = git["config"]
+    assert config["root"] == str(repo.resolve()) and config["dirty"]
+    assert config["config_tracked"] is True
+    (repo / "configs" / "new.yaml").write_text("epochs: 1\n")
+    assert provenance.git_record(repo / "configs" / "new.yaml")["config"]["config_tracked"] is False
+    outside = tmp_path / "loose.yaml"
+    outside.write_text("epochs: 1\n")
+    assert provenance.git_record(outside)["config"] is None
+
+
+def test_no_git_program_gives_an_unknown_record(monkeypatch, tmp_path):
+    tree = tmp_path / "project"
+    (tree / ".git").mkdir(parents=True)  # a work tree as seen without git
+    (tree / "mine.yaml").write_text("epochs: 1\n")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    state = provenance.git_state(tree)
+    assert state == {"state": "unknown", "root": str(tree), "reason": "no git program found"}
+    git = provenance.git_record(tree / "mine.yaml")
+    assert git["config"]["state"] == "unknown"
+
+
+@needs_git
+def test_a_hanging_git_gives_an_unknown_record(repo, monkeypatch):
+    def hang(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setattr(provenance.subprocess, "run", hang)
+    state = provenance.git_state(repo)
+    assert state["state"] == "unknown" and "took over" in state["reason"]
+
+
+def test_record_and_resumes():
+    import jax
+
+    meta = {"name": "digits", "verified": {"digits.csv": "6e" * 32}}
+    first = {"via": "cli", "command": "lossjax sweep c.yaml", "resume": False}
+    env = provenance.record(jax.devices(), meta, first)
+    old_keys = {"python", "platform", "jax", "jaxlib", "flax", "optax", "numpy", "devices",
+                "device_kind", "process_count", "x64", "default_matmul_precision", "data"}
+    assert old_keys <= env.keys()
+    assert env["invocations"] == [first] and env["resumes"] == [] and env["data"] is meta
+    assert env["versions"]["jax"] == env["jax"] and env["versions"]["lossjax"]
+    assert set(env["git"]) == {"lossjax", "config"}
+    json.dumps(env)  # what env.json holds
+
+    again = {"via": "cli", "command": "lossjax sweep c.yaml --resume", "resume": True}
+    resumed = provenance.add_resume(env, again, devices=jax.devices())
+    assert resumed["invocations"] == [first, again] and env["invocations"] == [first]
+    assert resumed["resumes"][0]["device_kind"] == env["device_kind"]
+    # An env.json from before invocations were recorded: the first start is unknown.
+    old = {k: env[k] for k in old_keys}
+    assert provenance.add_resume(old, again)["invocations"] == [None, again]
+
+
+def test_importing_provenance_imports_no_jax():
+    code = "import sys, lossjax.provenance; print('jax' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr[-2000:]
+
+
+# ---- report.md ----------------------------------------------------------------------------
+
+
+def _dirty_env(folder, **extra):
+    env = json.loads((folder / "env.json").read_text())
+    commit = "0123456789abcdef" * 2 + "01234567"
+    paths = [f"lossjax/file{i}.py" for i in range(7)]
+    env.update(dict(
+        versions={"python": "3.11", "lossjax": "0.1.0", "jax": "0.0-test", "tensorboardX": None},
+        invocations=[{"via": "cli", "command": "lossjax sweep configs/mnist.yaml --set epochs=3"}],
+        resumes=[], started_at="2026-01-02T03:04:05+00:00",
+        git={"lossjax": {"state": "ok", "root": "/src/lossjax", "commit": commit,
+                         "branch": "main", "dirty": True, "modified": paths,
+                         "modified_count": 7, "diff_sha256": "ab" * 32},
+             "config": None},
+        data={"name": "digits", "source": {"kind": "embedded", "form": "csv.gz"},
+              "verified": {"digits.csv": "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c3"}}),
+        **extra)
+    (folder / "env.json").write_text(json.dumps(env, sort_keys=True))  # as a sweep writes it
+    return env
+
+
+def test_report_warns_of_a_dirty_tree(tmp_path):
+    folder = make_results(tmp_path / "sweep")
+    _dirty_env(folder)
+    text = report.render(analysis.load_results(folder))
+    assert "## Provenance" in text and "Environment:" not in text
+    warning = next(line for line in text.splitlines() if "uncommitted changes:" in line)
+    assert warning.startswith("**Warning: made from a git tree with uncommitted changes: ")
+    assert "`lossjax/file4.py` and 2 more" in warning and "file5" not in warning
+    assert "commit `0123456` on branch `main`" in text
+    assert "`lossjax sweep configs/mnist.yaml --set epochs=3`" in text
+    assert "python 3.11, lossjax 0.1.0, jax 0.0-test" in text and "tensorboardX" not in text
+    assert "1 × cpu; x64 off" in text and "digits.csv `6ebb3d2fee24…`" in text
+
+
+def test_report_of_a_resume(tmp_path):
+    folder = make_results(tmp_path / "sweep")
+    env = _dirty_env(folder)
+    same = {"at": "2026-01-03T00:00:00+00:00", "git": env["git"], "versions": env["versions"]}
+    other = {**same, "git": {"lossjax": {**env["git"]["lossjax"], "dirty": False,
+                                         "commit": "f" * 40}},
+             "versions": {**env["versions"], "jax": "0.1-test"}}
+    _dirty_env(folder, resumes=[same, other], invocations=[
+        *env["invocations"], {"via": "python", "call": "lossjax.run('c.yaml', resume=True)"},
+        {"via": "cli", "command": "lossjax sweep c.yaml --resume"}])
+    text = report.render(analysis.load_results(folder))
+    assert "Resumed at 2026-01-03T00:00:00+00:00: `lossjax.run('c.yaml', resume=True)`" in text
+    # The same uncommitted changes as at the start are not warned of twice.
+    assert text.count("uncommitted changes:") == 1
+    assert "resume 2 ran lossjax at commit `fffffff`, the start at `0123456`" in text
+    assert "resume 2 ran other versions: jax 0.0-test → 0.1-test" in text
+
+
+def test_old_env_json_renders_as_before(tmp_path):
+    folder = make_results(tmp_path / "sweep")
+    text = report.render(analysis.load_results(folder))
+    assert "Environment: jax 0.0-test, python 3.11; 1 × cpu; x64 off" in text
+    assert "Provenance" not in text and "Warning" not in text
+
+
+def test_installed_or_unknown_trees_in_the_report(tmp_path):
+    folder = make_results(tmp_path / "sweep")
+    _dirty_env(folder, git={"lossjax": None, "config": {
+        "state": "unknown", "root": "/home/me/project", "reason": "no git program found"}})
+    text = report.render(analysis.load_results(folder))
+    assert "lossjax: version 0.1.0, not from a git work tree (an installed package)" in text
+    assert "git state unknown in `/home/me/project` (no git program found)" in text
+    assert "Warning" not in text
