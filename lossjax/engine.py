@@ -588,11 +588,29 @@ class Group:
         and evaluation it must stay put (tests/test_engine.py, experiments/benchmark.py)."""
         return self._compiles.count
 
-    # ---- checkpoints: the real members' state as a flat list of host arrays -------------
+    # ---- checkpoints: the real members' state as flat lists of host arrays -------------
 
-    def state_to_host(self, state) -> list[np.ndarray]:
-        per_call = [[to_host(x) for x in jax.tree.leaves(st)] for st in state]
-        return [np.concatenate(leaf)[: self.n_real] for leaf in zip(*per_call, strict=True)]
+    def local_state(self, state) -> tuple[np.ndarray, list[np.ndarray]]:
+        """This process's share of the state, without communicating: the positions (in
+        ``members``) of the real members whose state lives on this process's devices, and per
+        leaf their rows in that order. Every process saves its own share; together the shares
+        hold each real member exactly once."""
+        positions, per_leaf = [], None
+        for c, st in enumerate(state):
+            leaves = jax.tree.leaves(st)
+            shards = [sorted(x.addressable_shards, key=lambda sh: sh.index[0].start or 0)
+                      for x in leaves]
+            if per_leaf is None:
+                per_leaf = [[] for _ in leaves]
+            for k, shard in enumerate(shards[0]):
+                lo = c * self.call_size + (shard.index[0].start or 0)
+                rows = np.arange(lo, lo + shard.data.shape[0])
+                real = rows < self.n_real
+                positions.append(rows[real])
+                for leaf, leaf_shards in zip(per_leaf, shards, strict=True):
+                    leaf.append(np.asarray(leaf_shards[k].data)[real])
+        return (np.concatenate(positions),
+                [np.concatenate(leaf) for leaf in per_leaf])
 
     def state_from_host(self, leaves: Sequence[np.ndarray]):
         one = {k: v[0] for k, v in self._hp_host.items()}

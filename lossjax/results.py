@@ -120,7 +120,7 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 #: What lossjax writes into a results folder; ``--overwrite`` removes these and nothing else.
 OWN_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
                "report.md", "plots", "checkpoints", "gradient_sign.json", "gradient_sign.md",
-               "gradient_sign.png", "gradient_sign.svg")
+               "gradient_sign.png", "gradient_sign.svg", "tensorboard")
 LOCK = ".lock"
 
 
@@ -138,7 +138,7 @@ def is_complete(out: Path) -> bool:
 
 
 def has_checkpoints(out: Path) -> bool:
-    return any((out / "checkpoints").glob("group*.npz"))
+    return any((out / "checkpoints").glob("group*.json"))
 
 
 class AlreadyComplete(Exception):  # noqa: N818 (an outcome, not an error)
@@ -198,7 +198,7 @@ class Claim:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                holder = (os.read(fd, 32).decode(errors="replace").split() or ["?"])[0]
                 os.close(fd)
                 raise ResultsError(
                     f"{self.out} is in use by another lossjax sweep (pid {holder}); wait for it "
@@ -215,6 +215,11 @@ class Claim:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+
+    def mark(self, token: str) -> None:
+        """Adds ``token`` to the lock file, for processes on other hosts to find: proof that
+        they see this folder (see ``lossjax.distributed``)."""
+        os.write(self._fd, f"{token}\n".encode())
 
     def _decide(self, config_dict: dict, resume: bool, overwrite: bool) -> bool:
         out = self.out
@@ -327,26 +332,69 @@ def env_record(devices, data_meta: dict, invocation: dict | None = None) -> dict
 
 
 # ---- checkpoints ---------------------------------------------------------------------------
+#
+# A group's checkpoint after epoch E is one file per process, each holding the members whose
+# state lives on that process's devices (``group3.e7.p0.npz``: member positions and state
+# leaves), and a manifest naming them (``group3.json``), written last by process 0 once every
+# process has saved. No process gathers another's state, a resume may use any number of
+# processes and devices, and a process killed at any moment leaves the previous manifest and
+# its files intact.
 
 
-def save_checkpoint(out: Path, group: int, epoch: int, elapsed: float, leaves) -> None:
+def _shard_name(group: int, epoch: int, process: int) -> str:
+    return f"group{group}.e{epoch}.p{process}.npz"
+
+
+def save_shard(out: Path, group: int, epoch: int, process: int, positions, leaves) -> str:
+    """Writes one process's share of a group's state; returns the file's name."""
+    name = _shard_name(group, epoch, process)
     arrays = {f"leaf{i}": a for i, a in enumerate(leaves)}
-    atomic_write(out / "checkpoints" / f"group{group}.npz",
-                 lambda f: np.savez(f, epoch=epoch, elapsed=elapsed, **arrays))
+    atomic_write(out / "checkpoints" / name,
+                 lambda f: np.savez(f, positions=np.asarray(positions), **arrays))
+    return name
 
 
-def load_checkpoint(out: Path, group: int):
-    """(epochs finished, elapsed seconds, leaves), or None where the group never finished one."""
-    path = out / "checkpoints" / f"group{group}.npz"
+def commit_checkpoint(out: Path, group: int, epoch: int, elapsed: float, processes: int) -> None:
+    """Makes epoch ``epoch``'s shards the group's checkpoint (call once every process has saved
+    its own), then removes the group's older shards."""
+    files = [_shard_name(group, epoch, p) for p in range(processes)]
+    folder = out / "checkpoints"
+    write_json(folder / f"group{group}.json",
+               {"epoch": epoch, "elapsed": elapsed, "files": files})
+    for old in folder.glob(f"group{group}.e*.npz"):
+        if old.name not in files:
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(out: Path, group: int, n_members: int):
+    """(epochs finished, elapsed seconds, leaves with one row per member), or None where the
+    group never finished an epoch."""
+    folder = out / "checkpoints"
+    path = folder / f"group{group}.json"
     if not path.exists():
         return None
     try:
-        with np.load(path) as z:
-            n = sum(1 for k in z.files if k.startswith("leaf"))
-            return int(z["epoch"]), float(z["elapsed"]), [z[f"leaf{i}"] for i in range(n)]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ResultsError(f"{path} is damaged ({type(e).__name__}); the folder cannot be "
-                           "resumed: start it over with --overwrite") from None
+        manifest = json.loads(path.read_text())
+        epoch, elapsed = int(manifest["epoch"]), float(manifest["elapsed"])
+        leaves, seen = None, np.zeros(n_members, int)
+        for name in manifest["files"]:
+            path = folder / Path(name).name
+            with np.load(path) as z:
+                positions = z["positions"]
+                parts = [z[f"leaf{i}"] for i in range(len(z.files) - 1)]
+            if leaves is None:
+                leaves = [np.zeros((n_members, *a.shape[1:]), a.dtype) for a in parts]
+            for whole, part in zip(leaves, parts, strict=True):
+                whole[positions] = part
+            np.add.at(seen, positions, 1)
+        if leaves is None or not (seen == 1).all():
+            raise ValueError("the files do not hold every member once")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
+            zipfile.BadZipFile) as e:
+        raise ResultsError(f"{path} is damaged or does not match this sweep "
+                           f"({type(e).__name__}); the folder cannot be resumed: start it over "
+                           "with --overwrite") from None
+    return epoch, elapsed, leaves
 
 
 #: Metrics the engine computes in float32. They are kept as float32 in memory and after

@@ -141,7 +141,7 @@ def _member_numbers(members, index, settings, mesh=None, epochs=2):
     for e in range(epochs):
         state, m = g.train_epoch(state, e)
         out += [v[index] for v in {**m, **g.evaluate(state)}.values()]
-    return out + [leaf[index] for leaf in g.state_to_host(state)]
+    return out + [leaf[index] for leaf in g.local_state(state)[1]]
 
 
 def _assert_bitwise(a, b):

@@ -1,0 +1,179 @@
+"""One sweep over several processes (hosts, or GPUs of one host): starting JAX's distributed
+runtime, and the decisions that one process takes for all.
+
+Every process runs the same ``lossjax sweep`` command and computes its devices' share of the
+members; process 0 alone writes the results folder and prints. Whatever can go differently
+on different processes (a data file missing on one host, a folder another host cannot see)
+is settled in a :func:`stage`: each process reports whether its part succeeded, and all of
+them stop together, each with the same one-line reason, instead of leaving the others waiting
+in a collective. With one process nothing here communicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+
+import numpy as np
+
+from lossjax.errors import ConfigError, LossjaxError
+
+#: JAX's variables for plain hosts: the coordinator ``host:port`` (a port process 0 can
+#: open), the number of processes and this process's id.
+PLAIN_HOSTS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def _launched_by_cluster() -> bool:
+    """Whether a launcher that JAX detects by itself started several processes: SLURM's srun,
+    Open MPI's mpirun, a multi-host Cloud TPU slice. ``LOSSJAX_DISTRIBUTED=1`` asks JAX to
+    detect any other environment it supports."""
+    env = os.environ
+    if env.get("LOSSJAX_DISTRIBUTED") == "1":
+        return True
+    slurm_tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
+    return ((env.get("SLURM_JOB_ID") is not None and slurm_tasks.isdigit()
+             and int(slurm_tasks) > 1)
+            or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
+            or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+
+
+def _int_env(name: str) -> int:
+    value = os.environ.get(name, "")
+    if not value.strip().isdigit():
+        raise ConfigError(
+            f"{name}={value!r}: JAX_COORDINATOR_ADDRESS is set, so {name} must be set too, to a "
+            f"whole number ({', '.join(PLAIN_HOSTS)} together start one sweep on several hosts)")
+    return int(value)
+
+
+def initialize() -> None:
+    """Starts JAX's distributed runtime when the environment asks for several processes.
+
+    Must run before any JAX array exists (JAX's rule) and before user code is imported (so a
+    user's module sees the final device list). A half-set environment or a coordinator that
+    cannot be reached ends with one line instead of a traceback or a hang.
+    """
+    import jax
+
+    env = os.environ
+    timeout = int(env.get("LOSSJAX_DISTRIBUTED_TIMEOUT", "300"))
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        count, pid = _int_env("JAX_NUM_PROCESSES"), _int_env("JAX_PROCESS_ID")
+        if not 0 <= pid < count:
+            raise ConfigError(f"JAX_PROCESS_ID={pid} with JAX_NUM_PROCESSES={count}: the ids "
+                              f"are 0 to {count - 1}, one per process")
+        kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                      num_processes=count, process_id=pid)
+        where = f"the coordinator {env['JAX_COORDINATOR_ADDRESS']}"
+    elif _launched_by_cluster():
+        kwargs, where = {}, "the cluster's coordinator"
+    else:
+        return
+    problem = (f"the processes did not all meet at {where} within {timeout} s; start every "
+               "process with the same coordinator address, a port that process 0's host can "
+               "open and the others can reach (LOSSJAX_DISTRIBUTED_TIMEOUT sets the wait)")
+    # JAX ends a process that waits too long with a C++ abort and a stack trace; this watchdog
+    # gives the one line first. (initialize releases the GIL while it waits.)
+    started = threading.Event()
+
+    def watchdog():
+        if not started.wait(timeout):
+            sys.stderr.write(f"lossjax: error: {problem}\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watchdog, daemon=True, name="lossjax-distributed-timeout").start()
+    try:
+        jax.distributed.initialize(**kwargs, initialization_timeout=timeout + 60)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise LossjaxError(f"{problem} ({' '.join(str(e).split())[:160]})") from None
+    finally:
+        started.set()
+
+
+def process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def is_writer() -> bool:
+    """Process 0 writes the results and prints; the others compute and keep quiet."""
+    return process_index() == 0
+
+
+def _several() -> bool:
+    import jax
+
+    return jax.process_count() > 1
+
+
+class Elsewhere(LossjaxError):
+    """Another process failed a stage; its one-line reason is this error's message."""
+
+
+_MESSAGE_BYTES = 400
+
+
+def _gather(code: int, message: str) -> tuple[np.ndarray, list[str]]:
+    from jax.experimental import multihost_utils
+
+    buf = np.zeros(_MESSAGE_BYTES + 1, np.int32)
+    raw = message.encode()[:_MESSAGE_BYTES]
+    buf[0] = code
+    buf[1:1 + len(raw)] = np.frombuffer(raw, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(buf))
+    return rows[:, 0], [bytes(r[1:].astype(np.uint8)).rstrip(b"\0").decode(errors="replace")
+                        for r in rows]
+
+
+@contextlib.contextmanager
+def stage(what: str, outcomes: tuple[type[BaseException], ...] = ()):
+    """Runs a block on every process and agrees on how it went.
+
+    If the block raised on some process, every process raises: that process its own exception,
+    the others :class:`Elsewhere` with the first failing process's one-line message (or, for an
+    exception type in ``outcomes`` — an outcome rather than an error, such as "this sweep is
+    already finished" — the same type). ``what`` names the stage in those messages.
+    """
+    if not _several():
+        yield
+        return
+    failure = None
+    try:
+        yield
+    except Exception as e:  # reported to every process below, then raised again here
+        failure = e
+    code, message = 0, ""
+    if failure is not None:
+        kinds = [k for k in outcomes if isinstance(failure, k)]
+        code = 2 + outcomes.index(kinds[0]) if kinds else 1
+        message = " ".join(str(failure).split()) or type(failure).__name__
+    codes, messages = _gather(code, message)
+    if failure is not None:
+        raise failure
+    bad = np.flatnonzero(codes)
+    if len(bad):
+        first = int(bad[0])
+        if codes[first] >= 2:
+            raise outcomes[codes[first] - 2](messages[first])
+        raise Elsewhere(f"process {first} stopped while {what}: {messages[first]}")
+
+
+def broadcast(value: np.ndarray) -> np.ndarray:
+    """Process 0's ``value`` (a fixed-shape array), on every process."""
+    if not _several():
+        return value
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(value))
+
+
+def barrier(name: str) -> None:
+    """Returns on every process once every process has reached it (a no-op with one)."""
+    if _several():
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
