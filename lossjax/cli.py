@@ -10,7 +10,9 @@ traceback), and exits 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shlex
 import sys
 import threading
 
@@ -22,10 +24,22 @@ def _check_grads(args) -> int:
 
 
 def _sweep(args) -> int:
-    from lossjax import sweep
+    from lossjax import distributed, sweep
 
-    return sweep.run(args.config, overrides=args.set, resume=args.resume, quiet=args.quiet,
-                     overwrite=args.overwrite)
+    command = shlex.join(["lossjax", *args.argv])
+    out = sweep.run(args.config, overrides=args.set, resume=args.resume,
+                    overwrite=args.overwrite, progress=not args.quiet,
+                    invocation={"via": "cli", "command": command, "cwd": os.getcwd()})
+    if not args.quiet and distributed.is_writer() and (out / "summary.csv").exists():
+        import pandas as pd
+
+        summary = pd.read_csv(out / "summary.csv")
+        cols = ["loss", "hidden", "learning_rate", "test_acc_mean", "test_acc_ci95",
+                "epochs_to_target_mean", "diverged"]
+        print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"results: {out}/epochs.csv, {out}/summary.csv")
+        print(f"plots:   {out}/plots/  report: {out}/report.md")
+    return 0
 
 
 def _plot(args) -> int:
@@ -40,6 +54,18 @@ def _report(args) -> int:
     from lossjax import report
 
     print(report.write_report(args.results_dir))
+    return 0
+
+
+def _compare(args) -> int:
+    from lossjax.comparison import compare
+
+    comparison = compare(args.results_dirs, args.label or None)
+    print(comparison.to_markdown(), end="")
+    if args.out:
+        print()
+        for path in comparison.save(args.out):
+            print(path)
     return 0
 
 
@@ -130,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results_dir")
     r.set_defaults(func=_report)
 
+    cp = sub.add_parser("compare", help="one table (and figure) across results folders")
+    cp.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR")
+    cp.add_argument("--label", action="append", default=[],
+                    help="a name for each folder, in order (default: the folders' names)")
+    cp.add_argument("--out", help="also write comparison.{csv,md,png,svg} into this folder")
+    cp.set_defaults(func=_compare)
+
     d = sub.add_parser("data", help="inspect and prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("info", help="where each dataset would load from, and whether it is ok")
@@ -150,11 +183,21 @@ INTERRUPTED = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from lossjax.errors import LossjaxError
     from lossjax.interrupts import ExitOnSignal
 
     message = INTERRUPTED.get(args.command, "lossjax: interrupted.")
+    # The library logs (logger "lossjax"); the command shows its records as "lossjax: ..." lines.
+    logger = logging.getLogger("lossjax")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lossjax: %(message)s"))
+    handler.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         if threading.current_thread() is threading.main_thread():
             # Before anything heavy is imported: Ctrl-C exits at once, from here on.
@@ -173,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lossjax: error: unexpected {type(e).__name__}: {_one_line(e)[:300]} "
               "(LOSSJAX_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _one_line(e: BaseException) -> str:

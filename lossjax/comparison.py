@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import types
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -258,15 +256,5 @@ def _number(v) -> str:
 def _int(v) -> int:
     return 0 if v is None or math.isnan(v) else int(v)
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs) -> Comparison:
-        return compare(*args, **kwargs)
-
-
-# ``lossjax.compare(...)`` is this module's ``compare``, loaded on first use by the package's
-# ``__getattr__``; but importing this module (``from lossjax.compare import ...``) makes
-# ``lossjax.compare`` the module itself, so the module answers the call too.
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["Comparison", "compare"]

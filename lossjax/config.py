@@ -54,6 +54,7 @@ The schema, with its defaults (only ``name`` is required)::
       target_accuracy: 0.95 # number in (0, 1]: "epochs to target" on test accuracy
     output:
       dir: runs             # str; not results/, which holds the committed reference runs
+      tensorboard: false    # also write TensorBoard event files (RESULTS_DIR/tensorboard/)
 
 The values shown, ``name`` aside, are the defaults of the dataclasses below, which the parser
 reads; tests/test_config.py checks that this block parses to them. Names are checked against
@@ -255,6 +256,8 @@ class OutputConfig:
     # Not "results": that folder holds the committed reference runs, and a sweep must never
     # write there unless asked to (--set output.dir=results).
     dir: str = "runs"
+    # epochs.csv stays the record; the event files are a view of it for TensorBoard's viewer.
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)
@@ -823,7 +826,9 @@ def _parse_eval(raw: dict) -> EvalConfig:
 
 def _parse_output(raw: dict) -> OutputConfig:
     s, d = _section(raw, "output"), OutputConfig()
-    return OutputConfig(dir=_string(_get(s, "dir", d.dir), "output.dir", "a folder path"))
+    return OutputConfig(
+        dir=_string(_get(s, "dir", d.dir), "output.dir", "a folder path"),
+        tensorboard=_bool(_get(s, "tensorboard", d.tensorboard), "output.tensorboard"))
 
 
 def _block_size(v: Any) -> int | str:

@@ -479,6 +479,17 @@ def plot_paths(results_dir: str | os.PathLike) -> list[Path]:
     return [out / f"{name}.{fmt}" for name in PLOT_NAMES for fmt in FORMATS]
 
 
+def figures(res: Results, names: Iterable[str] = PLOT_NAMES) -> dict[str, Figure]:
+    """The figures of a loaded results folder, drawn but not saved (a notebook shows a returned
+    ``Figure`` inline)."""
+    choices, gone = chosen_runs(res), diverged_groups(res)
+    unknown = [n for n in names if n not in _FIGURES]
+    if unknown:
+        raise ValueError(f"no plot named {unknown[0]!r}; the plots are {', '.join(PLOT_NAMES)}")
+    with rc_context(STYLE):
+        return {name: _FIGURES[name](res, choices, gone) for name in names}
+
+
 def plot_results(results_dir: str | os.PathLike) -> list[Path]:
     """Draws the four figures of a results folder from its tables; returns the 8 file paths.
 

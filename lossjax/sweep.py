@@ -11,10 +11,13 @@ one (the ``wall_time`` column aside).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import logging
 import math
 import os
+import platform
 import shutil
 import sys
 import time
@@ -26,10 +29,12 @@ import numpy as np
 import pandas as pd
 
 from lossjax import config as config_lib
-from lossjax import engine, results
+from lossjax import distributed, engine, results
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
 from lossjax.interrupts import WRITING
 from lossjax.losses import LOSSES, resolve_loss
+
+log = logging.getLogger("lossjax")
 
 
 def expand_members(cfg) -> list[engine.Member]:
@@ -126,26 +131,26 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.3g} GB"
 
 
-def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
-                    n_devices: int) -> None:
+def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> None:
     """Refuses a sweep whose models cannot fit in memory, or whose checkpoints cannot fit on
     the disk, before it starts (a model too large to allocate would otherwise fail late, or
     hang)."""
     item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
     # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2).
     slots = max((engine.state_slots(_settings(cfg, g[0], num_classes)) for g in groups), default=0)
-    call = cfg.block_size * n_devices
+    call = cfg.block_size * jax.device_count()
+    share = jax.local_device_count() / jax.device_count()  # of the members, on this process
     worst_memory, worst_disk, worst_hidden = 0, 0, None
     for g in groups:
         per_member = _param_count(features, g[0].hidden, num_classes) * item
         padded = -(-len(g) // call) * call
         # Resident: every member's parameters and optimizer state; while a block trains, its
         # gradients and updates too. Activations are small next to them for an MLP.
-        memory = padded * per_member * (1 + slots) + call * per_member * 2
+        memory = share * (padded * per_member * (1 + slots) + call * per_member * 2)
         if memory > worst_memory:
             worst_memory, worst_hidden = memory, g[0].hidden
         worst_disk = max(worst_disk, len(g) * per_member * (1 + slots))
-    available = _available_memory(jax.devices()[0])
+    available = _available_memory(jax.local_devices()[0])
     if available is not None and worst_memory > available:
         raise ConfigError(
             f"model.hidden: {list(worst_hidden)} needs about {_gb(worst_memory)} for its "
@@ -164,17 +169,27 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
 
 
 class Progress:
-    """A one-line bar with ETA on a terminal; a log line per epoch otherwise; or nothing."""
+    """Member-epochs done: a bar on a terminal or in a notebook (``tqdm.auto`` draws a widget
+    there), a log line per epoch otherwise (a file, a CI log), or nothing."""
 
-    def __init__(self, total: int, quiet: bool, stream=None):
-        self.total, self.quiet = total, quiet
-        self.stream = stream = stream or sys.stderr  # the one in use now, not at import
-        self.tty = not quiet and stream.isatty()
+    def __init__(self, total: int, enabled: bool, stream=None):
+        self.total, self.enabled = total, enabled
+        stream = stream or sys.stderr  # the one in use now, not at import
+        self.bar = None
+        if enabled and ("ipykernel" in sys.modules or stream.isatty()):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit=" member-epochs", file=stream, leave=True,
+                            dynamic_ncols=True, mininterval=0.5)
         self.t0 = time.perf_counter()
         self.done0 = None
 
     def update(self, done: int, text: str) -> None:
-        if self.quiet:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(done - self.bar.n)
             return
         if self.done0 is None:  # ETA from work done in this process (resume-aware)
             self.done0, self.t0 = done, time.perf_counter()
@@ -182,69 +197,103 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         rate = (done - self.done0) / elapsed if elapsed > 0 else 0
         eta = f"{(self.total - done) / rate:.0f}s" if rate else "?"
-        if self.tty:
-            filled = int(30 * done / self.total)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} "
-                              f"member-epochs  ETA {eta}  {text}\x1b[K")
-            if done == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(f"{done}/{self.total} member-epochs  {elapsed:.1f}s  "
-                              f"ETA {eta}  {text}\n")
-        self.stream.flush()
+        log.info("%d/%d member-epochs  %.1fs  ETA %s  %s", done, self.total, elapsed, eta, text)
 
+    def __enter__(self) -> Progress:
+        return self
 
-def _maybe_init_distributed() -> None:
-    # Multi-host runs: launch one process per host with JAX_COORDINATOR_ADDRESS,
-    # JAX_NUM_PROCESSES and JAX_PROCESS_ID set (or a cluster JAX auto-detects).
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("LOSSJAX_DISTRIBUTED"):
-        jax.distributed.initialize()
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---- the sweep ------------------------------------------------------------------------------
 
 
-def run(config_path, overrides=(), resume: bool = False, quiet: bool = False,
-        overwrite: bool = False) -> int:
-    """Runs a sweep; returns the exit status."""
+def load(config, overrides=()) -> config_lib.Config:
+    """A validated config from a YAML path, a mapping shaped like the YAML, or a ``Config``,
+    with ``overrides`` (``"key=value"`` strings, as ``--set`` takes) applied."""
+    if isinstance(config, config_lib.Config):
+        return (config_lib.parse_config(config_lib.config_to_dict(config), overrides)
+                if overrides else config)
+    if isinstance(config, dict):
+        return config_lib.parse_config(config, overrides)
+    if isinstance(config, str | os.PathLike):
+        return config_lib.load_config(config, overrides)
+    raise ConfigError(f"config: got {type(config).__name__}; give a YAML file's path, a mapping "
+                      "shaped like the YAML, or a lossjax.config.Config")
+
+
+def run(config, overrides=(), *, output_dir=None, resume: bool = False,
+        overwrite: bool = False, progress: bool = True, invocation: dict | None = None) -> Path:
+    """Runs a sweep and returns its results folder, ``output_dir / name`` (``output_dir``
+    defaults to the config's ``output.dir``).
+
+    ``config`` and ``overrides`` as :func:`load` takes them. ``resume`` continues an
+    interrupted sweep (a finished one is left as it is, with a warning); ``overwrite`` replaces
+    a folder lossjax made. Problems raise :class:`~lossjax.errors.LossjaxError` subclasses
+    with one-line messages, before anything is written where they can be found before.
+    ``invocation`` (how the sweep was started) goes into ``env.json``.
+
+    With several processes (see :mod:`lossjax.distributed`) every process runs this; process 0
+    alone claims, writes and logs, and each step whose outcome may differ between processes
+    is agreed in a ``distributed.stage`` so that they all go on, or all stop, together.
+    """
     from lossjax import data  # heavy-ish: only once the config is known to be good
 
-    cfg = config_lib.load_config(config_path, overrides)
-    _maybe_init_distributed()
-    if cfg.model.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    if cfg.block_size == "auto":  # the resolved config records the number used
-        cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
-    config_dict = config_lib.config_to_dict(cfg)
+    distributed.initialize()  # before any array exists and before user code is imported
+    writer = distributed.is_writer()
+    with distributed.stage("reading the config and checking the losses"):
+        cfg = load(config, overrides)
+        if output_dir is not None:
+            cfg = dataclasses.replace(cfg, output=dataclasses.replace(
+                cfg.output, dir=os.fspath(output_dir)))
+        if cfg.model.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        if cfg.block_size == "auto":  # the resolved config records the number used
+            cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
+        config_dict = config_lib.config_to_dict(cfg)
+        num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
+        loss_fns = {name: resolve_loss(name) for name in cfg.losses}
+        logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
+        for name, fn in loss_fns.items():
+            check_loss(name, fn, num_classes, logit_dtype)
     out = Path(cfg.output.dir) / cfg.name
-    num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
-    loss_fns = {name: resolve_loss(name) for name in cfg.losses}
-    logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
-    for name, fn in loss_fns.items():
-        check_loss(name, fn, num_classes, logit_dtype)
 
-    writer = jax.process_index() == 0
+    claim = contextlib.nullcontext()
     try:
-        claim = results.Claim(out, config_dict, resume=resume, overwrite=overwrite)
+        with distributed.stage("claiming the results folder", (results.AlreadyComplete,)):
+            if writer:
+                claim = results.Claim(out, config_dict, resume=resume, overwrite=overwrite)
     except results.AlreadyComplete as done:
-        print(f"lossjax: {done}; nothing changed.", file=sys.stderr)
-        return 0
-    with claim:
-        ds = data.preprocess(
-            data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
-                      val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed),
-            standardize=cfg.dataset.standardize)
-        config_lib.check_batch_size(cfg, len(ds.x_train))
-        groups = group_members(expand_members(cfg))
-        check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out,
-                        len(jax.devices()))
-        mesh = engine.make_mesh()
         if writer:
-            with WRITING:
-                claim.start(config_dict, results.env_record(jax.devices(), ds.meta))
+            log.warning("%s; nothing changed.", done)
+        return out
+    with claim:
+        resuming = _agree_on_folder(out, claim, writer)
+        with distributed.stage("loading the data"):
+            ds = data.preprocess(
+                data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
+                          val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed),
+                standardize=cfg.dataset.standardize)
+            config_lib.check_batch_size(cfg, len(ds.x_train))
+            check_schedule(cfg, len(ds.x_train))
+            groups = group_members(expand_members(cfg))
+            check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out)
+        mesh = engine.make_mesh()
+        with distributed.stage("starting the results folder"):
+            if writer:
+                env = _provenance(out, resuming, ds.meta, {
+                    **(invocation or {}), "overrides": list(overrides), "resume": resume,
+                    "config_path": (os.fspath(config) if isinstance(config, str | os.PathLike)
+                                    else None)})
+                with WRITING:
+                    if resuming:  # Claim.start leaves a resumed folder's files as they are
+                        results.write_json(out / "env.json", env)
+                    claim.start(config_dict, env)
         try:
-            table = train(cfg, ds, groups, loss_fns, mesh, out, resume=claim.resuming,
-                          quiet=quiet, writer=writer)
+            table = train(cfg, ds, groups, loss_fns, mesh, out, resume=resuming,
+                          progress=progress and writer, writer=writer)
         except LossjaxError:
             raise
         except Exception as e:  # e.g. a user loss that fails only when compiled
@@ -252,32 +301,76 @@ def run(config_path, overrides=(), resume: bool = False, quiet: bool = False,
             raise LossjaxError(f"training stopped with {type(e).__name__}: {msg}; finished "
                                f"epochs are kept in {out} (--resume continues)") from e
         if not writer:
-            return 0
+            return out
         summary = results.summarize(table, cfg.eval.target_accuracy)
         from lossjax import plots, report
 
         with WRITING:
             results.write_table(out / "summary.csv", summary)
             plots.plot_results(out)
-            report_path = report.write_report(out)
+            report.write_report(out)
             claim.finish()
-    if not quiet:
-        cols = ["loss", "hidden", "learning_rate", "test_acc_mean", "test_acc_ci95",
-                "epochs_to_target_mean", "diverged"]
-        print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        print(f"results: {out}/epochs.csv, {out}/summary.csv")
-        print(f"plots:   {out}/plots/  report: {report_path}")
-    return 0
+    log.info("results: %s (epochs.csv, summary.csv, plots/, report.md)", out)
+    return out
 
 
-def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
+def check_schedule(cfg, n_train: int) -> None:
+    """The schedule's step counts against the run's real length (the config alone does not know
+    the dataset's size): a warmup as long as the run is refused before anything is written."""
+    steps = cfg.epochs * (n_train // cfg.batch_size)
+    try:
+        engine.check_schedule(cfg.optimizer.schedule, dict(cfg.optimizer.schedule_args), steps)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"optimizer.schedule_args: {dict(cfg.optimizer.schedule_args)} does not fit a run "
+            f"of {steps} steps ({cfg.epochs} epochs x {n_train // cfg.batch_size} batches): "
+            f"{' '.join(str(e).split())[:160]}") from None
+
+
+def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict) -> dict:
+    """env.json: a new record, or a resumed sweep's record with this start added."""
+    from lossjax import analysis, provenance
+
+    if not resuming:
+        return provenance.record(jax.devices(), data_meta, invocation)
+    try:
+        env = analysis.read_env(out) or {}
+    except ResultsError:  # unreadable: start the record again rather than stop the sweep
+        env = {}
+    return provenance.add_resume(env, invocation, devices=jax.devices())
+
+
+def _agree_on_folder(out: Path, claim, writer: bool) -> bool:
+    """Process 0's decision to resume, on every process; and, with several processes, proof
+    that they all see the folder process 0 claimed (it must be on a filesystem they share)."""
+    token = np.frombuffer(os.urandom(16), np.int32)
+    if writer:
+        claim.mark(token.tobytes().hex())
+    token = distributed.broadcast(token)  # process 0's, once it is in the folder
+    with distributed.stage("checking that every process sees the results folder"):
+        marker = out / results.LOCK
+        if not writer and not (marker.exists()
+                               and token.tobytes().hex() in marker.read_text()):
+            raise ResultsError(
+                f"{out} is not the folder process 0 claimed, as seen from "
+                f"{platform.node()}: output.dir must be a folder every process shares (a "
+                "network filesystem) under the same path")
+    return bool(distributed.broadcast(np.int32(writer and claim.resuming)))
+
+
+def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bool,
           writer: bool) -> pd.DataFrame:
     """Trains every group to ``cfg.epochs``, writing the table and a checkpoint after each
     epoch. Returns the full table."""
     table = results.read_table(out) if resume else pd.DataFrame(columns=results.COLUMNS)
-    ckpts = {gid: results.load_checkpoint(out, gid) if resume else None
-             for gid in range(len(groups))}
+    ckpts = {gid: results.load_checkpoint(out, gid, len(g)) if resume else None
+             for gid, g in enumerate(groups)}
     done = {gid: c[0] if c else 0 for gid, c in ckpts.items()}
+    with distributed.stage("reading the checkpoints"):
+        agreed = distributed.broadcast(np.array(list(done.values()), np.int32))
+        if list(agreed) != list(done.values()):
+            raise ResultsError(f"{out}/checkpoints changed while the sweep was resuming; "
+                               "rerun with --resume")
     # Keep only rows that a checkpoint stands behind: the table may be one epoch ahead of the
     # checkpoint if the process died between the two writes.
     if len(table):
@@ -287,69 +380,83 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, quiet: bool,
     frames = [table] if len(table) else []
 
     total = sum(len(g) for g in groups) * cfg.epochs
-    progress = Progress(total, quiet or not writer)
-    progress.update(sum(done[g] * len(m) for g, m in enumerate(groups)), "")
     # A split that is not asked for is not put on the device, so it is never evaluated.
     test = slice(None) if "test" in cfg.eval.splits else slice(0)
     data = (ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test[test], ds.y_test[test])
     train_acc = "train" in cfg.eval.splits
-    for gid, group_members_ in enumerate(groups):
-        if done[gid] >= cfg.epochs:
-            continue
-        group = engine.Group(_settings(cfg, group_members_[0], ds.num_classes), group_members_,
-                             *group_losses(group_members_, loss_fns), data, mesh)
-        if ckpts[gid]:
-            start_epoch, elapsed0, leaves = ckpts.pop(gid)
-            try:
-                state = group.state_from_host(leaves)
-            except ValueError:
-                raise ResultsError(f"{out}/checkpoints/group{gid}.npz does not match this "
-                                   "sweep (made by another lossjax version?); start it over "
-                                   "with --overwrite") from None
-        else:
-            start_epoch, elapsed0, state = 0, 0.0, group.init_state()
-        t0 = time.perf_counter() - elapsed0
-        static = pd.DataFrame({
-            "member": [m.index for m in group_members_],
-            "loss": [m.loss for m in group_members_],
-            "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in group_members_],
-            "learning_rate": [m.learning_rate for m in group_members_],
-            "weight_decay": [m.weight_decay for m in group_members_],
-            "init_scale": [m.init_scale for m in group_members_],
-            "seed": [m.seed for m in group_members_],
-        })
-        for epoch in range(start_epoch, cfg.epochs):
-            state, metrics = group.train_epoch(state, epoch)
-            last = epoch + 1 == cfg.epochs
-            evals = group.evaluate(state) if last or (epoch + 1) % cfg.eval.every == 0 else {}
-            nan = np.full(len(group_members_), math.nan)
-            rows = results.normalize(static.assign(
-                epoch=epoch + 1,
-                train_loss=metrics["train_loss"],
-                train_acc=metrics["train_acc"] if train_acc else nan,
-                val_acc=evals.get("val_acc", nan),
-                val_ce=evals.get("val_ce", nan),
-                test_acc=evals.get("test_acc", nan),
-                test_ce=evals.get("test_ce", nan),
-                wrong_frac=metrics["wrong_frac"],
-                grad_norm=metrics["grad_norm"],
-                diverged=metrics["diverged"].astype(bool),
-                wall_time=round(time.perf_counter() - t0, 3),
-            ))
-            frames.append(rows)
-            table = pd.concat(frames, ignore_index=True)
-            if writer:
-                leaves = group.state_to_host(state)
+    tensorboard = contextlib.nullcontext()
+    if writer and cfg.output.tensorboard:
+        from lossjax.tensorboard import TensorBoardLog
+
+        tensorboard = TensorBoardLog(out / "tensorboard")
+    with Progress(total, progress) as bar, tensorboard as events:
+        bar.update(sum(done[g] * len(m) for g, m in enumerate(groups)), "")
+        for gid, group_members_ in enumerate(groups):
+            if done[gid] >= cfg.epochs:
+                continue
+            group = engine.Group(_settings(cfg, group_members_[0], ds.num_classes), group_members_,
+                                 *group_losses(group_members_, loss_fns), data, mesh)
+            if ckpts[gid]:
+                start_epoch, elapsed0, leaves = ckpts.pop(gid)
+                try:
+                    state = group.state_from_host(leaves)
+                except ValueError:
+                    raise ResultsError(f"{out}/checkpoints/group{gid}.json does not match this "
+                                       "sweep (made by another lossjax version?); start it over "
+                                       "with --overwrite") from None
+            else:
+                start_epoch, elapsed0, state = 0, 0.0, group.init_state()
+            t0 = time.perf_counter() - elapsed0
+            static = pd.DataFrame({
+                "member": [m.index for m in group_members_],
+                "loss": [m.loss for m in group_members_],
+                "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in group_members_],
+                "learning_rate": [m.learning_rate for m in group_members_],
+                "weight_decay": [m.weight_decay for m in group_members_],
+                "init_scale": [m.init_scale for m in group_members_],
+                "seed": [m.seed for m in group_members_],
+            })
+            for epoch in range(start_epoch, cfg.epochs):
+                state, metrics = group.train_epoch(state, epoch)
+                last = epoch + 1 == cfg.epochs
+                evals = group.evaluate(state) if last or (epoch + 1) % cfg.eval.every == 0 else {}
+                nan = np.full(len(group_members_), math.nan)
+                rows = results.normalize(static.assign(
+                    epoch=epoch + 1,
+                    train_loss=metrics["train_loss"],
+                    train_acc=metrics["train_acc"] if train_acc else nan,
+                    val_acc=evals.get("val_acc", nan),
+                    val_ce=evals.get("val_ce", nan),
+                    test_acc=evals.get("test_acc", nan),
+                    test_ce=evals.get("test_ce", nan),
+                    wrong_frac=metrics["wrong_frac"],
+                    grad_norm=metrics["grad_norm"],
+                    diverged=metrics["diverged"].astype(bool),
+                    wall_time=round(time.perf_counter() - t0, 3),
+                ))
+                frames.append(rows)
+                table = pd.concat(frames, ignore_index=True)
+                # The table first: on resume, rows beyond the checkpoint are dropped.
+                if writer:
+                    with WRITING:
+                        results.write_table(out / "epochs.csv", table)
+                        if events is not None:  # this epoch's rows only, before the checkpoint
+                            events.write(rows)
+                positions, leaves = group.local_state(state)
                 with WRITING:
-                    results.write_table(out / "epochs.csv", table)
-                    results.save_checkpoint(out, gid, epoch + 1, time.perf_counter() - t0,
-                                            leaves)
-            best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
-            n_div = int(metrics["diverged"].sum())
-            progress.update(
-                sum(done[g] * len(m) for g, m in enumerate(groups) if g != gid)
-                + (epoch + 1) * len(group_members_),
-                f"group {gid + 1}/{len(groups)} epoch {epoch + 1}/{cfg.epochs} "
-                f"best val acc {best:.3f} diverged {n_div}")
-        done[gid] = cfg.epochs
+                    results.save_shard(out, gid, epoch + 1, distributed.process_index(),
+                                       positions, leaves)
+                distributed.barrier(f"lossjax checkpoint {gid} {epoch + 1}")
+                if writer:
+                    with WRITING:
+                        results.commit_checkpoint(out, gid, epoch + 1, time.perf_counter() - t0,
+                                                  jax.process_count())
+                best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
+                n_div = int(metrics["diverged"].sum())
+                bar.update(
+                    sum(done[g] * len(m) for g, m in enumerate(groups) if g != gid)
+                    + (epoch + 1) * len(group_members_),
+                    f"group {gid + 1}/{len(groups)} epoch {epoch + 1}/{cfg.epochs} "
+                    f"best val acc {best:.3f} diverged {n_div}")
+            done[gid] = cfg.epochs
     return table.sort_values(["member", "epoch"], ignore_index=True)

@@ -13,7 +13,7 @@ from test_analysis import all_diverge, make_results, resummarize
 from test_plots import _check_files
 
 from lossjax import analysis, plots
-from lossjax.compare import Comparison, compare
+from lossjax.comparison import Comparison, compare
 from lossjax.errors import ResultsError
 
 
@@ -68,7 +68,6 @@ def test_labels_given_or_made_unique(two):
 def test_package_level_call_after_the_module_is_imported(two):
     import lossjax
 
-    # Importing lossjax.compare (as this file does) rebinds the package attribute to the module.
     assert lossjax.compare(list(two)).labels == compare(list(two)).labels
 
 
