@@ -20,7 +20,9 @@ import threading
 def _check_grads(args) -> int:
     from lossjax import gradcheck
 
-    return gradcheck.run(loss_ref=args.loss, grad_ref=args.grad)
+    status, text = gradcheck.run(loss_ref=args.loss, grad_ref=args.grad)
+    print(text)
+    return status
 
 
 def _sweep(args) -> int:

@@ -301,8 +301,8 @@ def _builtin_check(name: str) -> Check:
     )
 
 
-def run(loss_ref: str | None = None, grad_ref: str | None = None) -> int:
-    """Prints the agreement table; returns 0 if every float64 row passes, 1 otherwise.
+def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, str]:
+    """The agreement table as text, and 0 if every float64 row passes, else 1.
 
     ``loss_ref``: None for the four built-ins; a registry name for one of them; or a user loss
     ``module:function``, checked against ``grad_ref`` (``module:function``) if given, else
@@ -344,13 +344,13 @@ def run(loss_ref: str | None = None, grad_ref: str | None = None) -> int:
         "\n|d| = ‖autodiff − reference‖ per example, |g| = ‖reference‖; float64 rows decide the "
         "exit status, float32 rows are for information"
     )
-    print(format_table(rows, title))
+    out = [format_table(rows, title)]
     notes = [r.note for r in rows if r.note]
     if notes:
-        print("\n" + "\n".join(notes))
+        out.append("\n" + "\n".join(notes))
     failed = [r.loss for r in rows if r.ok is False]
     if failed:
-        print(f"\nFAIL: {', '.join(failed)} disagree beyond tolerance in float64.")
-        return 1
-    print("\nall float64 rows within tolerance.")
-    return 0
+        out.append(f"\nFAIL: {', '.join(failed)} disagree beyond tolerance in float64.")
+    else:
+        out.append("\nall float64 rows within tolerance.")
+    return (1 if failed else 0), "\n".join(out)

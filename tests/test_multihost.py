@@ -40,7 +40,7 @@ SWEEP = textwrap.dedent("""
         real = engine.Group.train_epoch
         def slow(self, state, epoch):
             out = real(self, state, epoch)
-            time.sleep(1.0)
+            time.sleep(0.5)
             return out
         engine.Group.train_epoch = slow
     sys.exit(cli.main(["sweep", sys.argv[1], "--quiet", *sys.argv[3:]]))
