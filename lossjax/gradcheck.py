@@ -292,13 +292,28 @@ def format_table(rows: list[Row], title: str) -> str:
 
 
 def _builtin_check(name: str) -> Check:
+    """A built-in loss against its closed form, or a variant (``lossjax.interventions``) against
+    the edit applied to its base's closed form, on the base's battery."""
+    if name in losses.LOSSES:
+        loss, grad, base = losses.LOSSES[name], losses.GRADIENTS[name], name
+    else:
+        from lossjax import interventions
+
+        loss, grad = interventions.variant(name), interventions.closed_form(name)
+        base = interventions.parse(name)[0]
     return Check(
         name,
-        losses.LOSSES[name],
-        losses.GRADIENTS[name],
-        SCALES_EXP if name == "exp_mse" else SCALES,
-        ATOL_RESIDUE if name == "softmax_mse" else 0.0,
+        loss,
+        grad,
+        SCALES_EXP if base == "exp_mse" else SCALES,
+        ATOL_RESIDUE if base == "softmax_mse" else 0.0,
     )
+
+
+def _is_variant(name: str) -> bool:
+    from lossjax import interventions
+
+    return interventions.is_variant(name)
 
 
 def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, str]:
@@ -313,11 +328,18 @@ def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, 
     # float64 only inside this call (scoped, so an in-process caller such as the test suite keeps
     # its own setting); every array is created inside the context.
     with jax.enable_x64(True):
-        if loss_ref is None or (loss_ref in losses.LOSSES and grad_ref is None):
-            names = list(losses.LOSSES) if loss_ref is None else [loss_ref]
+        builtin = loss_ref in losses.LOSSES or _is_variant(loss_ref or "")
+        if loss_ref is None or (builtin and grad_ref is None):
+            if loss_ref is None:
+                from lossjax.interventions import STANDARD
+
+                names = [*losses.LOSSES, *STANDARD]
+            else:
+                names = [loss_ref]
             rows = check_closed_form([_builtin_check(n) for n in names])
-            title = "autodiff (jax.grad) vs closed-form gradient (losses.GRADIENTS)"
-            scales = "|s| <= 50 (exp_mse: <= 20)"
+            title = ("autodiff (jax.grad) vs closed-form gradient (losses.GRADIENTS; a variant: "
+                     "its edit applied to its base's closed form)")
+            scales = "|s| <= 50 (exp_mse and its variants: <= 20)"
         else:
             loss, grad = load_user_functions(loss_ref, grad_ref)
             # A user loss gets the exp_mse battery (|s| <= 20): a loss built on e^s, the kind a

@@ -325,11 +325,16 @@ def wrong_direction_fraction(loss: LossFn, logits, labels) -> tuple[jax.Array, j
 
 
 def resolve_loss(spec: str) -> LossFn:
-    """A registry name, or ``'module:function'`` naming a user loss on the import path.
+    """A registry name, a variant of one (``'mse-no_push_up'``, see ``lossjax.interventions``),
+    or ``'module:function'`` naming a user loss on the import path.
 
     Raises ``ValueError`` with one line naming what was wrong (unknown name, no such module or
     attribute, not callable), so the config and the CLI can report it without a traceback.
     """
+    if ":" not in spec and "-" in spec:  # an intervention on a built-in loss's gradient
+        from lossjax import interventions
+
+        return interventions.variant(spec)
     if ":" not in spec:
         return get_loss(spec)
     return import_callable(spec, what="loss")

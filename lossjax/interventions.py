@@ -1,0 +1,187 @@
+"""Interventions on a loss's gradient: the same loss value, an edited logit gradient.
+
+The argument behind ``exp_mse`` is causal: a gradient that pushes wrong-class logits *up*
+(component ``g_j < 0`` on a class with ``y_j = 0``) hinders learning. Comparing losses cannot
+test it, since losses differ in much more than the sign of their wrong-class components (scale,
+saturation, curvature). Editing one loss's gradient can: a variant keeps every property of its
+base loss except the edited components, and a member trained with it starts from the same
+weights and sees the same batches as the base member of the same seed (the engine derives both
+from the seed alone), so the per-seed difference is the intervention's effect.
+
+A variant is named ``<base>-<edit>[-norm_matched]``, e.g. ``mse-no_push_up`` or
+``cross_entropy-push_up_50-norm_matched``, and is usable wherever a loss name is (a config's
+``losses``, ``lossjax check-grads --loss``) and in code (``interventions.no_push_up(losses.mse)``).
+The edits, per example, on the base gradient ``g = d loss / d s`` (one-hot labels ``y``, true
+class ``c``, ``K`` classes):
+
+- ``no_push_up``: every wrong-class component with ``g_j < 0`` becomes 0. If the argument is
+  right, MSE and softmax-MSE (whose gradients have such components) learn faster with it.
+- ``push_up_<P>``: the components of ``⌊P/100 · (K-1) + ½⌋`` wrong classes change sign, the
+  classes ``c+1, c+2, ... (mod K)``; on cross-entropy, whose wrong-class components ``p_j`` are
+  all positive, those classes are then pushed up by exactly as much as they were pushed down.
+  If the argument is right, this slows cross-entropy down.
+- ``true_pull``: (``exp_mse`` only) the true-class component
+  ``(2/K)(e^{s_c} - 1) e^{s_c}``, which vanishes as ``s_c → -∞`` (a confidently wrong example
+  stops being corrected), becomes ``(2/K)(e^{s_c} - 1) · max(e^{s_c}, 1)``: unchanged for
+  ``s_c ≥ 0``, a pull that tends to ``-2/K`` instead of 0 below. It tests whether that vanishing
+  is what holds exp-MSE back.
+- ``-norm_matched``: the edited gradient is rescaled to the norm of ``g``, per example, so the
+  edit changes the direction of the step and not its size (an edit that only shrank the
+  gradient would otherwise act as a smaller learning rate).
+
+The transformed gradient is exact for the edit's definition: ``jax.grad`` of a variant returns
+``edit(g)``, with ``g`` from autodiff of the base loss (``jax.custom_vjp``); ``closed_form``
+gives the same from the base loss's closed-form gradient, which ``lossjax check-grads`` and
+tests/test_interventions.py compare against autodiff in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from lossjax import losses
+
+Edit = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (g, logits, labels) -> g'
+
+
+def _no_push_up(g, s, y):
+    return jnp.where((y == 0) & (g < 0), jnp.zeros_like(g), g)
+
+
+def _flipped_classes(y, fraction: float):
+    """The wrong classes c+1, ..., c+m (mod K) after each example's true class c."""
+    k = y.shape[-1]
+    m = math.floor(fraction * (k - 1) + 0.5)  # half rounds up: 50% of 9 wrong classes is 5
+    offset = (jnp.arange(k) - jnp.argmax(y, axis=-1)[..., None]) % k
+    return (offset >= 1) & (offset <= m)
+
+
+def _push_up(fraction: float) -> Edit:
+    def edit(g, s, y):
+        return jnp.where(_flipped_classes(y, fraction), -g, g)
+
+    return edit
+
+
+def _true_pull(g, s, y):
+    # exp_mse's true-class component carries a factor e^{s_c}; below 0 it is divided out.
+    return jnp.where(y > 0, g * jnp.maximum(1.0, jnp.exp(-s)), g)
+
+
+def _norm_matched(edit: Edit) -> Edit:
+    def matched(g, s, y):
+        e = edit(g, s, y)
+        before = jnp.linalg.norm(g, axis=-1, keepdims=True)
+        after = jnp.linalg.norm(e, axis=-1, keepdims=True)
+        safe = jnp.where(after > 0, after, 1)
+        return jnp.where(after > 0, e * (before / safe), e)
+
+    return matched
+
+
+def edit_gradient(loss: losses.LossFn, edit: Edit) -> losses.LossFn:
+    """``loss`` with its value unchanged and its per-example logit gradient replaced by
+    ``edit(g, logits, labels)``, where ``g`` is the loss's own gradient (from autodiff).
+
+    The loss must be per-example (example ``i``'s value depends on logits ``i`` only, as every
+    lossjax loss is), so that the gradient of the summed loss is the per-example gradient. The
+    labels get no gradient.
+    """
+
+    @jax.custom_vjp
+    def variant(logits, labels):
+        return loss(logits, labels)
+
+    def forward(logits, labels):
+        value, pullback = jax.vjp(lambda s: loss(s, labels), logits)
+        (g,) = pullback(jnp.ones_like(value))
+        return value, (edit(g, logits, labels), labels)
+
+    def backward(saved, cotangent):
+        g, labels = saved
+        return cotangent[..., None] * g, jnp.zeros_like(labels)
+
+    variant.defvjp(forward, backward)
+    return variant
+
+
+def no_push_up(loss: losses.LossFn) -> losses.LossFn:
+    """``loss`` whose gradient never pushes a wrong class up (those components zeroed)."""
+    return edit_gradient(loss, _no_push_up)
+
+
+def push_up(loss: losses.LossFn, fraction: float) -> losses.LossFn:
+    """``loss`` with the gradient components of a ``fraction`` of the wrong classes negated."""
+    return edit_gradient(loss, _push_up(fraction))
+
+
+def true_pull(loss: losses.LossFn) -> losses.LossFn:
+    """``exp_mse`` whose true-class pull does not vanish below ``s_c = 0``."""
+    return edit_gradient(loss, _true_pull)
+
+
+def norm_matched(loss: losses.LossFn, edit: Edit) -> losses.LossFn:
+    """``loss`` with ``edit`` applied, rescaled per example to the unedited gradient's norm."""
+    return edit_gradient(loss, _norm_matched(edit))
+
+
+_NAME = re.compile(r"^(?P<base>[a-z_]+?)-(?P<edit>no_push_up|push_up_(?P<pct>\d{1,3})|true_pull)"
+                   r"(?P<matched>-norm_matched)?$")
+EDITS = ("no_push_up", "push_up_<P>", "true_pull")
+
+
+def is_variant(name: str) -> bool:
+    """Whether ``name`` looks like ``<base>-<edit>...`` (not whether it is valid)."""
+    return ":" not in name and "-" in name
+
+
+def parse(name: str) -> tuple[str, Edit]:
+    """``'<base>-<edit>[-norm_matched]'`` → (base loss name, the edit). ``ValueError`` (one
+    line) for a name that does not follow the scheme."""
+    m = _NAME.match(name)
+    scheme = (f"a variant is <base>-<edit>[-norm_matched], base one of {', '.join(losses.LOSSES)}, "
+              f"edit one of {', '.join(EDITS)} (P a percentage), e.g. 'mse-no_push_up'")
+    if not m or m["base"] not in losses.LOSSES:
+        raise ValueError(f"unknown loss {name!r}; {scheme}")
+    if m["pct"] is not None:
+        pct = int(m["pct"])
+        if pct > 100:  # 0 edits nothing: a control with the variants' program path
+            raise ValueError(f"loss {name!r}: push_up_<P> takes P in 0..100; {scheme}")
+        edit = _push_up(pct / 100)
+    elif m["edit"] == "true_pull":
+        if m["base"] != "exp_mse":
+            raise ValueError(f"loss {name!r}: true_pull edits exp_mse's true-class gradient; "
+                             "use exp_mse-true_pull")
+        edit = _true_pull
+    else:
+        edit = _no_push_up
+    return m["base"], _norm_matched(edit) if m["matched"] else edit
+
+
+def variant(name: str) -> losses.LossFn:
+    """The loss a variant name stands for."""
+    base, edit = parse(name)
+    return edit_gradient(losses.LOSSES[base], edit)
+
+
+def closed_form(name: str) -> losses.LossFn:
+    """The variant's gradient from its base's closed form: ``edit(GRADIENTS[base])``."""
+    base, edit = parse(name)
+
+    def grad(logits, labels):
+        s = jnp.asarray(logits)
+        y = jnp.asarray(labels, s.dtype)
+        return edit(losses.GRADIENTS[base](s, y), s, y)
+
+    return grad
+
+
+#: The variants ``lossjax check-grads`` checks by default: each edit on the losses it is for.
+STANDARD = ("mse-no_push_up", "softmax_mse-no_push_up", "cross_entropy-push_up_50",
+            "mse-no_push_up-norm_matched", "softmax_mse-no_push_up-norm_matched",
+            "cross_entropy-push_up_50-norm_matched", "exp_mse-true_pull")
