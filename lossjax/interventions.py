@@ -69,8 +69,11 @@ def _push_up(fraction: float) -> Edit:
 
 
 def _true_pull(g, s, y):
-    # exp_mse's true-class component carries a factor e^{s_c}; below 0 it is divided out.
-    return jnp.where(y > 0, g * jnp.maximum(1.0, jnp.exp(-s)), g)
+    # exp_mse's component (2/K)(e^s - y) e^s with its factor e^s replaced by max(e^s, 1). Written
+    # from the logits, not as g / e^s: below s ≈ -87 float32's e^s is 0 and so is g.
+    e = jnp.exp(s)
+    pull = (2.0 / s.shape[-1]) * (e - y) * jnp.maximum(e, 1.0)
+    return jnp.where(y > 0, pull.astype(g.dtype), g)
 
 
 def _norm_matched(edit: Edit) -> Edit:
