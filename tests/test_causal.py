@@ -1,0 +1,332 @@
+"""``experiments/causal.py``: paired effects of gradient-edit interventions, within-loss rank
+correlations, the files and the figure. The folders are synthetic finished sweeps (the layout
+of ``test_analysis.make_results``) whose per-seed test-accuracy curves are set by hand, so every
+expected number follows from the curves below by arithmetic done here; no training runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from test_analysis import all_diverge, make_results, resummarize
+
+SEEDS = (0, 1, 2, 3, 4)
+EPOCHS = 5
+EVALUATED = (2, 4, 5)  # as with eval.every = 2: test accuracy is NaN at epochs 1 and 3
+# Test accuracy at the evaluated epochs, per seed, at each side's chosen rate: the base `mse`
+# at lr 0.1 and the variant `mse-no_push_up` at lr 1.0 (target 0.9).
+BASE = {0: [0.80, 0.88, 0.91], 1: [0.70, 0.85, 0.89], 2: [0.90, 0.92, 0.93],
+        3: [0.82, 0.90, 0.95], 4: [0.60, 0.70, 0.80]}
+VARIANT = {0: [0.85, 0.91, 0.93], 1: [0.78, 0.90, 0.92], 2: [0.91, 0.93, 0.94],
+           3: [0.80, 0.88, 0.96], 4: [0.50, 0.50, 0.50]}
+DIVERGED_SEED = 4  # the variant's member at its chosen rate diverges at epoch 3
+PAIRED = (0, 1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def causal():
+    path = Path(__file__).parents[1] / "experiments" / "causal.py"
+    spec = importlib.util.spec_from_file_location("causal", path)
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up by name while the class is created.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def other_curve(loss: str, seed: int) -> list[float]:
+    """Curves at the rates not chosen: the mse ones spread so that their speeds order the
+    members in a known way against their wrong-direction fractions."""
+    if loss == "mse":
+        return [0.5 + 0.03 * ((3 * seed) % 5) + 0.01 * k for k in range(3)]
+    return [0.4 + 0.02 * seed] * 3
+
+
+def wrong_frac(loss: str, lr: float, seed: int) -> float:
+    # The variant zeroes every push up; the base's fraction varies from member to member.
+    return 0.0 if loss != "mse" else 0.05 + 0.01 * seed + (0.1 if lr == 1.0 else 0.0)
+
+
+def grad_norm(loss: str, lr: float, seed: int) -> float:
+    return (0.5 if loss == "mse" else 0.3) + 0.01 * seed
+
+
+def curve(loss: str, lr: float, seed: int) -> list[float]:
+    if (loss, lr) == ("mse", 0.1):
+        return BASE[seed]
+    if (loss, lr) == ("mse-no_push_up", 1.0):
+        return VARIANT[seed]
+    return other_curve(loss, seed)
+
+
+def make_paired(path: Path) -> Path:
+    """A finished sweep of `mse` and `mse-no_push_up` at lr 0.1 and 1.0, seeds 0-4, whose
+    test-accuracy curves, wrong-direction fractions, gradient norms and chosen rates are the
+    ones above."""
+    variant = "mse-no_push_up"
+    make_results(path, losses=("mse", variant), lrs=(0.1, 1.0), seeds=SEEDS, epochs=EPOCHS,
+                 diverge=((variant, 1.0, DIVERGED_SEED, 3),))
+    ep = pd.read_csv(path / "epochs.csv", dtype={"hidden": str})
+    for i, r in ep.iterrows():
+        loss, lr, seed, epoch = r["loss"], r["learning_rate"], r["seed"], r["epoch"]
+        acc = dict(zip(EVALUATED, curve(loss, lr, seed), strict=True)).get(epoch, math.nan)
+        chosen = (loss, lr) in (("mse", 0.1), (variant, 1.0))
+        ep.loc[i, ["test_acc", "val_acc", "wrong_frac", "grad_norm"]] = [
+            acc, 0.9 if chosen else 0.5, wrong_frac(loss, lr, seed), grad_norm(loss, lr, seed)]
+    ep.to_csv(path / "epochs.csv", index=False)
+    summary = resummarize(path)
+    assert dict(zip(summary["loss"], summary["learning_rate"], strict=True)) == {
+        "mse": 0.1, variant: 1.0}
+    return path
+
+
+@pytest.fixture(scope="module")
+def paired_dir(tmp_path_factory):
+    return make_paired(tmp_path_factory.mktemp("causal") / "mnist_causal")
+
+
+@pytest.fixture(scope="module")
+def analysed(causal, paired_dir):
+    return causal.analyse(paired_dir, n_resamples=200)
+
+
+def t_interval(d):
+    d = np.asarray(d, float)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return d.mean(), half
+
+
+def first_at(values, target=0.9):
+    return next((e for e, a in zip(EVALUATED, values, strict=True) if a >= target), None)
+
+
+# --------------------------------------------------------------------------------------------
+# Names and predictions
+
+
+def test_names_parse_into_base_edit_and_prediction(causal):
+    p = causal.parse_intervention
+    assert p("mse") is None and p("my_loss-no_push_up") is None and p("mse-") is None
+    iv = p("softmax_mse-push_up_50-norm_matched")
+    assert (iv.base, iv.edit, iv.norm_matched, iv.prediction) == (
+        "softmax_mse", "push_up_50", True, "< 0")
+    assert p("mse-no_push_up").prediction == "> 0"
+    assert p("cross_entropy-no_push_up").prediction == "= 0"  # nothing to zero: a no-op
+    assert p("cross_entropy-push_up_0").prediction == "= 0"
+    assert p("exp_mse-true_pull").prediction is None
+
+
+# --------------------------------------------------------------------------------------------
+# Paired effects
+
+
+def test_paired_effects_are_the_per_seed_differences(analysed):
+    [c] = analysed["comparisons"]
+    assert (c["base"], c["variant"], c["edit"], c["prediction"]) == (
+        "mse", "mse-no_push_up", "no_push_up", "> 0")
+    assert (c["base_learning_rate"], c["variant_learning_rate"]) == (0.1, 1.0)
+    assert (c["n_pairs"], c["diverged_pairs"], c["unpaired_seeds"]) == (4, 1, 0)
+
+    speed = [np.mean(VARIANT[s]) - np.mean(BASE[s]) for s in PAIRED]
+    mean, half = t_interval(speed)
+    assert c["speed"]["n"] == 4
+    assert c["speed"]["mean"] == pytest.approx(mean)
+    assert c["speed"]["ci95"] == pytest.approx(half)
+    assert (c["speed"]["low"], c["speed"]["high"]) == pytest.approx((mean - half, mean + half))
+    assert [p["speed"] for p in c["per_seed"]] == pytest.approx(speed)
+
+    final = [VARIANT[s][-1] - BASE[s][-1] for s in PAIRED]
+    assert (c["final_test_acc"]["mean"], c["final_test_acc"]["ci95"]) == pytest.approx(
+        t_interval(final))
+
+
+def test_epochs_to_target_counts_censored_pairs(analysed):
+    [c] = analysed["comparisons"]
+    e = c["epochs_to_target"]
+    # Seed 1's base never reaches 0.9: censored. The others: 4 → 5 (−1), 2 → 2, 4 → 5 (+1).
+    reached = [s for s in PAIRED if first_at(BASE[s]) and first_at(VARIANT[s])]
+    assert reached == [0, 2, 3]
+    diffs = [first_at(VARIANT[s]) - first_at(BASE[s]) for s in reached]
+    assert diffs == [-1, 0, 1]
+    assert (e["n"], e["censored"], e["base_missed"], e["variant_missed"]) == (3, 1, 1, 0)
+    assert (e["mean"], e["ci95"]) == pytest.approx(t_interval(diffs))
+    assert math.isnan(c["per_seed"][1]["epochs_to_target"])
+
+
+def test_gradient_profiles_average_the_paired_members(analysed):
+    [c] = analysed["comparisons"]
+    assert c["base_profile"]["wrong_frac"] == pytest.approx(
+        np.mean([wrong_frac("mse", 0.1, s) for s in PAIRED]))
+    assert c["variant_profile"]["wrong_frac"] == 0.0
+    assert c["variant_profile"]["grad_norm"] == pytest.approx(
+        np.mean([grad_norm("mse-no_push_up", 1.0, s) for s in PAIRED]))
+    assert c["base_profile"]["speed"] == pytest.approx(np.mean([np.mean(BASE[s])
+                                                                for s in PAIRED]))
+
+
+def test_speed_averages_only_epochs_both_members_have(causal):
+    def rows(member, accs):
+        return pd.DataFrame({"member": member, "seed": 0, "epoch": [1, 2, 3],
+                             "test_acc": accs, "diverged": False})
+
+    # The variant's epoch-2 accuracy is missing: both sides average epochs 1 and 3 only.
+    pairs = causal.pair_members(rows(0, [0.5, 0.6, 0.95]), rows(1, [0.7, math.nan, 0.9]), 0.9)
+    r = pairs.iloc[0]
+    assert (r["base_speed"], r["variant_speed"]) == pytest.approx((0.725, 0.8))
+    assert (r["base_reach"], r["variant_reach"]) == (3, 3)
+    # A seed on one side only is unpaired, and counted.
+    pairs = causal.pair_members(rows(0, [0.5, 0.6, 0.7]), rows(1, [0.5, 0.6, 0.7]).assign(
+        seed=1), 0.9)
+    assert list(pairs["status"]) == ["unpaired", "unpaired"]
+    assert causal.paired_effects(pairs)["unpaired_seeds"] == 2
+
+
+def test_verdict_reads_the_interval_against_the_prediction(causal):
+    def e(lo, hi, n=4):
+        return {"low": lo, "high": hi, "n": n}
+
+    assert causal.verdict(e(0.01, 0.03), "> 0").startswith("CI excludes 0: the variant learns "
+                                                           "faster (> 0), as the seed claim")
+    assert "against the seed claim's prediction (< 0)" in causal.verdict(e(0.01, 0.03), "< 0")
+    assert causal.verdict(e(-0.01, 0.03), "> 0").startswith("CI includes 0")
+    assert "no interval" in causal.verdict(e(math.nan, math.nan, 1), "> 0")
+
+
+# --------------------------------------------------------------------------------------------
+# Within-loss evidence
+
+
+def test_within_loss_spearman_per_loss(analysed):
+    w = analysed["within_loss"]
+    groups = {g["loss"]: g for g in w["groups"]}
+    # mse: every member (2 rates × 5 seeds), none diverged.
+    members = [(wrong_frac("mse", lr, s), np.mean(curve("mse", lr, s)))
+               for lr in (0.1, 1.0) for s in SEEDS]
+    x, y = zip(*members, strict=True)
+    assert groups["mse"]["n"] == 10
+    assert groups["mse"]["spearman"] == pytest.approx(stats.spearmanr(x, y).statistic)
+    # The variant never pushes up: no ranks, no correlation, and the diverged member is out.
+    v = groups["mse-no_push_up"]
+    assert v["n"] == 9 and math.isnan(v["spearman"]) and "constant" in v["note"]
+    assert w["diverged_members_excluded"] == 1
+    # With one loss contributing, its scaled ranks give its own ρ back.
+    assert w["pooled_within_loss"]["groups"] == 1
+    assert w["pooled_within_loss"]["spearman"] == pytest.approx(groups["mse"]["spearman"])
+
+
+def test_pooled_within_loss_removes_the_confounding_by_loss(causal):
+    # Within each loss more pushing goes with faster learning (ρ = +1), but the loss that
+    # pushes more is slower overall: the pooled cross-loss ρ is negative (Simpson's paradox).
+    a = pd.DataFrame({"loss": "mse", "wrong_frac": [0.1, 0.2, 0.3, 0.4, 0.5],
+                      "speed": [0.80, 0.81, 0.82, 0.83, 0.84]})
+    b = pd.DataFrame({"loss": "softmax_mse", "wrong_frac": [0.6, 0.7, 0.8, 0.9],
+                      "speed": [0.50, 0.51, 0.52, 0.53]})
+    members = pd.concat([a, b]).assign(hidden="64", diverged=False)
+    w = causal.within_loss(members, n_resamples=200)
+    assert [g["spearman"] for g in w["groups"]] == pytest.approx([1.0, 1.0])
+    assert w["pooled_within_loss"]["spearman"] == pytest.approx(1.0)
+    assert w["pooled_within_loss"]["ci95"] == pytest.approx([1.0, 1.0])
+    assert w["pooled_within_loss"]["n"] == 9
+    cross = w["pooled_across_losses_confounded"]
+    assert cross["spearman"] == pytest.approx(stats.spearmanr(
+        members["wrong_frac"], members["speed"]).statistic) and cross["spearman"] < 0
+
+
+def test_batched_rank_correlation_is_scipys_spearman(causal):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, (6, 9)).astype(float)  # ties on purpose
+    y = rng.random((6, 9))
+    expect = [stats.spearmanr(a, b).statistic for a, b in zip(x, y, strict=True)]
+    assert causal._rank_corr(x, y) == pytest.approx(expect)
+
+
+def test_bootstrap_is_reproducible_and_holds_the_estimate(causal):
+    rng = np.random.default_rng(1)
+    xs = [rng.random(8), rng.random(6)]
+    ys = [x + 0.3 * rng.standard_normal(len(x)) for x in xs]
+    lo, hi = causal.stratified_bootstrap(xs, ys, n_resamples=300)
+    assert -1 <= lo <= float(causal.pooled_within(xs, ys)) <= hi <= 1
+    assert causal.stratified_bootstrap(xs, ys, n_resamples=300) == (lo, hi)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: files, figure, refusal
+
+
+def _strict_json(path):
+    def refuse(name):
+        raise AssertionError(f"{path} holds {name}, which JSON has not")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_main_writes_json_md_and_one_figure(causal, tmp_path, capsys):
+    first = make_paired(tmp_path / "mnist_causal")
+    second = make_results(tmp_path / "fashion_causal", losses=(
+        "cross_entropy", "cross_entropy-push_up_50", "cross_entropy-push_up_50-norm_matched"),
+        diverge=())
+    out = tmp_path / "figures"
+    assert causal.main([str(first), str(second), "--out", str(out)]) == 0
+    for folder in (first, second):
+        data = _strict_json(folder / "causal.json")
+        assert {"folder", "description", "target_accuracy", "comparisons", "within_loss",
+                "bootstrap"} <= set(data)
+        md = (folder / "causal.md").read_text()
+        assert "| comparison |" in md and "confounded by loss" in md
+    md = (first / "causal.md").read_text()
+    assert "`mse → mse-no_push_up`" in md and "1 of 4" in md and "1 diverged" in md
+    assert "predicted: > 0" in md
+    assert len(_strict_json(second / "causal.json")["comparisons"]) == 2
+    assert "predicted: < 0" in (second / "causal.md").read_text()
+    assert (out / "causal_effects.png").stat().st_size > 0
+    assert ET.parse(out / "causal_effects.svg").getroot().tag.endswith("svg")
+    assert "causal_effects.png" in capsys.readouterr().out
+
+
+def test_figure_has_a_panel_per_folder_and_a_row_per_comparison(causal, analysed):
+    two = [analysed, {**analysed, "folder": "other"}]
+    fig = causal.effects_figure(two)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2
+    for ax in axes:
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["mse → mse-no_push_up (n=4)"]
+        texts = [t.get_text() for t in ax.texts]
+        assert texts == ["seed predicts > 0"]
+        # The point sits at the mean effect, in accuracy points.
+        point = [line for line in ax.lines if line.get_marker() == "o"][0]
+        assert point.get_xdata()[0] == pytest.approx(100 * analysed["comparisons"][0][
+            "speed"]["mean"])
+
+
+def test_folder_without_variants_is_refused_with_one_line(causal, tmp_path, capsys):
+    plain = make_results(tmp_path / "plain")  # cross_entropy and mse only
+    good = make_paired(tmp_path / "good")
+    out = tmp_path / "figures"
+    before = sorted(p.name for p in good.iterdir())
+    assert causal.main([str(good), str(plain), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("causal: error: ")
+    assert "no loss variant beside its base" in err[0] and "cross_entropy, mse" in err[0]
+    assert sorted(p.name for p in good.iterdir()) == before  # nothing written anywhere
+    assert not out.exists() and not (plain / "causal.json").exists()
+
+
+def test_variant_whose_every_member_diverged_is_reported_without_pairs(causal, tmp_path):
+    d = make_results(tmp_path / "gone", losses=("mse", "mse-no_push_up"),
+                     diverge=all_diverge(["mse-no_push_up"]))
+    resummarize(d)
+    [c] = causal.analyse(d, n_resamples=50)["comparisons"]
+    assert c["n_pairs"] == 0 and c["speed"]["n"] == 0
+    assert c["note"] == "every member of the variant diverged at every rate"
+    assert c["verdict"] == "no pair to compare"
+    fig = causal.effects_figure([causal.analyse(d, n_resamples=50)])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no pairs", "seed predicts > 0"]
