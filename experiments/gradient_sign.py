@@ -16,6 +16,11 @@ and reports the Spearman rank correlation between the two over members
 every non-diverged member, plus the per-loss means. The argument predicts a clearly negative
 correlation.
 
+This is a correlation across members of different losses, so the wrong-direction fraction
+mostly says which loss a member used, and every other difference between the losses rides along
+with it: it is confounded by the loss. ``experiments/causal.py`` tests the argument causally,
+with gradient interventions paired by seed, and reports the relation within each loss.
+
     python experiments/gradient_sign.py results/mnist [results/fashion_mnist ...]
 
 Each folder is read and checked by ``lossjax.analysis``, as for the plots and the report, and

@@ -17,8 +17,10 @@ The schema, with its defaults (only ``name`` is required)::
                             # config records the number): members trained side by side in one
                             # program per device; a member's numbers depend on it and on nothing
                             # else of the sweep
-    losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names in losses.LOSSES or
-                            # 'module:function'; the default is all of LOSSES, in its order
+    losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names in losses.LOSSES,
+                            # gradient interventions on them ('mse-no_push_up', see
+                            # lossjax.interventions) or 'module:function'; the default is all
+                            # of LOSSES, in its order
     dataset:
       name: digits          # a key of lossjax.data.CLASS_NAMES
       data_dir: null        # str or null

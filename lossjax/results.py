@@ -120,7 +120,7 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 #: What lossjax writes into a results folder; ``--overwrite`` removes these and nothing else.
 OWN_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
                "report.md", "plots", "checkpoints", "gradient_sign.json", "gradient_sign.md",
-               "gradient_sign.png", "gradient_sign.svg", "tensorboard")
+               "gradient_sign.png", "gradient_sign.svg", "causal.json", "causal.md", "tensorboard")
 LOCK = ".lock"
 
 
