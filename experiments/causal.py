@@ -453,6 +453,33 @@ def within_loss(members: pd.DataFrame, n_resamples: int = N_BOOT) -> dict:
 # One folder
 
 
+#: Still improving: chosen members gained more than this (validation accuracy, mean over seeds)
+#: over the last LATE_EPOCHS epochs.
+STILL_IMPROVING = 0.002
+LATE_EPOCHS = 3
+
+
+def protocol(res: analysis.Results) -> list[dict]:
+    """Per summary row (each loss and variant at its chosen rate): whether that rate sits at an
+    edge of its grid, and the mean validation-accuracy gain over the last ``LATE_EPOCHS`` epochs
+    (a loss still improving at the end was stopped too early for its speed to be judged by its
+    final accuracy)."""
+    rows = []
+    for choice in analysis.chosen_runs(res):
+        r = choice.row
+        val = choice.rows.pivot_table(index="epoch", columns="seed", values="val_acc").dropna()
+        gain = (val.iloc[-1] - val.iloc[-1 - LATE_EPOCHS]).mean() if len(val) > LATE_EPOCHS \
+            else float("nan")
+        rows.append({
+            "loss": r["loss"], "hidden": r["hidden"], "learning_rate": float(r["learning_rate"]),
+            "lr_at_grid_edge": bool(r.get("lr_at_grid_edge", False)),
+            "late_val_gain": float(gain),
+            "still_improving": bool(gain > STILL_IMPROVING),
+            "test_acc_mean": float(r["test_acc_mean"]),
+        })
+    return rows
+
+
 def target_accuracy(res: analysis.Results) -> float:
     t = analysis.config_value(res.config, "eval.target_accuracy")
     return float(t) if isinstance(t, (int, float)) else EvalConfig().target_accuracy
@@ -474,6 +501,7 @@ def analyse(folder: str | os.PathLike, n_resamples: int = N_BOOT) -> dict:
         "folder": str(res.path), "description": analysis.describe(res),
         "target_accuracy": target, "comparisons": comps,
         "within_loss": within_loss(member_table(res.epochs), n_resamples),
+        "protocol": protocol(res),
         "bootstrap": {"resamples": n_resamples, "seed": BOOT_SEED, "method": "percentile"},
     }
 
@@ -594,6 +622,22 @@ def markdown(out: dict, figure: Path | None = None) -> str:
         f"- Pooled across losses, **confounded by loss** (for contrast only): {_rho(x)}; "
         "paired percentile bootstrap interval.",
     ]
+    lines += [
+        "", "## Protocol checks", "",
+        "Each loss and variant at its chosen rate: whether the rate is at an edge of its grid "
+        "(the optimum may lie beyond it), and the mean validation-accuracy gain over the last "
+        f"{LATE_EPOCHS} epochs (over {100 * STILL_IMPROVING:g} points: still improving at the "
+        "end).", "",
+        "| loss | hidden | chosen lr | at grid edge | late val gain (points) | test acc |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    for r in out.get("protocol", []):
+        still = " (still improving)" if r["still_improving"] else ""
+        lines.append(
+            f"| `{r['loss']}` | {r['hidden']} | {r['learning_rate']:g} | "
+            f"{'yes' if r['lr_at_grid_edge'] else 'no'} | "
+            f"{_num(100 * r['late_val_gain'], '+.2f')}{still} | "
+            f"{_num(100 * r['test_acc_mean'], '.2f')} |")
     if figure is not None:
         lines += ["", f"Figure of the speed effects: `{figure}`"]
     return "\n".join(lines) + "\n"

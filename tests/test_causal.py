@@ -330,3 +330,20 @@ def test_variant_whose_every_member_diverged_is_reported_without_pairs(causal, t
     assert c["verdict"] == "no pair to compare"
     fig = causal.effects_figure([causal.analyse(d, n_resamples=50)])
     assert [t.get_text() for t in fig.axes[0].texts] == ["no pairs", "seed predicts > 0"]
+
+
+def test_protocol_flags_grid_edges_and_losses_still_improving(causal, analysed, tmp_path):
+    rows = {r["loss"]: r for r in analysed["protocol"]}
+    assert rows["mse"]["lr_at_grid_edge"]  # 0.1 of (0.1, 1.0)
+    assert rows["mse"]["late_val_gain"] == 0 and not rows["mse"]["still_improving"]
+    # The same folder with validation accuracy rising by a point an epoch at the chosen rate.
+    d = make_paired(tmp_path / "rising")
+    ep = pd.read_csv(d / "epochs.csv", dtype={"hidden": str})
+    chosen = (ep["loss"] == "mse") & (ep["learning_rate"] == 0.1)
+    ep.loc[chosen, "val_acc"] = 0.8 + 0.01 * ep.loc[chosen, "epoch"]
+    ep.to_csv(d / "epochs.csv", index=False)
+    resummarize(d)
+    rows = {r["loss"]: r for r in causal.analyse(d, n_resamples=50)["protocol"]}
+    assert rows["mse"]["late_val_gain"] == pytest.approx(0.03)
+    assert rows["mse"]["still_improving"]
+    assert "(still improving)" in causal.markdown(causal.analyse(d, n_resamples=50))
