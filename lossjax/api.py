@@ -18,10 +18,10 @@ import contextlib
 import dataclasses
 import logging
 import os
-import sys
 from pathlib import Path
 
 from lossjax import analysis
+from lossjax.cli import log_to_stderr
 
 log = logging.getLogger("lossjax")
 
@@ -80,25 +80,6 @@ def load(path: str | os.PathLike) -> Results:
     return Results(**{f.name: getattr(res, f.name) for f in dataclasses.fields(res)})
 
 
-@contextlib.contextmanager
-def _log_to_stderr():
-    # Where nothing is configured to show the lossjax logger's records (a script, a notebook),
-    # show them for the call, as the command does; a configured logging setup is left alone.
-    if log.handlers or logging.getLogger().handlers:
-        yield
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("lossjax: %(message)s"))
-    level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-
-
 def run(config, *, overrides=(), output_dir: str | os.PathLike | None = None,
         resume: bool = False, overwrite: bool = False, progress: bool = True) -> Results:
     """Runs a sweep and returns its results.
@@ -121,7 +102,9 @@ def run(config, *, overrides=(), output_dir: str | os.PathLike | None = None,
 
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
     call = _describe_call(config, overrides, output_dir, resume, overwrite)
-    with _log_to_stderr():
+    # Shown as the command shows them, unless the caller configured logging itself.
+    configured = log.handlers or logging.getLogger().handlers
+    with contextlib.nullcontext() if configured else log_to_stderr():
         out = sweep.run(config, overrides, output_dir=output_dir, resume=resume,
                         overwrite=overwrite, progress=progress,
                         invocation={"via": "python", "call": call, "cwd": os.getcwd()})

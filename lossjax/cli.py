@@ -10,6 +10,7 @@ traceback), and exits 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
@@ -189,23 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     from lossjax.errors import LossjaxError
-    from lossjax.interrupts import ExitOnSignal
 
     message = INTERRUPTED.get(args.command, "lossjax: interrupted.")
-    # The library logs (logger "lossjax"); the command shows its records as "lossjax: ..." lines.
-    logger = logging.getLogger("lossjax")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("lossjax: %(message)s"))
-    handler.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    shown = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     try:
-        if threading.current_thread() is threading.main_thread():
-            # Before anything heavy is imported: Ctrl-C exits at once, from here on.
-            with ExitOnSignal(message):
-                return args.func(args)
-        return args.func(args)
+        with log_to_stderr(shown):
+            return _dispatch(args, message)
     except (LossjaxError, ValueError) as e:
         print(f"lossjax: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -218,9 +208,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lossjax: error: unexpected {type(e).__name__}: {_one_line(e)[:300]} "
               "(LOSSJAX_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def log_to_stderr(level: int = logging.INFO):
+    """Shows the ``lossjax`` logger's records from ``level`` up on stderr as "lossjax: ..."
+    lines while the block runs (the library only logs; the command, and ``lossjax.run`` where
+    logging is not configured, show them)."""
+    logger = logging.getLogger("lossjax")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lossjax: %(message)s"))
+    handler.setLevel(level)
+    saved = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(level)
+        logger.setLevel(saved)
+
+
+def _dispatch(args, message: str) -> int:
+    from lossjax.interrupts import ExitOnSignal
+
+    if threading.current_thread() is threading.main_thread():
+        # Before anything heavy is imported: Ctrl-C exits at once, from here on.
+        with ExitOnSignal(message):
+            return args.func(args)
+    return args.func(args)
 
 
 def _one_line(e: BaseException) -> str:
