@@ -8,7 +8,7 @@ base loss except the edited components, and a member trained with it starts from
 weights and sees the same batches as the base member of the same seed (the engine derives both
 from the seed alone), so the per-seed difference is the intervention's effect.
 
-A variant is named ``<base>-<edit>[-norm_matched]``, e.g. ``mse-no_push_up`` or
+A variant is named ``<base>-<edit>[-balanced][-norm_matched]``, e.g. ``mse-no_push_up`` or
 ``cross_entropy-push_up_50-norm_matched``, and is usable wherever a loss name is (a config's
 ``losses``, ``lossjax check-grads --loss``) and in code (``interventions.no_push_up(losses.mse)``).
 The edits, per example, on the base gradient ``g = d loss / d s`` (one-hot labels ``y``, true
@@ -25,9 +25,20 @@ class ``c``, ``K`` classes):
   stops being corrected), becomes ``(2/K)(e^{s_c} - 1) · max(e^{s_c}, 1)``: unchanged for
   ``s_c ≥ 0``, a pull that tends to ``-2/K`` instead of 0 below. It tests whether that vanishing
   is what holds exp-MSE back.
+- ``-balanced``: whatever the edit added to or took from the sum of the components is taken
+  off or added to the true class's component, so the edited gradient sums to what ``g`` sums
+  to. Cross-entropy and softmax-MSE depend on the logits only through ``softmax(s)``, which
+  adding a constant to every logit leaves alone; their gradients sum to 0, and the direction
+  ``(1, ..., 1)`` is one the loss cannot see. An edit that breaks the zero sum (removing the
+  negative components of softmax-MSE's gradient leaves a positive sum) feeds that direction
+  with nothing to oppose it: every logit drifts down together, faster and faster, until
+  float32 softmax saturates and learning stops. ``no_push_up-balanced`` gives the removed
+  pushes to the true class instead (it rises by as much as the wrong classes would have);
+  ``push_up_<P>-balanced`` takes the added pushes off the true class's rise.
 - ``-norm_matched``: the edited gradient is rescaled to the norm of ``g``, per example, so the
   edit changes the direction of the step and not its size (an edit that only shrank the
-  gradient would otherwise act as a smaller learning rate).
+  gradient would otherwise act as a smaller learning rate). After ``-balanced`` when both are
+  given.
 
 The transformed gradient is exact for the edit's definition: ``jax.grad`` of a variant returns
 ``edit(g)``, with ``g`` from autodiff of the base loss (``jax.custom_vjp``); ``closed_form``
@@ -74,6 +85,14 @@ def _true_pull(g, s, y):
     e = jnp.exp(s)
     pull = (2.0 / s.shape[-1]) * (e - y) * jnp.maximum(e, 1.0)
     return jnp.where(y > 0, pull.astype(g.dtype), g)
+
+
+def _balanced(edit: Edit) -> Edit:
+    def balanced(g, s, y):
+        e = edit(g, s, y)
+        return e + y * jnp.sum(g - e, axis=-1, keepdims=True)  # y one-hot: the true class
+
+    return balanced
 
 
 def _norm_matched(edit: Edit) -> Edit:
@@ -134,7 +153,7 @@ def norm_matched(loss: losses.LossFn, edit: Edit) -> losses.LossFn:
 
 
 _NAME = re.compile(r"^(?P<base>[a-z_]+?)-(?P<edit>no_push_up|push_up_(?P<pct>\d{1,3})|true_pull)"
-                   r"(?P<matched>-norm_matched)?$")
+                   r"(?P<balanced>-balanced)?(?P<matched>-norm_matched)?$")
 EDITS = ("no_push_up", "push_up_<P>", "true_pull")
 
 
@@ -144,11 +163,12 @@ def is_variant(name: str) -> bool:
 
 
 def parse(name: str) -> tuple[str, Edit]:
-    """``'<base>-<edit>[-norm_matched]'`` → (base loss name, the edit). ``ValueError`` (one
-    line) for a name that does not follow the scheme."""
+    """``'<base>-<edit>[-balanced][-norm_matched]'`` → (base loss name, the edit).
+    ``ValueError`` (one line) for a name that does not follow the scheme."""
     m = _NAME.match(name)
-    scheme = (f"a variant is <base>-<edit>[-norm_matched], base one of {', '.join(losses.LOSSES)}, "
-              f"edit one of {', '.join(EDITS)} (P a percentage), e.g. 'mse-no_push_up'")
+    scheme = (f"a variant is <base>-<edit>[-balanced][-norm_matched], "
+              f"base one of {', '.join(losses.LOSSES)}, edit one of {', '.join(EDITS)} "
+              "(P a percentage), e.g. 'mse-no_push_up'")
     if not m or m["base"] not in losses.LOSSES:
         raise ValueError(f"unknown loss {name!r}; {scheme}")
     if m["pct"] is not None:
@@ -163,6 +183,8 @@ def parse(name: str) -> tuple[str, Edit]:
         edit = _true_pull
     else:
         edit = _no_push_up
+    if m["balanced"]:
+        edit = _balanced(edit)
     return m["base"], _norm_matched(edit) if m["matched"] else edit
 
 
@@ -187,4 +209,6 @@ def closed_form(name: str) -> losses.LossFn:
 #: The variants ``lossjax check-grads`` checks by default: each edit on the losses it is for.
 STANDARD = ("mse-no_push_up", "softmax_mse-no_push_up", "cross_entropy-push_up_50",
             "mse-no_push_up-norm_matched", "softmax_mse-no_push_up-norm_matched",
-            "cross_entropy-push_up_50-norm_matched", "exp_mse-true_pull")
+            "cross_entropy-push_up_50-norm_matched", "softmax_mse-no_push_up-balanced",
+            "cross_entropy-push_up_50-balanced", "softmax_mse-no_push_up-balanced-norm_matched",
+            "exp_mse-true_pull")

@@ -72,6 +72,33 @@ def test_norm_matched_keeps_the_size_and_the_edited_direction(batch, name):
     np.testing.assert_allclose(cos, 1.0, rtol=1e-13)
 
 
+def test_softmax_mse_no_push_up_balanced(batch):
+    s, y = batch
+    g = _grad("softmax_mse", s, y)
+    pushes = jnp.where((y == 0) & (g < 0), g, 0.0)
+    expected = g - pushes + y * jnp.sum(pushes, -1, keepdims=True)
+    b = _grad("softmax_mse-no_push_up-balanced", s, y)
+    np.testing.assert_allclose(b, expected, rtol=1e-13, atol=1e-300)
+    # The unbalanced edit leaves a positive sum where it removed pushes; the balanced one sums
+    # to 0 like the base, and still pushes no wrong class up.
+    unbalanced = jnp.sum(_grad("softmax_mse-no_push_up", s, y), -1)
+    assert float(jnp.min(unbalanced)) > -1e-15 and float(jnp.max(unbalanced)) > 1e-3
+    np.testing.assert_allclose(jnp.sum(b, -1), 0.0, atol=1e-15)
+    assert float(losses.gradient_sign_stats(b, y)[0]) == 0
+
+
+def test_cross_entropy_push_up_balanced(batch):
+    s, y = batch
+    p = jax.nn.softmax(s)
+    c = jnp.argmax(y, -1)[:, None]
+    flipped = ((jnp.arange(K) - c) % K >= 1) & ((jnp.arange(K) - c) % K <= 5)
+    expected = jnp.where(flipped, -p, p - y) + y * 2 * jnp.sum(jnp.where(flipped, p, 0), -1,
+                                                               keepdims=True)
+    g = _grad("cross_entropy-push_up_50-balanced", s, y)
+    np.testing.assert_allclose(g, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(jnp.sum(g, -1), 0.0, atol=1e-14)
+
+
 @pytest.mark.parametrize("name", interventions.STANDARD)
 def test_value_is_the_base_loss_and_closed_form_matches_autodiff(batch, name):
     s, y = batch
