@@ -5,12 +5,14 @@ a step pushes that logit up, and that hinders learning (MSE and softmax-MSE do i
 and exp-MSE never do). Comparing losses cannot test it: they differ in much more than the sign of
 that gradient. ``experiments/gradient_sign.py`` correlates the two across losses, and the loss is
 a confounder. Here the sweep holds *interventions*: loss variants that keep a base loss's value
-and edit only its logit gradient, named ``<base>-<edit>`` or ``<base>-<edit>-norm_matched``:
+and edit only its logit gradient, named ``<base>-<edit>[-balanced][-norm_matched]``:
 
 - ``no_push_up``: every wrong-class component that would push its logit up is zeroed;
 - ``push_up_<P>``: P percent of the wrong classes get their component's sign flipped so that
   they are pushed up;
 - ``true_pull``: exp-MSE's true-class component no longer vanishes as its logit goes negative;
+- ``-balanced``: the edit's change to the sum of the components is moved to the true class, so
+  that the gradient of a softmax-based loss still sums to 0 (the seed predicts the same sign);
 - ``-norm_matched``: the edited per-example gradient is rescaled to the base gradient's norm.
 
 A variant and its base in one sweep start, seed for seed, from the same weights and see the same
@@ -87,7 +89,7 @@ FIGURE_NAME = "causal_effects"
 
 @dataclass(frozen=True)
 class Intervention:
-    """A loss named ``<base>-<edit>`` or ``<base>-<edit>-norm_matched``."""
+    """A loss named ``<base>-<edit>[-balanced][-norm_matched]``."""
 
     loss: str
     base: str
@@ -98,9 +100,10 @@ class Intervention:
     def prediction(self) -> str | None:
         """The sign the seed claim predicts for the effect on speed (V − B): '> 0', '< 0',
         '= 0' (the edit changes no gradient), or None (the claim says nothing about it)."""
-        if self.edit == "no_push_up":
+        edit = self.edit.removesuffix("-balanced")  # where the moved sum goes: same sign
+        if edit == "no_push_up":
             return "> 0" if self.base in PUSHING_BASES else "= 0"
-        m = re.fullmatch(r"push_up_(\d+(?:\.\d+)?)", self.edit)
+        m = re.fullmatch(r"push_up_(\d+(?:\.\d+)?)", edit)
         if m:
             return "= 0" if float(m.group(1)) == 0 else "< 0"
         return None

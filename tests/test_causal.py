@@ -123,6 +123,10 @@ def test_names_parse_into_base_edit_and_prediction(causal):
     assert p("cross_entropy-no_push_up").prediction == "= 0"  # nothing to zero: a no-op
     assert p("cross_entropy-push_up_0").prediction == "= 0"
     assert p("exp_mse-true_pull").prediction is None
+    iv = p("softmax_mse-no_push_up-balanced-norm_matched")
+    assert (iv.base, iv.edit, iv.norm_matched, iv.prediction) == (
+        "softmax_mse", "no_push_up-balanced", True, "> 0")
+    assert p("cross_entropy-push_up_11-balanced").prediction == "< 0"
 
 
 # --------------------------------------------------------------------------------------------
