@@ -653,10 +653,11 @@ def markdown(out: dict, figure: Path | None = None) -> str:
 def effects_figure(outs: list[dict]) -> Figure:
     """One panel per folder, stacked so that the row labels line up, one row per comparison:
     the mean paired speed effect (points) with its 95% interval, a line at 0, and the seed
-    claim's prediction at the right."""
+    claim's prediction at the right. The panels share a symmetric-log axis, linear within ±1
+    point: effects run from tenths of a point to the whole accuracy range."""
     sizes = [max(1, len(o["comparisons"])) for o in outs]
     fig = Figure(figsize=(9.0, 1.4 + sum(0.42 * n + 0.9 for n in sizes)), layout="constrained")
-    axes = fig.subplots(len(outs), 1, squeeze=False,
+    axes = fig.subplots(len(outs), 1, squeeze=False, sharex=True,
                         gridspec_kw={"height_ratios": [0.42 * n + 0.9 for n in sizes]})[:, 0]
     styles = plots.loss_styles(BASES)
     for ax, out in zip(axes, outs, strict=True):
@@ -676,6 +677,8 @@ def effects_figure(outs: list[dict]) -> Figure:
                 clear = e["low"] > 0 or e["high"] < 0
                 ax.plot([m], [y], "o", color=color, markersize=7, zorder=4,
                         markerfacecolor=color if clear else "white", markeredgewidth=1.8)
+                ax.annotate(f"{m:+.2g}", (m, y), xytext=(0, 7), textcoords="offset points",
+                            ha="center", fontsize=7, color="0.25")
             if c["prediction"]:
                 ax.annotate(f"seed predicts {c['prediction']}", (1.0, y),
                             xycoords=("axes fraction", "data"), xytext=(6, 0),
@@ -687,7 +690,12 @@ def effects_figure(outs: list[dict]) -> Figure:
         ax.grid(axis="y", visible=False)
         ax.set_title(f"{Path(out['folder']).name}: {out['description']}", fontsize=9,
                      loc="left")
-    axes[-1].set_xlabel("Δ speed, variant − base (mean test accuracy over epochs, points)")
+    axes[-1].set_xscale("symlog", linthresh=1.0)
+    axes[-1].set_xlim(-100, 100)
+    ticks = [-100, -10, -1, 0, 1, 10, 100]  # an effect is a difference of accuracies: ±100
+    axes[-1].set_xticks(ticks, [f"{t:g}".replace("-", "−") for t in ticks])
+    axes[-1].set_xlabel("Δ speed, variant − base: mean test accuracy over epochs, points "
+                        "(symlog)")
     fig.legend(handles=[
         Line2D([], [], marker="o", color="0.3", markerfacecolor="0.3", linestyle="-",
                label="95% CI excludes 0"),

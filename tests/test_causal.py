@@ -304,7 +304,8 @@ def test_figure_has_a_panel_per_folder_and_a_row_per_comparison(causal, analysed
     for ax in axes:
         assert [t.get_text() for t in ax.get_yticklabels()] == ["mse → mse-no_push_up (n=4)"]
         texts = [t.get_text() for t in ax.texts]
-        assert texts == ["seed predicts > 0"]
+        effect = 100 * analysed["comparisons"][0]["speed"]["mean"]
+        assert texts == [f"{effect:+.2g}", "seed predicts > 0"]
         # The point sits at the mean effect, in accuracy points.
         point = [line for line in ax.lines if line.get_marker() == "o"][0]
         assert point.get_xdata()[0] == pytest.approx(100 * analysed["comparisons"][0][
