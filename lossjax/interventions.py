@@ -10,7 +10,8 @@ from the seed alone), so the per-seed difference is the intervention's effect.
 
 A variant is named ``<base>-<edit>[-balanced][-norm_matched]``, e.g. ``mse-no_push_up`` or
 ``cross_entropy-push_up_50-norm_matched``, and is usable wherever a loss name is (a config's
-``losses``, ``lossjax check-grads --loss``) and in code (``interventions.no_push_up(losses.mse)``).
+``losses``, ``lossjax check-grads --loss``) and in code (``interventions.no_push_up(losses.mse)``,
+``interventions.no_push_up(losses.softmax_mse, balanced=True, norm_matched=True)``).
 The edits, per example, on the base gradient ``g = d loss / d s`` (one-hot labels ``y``, true
 class ``c``, ``K`` classes):
 
@@ -132,24 +133,30 @@ def edit_gradient(loss: losses.LossFn, edit: Edit) -> losses.LossFn:
     return variant
 
 
-def no_push_up(loss: losses.LossFn) -> losses.LossFn:
-    """``loss`` whose gradient never pushes a wrong class up (those components zeroed)."""
-    return edit_gradient(loss, _no_push_up)
+def _with_suffixes(edit: Edit, balanced: bool, norm_matched: bool) -> Edit:
+    if balanced:
+        edit = _balanced(edit)
+    return _norm_matched(edit) if norm_matched else edit
 
 
-def push_up(loss: losses.LossFn, fraction: float) -> losses.LossFn:
-    """``loss`` with the gradient components of a ``fraction`` of the wrong classes negated."""
-    return edit_gradient(loss, _push_up(fraction))
+def no_push_up(loss: losses.LossFn, *, balanced: bool = False,
+               norm_matched: bool = False) -> losses.LossFn:
+    """``loss`` whose gradient never pushes a wrong class up (those components zeroed).
+    ``balanced`` and ``norm_matched`` are the ``-balanced`` and ``-norm_matched`` suffixes:
+    ``no_push_up(losses.softmax_mse, balanced=True)`` is ``softmax_mse-no_push_up-balanced``."""
+    return edit_gradient(loss, _with_suffixes(_no_push_up, balanced, norm_matched))
 
 
-def true_pull(loss: losses.LossFn) -> losses.LossFn:
+def push_up(loss: losses.LossFn, fraction: float, *, balanced: bool = False,
+            norm_matched: bool = False) -> losses.LossFn:
+    """``loss`` with the gradient components of a ``fraction`` of the wrong classes negated
+    (``push_up_<P>`` with P = 100 · fraction); suffixes as in ``no_push_up``."""
+    return edit_gradient(loss, _with_suffixes(_push_up(fraction), balanced, norm_matched))
+
+
+def true_pull(loss: losses.LossFn, *, norm_matched: bool = False) -> losses.LossFn:
     """``exp_mse`` whose true-class pull does not vanish below ``s_c = 0``."""
-    return edit_gradient(loss, _true_pull)
-
-
-def norm_matched(loss: losses.LossFn, edit: Edit) -> losses.LossFn:
-    """``loss`` with ``edit`` applied, rescaled per example to the unedited gradient's norm."""
-    return edit_gradient(loss, _norm_matched(edit))
+    return edit_gradient(loss, _with_suffixes(_true_pull, False, norm_matched))
 
 
 _NAME = re.compile(r"^(?P<base>[a-z_]+?)-(?P<edit>no_push_up|push_up_(?P<pct>\d{1,3})|true_pull)"
@@ -183,9 +190,7 @@ def parse(name: str) -> tuple[str, Edit]:
         edit = _true_pull
     else:
         edit = _no_push_up
-    if m["balanced"]:
-        edit = _balanced(edit)
-    return m["base"], _norm_matched(edit) if m["matched"] else edit
+    return m["base"], _with_suffixes(edit, bool(m["balanced"]), bool(m["matched"]))
 
 
 def variant(name: str) -> losses.LossFn:

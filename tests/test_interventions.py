@@ -115,6 +115,23 @@ def test_usable_in_code_under_jit_and_vmap(batch):
     np.testing.assert_allclose(g, _grad("mse-no_push_up", s, y), rtol=1e-14)
 
 
+@pytest.mark.parametrize(("make", "name"), [
+    (lambda: interventions.no_push_up(losses.softmax_mse, balanced=True),
+     "softmax_mse-no_push_up-balanced"),
+    (lambda: interventions.no_push_up(losses.mse, norm_matched=True),
+     "mse-no_push_up-norm_matched"),
+    (lambda: interventions.push_up(losses.cross_entropy, 0.5, balanced=True, norm_matched=True),
+     "cross_entropy-push_up_50-balanced-norm_matched"),
+    (lambda: interventions.true_pull(losses.exp_mse, norm_matched=True),
+     "exp_mse-true_pull-norm_matched"),
+])
+def test_keywords_in_code_are_the_name_suffixes(batch, make, name):
+    s, y = batch
+    g = jax.grad(lambda z: jnp.sum(make()(z, y)))(s)
+    np.testing.assert_array_equal(g, _grad(name, s, y))
+    assert not np.array_equal(g, _grad(name.split("-")[0], s, y))
+
+
 @pytest.mark.parametrize(("name", "needle"), [
     ("mse-no_push", "edit one of"),
     ("hinge-no_push_up", "base one of"),
