@@ -5,6 +5,7 @@
     res = lossjax.load("runs/digits")               # a finished results folder
     lossjax.compare(["runs/a", "runs/b"])           # one table and one figure across folders
     lossjax.exp_mse(logits, one_hot_labels)         # the losses, one value per example
+    lossjax.no_push_up(lossjax.mse)                 # a loss with its gradient edited
 
 Importing the package is cheap: each name below loads its module (and with it JAX) on first
 use, so the ``lossjax`` command can answer Ctrl-C and ``--help`` at once. The data, engine,
@@ -16,6 +17,8 @@ import importlib
 _HOMES = {
     **dict.fromkeys(("GRADIENTS", "LOSSES", "cross_entropy", "exp_mse", "gradient_sign_stats",
                      "mse", "one_hot", "softmax_mse", "with_integer_labels"), "lossjax.losses"),
+    **dict.fromkeys(("edit_gradient", "no_push_up", "push_up", "true_pull"),
+                    "lossjax.interventions"),
     **dict.fromkeys(("run", "load", "Results"), "lossjax.api"),
     "compare": "lossjax.api",
     **dict.fromkeys(("LossjaxError", "ConfigError", "DataError", "ResultsError"),

@@ -132,6 +132,15 @@ def test_keywords_in_code_are_the_name_suffixes(batch, make, name):
     assert not np.array_equal(g, _grad(name.split("-")[0], s, y))
 
 
+def test_package_level_names(batch):
+    import lossjax
+
+    s, y = batch
+    g = jax.grad(lambda z: jnp.sum(lossjax.no_push_up(lossjax.mse)(z, y)))(s)
+    np.testing.assert_array_equal(g, _grad("mse-no_push_up", s, y))
+    assert all(getattr(lossjax, name) is not None for name in lossjax.__all__)
+
+
 @pytest.mark.parametrize(("name", "needle"), [
     ("mse-no_push", "edit one of"),
     ("hinge-no_push_up", "base one of"),
