@@ -656,7 +656,7 @@ def effects_figure(outs: list[dict]) -> Figure:
     claim's prediction at the right. The panels share a symmetric-log axis, linear within ±1
     point: effects run from tenths of a point to the whole accuracy range."""
     sizes = [max(1, len(o["comparisons"])) for o in outs]
-    fig = Figure(figsize=(9.0, 1.4 + sum(0.42 * n + 0.9 for n in sizes)), layout="constrained")
+    fig = Figure(figsize=(11.0, 1.6 + sum(0.42 * n + 0.9 for n in sizes)), layout="constrained")
     axes = fig.subplots(len(outs), 1, squeeze=False, sharex=True,
                         gridspec_kw={"height_ratios": [0.42 * n + 0.9 for n in sizes]})[:, 0]
     styles = plots.loss_styles(BASES)
@@ -688,14 +688,14 @@ def effects_figure(outs: list[dict]) -> Figure:
                            for c in comps])
         ax.set_ylim(-len(comps) + 0.5, 0.5)
         ax.grid(axis="y", visible=False)
-        ax.set_title(f"{Path(out['folder']).name}: {out['description']}", fontsize=9,
-                     loc="left")
+        # Two lines: the row labels leave the axes too narrow for one.
+        ax.set_title(f"{Path(out['folder']).name}\n{out['description']}", fontsize=9)
     axes[-1].set_xscale("symlog", linthresh=1.0)
     axes[-1].set_xlim(-100, 100)
     ticks = [-100, -10, -1, 0, 1, 10, 100]  # an effect is a difference of accuracies: ±100
     axes[-1].set_xticks(ticks, [f"{t:g}".replace("-", "−") for t in ticks])
-    axes[-1].set_xlabel("Δ speed, variant − base: mean test accuracy over epochs, points "
-                        "(symlog)")
+    axes[-1].set_xlabel("Δ speed, variant − base, points\n(mean test accuracy over epochs; "
+                        "symlog axis)")
     fig.legend(handles=[
         Line2D([], [], marker="o", color="0.3", markerfacecolor="0.3", linestyle="-",
                label="95% CI excludes 0"),
