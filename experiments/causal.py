@@ -501,7 +501,9 @@ def analyse(folder: str | os.PathLike, n_resamples: int = N_BOOT) -> dict:
             f"{res.path} holds no loss variant beside its base (<base>-<edit>, base one of "
             f"{', '.join(BASES)}; it has {losses}): nothing to compare")
     return {
-        "folder": str(res.path), "description": analysis.describe(res),
+        "folder": str(res.path),
+        # The length of training is part of what an effect means (10 against 20 epochs).
+        "description": f"{analysis.describe(res)}, {int(res.epochs['epoch'].max())} epochs",
         "target_accuracy": target, "comparisons": comps,
         "within_loss": within_loss(member_table(res.epochs), n_resamples),
         "protocol": protocol(res),
