@@ -28,7 +28,9 @@ fraction of wrong-class logits whose gradient was negative, i.e. that a step pus
 over batches: the quantity the exp-MSE argument is about); ``grad_norm`` (mean per-example
 norm of d loss / d logits); ``diverged`` (true from the epoch the member's loss or parameters
 went non-finite; its parameters stay frozen at the last good values, its training metrics are
-NaN); ``wall_time`` (seconds since the sweep started, a measurement rather than a result).
+NaN); ``wall_time`` (seconds since the sweep started, over every group of members, which run one
+after another; time a stopped sweep spent dead before ``--resume`` is not counted; a measurement
+rather than a result).
 """
 
 from __future__ import annotations

@@ -405,7 +405,11 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
                                        "sweep (made by another lossjax version?); start it over "
                                        "with --overwrite") from None
             else:
-                start_epoch, elapsed0, state = 0, 0.0, group.init_state()
+                # Groups run one after another; wall_time counts from the sweep's start, so a
+                # group's clock starts where the groups before it stopped.
+                before = [f["wall_time"].max() for f in frames]
+                start_epoch, elapsed0 = 0, float(np.nanmax(before)) if before else 0.0
+                state = group.init_state()
             t0 = time.perf_counter() - elapsed0
             static = pd.DataFrame({
                 "member": [m.index for m in group_members_],

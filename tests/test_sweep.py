@@ -82,6 +82,17 @@ def test_sweep_writes_a_complete_folder(reference):
 
 
 @pytest.mark.slow
+def test_wall_time_counts_from_the_sweeps_start_across_groups(tmp_path):
+    # Two hidden sizes are two programs, run one after the other.
+    path = _write_config(tmp_path, seeds=[0], epochs=2, losses=["mse"],
+                         model={"hidden": [[8], [16]]},
+                         optimizer={"learning_rate": {"mse": [0.1]}})
+    assert cli.main(["sweep", str(path), "--quiet"]) == 0
+    t = pd.read_csv(tmp_path / "results" / "tiny" / "epochs.csv")
+    first, second = (t[t["hidden"].astype(str) == h]["wall_time"] for h in ("8", "16"))
+    assert second.min() > first.max() > 0
+
+
 def test_same_config_same_files(reference, tmp_path):
     assert cli.main(["sweep", str(_write_config(tmp_path)), "--quiet"]) == 0
     assert_same_files(reference, tmp_path / "results" / "tiny")
