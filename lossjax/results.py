@@ -356,20 +356,20 @@ def save_shard(out: Path, group: int, epoch: int, process: int, positions, leave
     return name
 
 
-def commit_checkpoint(out: Path, group: int, epoch: int, elapsed: float, processes: int) -> None:
+def commit_checkpoint(out: Path, group: int, epoch: int, processes: int) -> None:
     """Makes epoch ``epoch``'s shards the group's checkpoint (call once every process has saved
     its own), then removes the group's older shards."""
     files = [_shard_name(group, epoch, p) for p in range(processes)]
     folder = out / "checkpoints"
     write_json(folder / f"group{group}.json",
-               {"epoch": epoch, "elapsed": elapsed, "files": files})
+               {"epoch": epoch, "files": files})
     for old in folder.glob(f"group{group}.e*.npz"):
         if old.name not in files:
             old.unlink(missing_ok=True)
 
 
 def load_checkpoint(out: Path, group: int, n_members: int):
-    """(epochs finished, elapsed seconds, leaves with one row per member), or None where the
+    """(epochs finished, leaves with one row per member), or None where the
     group never finished an epoch."""
     folder = out / "checkpoints"
     path = folder / f"group{group}.json"
@@ -377,7 +377,7 @@ def load_checkpoint(out: Path, group: int, n_members: int):
         return None
     try:
         manifest = json.loads(path.read_text())
-        epoch, elapsed = int(manifest["epoch"]), float(manifest["elapsed"])
+        epoch = int(manifest["epoch"])
         leaves, seen = None, np.zeros(n_members, int)
         for name in manifest["files"]:
             path = folder / Path(name).name
@@ -396,7 +396,7 @@ def load_checkpoint(out: Path, group: int, n_members: int):
         raise ResultsError(f"{path} is damaged or does not match this sweep "
                            f"({type(e).__name__}); the folder cannot be resumed: start it over "
                            "with --overwrite") from None
-    return epoch, elapsed, leaves
+    return epoch, leaves
 
 
 #: Metrics the engine computes in float32. They are kept as float32 in memory and after

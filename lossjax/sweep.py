@@ -378,6 +378,9 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
         keep = [row.epoch <= done[gid_of[row.member]] for row in table.itertuples()]
         table = table[keep]
     frames = [table] if len(table) else []
+    # One clock for the sweep, its groups run one after another; a resumed sweep goes on from
+    # the last time its kept rows recorded.
+    t0 = time.perf_counter() - (float(table["wall_time"].max()) if len(table) else 0.0)
 
     total = sum(len(g) for g in groups) * cfg.epochs
     # A split that is not asked for is not put on the device, so it is never evaluated.
@@ -397,7 +400,7 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
             group = engine.Group(_settings(cfg, group_members_[0], ds.num_classes), group_members_,
                                  *group_losses(group_members_, loss_fns), data, mesh)
             if ckpts[gid]:
-                start_epoch, elapsed0, leaves = ckpts.pop(gid)
+                start_epoch, leaves = ckpts.pop(gid)
                 try:
                     state = group.state_from_host(leaves)
                 except ValueError:
@@ -405,12 +408,7 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
                                        "sweep (made by another lossjax version?); start it over "
                                        "with --overwrite") from None
             else:
-                # Groups run one after another; wall_time counts from the sweep's start, so a
-                # group's clock starts where the groups before it stopped.
-                before = [f["wall_time"].max() for f in frames]
-                start_epoch, elapsed0 = 0, float(np.nanmax(before)) if before else 0.0
-                state = group.init_state()
-            t0 = time.perf_counter() - elapsed0
+                start_epoch, state = 0, group.init_state()
             static = pd.DataFrame({
                 "member": [m.index for m in group_members_],
                 "loss": [m.loss for m in group_members_],
@@ -453,8 +451,7 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
                 distributed.barrier(f"lossjax checkpoint {gid} {epoch + 1}")
                 if writer:
                     with WRITING:
-                        results.commit_checkpoint(out, gid, epoch + 1, time.perf_counter() - t0,
-                                                  jax.process_count())
+                        results.commit_checkpoint(out, gid, epoch + 1, jax.process_count())
                 best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
                 n_div = int(metrics["diverged"].sum())
                 bar.update(
