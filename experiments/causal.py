@@ -47,8 +47,9 @@ pooled ρ across losses is kept for contrast, labelled as confounded by loss.
 
 Each folder is read and checked by ``lossjax.analysis`` and must hold a finished sweep with at
 least one variant beside its base; otherwise one line on stderr, exit status 2, and nothing is
-written. Writes ``causal.json`` and ``causal.md`` into each folder, and the figure of every
-folder's paired speed effects, ``causal_effects.{png,svg}``, into ``DIR``.
+written. Writes ``causal.json`` and ``causal.md`` into each folder, and into ``DIR`` the figure
+of every folder's paired speed effects, ``causal_effects.{png,svg}``, and one table of them all,
+``causal_effects.md``.
 """
 
 from __future__ import annotations
@@ -652,6 +653,28 @@ def markdown(out: dict, figure: Path | None = None) -> str:
 # The figure
 
 
+def effects_table(outs: list[dict]) -> str:
+    """``causal_effects.md``: one row per comparison of every folder, the figure's numbers."""
+    lines = [
+        "| folder | variant | Δ speed (points) | Δ final test acc (points) | pushes (base → "
+        "variant) | gradient norm (base → variant) |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for out in outs:
+        name = Path(out["folder"]).name
+        for c in out["comparisons"]:
+            b, v = c["base_profile"], c["variant_profile"]
+            if not c["n_pairs"]:
+                lines.append(f"| `{name}` | `{c['variant']}` | no pairs | | | |")
+                continue
+            lines.append(
+                f"| `{name}` | `{c['variant']}` | {_pm(c['speed'], 100)} | "
+                f"{_pm(c['final_test_acc'], 100)} | {_num(100 * b['wrong_frac'], '.1f')}% → "
+                f"{_num(100 * v['wrong_frac'], '.1f')}% | {_num(b['grad_norm'], '.3g')} → "
+                f"{_num(v['grad_norm'], '.3g')} |")
+    return "\n".join(lines) + "\n"
+
+
 def effects_figure(outs: list[dict]) -> Figure:
     """One panel per folder, stacked so that the row labels line up, one row per comparison:
     the mean paired speed effect (points) with its 95% interval, a line at 0, and the seed
@@ -729,12 +752,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path, help="finished results folders")
     p.add_argument("--out", type=Path, required=True,
-                   help=f"folder for the figure across all folders ({FIGURE_NAME}.png/.svg)")
+                   help=f"folder for the figure and table across all folders "
+                        f"({FIGURE_NAME}.png/.svg/.md)")
     args = p.parse_args(argv)
     try:
         # Every folder is analysed before anything is written: one bad folder, no files.
         outs = [analyse(f) for f in args.folders]
         figure = write_figure(outs, args.out)[0]
+        results.write_text(args.out / f"{FIGURE_NAME}.md", effects_table(outs))
         for out in outs:
             folder = Path(out["folder"])
             results.write_json(folder / "causal.json", _finite(out))
@@ -748,7 +773,7 @@ def main(argv=None) -> int:
         for c in out["comparisons"]:
             print(f"  {comparison_label(c)}: Δ speed {_pm(c['speed'], 100)} points; "
                   f"{c['verdict']}")
-    print(f"figure: {figure} (+ .svg)")
+    print(f"figure: {figure} (+ .svg), table: {args.out / FIGURE_NAME}.md")
     return 0
 
 

@@ -294,6 +294,9 @@ def test_main_writes_json_md_and_one_figure(causal, tmp_path, capsys):
     assert (out / "causal_effects.png").stat().st_size > 0
     assert ET.parse(out / "causal_effects.svg").getroot().tag.endswith("svg")
     assert "causal_effects.png" in capsys.readouterr().out
+    rows = [r for r in (out / "causal_effects.md").read_text().splitlines() if r.startswith("| `")]
+    assert len(rows) == 1 + 2  # every comparison of both folders
+    assert rows[0].startswith("| `mnist_causal` | `mse-no_push_up` | +")
 
 
 def test_figure_has_a_panel_per_folder_and_a_row_per_comparison(causal, analysed):
