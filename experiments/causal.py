@@ -34,6 +34,14 @@ a diverged member is left out, counted. The seed's prediction for the speed effe
 ``no_push_up`` on a base that pushes wrong classes up (= 0 on one that never does: the edit
 changes nothing), < 0 for ``push_up_<P>``; it predicts nothing for ``true_pull``.
 
+A chosen rate is an estimate: where the seeds do not tell it from another rate of its grid
+(``tied_lrs`` of ``summary.csv``, ``lossjax.results.rate_choice``), the headline effect, at
+both chosen rates, is one of several the data allow. So for a comparison where either side's
+choice is tied, the same paired effects are also taken with one side at a time moved to each
+of its tied rates while the other side stays at its chosen rate (not every combination: each
+row differs from the headline in one rate only), and the report says whether the speed
+effect's reading (CI above 0, below 0, or including 0) is the headline's at every such row.
+
 Within-loss evidence, free of the confounding by loss: for each loss (base or variant) and group
 with at least 4 non-diverged members, Spearman's ρ between a member's mean wrong-direction
 fraction and its speed across every rate and seed; and one pooled ρ controlling for the loss:
@@ -275,6 +283,46 @@ def _group_key(res: analysis.Results, row: pd.Series) -> tuple:
     return (row["hidden"], *(f"{v:.10g}" for v in _match_values(res, row).values()))
 
 
+def direction(effect: dict) -> str:
+    """How an effect's 95% interval reads: '> 0', '< 0', 'includes 0', 'no interval' (one
+    pair) or 'no pairs'."""
+    if effect["n"] == 0:
+        return "no pairs"
+    lo, hi = effect["low"], effect["high"]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval"
+    return "> 0" if lo > 0 else "< 0" if hi < 0 else "includes 0"
+
+
+def _members_at(res: analysis.Results, row: pd.Series, lr: float) -> pd.DataFrame:
+    group = analysis.group_rows(res, row["loss"], row["hidden"], row)
+    return group[analysis._close(group["learning_rate"], lr)]
+
+
+def tied_rate_effects(res: analysis.Results, base: pd.Series, variant: pd.Series,
+                      target: float) -> list[dict]:
+    """The paired effects with one side at a time at each rate its choice is tied with, the
+    other at its chosen rate; the first row is the headline (both at their chosen rates). []
+    where neither side's choice is tied, or a side has no chosen rate."""
+    b_lr, v_lr = float(base["learning_rate"]), float(variant["learning_rate"])
+    if not (np.isfinite(b_lr) and np.isfinite(v_lr)):
+        return []
+    b_tied, v_tied = (results.tied_rates(r.get("tied_lrs")) for r in (base, variant))
+    if not (b_tied or v_tied):
+        return []
+    rows = [(True, None, b_lr, v_lr)]
+    rows += [(False, "base", r, v_lr) for r in b_tied]
+    rows += [(False, "variant", b_lr, r) for r in v_tied]
+    out = []
+    for headline, moved, b, v in rows:
+        e = paired_effects(pair_members(_members_at(res, base, b), _members_at(res, variant, v),
+                                        target))
+        e.pop("per_seed")
+        out.append({"headline": headline, "moved": moved, "base_learning_rate": b,
+                    "variant_learning_rate": v, **e, "speed_direction": direction(e["speed"])})
+    return out
+
+
 def compare(res: analysis.Results, iv: Intervention, base: pd.Series, variant: pd.Series,
             chosen: dict[tuple, analysis.Choice], target: float) -> dict:
     """The comparison of one variant's summary row with its base's: :func:`paired_effects` and
@@ -300,6 +348,14 @@ def compare(res: analysis.Results, iv: Intervention, base: pd.Series, variant: p
                                   "speed": float(p[f"{side}_speed"].mean()),
                                   "final_test_acc": float(p[f"{side}_final"].mean())}
     out["verdict"] = verdict(out["speed"], iv.prediction)
+    for side, row in (("base", base), ("variant", variant)):
+        out[f"{side}_rate_choice"] = row.get("rate_choice")
+        out[f"{side}_tied_lrs"] = list(results.tied_rates(row.get("tied_lrs")))
+    tied = [] if gone else tied_rate_effects(res, base, variant, target)
+    out["tied_rate_effects"] = tied
+    # Whether every tied-rate row reads as the headline does (None: no tied rate choice).
+    out["robust_to_rate_choice"] = (
+        all(t["speed_direction"] == direction(out["speed"]) for t in tied) if tied else None)
     return out
 
 
@@ -477,6 +533,8 @@ def protocol(res: analysis.Results) -> list[dict]:
         rows.append({
             "loss": r["loss"], "hidden": r["hidden"], "learning_rate": float(r["learning_rate"]),
             "lr_at_grid_edge": bool(r.get("lr_at_grid_edge", False)),
+            "rate_choice": r.get("rate_choice"),
+            "tied_lrs": list(results.tied_rates(r.get("tied_lrs"))),
             "late_val_gain": float(gain),
             "still_improving": bool(gain > STILL_IMPROVING),
             "test_acc_mean": float(r["test_acc_mean"]),
@@ -561,6 +619,47 @@ def _rho(r: dict) -> str:
     return f"{text}, n = {r['n']}"
 
 
+def _tie_note(r: dict) -> str:
+    if r.get("rate_choice") == "one seed":
+        return " (one seed)"
+    tied = r.get("tied_lrs") or []
+    return f" (tie: {', '.join(f'{v:g}' for v in tied)})" if tied else ""
+
+
+def tied_section(comps: list[dict], varying: list[str]) -> list[str]:
+    """The *Tied rate choices* section of ``causal.md``: per comparison with a tied side, the
+    headline row and one row per tied rate of either side, the other side at its chosen rate."""
+    tied = [c for c in comps if c.get("tied_rate_effects")]
+    lines = ["", "## Tied rate choices", ""]
+    if not tied:
+        return lines + ["Every rate choice here is decided (or has no rival): the headline "
+                        "effects are the only ones the validation data allow."]
+    robust = sum(bool(c["robust_to_rate_choice"]) for c in tied)
+    lines += [
+        f"{len(tied)} of {len(comps)} comparisons have a side whose chosen rate is tied with "
+        "other rates of its grid: the paired validation gap (chosen − other, per seed, a "
+        "diverged member scoring 0) has a 95% interval that includes 0, or rests on one seed. "
+        "For those, the effects are also taken with one side at a time at each of its tied "
+        "rates, the other side staying at its chosen rate; **headline** marks the row at both "
+        f"chosen rates, the one reported above. In {robust} of {len(tied)} the speed effect "
+        "reads the same (CI above 0, below 0, or including 0) at every tied rate.", "",
+        "| comparison | row | lr (base → variant) | Δ speed (points) | speed CI | Δ final test "
+        "acc (points) | left out |",
+        "| --- | --- | --- | ---: | --- | ---: | --- |",
+    ]
+    for c in tied:
+        for t in c["tied_rate_effects"]:
+            row = "**headline**" if t["headline"] else f"{t['moved']} at tied rate"
+            left = [f"{t['diverged_pairs']} diverged"] if t["diverged_pairs"] else []
+            left += [f"{t['unpaired_seeds']} unpaired"] if t["unpaired_seeds"] else []
+            lines.append(
+                f"| `{comparison_label(c, varying)}` | {row} | "
+                f"{t['base_learning_rate']:g} → {t['variant_learning_rate']:g} | "
+                f"{_pm(t['speed'], 100)} | {t['speed_direction']} | "
+                f"{_pm(t['final_test_acc'], 100)} | {', '.join(left) or '–'} |")
+    return lines
+
+
 def markdown(out: dict, figure: Path | None = None) -> str:
     """``causal.md``: the paired effects, the verdicts, the within-loss table."""
     comps = out["comparisons"]
@@ -591,18 +690,23 @@ def markdown(out: dict, figure: Path | None = None) -> str:
         lr = (f"{c['base_learning_rate']:g} → {c['variant_learning_rate']:g}"
               if np.isfinite(c["base_learning_rate"]) and np.isfinite(c["variant_learning_rate"])
               else "–")
+        if c.get("tied_rate_effects"):
+            lr += " ‡"
         lines.append(
             f"| `{comparison_label(c, varying)}` | {lr} | {_pm(c['speed'], 100)} | {_pm(e)} | "
             f"{e['censored']} of {c['n_pairs']} | {_pm(c['final_test_acc'], 100)} | "
             f"{_num(b['wrong_frac'])} → {_num(v['wrong_frac'])} | "
             f"{_num(b['grad_norm'], '.3g')} → {_num(v['grad_norm'], '.3g')} | "
             f"{', '.join(left) or '–'} |")
+    if any(c.get("tied_rate_effects") for c in comps):
+        lines += ["", "‡ a rate choice the seeds do not decide: see *Tied rate choices*."]
     lines += ["", "Speed effect against the seed claim's prediction:", ""]
     for c in comps:
         pred = c["prediction"] or "none"
         note = f" ({c['note']})" if c["note"] else ""
         lines.append(f"- `{comparison_label(c, varying)}` (predicted: {pred}): "
                      f"{c['verdict']}{note}")
+    lines += tied_section(comps, varying)
     w = out["within_loss"]
     lines += [
         "", "## Within-loss evidence", "",
@@ -640,7 +744,7 @@ def markdown(out: dict, figure: Path | None = None) -> str:
     for r in out.get("protocol", []):
         still = " (still improving)" if r["still_improving"] else ""
         lines.append(
-            f"| `{r['loss']}` | {r['hidden']} | {r['learning_rate']:g} | "
+            f"| `{r['loss']}` | {r['hidden']} | {r['learning_rate']:g}{_tie_note(r)} | "
             f"{'yes' if r['lr_at_grid_edge'] else 'no'} | "
             f"{_num(100 * r['late_val_gain'], '+.2f')}{still} | "
             f"{_num(100 * r['test_acc_mean'], '.2f')} |")
@@ -653,25 +757,39 @@ def markdown(out: dict, figure: Path | None = None) -> str:
 # The figure
 
 
+def _tied_cell(c: dict) -> str:
+    """'–' where both rate choices are decided; else whether the speed effect reads the same
+    at every tied rate ('same at 3 rates' / 'differs at 1 of 3 rates')."""
+    rows = [t for t in c.get("tied_rate_effects") or [] if not t["headline"]]
+    if not rows:
+        return "–"
+    head = direction(c["speed"])
+    off = sum(t["speed_direction"] != head for t in rows)
+    n = f"{len(rows)} rate{'s' if len(rows) > 1 else ''}"
+    return f"same at {n}" if not off else f"differs at {off} of {n}"
+
+
 def effects_table(outs: list[dict]) -> str:
-    """``causal_effects.md``: one row per comparison of every folder, the figure's numbers."""
+    """``causal_effects.md``: one row per comparison of every folder, the figure's numbers, and
+    whether the speed effect reads the same where a side's rate choice is tied (the rows of
+    *Tied rate choices* in the folder's causal.md)."""
     lines = [
         "| folder | variant | Δ speed (points) | Δ final test acc (points) | pushes (base → "
-        "variant) | gradient norm (base → variant) |",
-        "| --- | --- | ---: | ---: | --- | --- |",
+        "variant) | gradient norm (base → variant) | at tied rates |",
+        "| --- | --- | ---: | ---: | --- | --- | --- |",
     ]
     for out in outs:
         name = Path(out["folder"]).name
         for c in out["comparisons"]:
             b, v = c["base_profile"], c["variant_profile"]
             if not c["n_pairs"]:
-                lines.append(f"| `{name}` | `{c['variant']}` | no pairs | | | |")
+                lines.append(f"| `{name}` | `{c['variant']}` | no pairs | | | | |")
                 continue
             lines.append(
                 f"| `{name}` | `{c['variant']}` | {_pm(c['speed'], 100)} | "
                 f"{_pm(c['final_test_acc'], 100)} | {_num(100 * b['wrong_frac'], '.1f')}% → "
                 f"{_num(100 * v['wrong_frac'], '.1f')}% | {_num(b['grad_norm'], '.3g')} → "
-                f"{_num(v['grad_norm'], '.3g')} |")
+                f"{_num(v['grad_norm'], '.3g')} | {_tied_cell(c)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,11 +8,16 @@ then answer what the plots, the report and the experiments ask of a sweep:
   decay / init scale);
 - ``chosen_runs``: per row with a learning rate, a ``Choice`` holding the ``epochs.csv`` rows of
   its members at that rate; ``diverged_groups``: the rows without one, whose every member
-  diverged at every rate;
+  diverged at every rate; ``undecided``: whether a row's rate is a tie with other rates (its
+  ``rate_choice`` and ``tied_lrs``), for everything that shows a choice to mark it;
 - ``group_rows``, ``all_diverged``, ``last_epochs``: the members of one group and their fate;
 - ``varying_columns``, ``loss_order``, ``hidden_order``, ``config_value``, ``describe``: what
   was swept, in which order to show it, and a one-line description of the sweep;
 - ``read_env``: ``env.json``, where the sweep ran (optional, read on request).
+
+A ``summary.csv`` written before the rate-choice columns (``results.RATE_CHOICE_COLUMNS``)
+existed gets them on reading, computed from ``epochs.csv`` by ``results.rate_choice``, the function
+``results.summarize`` writes them with (``add_rate_choices``); its other columns stay as written.
 
 Nothing here draws or writes. Expected failures (folder or table missing, unreadable, cut short,
 lacking columns or rows, tables that disagree) raise ``ResultsError`` with one line.
@@ -25,7 +30,7 @@ import math
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +39,13 @@ import yaml
 
 from lossjax.errors import ResultsError
 from lossjax.losses import LOSSES
-from lossjax.results import is_complete
+from lossjax.results import (
+    RATE_CHOICE_COLUMNS,
+    is_complete,
+    normalize,
+    rate_choice,
+    tied_rates,
+)
 
 BUILTIN_LOSSES = tuple(LOSSES)
 EPOCHS_COLUMNS = (
@@ -52,6 +63,7 @@ _FLOAT_COLUMNS = (
     "learning_rate", "weight_decay", "init_scale", "train_loss", "train_acc", "val_acc",
     "test_acc", "test_ce", "wrong_frac", "grad_norm", "wall_time",
     "val_acc_mean", "test_acc_mean", "test_acc_ci95", "epochs_to_target_mean",
+    "runner_up_lr", "val_gap_mean", "val_gap_ci95",
 )
 
 
@@ -81,7 +93,9 @@ def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
             "(run `lossjax sweep CONFIG`, or `--resume` an interrupted one)"
         )
     try:
-        df = pd.read_csv(path, dtype={"loss": str, "hidden": str})
+        # An empty tied_lrs cell (no tied rate) must stay text, not become NaN.
+        df = pd.read_csv(path, dtype={"loss": str, "hidden": str, "tied_lrs": str,
+                                      "rate_choice": str})
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
         raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
     missing = [c for c in required if c not in df.columns]
@@ -107,6 +121,10 @@ def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     df["loss"] = df["loss"].astype(str)
     df["hidden"] = df["hidden"].astype(str)
+    if "tied_lrs" in df.columns:
+        df["tied_lrs"] = df["tied_lrs"].fillna("").astype(str)
+    if "rate_tied" in df.columns:
+        df["rate_tied"] = _as_bool(df["rate_tied"])
     return df
 
 
@@ -157,7 +175,37 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     check_complete(path / "epochs.csv", epochs, config)
     res = Results(path=path, config=config, epochs=epochs, summary=summary)
     _check_summary_covers(res)
-    return res
+    return add_rate_choices(res)
+
+
+def add_rate_choices(res: Results) -> Results:
+    """``res`` with the rate-choice columns in its summary, computed from ``epochs.csv`` where
+    ``summary.csv`` lacks any of them (a folder written before they existed).
+
+    Each row's columns come from ``results.rate_choice`` at the row's own rate, over its group's
+    members at their last epoch, read as float32 as the sweep holds them: the values a sweep
+    writes today. The other columns are kept as written (an older summary may differ from
+    today's ``summarize`` in their last digits, and is not silently rewritten). The columns go
+    where ``summarize`` puts them, after ``lr_at_grid_edge``.
+    """
+    s = res.summary
+    if all(c in s.columns for c in RATE_CHOICE_COLUMNS):
+        return res
+    found = [rate_choice(normalize(last_epochs(group_rows(res, r["loss"], r["hidden"], r))),
+                         _float(r["learning_rate"])) for _, r in s.iterrows()]
+    add = pd.DataFrame(found, index=s.index, columns=list(RATE_CHOICE_COLUMNS))
+    add = add.astype({"val_gap_mean": np.float32, "rate_tied": bool})  # as summarize writes
+    s = s.drop(columns=[c for c in RATE_CHOICE_COLUMNS if c in s.columns])
+    after = "lr_at_grid_edge" if "lr_at_grid_edge" in s.columns else "learning_rate"
+    at = list(s.columns).index(after) + 1
+    return replace(res, summary=pd.concat([s.iloc[:, :at], add, s.iloc[:, at:]], axis=1))
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def read_env(results_dir: str | os.PathLike) -> dict | None:
@@ -356,12 +404,43 @@ class Choice:
     def learning_rate(self) -> float:
         return float(self.row["learning_rate"])
 
+    @property
+    def tied_lrs(self) -> tuple[float, ...]:
+        """The rates the chosen one is tied with (``results.rate_choice``); () for none."""
+        return tied_rates(self.row.get("tied_lrs"))
+
     def label(self, with_lr: bool = True) -> str:
-        """'mse (lr 0.1)', or 'mse (lr 0.1, wd 0.0001)' where weight decay was swept."""
+        """'mse (lr 0.1)', or 'mse (lr 0.1, wd 0.0001)' where weight decay was swept; a rate
+        that is no clear choice says so: 'mse (lr 0.1 tied with 0.3)', 'mse (lr 0.1 from one
+        seed)' (see :func:`undecided`)."""
         short = {"weight_decay": "wd", "init_scale": "init"}
-        parts = [f"lr {self.learning_rate:g}"] if with_lr else []
+        parts = [f"lr {self.learning_rate:g}{lr_note(self.row)}"] if with_lr else []
         parts += [f"{short[c]} {self.row[c]:g}" for c in self.varying]
         return f"{self.loss} ({', '.join(parts)})" if parts else self.loss
+
+
+def undecided(row: pd.Series) -> tuple[str, tuple[float, ...]] | None:
+    """Whether a summary row's rate is no clear choice: ('one seed', ()) where fewer than two
+    seeds pair (nothing decides it), ('tie', rates) where the paired validation gap to those
+    rates has a 95% interval that includes 0, None otherwise (decided, one rate, or nothing
+    chosen). A tie with a rate other than the runner-up counts too: the choice is no clearer
+    for having a noisier rival."""
+    if row.get("rate_choice") == "one seed":
+        return ("one seed", ())
+    rates = tied_rates(row.get("tied_lrs"))
+    if rates and not math.isnan(_float(row.get("learning_rate"))):
+        return ("tie", rates)
+    return None
+
+
+def lr_note(row: pd.Series) -> str:
+    """' tied with 0.3 and 1', ' from one seed' or '': what follows a chosen rate in a label."""
+    u = undecided(row)
+    if u is None:
+        return ""
+    if u[0] == "one seed":
+        return " from one seed"
+    return " tied with " + " and ".join(f"{r:g}" for r in u[1])
 
 
 def group_rows(res: Results, loss: str, hidden: str, row: pd.Series | None) -> pd.DataFrame:

@@ -5,7 +5,8 @@ missing, unfinished or inconsistent raises its one-line ``ResultsError``) and re
 ``Comparison``:
 
 - ``table``: one row per sweep and ``summary.csv`` row, sweeps in the order given, rows in
-  ``analysis.summary_rows`` order within each;
+  ``analysis.summary_rows`` order within each, with how clearly each rate was chosen (runner-up,
+  paired validation gap, tie: ``results.rate_choice``; computed for an older folder);
 - ``figure()``: test accuracy against epoch at each row's chosen learning rate, one panel per
   sweep, the panels sharing their y axis; a loss keeps its colour in every panel;
 - ``to_markdown()``: the table in Markdown, percentages as in ``report.md``;
@@ -40,6 +41,7 @@ from lossjax.analysis import (
     hidden_order,
     load_results,
     summary_rows,
+    undecided,
 )
 from lossjax.plots import (
     FORMATS,
@@ -53,7 +55,7 @@ from lossjax.plots import (
     panels,
     save_figure,
 )
-from lossjax.results import write_table, write_text
+from lossjax.results import RATE_CHOICE_COLUMNS, write_table, write_text
 
 NAME = "comparison"
 
@@ -94,14 +96,18 @@ class Comparison:
         extra = [c for c in MATCH_COLUMNS if c in self.table.columns]
         head = ["Sweep", "Dataset", "Loss", "Hidden", "Learning rate"]
         head += [c.replace("_", " ").capitalize() for c in extra]
+        head += ["Runner-up (val gap, points)", "Rate choice"]
         head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI", "Epochs to target", "Diverged"]
-        align = ["---"] * 4 + ["---:"] * (len(head) - 4)
+        align = ["---" if h in ("Sweep", "Dataset", "Loss", "Hidden", "Rate choice") else "---:"
+                 for h in head]
         lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
         for r in self.table.itertuples(index=False):
             dataset = "—" if pd.isna(r.dataset) else _md(r.dataset)
+            row = pd.Series(r._asdict())
             cells = [_md(r.sweep), dataset, f"`{_md(r.loss)}`", _md(r.hidden),
-                     _number(r.learning_rate)]
+                     _number(r.learning_rate) + _tie_mark(row)]
             cells += [_number(getattr(r, c)) for c in extra]
+            cells += [_runner_up(r), str(r.rate_choice)]
             if math.isnan(r.learning_rate):
                 cells += ["—", "every member diverged", "—"]
             else:
@@ -143,7 +149,12 @@ class Comparison:
                 "test accuracy is at that rate: mean ± half-width of the 95% interval over "
                 "seeds. Epochs to target: mean over the seeds that reached it (seeds that "
                 "reached it / seeds). Diverged: members that diverged over the whole "
-                "learning-rate grid.", "",
+                "learning-rate grid. Runner-up: the rate with the second best mean validation "
+                "score (a diverged member scoring 0) and the paired gap, chosen − runner-up per "
+                "seed, mean ± 95% t half-width in points. Rate choice: *decided*, *tied* (that "
+                "interval includes 0), *one seed* (a single paired seed decides nothing), *one "
+                "rate* or *none* (every member diverged); a rate marked *tie* is no better, by "
+                "that test, than each rate listed.", "",
                 f"![Test accuracy against epoch]({NAME}.png) ([SVG]({NAME}.svg))", ""]
         return "\n".join(out)
 
@@ -200,7 +211,8 @@ def _table(labels, results) -> pd.DataFrame:
     extra = [c for c in MATCH_COLUMNS
              if c in table.columns and table[c].nunique(dropna=False) > 1]
     loss, hidden, *rest = SUMMARY_COLUMNS
-    return table[["sweep", "dataset", loss, hidden, rest[0], *extra, *rest[1:]]]
+    return table[["sweep", "dataset", loss, hidden, rest[0], *extra, *RATE_CHOICE_COLUMNS,
+                  *rest[1:]]]
 
 
 def _draw_sweep(ax, res: Results, styles) -> list[Line2D]:
@@ -239,6 +251,22 @@ def _draw_sweep(ax, res: Results, styles) -> list[Line2D]:
 def _name(c: Choice, several_hidden: bool, with_lr: bool = True) -> str:
     name = c.label(with_lr=with_lr)
     return f"{name} [hidden {c.hidden}]" if several_hidden else name
+
+
+def _tie_mark(row: pd.Series) -> str:
+    """' (tie: 0.3, 1)' or ' (one seed)' after a rate that is no clear choice, else ''."""
+    u = undecided(row)
+    if u is None:
+        return ""
+    return " (one seed)" if u[0] == "one seed" else f" (tie: {', '.join(f'{v:g}' for v in u[1])})"
+
+
+def _runner_up(r) -> str:
+    """'1 (+0.12 ± 0.30)': the runner-up rate and the paired validation gap to it, in points."""
+    if math.isnan(r.runner_up_lr):
+        return "—"
+    text = f"{r.runner_up_lr:g} ({100 * r.val_gap_mean:+.2f}"
+    return text + ("" if math.isnan(r.val_gap_ci95) else f" ± {100 * r.val_gap_ci95:.2f}") + ")"
 
 
 def _md(text) -> str:

@@ -10,9 +10,14 @@ SVG, into ``RESULTS_DIR/plots/``:
 - ``train_loss``: training loss (each member's own loss) against epoch, log scale, same runs.
 - ``lr_sensitivity``: final validation accuracy against learning rate (log scale), one line per
   row of ``summary.csv``; mean over the seeds that did not diverge, bars = min to max, a ring on
-  the chosen rate, diverged seeds counted in crosses along the bottom.
+  the chosen rate, a square on each rate tied with it, diverged seeds counted in crosses along
+  the bottom.
 - ``wrong_direction``: fraction of wrong-class logits whose gradient is negative, i.e. that a
   gradient step pushes up, against epoch.
+
+A legend label names a chosen rate that the seeds do not decide ('mse (lr 0.3 tied with 1)',
+'mse (lr 0.3 from one seed)': ``analysis.undecided``); the rate is an estimate, and the curve is
+one of several that the data cannot tell apart.
 
 Each loss keeps one colour and marker in every figure (swept weight decay / init scale change
 the line style). Several hidden-size groups get one panel each. Figures are built on
@@ -379,6 +384,7 @@ def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> 
     slots, n_slots = _slots(choices)
     crosses: dict[tuple[str, float], list[tuple[float, str, str]]] = {}
     all_lrs: dict[str, set[float]] = {h: set() for h in hidden}
+    any_tied = False
     diverged = _diverged_handles(gone, styles)
     for c in gone:  # no line: a cross with its count at every rate
         last = last_epochs(c.rows)
@@ -416,6 +422,11 @@ def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> 
         if at.any():
             ax.plot(p[at, 0] * dodge, p[at, 1], "o", markersize=15, markerfacecolor="none",
                     markeredgecolor=color, markeredgewidth=1.8, zorder=4)
+        tied = np.isin(np.round(np.log10(p[:, 0]), 6), np.round(np.log10(c.tied_lrs), 6))
+        if tied.any():  # as good as the chosen rate, as far as the seeds tell
+            any_tied = True
+            ax.plot(p[tied, 0] * dodge, p[tied, 1], "s", markersize=13, markerfacecolor="none",
+                    markeredgecolor=color, markeredgewidth=1.2, zorder=4)
     any_diverged = bool(crosses)
     if any_diverged:  # a strip along the bottom for the crosses, clear of the error bars
         strip = 0.04 + _CROSS_STEP * max(len(v) for v in crosses.values())
@@ -446,6 +457,10 @@ def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> 
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=11,
                               markerfacecolor="none", markeredgecolor="0.25",
                               markeredgewidth=1.5, label="chosen rate"))
+        if any_tied:
+            handles.append(Line2D([], [], linestyle="none", marker="s", markersize=10,
+                                  markerfacecolor="none", markeredgecolor="0.25",
+                                  markeredgewidth=1.2, label="rate tied with the chosen one"))
         if any_diverged:
             handles.append(Line2D([], [], linestyle="none", marker="x", color="0.25",
                                   markersize=8, markeredgewidth=2,

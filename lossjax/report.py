@@ -38,8 +38,8 @@ _CAPTIONS = {
     ),
     "lr_sensitivity": (
         "Learning-rate sensitivity",
-        "Final validation accuracy against learning rate; ○ marks the chosen rate, × members "
-        "that diverged.",
+        "Final validation accuracy against learning rate; ○ marks the chosen rate, □ each rate "
+        "tied with it, × members that diverged.",
     ),
     "wrong_direction": (
         "Wrong-direction gradients",
@@ -108,7 +108,9 @@ def summary_table(res: Results) -> str:
     order (that of the plots' legends).
 
     The best test accuracy mean of each hidden group is bold; a chosen rate at the edge of its
-    grid is marked (the best rate may lie outside the grid). A group whose every member
+    grid is marked (the best rate may lie outside the grid), and so is one that the seeds do
+    not decide, ``0.3 (tie: 1)`` or ``0.3 (one seed)`` (``analysis.undecided``), with one
+    sentence below counting them. A group whose every member
     diverged shows no rate and no accuracy (that of its frozen weights would mean nothing) and
     is never bold. It is judged from ``epochs.csv``, so a summary that chose a rate for it
     anyway (as older versions did) changes nothing.
@@ -128,6 +130,8 @@ def summary_table(res: Results) -> str:
     for r, group, all_gone in zip(rows, groups, gone, strict=True):
         lr = _num(r["learning_rate"])
         lr_s = "—" if math.isnan(lr) or all_gone else f"{lr:g}"
+        if not all_gone:
+            lr_s += _tie_mark(r)
         if not all_gone and _truthy(r.get("lr_at_grid_edge", "")):
             lr_s += " †"
             edge_seen = True
@@ -143,7 +147,34 @@ def summary_table(res: Results) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if edge_seen:
         lines += ["", "† the chosen rate is at the edge of its grid: a better one may lie beyond."]
+    lines += ["", ties_sentence([r for r, g in zip(rows, gone, strict=True) if not g])]
     return "\n".join(lines)
+
+
+def _tie_mark(r) -> str:
+    """' (tie: 0.3, 1)' or ' (one seed)' after a rate that is no clear choice, else ''."""
+    u = analysis.undecided(r)
+    if u is None:
+        return ""
+    return " (one seed)" if u[0] == "one seed" else f" (tie: {_listing(u[1], '{:g}'.format)})"
+
+
+def ties_sentence(rows) -> str:
+    """How many of the rows' choices among several rates are ties, and the rule, in one
+    sentence: a chosen rate is an estimate from a few seeds, and the reader must know which
+    choices the data do not decide."""
+    among = [r for r in rows if r.get("rate_choice") not in ("one rate", "none")]
+    if not among:
+        return "No loss had more than one learning rate to choose from."
+    kinds = [analysis.undecided(r) for r in among]
+    ties = sum(u is not None and u[0] == "tie" for u in kinds)
+    one = sum(u is not None and u[0] == "one seed" for u in kinds)
+    text = (f"{ties} of {len(among)} rate choices are ties (marked *tie*: with each rate "
+            "listed, the paired validation gap, chosen − that rate per seed with a diverged "
+            "member counting 0, has a 95% t-interval over seeds that includes 0)")
+    if one:
+        text += f" and {one} rest on a single paired seed, so nothing decides them (*one seed*)"
+    return text + "."
 
 
 def _truthy(v) -> bool:

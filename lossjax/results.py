@@ -427,6 +427,84 @@ def read_table(out: Path) -> pd.DataFrame:
 # ---- summary -------------------------------------------------------------------------------
 
 
+#: The summary.csv columns that say how clearly a group's rate was chosen (:func:`rate_choice`);
+#: they follow ``lr_at_grid_edge``. Folders written before them lack them: ``lossjax.analysis``
+#: computes them from epochs.csv with :func:`rate_choice` then.
+RATE_CHOICE_COLUMNS = ("runner_up_lr", "val_gap_mean", "val_gap_ci95", "rate_tied",
+                       "rate_choice", "tied_lrs")
+#: ``rate_choice`` values: decided against the runner-up, tied with it, undecidable from fewer
+#: than two paired seeds, nothing to choose between, and nothing chosen (every member diverged).
+RATE_CHOICES = ("decided", "tied", "one seed", "one rate", "none")
+
+
+def _paired_gap(score: pd.Series, last: pd.DataFrame, a: float, b: float) -> tuple:
+    """(mean, 95% half-width, n) over seeds of score at rate ``a`` minus score at rate ``b``,
+    over the seeds present at both: a seed's members at two rates share initial weights and
+    batches, so pairing cancels what the seed alone decides."""
+    rates = last["learning_rate"].to_numpy(float)
+    per_seed = []
+    for r in (a, b):
+        at = np.isclose(rates, r, rtol=1e-6, atol=0.0)
+        per_seed.append(score[at].astype(float).groupby(last["seed"][at]).mean())
+    d = (per_seed[0] - per_seed[1]).dropna()  # aligned on seed: only seeds at both rates
+    d = d[np.isfinite(d.to_numpy())]
+    return (float(d.mean()) if len(d) else math.nan), ci95_halfwidth(d), len(d)
+
+
+def _undecided(mean: float, half: float, n: int) -> bool:
+    # Fewer than two pairs give no interval at all: never decided. Otherwise the interval
+    # includes 0 (a zero-width one only at exactly 0).
+    return n < 2 or abs(mean) <= half
+
+
+def _rate_text(rate: float) -> str:
+    return repr(float(rate))  # the shortest text that reads back as the same float
+
+
+def rate_choice(last: pd.DataFrame, lr: float) -> dict:
+    """How clearly ``lr`` was chosen among a group's rates: the columns of
+    :data:`RATE_CHOICE_COLUMNS`, from the group's members at their last epoch (``last``).
+
+    Each member scores its final validation accuracy, 0 where it diverged, as in the choice;
+    test data play no part. For another rate R, the gap is paired by seed: per seed present at
+    both rates, the chosen member's score minus R's member's, then the mean over seeds and its
+    95% Student-t half-width (:func:`ci95_halfwidth`). The runner-up is the rate with the
+    second best mean score. ``val_gap_*`` is the gap to the runner-up; ``rate_tied`` says its
+    interval includes 0 (|mean| <= half-width) or that fewer than two seeds pair (the choice
+    was never decided); ``rate_choice`` tells those apart as 'tied' and 'one seed', with
+    'decided', 'one rate' (nothing to compare: ``rate_tied`` False) and 'none' (``lr`` NaN or
+    every member diverged). ``tied_lrs``: every rate besides ``lr`` whose gap is undecided by
+    the same test, ascending and ';'-joined ('' for none): a rate whose scores scatter more
+    than the runner-up's may be listed while the choice is 'decided' against the runner-up.
+    """
+    out = {"runner_up_lr": math.nan, "val_gap_mean": math.nan, "val_gap_ci95": math.nan,
+           "rate_tied": False, "rate_choice": "none", "tied_lrs": ""}
+    diverged = last["diverged"].astype(bool)
+    if diverged.all() or not math.isfinite(lr):
+        return out
+    score = last["val_acc"].where(~diverged, 0.0)
+    means = score.groupby(last["learning_rate"].astype(float)).mean().dropna()
+    others = means[~np.isclose(means.index.to_numpy(float), lr, rtol=1e-6, atol=0.0)]
+    if others.empty:
+        return {**out, "rate_choice": "one rate"}
+    gaps = {float(r): _paired_gap(score, last, lr, float(r)) for r in others.index}
+    runner = float(others.idxmax())
+    mean, half, n = gaps[runner]
+    tied = _undecided(mean, half, n)
+    return {
+        "runner_up_lr": runner, "val_gap_mean": mean, "val_gap_ci95": half, "rate_tied": tied,
+        "rate_choice": "one seed" if n < 2 else "tied" if tied else "decided",
+        "tied_lrs": ";".join(_rate_text(r) for r in sorted(gaps) if _undecided(*gaps[r])),
+    }
+
+
+def tied_rates(text) -> tuple[float, ...]:
+    """The rates of a ``tied_lrs`` cell ('' or NaN, as pandas reads an empty cell: none)."""
+    if not isinstance(text, str) or not text.strip():
+        return ()
+    return tuple(float(v) for v in text.split(";"))
+
+
 def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
     """Per (loss, hidden, weight decay, init scale): the learning rate with the best mean final
     validation accuracy over seeds, and what it gives.
@@ -440,6 +518,11 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
     A group whose every member diverged has no rate to choose: its rate, accuracies and epochs
     to target are NaN (those of weights frozen early, often the initial ones, are no result),
     it reached the target 0 times, and all its seeds count as diverged at the rate.
+
+    How clearly the rate was chosen (:data:`RATE_CHOICE_COLUMNS`, see :func:`rate_choice`): a
+    chosen rate is an estimate from a few seeds, and with three of them the best mean is often
+    a tie with the next. So the choice is set against the runner-up (the rate with the second
+    best mean score, by the same rule) and every other rate, paired by seed.
     """
     last = table.loc[table.groupby("member")["epoch"].idxmax()]
     rows = []
@@ -450,6 +533,7 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
             **dict(zip(GROUP_KEYS, key, strict=True)),
             "learning_rate": math.nan,
             "lr_at_grid_edge": False,
+            **rate_choice(g, math.nan),
             "n_seeds": n_seeds,
             "val_acc_mean": math.nan,
             "test_acc_mean": math.nan,
@@ -472,6 +556,7 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
         row.update({
             "learning_rate": lr,
             "lr_at_grid_edge": len(lrs) > 1 and lr in (lrs[0], lrs[-1]),
+            **rate_choice(g, lr),
             "n_seeds": len(chosen),
             "val_acc_mean": chosen["val_acc"].mean(),
             "test_acc_mean": chosen["test_acc"].mean(),
@@ -482,4 +567,5 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
         })
         rows.append(row)
     # Means of float32 metrics, written as float32 (float64 text would add only noise digits).
-    return pd.DataFrame(rows).astype({"val_acc_mean": np.float32, "test_acc_mean": np.float32})
+    return pd.DataFrame(rows).astype({"val_acc_mean": np.float32, "test_acc_mean": np.float32,
+                                      "val_gap_mean": np.float32})

@@ -389,3 +389,64 @@ def test_summary_cut_at_a_line_break(results_dir):
     s.iloc[:1].to_csv(results_dir / "summary.csv", index=False)
     with pytest.raises(ResultsError, match="summary.csv has no row for loss mse, hidden 64-64"):
         analysis.load_results(results_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The rate-choice columns, read or (for an older summary.csv) computed
+
+
+def _epochs32(d):
+    """epochs.csv with its metrics in float32, as a sweep holds them when it summarizes."""
+    return results.normalize(pd.read_csv(d / "epochs.csv", dtype={"hidden": str}))
+
+
+def test_old_summary_without_rate_choice_columns_gets_them_from_epochs(results_dir):
+    # make_results writes a summary.csv as sweeps did before the rate-choice columns.
+    written = pd.read_csv(results_dir / "summary.csv", dtype={"hidden": str})
+    assert not set(results.RATE_CHOICE_COLUMNS) & set(written.columns)
+    res = analysis.load_results(results_dir)
+    s = res.summary
+    cols = list(s.columns)
+    at = cols.index("lr_at_grid_edge") + 1
+    assert cols[at:at + len(results.RATE_CHOICE_COLUMNS)] == list(results.RATE_CHOICE_COLUMNS)
+    # The same numbers as a sweep writes today, from the same epochs.csv.
+    fresh = results.summarize(_epochs32(results_dir), 0.9).set_index("loss")
+    got = s.set_index("loss").loc[fresh.index]
+    for c in results.RATE_CHOICE_COLUMNS:
+        np.testing.assert_array_equal(got[c].to_numpy(), fresh[c].to_numpy(), c)
+    # Every column the file had keeps its written value (0.012 is make_results's, not today's).
+    for c in written.columns:
+        np.testing.assert_array_equal(s[c].to_numpy(), written[c].to_numpy(), c)
+    assert set(s["test_acc_ci95"]) == {0.012}
+
+
+def test_rate_choice_columns_in_the_file_are_read_not_recomputed(results_dir):
+    s = results.summarize(_epochs32(results_dir), 0.9)
+    s.loc[s["loss"] == "mse", ["rate_choice", "tied_lrs", "rate_tied"]] = ["decided", "", False]
+    s.loc[s["loss"] == "cross_entropy", ["rate_choice", "tied_lrs"]] = ["tied", "0.1;0.3"]
+    results.write_table(results_dir / "summary.csv", s)
+    got = analysis.load_results(results_dir).summary.set_index("loss")
+    assert got.loc["mse", "rate_choice"] == "decided" and got.loc["mse", "tied_lrs"] == ""
+    assert got["rate_tied"].dtype == bool and not got.loc["mse", "rate_tied"]
+    assert got.loc["cross_entropy", "tied_lrs"] == "0.1;0.3"
+
+
+def _choice(**row) -> analysis.Choice:
+    r = pd.Series({"loss": "mse", "hidden": "64", "learning_rate": 0.3, "weight_decay": 1e-4,
+                   **row})
+    return analysis.Choice("mse", "64", r, pd.DataFrame(), varying=("weight_decay",))
+
+
+def test_labels_mark_a_rate_the_seeds_do_not_decide():
+    assert _choice(rate_choice="decided", tied_lrs="").label() == "mse (lr 0.3, wd 0.0001)"
+    tied = _choice(rate_choice="tied", tied_lrs="0.1;1.0")
+    assert tied.label() == "mse (lr 0.3 tied with 0.1 and 1, wd 0.0001)"
+    assert tied.tied_lrs == (0.1, 1.0) and analysis.undecided(tied.row) == ("tie", (0.1, 1.0))
+    assert tied.label(with_lr=False) == "mse (wd 0.0001)"
+    one = _choice(rate_choice="one seed", tied_lrs="0.1")
+    assert one.label() == "mse (lr 0.3 from one seed, wd 0.0001)"
+    # Decided against the runner-up, yet a noisier rate is tied: still no clear choice.
+    assert analysis.undecided(_choice(rate_choice="decided", tied_lrs="3.0").row) == (
+        "tie", (3.0,))
+    assert analysis.undecided(_choice(rate_choice="one rate", tied_lrs="").row) is None
+    assert analysis.undecided(pd.Series({"learning_rate": 0.3})) is None  # a hand-made row

@@ -355,3 +355,55 @@ def test_protocol_flags_grid_edges_and_losses_still_improving(causal, analysed, 
     assert rows["mse"]["late_val_gain"] == pytest.approx(0.03)
     assert rows["mse"]["still_improving"]
     assert "(still improving)" in causal.markdown(causal.analyse(d, n_resamples=50))
+
+
+# --------------------------------------------------------------------------------------------
+# Tied rate choices
+
+
+def test_a_tied_side_is_also_compared_at_each_tied_rate(analysed):
+    [c] = analysed["comparisons"]
+    # The base's 0.1 beats its 1.0 by 0.4 on every seed: decided. The variant's 1.0 scores
+    # 0.9 on four seeds and 0 on the diverged one, against 0.5 at 0.1: gaps 0.4 × 4 and -0.5,
+    # an interval that includes 0: tied with 0.1.
+    assert (c["base_rate_choice"], c["base_tied_lrs"]) == ("decided", [])
+    assert (c["variant_rate_choice"], c["variant_tied_lrs"]) == ("tied", [0.1])
+    head, moved = c["tied_rate_effects"]
+    assert head["headline"] and head["moved"] is None
+    assert (head["base_learning_rate"], head["variant_learning_rate"]) == (0.1, 1.0)
+    assert head["speed"] == c["speed"]
+    assert not moved["headline"] and moved["moved"] == "variant"
+    assert (moved["base_learning_rate"], moved["variant_learning_rate"]) == (0.1, 0.1)
+    # The variant at 0.1 follows other_curve on every seed (none diverged there).
+    speed = [np.mean(other_curve("mse-no_push_up", s)) - np.mean(BASE[s]) for s in SEEDS]
+    mean, half = t_interval(speed)
+    assert moved["n_pairs"] == 5 and moved["diverged_pairs"] == 0
+    assert (moved["speed"]["mean"], moved["speed"]["ci95"]) == pytest.approx((mean, half))
+    assert moved["speed_direction"] == "< 0" and head["speed_direction"] == "includes 0"
+    assert c["robust_to_rate_choice"] is False
+
+
+def test_tied_rate_rows_in_causal_md_and_the_effects_table(causal, analysed):
+    md = causal.markdown(analysed)
+    assert "## Tied rate choices" in md and "0.1 → 1 ‡" in md
+    rows = [r for r in md.splitlines() if r.startswith("| `mse → mse-no_push_up` | ")]
+    assert any("| **headline** | 0.1 → 1 |" in r for r in rows)
+    assert any("| variant at tied rate | 0.1 → 0.1 |" in r and "| < 0 |" in r for r in rows)
+    assert "In 0 of 1 the speed effect reads the same" in md
+    assert "| `mse-no_push_up` | 64-64 | 1 (tie: 0.1) |" in md  # the protocol table
+    table = causal.effects_table([analysed])
+    assert table.splitlines()[2].endswith("| differs at 1 of 1 rate |")
+
+
+def test_no_tied_choice_no_extra_rows(causal, tmp_path):
+    d = make_paired(tmp_path / "decided")
+    ep = pd.read_csv(d / "epochs.csv", dtype={"hidden": str})
+    # The variant's diverged member now sits at 0.1: 1.0 wins on every seed, by 0.4.
+    ep.loc[(ep["loss"] == "mse-no_push_up") & (ep["learning_rate"] == 1.0), "diverged"] = False
+    ep.to_csv(d / "epochs.csv", index=False)
+    assert list(resummarize(d)["rate_choice"]) == ["decided", "decided"]
+    out = causal.analyse(d, n_resamples=50)
+    [c] = out["comparisons"]
+    assert c["tied_rate_effects"] == [] and c["robust_to_rate_choice"] is None
+    assert "Every rate choice here is decided" in causal.markdown(out)
+    assert causal.effects_table([out]).splitlines()[2].endswith("| – |")

@@ -12,7 +12,7 @@ import pytest
 from test_analysis import all_diverge, make_results, resummarize
 from test_plots import _check_files
 
-from lossjax import analysis, plots
+from lossjax import analysis, plots, results
 from lossjax.comparison import Comparison, compare
 from lossjax.errors import ResultsError
 
@@ -38,7 +38,8 @@ def test_table_rows_labels_and_values_come_from_each_summary(two):
     assert c.labels == ("base/sweep", "variant/sweep")  # same name: the parents tell them apart
     t = c.table
     assert list(t.columns) == [
-        "sweep", "dataset", "loss", "hidden", "learning_rate", "weight_decay", "n_seeds",
+        "sweep", "dataset", "loss", "hidden", "learning_rate", "weight_decay", "runner_up_lr",
+        "val_gap_mean", "val_gap_ci95", "rate_tied", "rate_choice", "tied_lrs", "n_seeds",
         "val_acc_mean", "test_acc_mean", "test_acc_ci95", "epochs_to_target_mean",
         "reached_target", "diverged"]
     assert list(zip(t["sweep"], t["loss"], strict=True)) == [
@@ -49,7 +50,8 @@ def test_table_rows_labels_and_values_come_from_each_summary(two):
     for label, path in zip(c.labels, (base, variant), strict=True):
         mine = t[t["sweep"] == label].set_index("loss")
         theirs = _summary(path).set_index("loss").loc[mine.index]
-        for col in mine.columns.drop(["sweep", "dataset"]):
+        # These summaries predate the rate-choice columns: compare computes them (tested below).
+        for col in mine.columns.drop(["sweep", "dataset", *results.RATE_CHOICE_COLUMNS]):
             np.testing.assert_array_equal(mine[col].to_numpy(), theirs[col].to_numpy(), col)
 
 
@@ -87,13 +89,17 @@ def test_markdown_formats_percentages_like_the_report(two):
     text = compare(list(two)).to_markdown()
     lines = text.splitlines()
     assert lines[0] == (
-        "| Sweep | Dataset | Loss | Hidden | Learning rate | Weight decay | Val acc. (%) "
-        "| Test acc. (%) mean ± 95% CI | Epochs to target | Diverged |")
+        "| Sweep | Dataset | Loss | Hidden | Learning rate | Weight decay | Runner-up (val gap, "
+        "points) | Rate choice | Val acc. (%) | Test acc. (%) mean ± 95% CI | Epochs to target "
+        "| Diverged |")
     assert len(lines) == 2 + 5
     s = _summary(two[0]).set_index("loss").loc["cross_entropy"]
+    t = compare(list(two)).table.set_index(["sweep", "loss"]).loc[("base/sweep", "cross_entropy")]
+    assert t.rate_choice == "tied" and t.tied_lrs == "0.1"  # two seeds: t = 12.7
     assert lines[2] == (
-        f"| base/sweep | digits | `cross_entropy` | 64-64 | 1 | 0 | {100 * s.val_acc_mean:.2f} | "
-        f"{100 * s.test_acc_mean:.2f} ± 1.20 | 2.0 (2/2 seeds) | 0 |")
+        f"| base/sweep | digits | `cross_entropy` | 64-64 | 1 (tie: 0.1) | 0 | "
+        f"0.1 ({100 * t.val_gap_mean:+.2f} ± {100 * t.val_gap_ci95:.2f}) | tied | "
+        f"{100 * s.val_acc_mean:.2f} | {100 * s.test_acc_mean:.2f} ± 1.20 | 2.0 (2/2 seeds) | 0 |")
     assert lines[3].endswith("| — (0/2 seeds) | 1 |")  # mse: never reached the target
 
 
@@ -127,8 +133,8 @@ def test_a_fully_diverged_loss_is_noted_not_drawn(tmp_path, two):
     c = compare([two[0], gone])
     row = c.table[(c.table["sweep"] == "gone") & (c.table["loss"] == "mse")].iloc[0]
     assert math.isnan(row["learning_rate"]) and row["diverged"] == 4
-    assert "| gone | digits | `mse` | 64-64 | — | — | every member diverged | — | 4 |" in (
-        c.to_markdown())
+    assert ("| gone | digits | `mse` | 64-64 | — | — | none | — | every member diverged | — | 4 |"
+            in c.to_markdown())
     ax = c.figure().axes[1]
     assert [line.get_label().split(" ")[0] for line in ax.get_lines()] == ["cross_entropy"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -147,7 +153,8 @@ def test_save_writes_four_files_and_leaves_others_alone(two, tmp_path):
     _check_files(paths[2:])
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == sorted(["notes.txt", *(p.name for p in paths)])
-    back = pd.read_csv(out / "comparison.csv", dtype={"hidden": str})
+    back = pd.read_csv(out / "comparison.csv", dtype={"hidden": str, "tied_lrs": str})
+    back["tied_lrs"] = back["tied_lrs"].fillna("")  # an empty cell: no tied rate
     pd.testing.assert_frame_equal(back, c.table, check_dtype=False)
     md = (out / "comparison.md").read_text()
     assert c.to_markdown() in md and "](comparison.png)" in md
@@ -155,3 +162,20 @@ def test_save_writes_four_files_and_leaves_others_alone(two, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ResultsError, match="cannot write"):
         c.save(tmp_path / "file")
+
+
+def test_runner_up_gap_and_tie_in_the_table_and_markdown(tmp_path):
+    from test_plots import _tie_folder
+
+    c = compare([_tie_folder(tmp_path / "ties")])
+    t = c.table.set_index("loss")
+    assert list(t["rate_choice"]) == ["decided", "tied"]
+    assert list(t["runner_up_lr"]) == [0.1, 1.0] and list(t["tied_lrs"]) == ["", "1.0"]
+    assert t.loc["mse", "val_gap_mean"] == pytest.approx(np.mean([0.02, -0.04, 0.03]), abs=1e-6)
+    gap, half = 100 * t.loc["mse", "val_gap_mean"], 100 * t.loc["mse", "val_gap_ci95"]
+    lines = c.to_markdown().splitlines()
+    assert "| ties | digits | `cross_entropy` | 64-64 | 1 | 0.1 (+10.00 ± 2.48) | decided |" in (
+        lines[2])
+    assert f"| `mse` | 64-64 | 0.1 (tie: 1) | 1 ({gap:+.2f} ± {half:.2f}) | tied |" in lines[3]
+    legend = [t.get_text() for t in c.figure().axes[0].get_legend().get_texts()]
+    assert legend[1].startswith("mse (lr 0.1 tied with 1): final ")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_analysis import all_diverge, make_results, resummarize
 
-from lossjax import analysis, cli, plots, report
+from lossjax import analysis, cli, plots, report, results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,7 +55,10 @@ def test_write_report(reported):
     assert text.startswith("# synthetic-test: digits · MLP 64-64 relu · momentum, batch 64\n")
     assert "Sweep `synthetic-test`" in text and "8 members" in text and "2 seeds" in text
     assert "2 losses" in text and "1 member diverged" in text
-    assert "| `cross_entropy` | 64-64 | 1 † |" in text  # rate 1.0, at the grid's edge
+    # Rate 1.0, at the grid's edge; with two seeds its gap to 0.1 has a 95% interval that
+    # includes 0 (t = 12.7 for one degree of freedom), and the table says so.
+    assert "| `cross_entropy` | 64-64 | 1 (tie: 0.1) † |" in text
+    assert "2 of 2 rate choices are ties" in text
     assert "† the chosen rate is at the edge of its grid" in text
     assert "| `mse` | 64-64 |" in text
     assert "± 1.20" in text  # the 95% half-width as a percentage
@@ -113,7 +116,8 @@ def test_several_hidden_groups_and_weight_decays(tmp_path):
     _check_files(plots.plot_results(d))
     text = report.write_report(d).read_text()
     assert "| Weight decay |" in text and "2 weight decays (0, 0.0001)" in text
-    assert "| `mse` | 32 | 0.1 † | 0.0001 |" in text and "| `mse` | 64-64 | 0.1 † | 0 |" in text
+    assert "| `mse` | 32 | 0.1 (tie: 1) † | 0.0001 |" in text
+    assert "| `mse` | 64-64 | 0.1 (tie: 1) † | 0 |" in text
     assert "| 1 / 4 |" in text  # diverged counts are per loss, hidden and weight decay
 
 
@@ -207,3 +211,40 @@ def test_every_loss_diverged(tmp_path):
     assert "**" not in report.summary_table(analysis.load_results(d))  # no winner at all
     assert "diverged (all 4 members)" in _table_row(text, "cross_entropy")
     assert "diverged (all 4 members)" in _table_row(text, "mse")
+
+
+def _tie_folder(path):
+    """Three seeds; final validation accuracy set by hand: cross_entropy's lr 1 beats 0.1 on
+    every seed by about 0.1 (decided); mse's 0.1 and 1 overlap (per seed +0.02, -0.04, +0.03:
+    tied). Its summary.csv lacks the rate-choice columns, as a folder from before them."""
+    d = make_results(path, seeds=(0, 1, 2), diverge=())
+    ep = pd.read_csv(d / "epochs.csv", dtype={"hidden": str})
+    val = {("cross_entropy", 1.0): (0.90, 0.91, 0.92), ("cross_entropy", 0.1): (0.80, 0.82, 0.81),
+           ("mse", 0.1): (0.90, 0.85, 0.92), ("mse", 1.0): (0.88, 0.89, 0.89)}
+    ep["val_acc"] = [val[(r.loss, r.learning_rate)][r.seed] for r in ep.itertuples()]
+    ep.to_csv(d / "epochs.csv", index=False)
+    # summary.csv as sweeps wrote it before the rate-choice columns.
+    old = resummarize(d).drop(columns=list(results.RATE_CHOICE_COLUMNS))
+    results.write_table(d / "summary.csv", old)
+    return d
+
+
+@pytest.mark.parametrize("rewrite", [False, True])  # an old summary.csv, and one with ties
+def test_tied_choices_are_marked_in_legends_and_the_report(tmp_path, rewrite):
+    d = _tie_folder(tmp_path / "sweep")
+    if rewrite:
+        assert list(resummarize(d)["rate_choice"]) == ["decided", "tied"]
+    res = analysis.load_results(d)
+    figs = plots.figures(res, ["test_accuracy", "lr_sensitivity"])
+    legend = [t.get_text() for t in figs["test_accuracy"].axes[0].get_legend().get_texts()]
+    assert legend[0].startswith("cross_entropy (lr 1): final ")
+    assert legend[1].startswith("mse (lr 0.1 tied with 1): final ")
+    ax = figs["lr_sensitivity"].axes[0]
+    assert "rate tied with the chosen one" in [t.get_text() for t in ax.get_legend().get_texts()]
+    squares = [line for line in ax.lines if line.get_marker() == "s"
+               and line.get_markerfacecolor() == "none"]  # mse's own markers are filled
+    assert len(squares) == 1 and squares[0].get_xdata()[0] == pytest.approx(1.0, rel=0.1)
+    text = report.render(res)
+    assert "| `cross_entropy` | 64-64 | 1 † |" in text
+    assert "| `mse` | 64-64 | 0.1 (tie: 1) † |" in text
+    assert "1 of 2 rate choices are ties" in text

@@ -196,3 +196,119 @@ def test_one_row_per_loss_hidden_weight_decay_and_init_scale():
     assert set(s.loc[s["weight_decay"] > 0, "learning_rate"]) == {1.0}
     assert set(s.loc[s["weight_decay"] == 0, "learning_rate"]) == {0.1}
     assert (s["n_seeds"] == 1).all()
+
+
+# --------------------------------------------------------------------------------------------
+# How clearly the rate was chosen: runner-up, paired validation gap, ties
+
+
+def _gap_table(vals: dict, seeds=(0, 1, 2), diverged=()) -> Table:
+    """One group: at each rate, final validation accuracy vals[rate][i] for seeds[i]; members
+    named in ``diverged`` as (rate, seed) diverge at the last epoch, their accuracy frozen."""
+    t = Table()
+    for lr, accs in vals.items():
+        for seed, v in zip(seeds, accs, strict=True):
+            gone = (lr, seed) in diverged
+            t.add(lr=lr, seed=seed, test=(v, v), val=v, diverged_at=2 if gone else None)
+    return t
+
+
+def test_new_columns_follow_lr_at_grid_edge_and_the_old_ones_keep_their_order():
+    s = Table().add(lr=0.1).add(lr=0.3).summary()
+    assert list(s.columns) == [
+        "loss", "hidden", "weight_decay", "init_scale", "learning_rate", "lr_at_grid_edge",
+        "runner_up_lr", "val_gap_mean", "val_gap_ci95", "rate_tied", "rate_choice", "tied_lrs",
+        "n_seeds", "val_acc_mean", "test_acc_mean", "test_acc_ci95", "epochs_to_target_mean",
+        "reached_target", "diverged_at_lr", "diverged"]
+
+
+def test_a_clear_winner_is_decided():
+    # Gaps 0.10, 0.09, 0.11 over the runner-up: interval 0.10 ± 0.025, clear of 0. The rate
+    # 0.01 is far behind.
+    t = _gap_table({0.1: (0.90, 0.91, 0.92), 1.0: (0.80, 0.82, 0.81), 0.01: (0.5, 0.5, 0.5)})
+    r = t.summary().iloc[0]
+    assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 1.0
+    gaps = [0.10, 0.09, 0.11]
+    assert r["val_gap_mean"] == pytest.approx(0.10, abs=1e-6)
+    assert r["val_gap_ci95"] == pytest.approx(results.ci95_halfwidth(gaps), rel=1e-4)
+    assert r["val_gap_ci95"] == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3)
+    assert r["rate_choice"] == "decided" and not r["rate_tied"] and r["tied_lrs"] == ""
+
+
+def test_overlapping_seeds_are_a_tie_listing_every_tied_rate():
+    # Means 0.89 (0.1) and 0.8867 (0.3): per seed +0.02, -0.04, +0.03, an interval around 0.
+    # 0.03 loses by 0.1 on every seed; 3.0 is as noisy against 0.1 as 0.3 is.
+    t = _gap_table({0.1: (0.90, 0.85, 0.92), 0.3: (0.88, 0.89, 0.89),
+                    0.03: (0.80, 0.75, 0.82), 3.0: (0.95, 0.70, 0.80)})
+    r = t.summary().iloc[0]
+    assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 0.3
+    gaps = [0.02, -0.04, 0.03]
+    assert r["val_gap_mean"] == pytest.approx(np.mean(gaps), abs=1e-6)
+    assert r["val_gap_ci95"] == pytest.approx(results.ci95_halfwidth(gaps), rel=1e-4)
+    assert abs(r["val_gap_mean"]) <= r["val_gap_ci95"]
+    assert r["rate_choice"] == "tied" and r["rate_tied"]
+    assert r["tied_lrs"] == "0.3;3.0"  # ascending, the chosen rate and 0.03 left out
+    assert results.tied_rates(r["tied_lrs"]) == (0.3, 3.0)
+
+
+def test_one_paired_seed_decides_nothing():
+    r = _gap_table({0.1: (0.9,), 0.3: (0.5,)}, seeds=(0,)).summary().iloc[0]
+    assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 0.3
+    assert r["val_gap_mean"] == pytest.approx(0.4) and math.isnan(r["val_gap_ci95"])
+    assert r["rate_choice"] == "one seed" and r["rate_tied"] and r["tied_lrs"] == "0.3"
+
+
+def test_only_seeds_present_at_both_rates_pair():
+    # Seed 1 alone is at both rates: one pair, whatever seeds 0 and 2 say.
+    t = Table()
+    t.add(lr=0.1, seed=0, val=0.9).add(lr=0.1, seed=1, val=0.9)
+    t.add(lr=0.3, seed=1, val=0.5).add(lr=0.3, seed=2, val=0.5)
+    r = t.summary().iloc[0]
+    assert r["rate_choice"] == "one seed" and r["val_gap_mean"] == pytest.approx(0.4)
+
+
+def test_a_single_rate_has_nothing_to_compare():
+    r = _gap_table({0.1: (0.9, 0.8, 0.7)}).summary().iloc[0]
+    assert r["rate_choice"] == "one rate" and not r["rate_tied"] and r["tied_lrs"] == ""
+    assert math.isnan(r["runner_up_lr"]) and math.isnan(r["val_gap_mean"])
+
+
+def test_every_member_diverged_chooses_nothing():
+    t = _gap_table({0.1: (0.9, 0.9, 0.9), 1.0: (0.9, 0.9, 0.9)},
+                   diverged=[(lr, s) for lr in (0.1, 1.0) for s in (0, 1, 2)])
+    r = t.summary().iloc[0]
+    assert math.isnan(r["learning_rate"])
+    assert r["rate_choice"] == "none" and not r["rate_tied"] and r["tied_lrs"] == ""
+    assert math.isnan(r["runner_up_lr"]) and math.isnan(r["val_gap_ci95"])
+
+
+def test_a_diverged_member_scores_zero_in_the_gap():
+    # Seed 2 at lr 1 diverged with a frozen 0.95: scored 0, its gap is 0.9, not -0.05.
+    t = _gap_table({0.1: (0.9, 0.9, 0.9), 1.0: (0.95, 0.95, 0.95)}, diverged=[(1.0, 2)])
+    r = t.summary().iloc[0]
+    assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 1.0
+    gaps = [-0.05, -0.05, 0.9]
+    assert r["val_gap_mean"] == pytest.approx(np.mean(gaps), abs=1e-6)
+    assert r["val_gap_ci95"] == pytest.approx(results.ci95_halfwidth(gaps), rel=1e-4)
+    assert r["rate_choice"] == "tied"
+
+
+def test_test_data_play_no_part_in_the_rate_choice():
+    def table(shift):
+        t = Table()
+        for lr, vals in {0.1: (0.90, 0.85, 0.92), 0.3: (0.88, 0.89, 0.89)}.items():
+            for seed, v in enumerate(vals):
+                t.add(lr=lr, seed=seed, val=v, test=(0.5, 0.5 + shift * seed * lr))
+        return t.summary()
+
+    cols = list(results.RATE_CHOICE_COLUMNS)
+    pd.testing.assert_frame_equal(table(0.0)[cols], table(1.0)[cols])
+
+
+def test_rate_choice_columns_survive_the_csv_round_trip(tmp_path):
+    t = _gap_table({0.1: (0.90, 0.91, 0.92), 1.0: (0.80, 0.82, 0.81)})
+    results.write_table(tmp_path / "summary.csv", t.summary())
+    back = pd.read_csv(tmp_path / "summary.csv", dtype={"tied_lrs": str})
+    r = back.iloc[0]
+    assert r["rate_choice"] == "decided" and not r["rate_tied"] and pd.isna(r["tied_lrs"])
+    assert results.tied_rates(r["tied_lrs"]) == ()  # pandas reads the empty cell as NaN
