@@ -4,9 +4,11 @@
 was run, the summary table (chosen learning rate, test accuracy mean ± 95% interval, epochs to
 the target accuracy, diverged members), a "Provenance" section from ``env.json`` (the lossjax
 commit, with a warning where the git tree had uncommitted changes; how the sweep was started and
-resumed; versions; devices; the data's content checksums) and the four plots as relative image
-links. An ``env.json`` from before provenance was recorded gives one "Environment" line instead.
-Plots that are missing, or older than the tables, are redrawn first.
+resumed; versions; devices; the host CPU, and where a resume continued on another CPU or
+jax/jaxlib, from which epoch the rows are not bit-exact; the data's content checksums) and the
+four plots as relative image links. An ``env.json`` from before provenance was recorded gives
+one "Environment" line instead. Plots that are missing, or older than the tables, are redrawn
+first.
 """
 
 from __future__ import annotations
@@ -336,6 +338,7 @@ def _provenance(env: dict | None) -> list[str] | None:
         items.append(f"Versions: {line}")
     if parts := _device_parts(env):
         items.append(f"Devices: {'; '.join(parts)}")
+    items += _cpu_items(env, resumes)
     if data := _data_line(env.get("data")):
         items.append(f"Data: {data}")
     out = ["## Provenance", ""]
@@ -432,7 +435,73 @@ def _resume_warnings(i: int, r: dict, env: dict) -> list[str]:
     if "device_kind" in r and (r.get("device_kind"), len(r.get("devices") or [])) != (
             env.get("device_kind"), len(env.get("devices") or [])):
         out.append(f"resume {i} ran on other devices: {'; '.join(_device_parts(r))}.")
-    return out
+    return out + _machine_break(i, env)
+
+
+def _cpu_items(env: dict, resumes: list[dict]) -> list[str]:
+    """The start's CPU, and each resume's where it is another (XLA's kernels differ by CPU)."""
+    start = env.get("cpu") if isinstance(env.get("cpu"), dict) else None
+    items = [f"CPU: {_cpu_words(start)}" if start else "CPU not recorded"]
+    for i, r in enumerate(resumes, 1):
+        cpu = r.get("cpu") if isinstance(r.get("cpu"), dict) else None
+        if cpu is not None and (start is None or provenance.compare_machines(
+                {"cpu": start}, {"cpu": cpu}) is not None):
+            items.append(f"CPU of resume {i}: {_cpu_words(cpu)}")
+    return items
+
+
+def _cpu_words(cpu: dict) -> str:
+    model = f"`{cpu['model']}`" if cpu.get("model") else "model unknown"
+    about = ", ".join(str(cpu[k]) for k in ("vendor", "machine") if cpu.get(k))
+    if isinstance(cpu.get("logical_cpus"), int):
+        about += f"{', ' if about else ''}{_plural(cpu['logical_cpus'], 'logical CPU')}"
+    features = cpu.get("features")
+    text = f"{model}{f' ({about})' if about else ''}; XLA compiles for "
+    text += ", ".join(features) if features else ("no SIMD features" if features == []
+                                                  else "features unknown")
+    if cpu.get("xla_cpu_max_isa") is not None:
+        text += f" (`--xla_cpu_max_isa={cpu['xla_cpu_max_isa']}`)"
+    return text
+
+
+def _machine_break(i: int, env: dict) -> list[str]:
+    """Where resume ``i`` continued on another machine (CPU, or jax/jaxlib) than the part
+    before it ran on: which epochs ran where, and from where rows are not bit-exact."""
+    resumes = [r if isinstance(r, dict) else {} for r in env.get("resumes") or []]
+    r = resumes[i - 1]
+    after = r.get("resumed_after_epochs")
+    if not isinstance(after, list) or not all(isinstance(b, int) for b in after):
+        return []  # an older resume entry: its versions are compared above
+    before = resumes[i - 2] if i > 1 else env
+    differs = provenance.compare_machines(provenance.machine_of(before), provenance.machine_of(r))
+    if differs is None:
+        return []
+    total = _int(r.get("epochs")) or max(after, default=0)
+    lows = _epochs_list(resumes[i - 2] if i > 1 else None, len(after), default=0)
+    highs = _epochs_list(resumes[i] if i < len(resumes) else None, len(after), default=total)
+    spans = {(lo + 1, b, hi) for lo, b, hi in zip(lows, after, highs, strict=True) if b < hi}
+    if not spans:
+        return []
+    if len(spans) == 1 and (span := spans.pop())[1] >= span[0]:
+        lo, b, hi = span
+        return [f"{_span(lo, b)} ran on {differs[0]}, {_span(b + 1, hi)} on {differs[1]}: rows "
+                f"after epoch {b} are not bit-reproducible with an uninterrupted run."]
+    listing = ", ".join(f"group {g} after epoch {b}" for g, (b, hi) in
+                        enumerate(zip(after, highs, strict=True)) if b < hi)
+    return [f"resume {i} continued on {differs[1]}, after {differs[0]}: {listing}; each of "
+            "those groups' rows after that epoch is not bit-reproducible with an uninterrupted "
+            "run."]
+
+
+def _epochs_list(resume: dict | None, n: int, default: int) -> list[int]:
+    got = (resume or {}).get("resumed_after_epochs")
+    if isinstance(got, list) and len(got) == n and all(isinstance(b, int) for b in got):
+        return got
+    return [default] * n
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"epoch {lo}" if lo == hi else f"epochs {lo}–{hi}"
 
 
 def _same_changes(now, then) -> bool:

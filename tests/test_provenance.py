@@ -218,3 +218,181 @@ def test_installed_or_unknown_trees_in_the_report(tmp_path):
     assert "lossjax: version 0.1.0, not from a git work tree (an installed package)" in text
     assert "git state unknown in `/home/me/project` (no git program found)" in text
     assert "Warning" not in text
+
+
+# ---- the CPU ------------------------------------------------------------------------------
+
+SAPPHIRE = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R)   Platinum 8480+
+flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 avx512f avx512cd avx512dq \
+avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 avx_vnni amx_tile amx_bf16 amx_int8 sha_ni
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+model name\t: some other core
+flags\t\t: fpu sse
+"""
+GRAVITON = """processor\t: 0
+BogoMIPS\t: 2100.00
+Features\t: fp asimd evtstrm aes sha2 crc32 atomics fphp asimdhp sve sve2 svebf16
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU part\t: 0xd4f
+"""
+X86_ALL = ["sse4_2", "avx", "f16c", "fma", "avx2", "avx_vnni", "avx512f", "avx512cd",
+           "avx512dq", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+           "amx_tile", "amx_int8", "amx_bf16"]
+
+
+@pytest.fixture
+def sapphire(monkeypatch):
+    monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: SAPPHIRE)
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+
+
+def test_this_machine_s_cpu_record_has_the_fields():
+    cpu = provenance.cpu_record()
+    assert set(cpu) == {"model", "vendor", "machine", "logical_cpus", "host_features",
+                        "xla_cpu_max_isa", "features", "source"}
+    json.dumps(cpu)
+    if cpu["source"] == "/proc/cpuinfo" and provenance._arch() == "x86":
+        assert cpu["model"] and cpu["vendor"] and "sse4_2" in cpu["host_features"]
+        assert set(cpu["features"]) <= set(cpu["host_features"])
+
+
+def test_the_cpu_record_from_cpuinfo(sapphire):
+    cpu = provenance.cpu_record()
+    # The first processor's entry, spaces tidied; only the features XLA's compiler uses.
+    assert cpu["model"] == "Intel(R) Xeon(R) Platinum 8480+" and cpu["vendor"] == "GenuineIntel"
+    assert cpu["host_features"] == cpu["features"] == X86_ALL
+    assert cpu["xla_cpu_max_isa"] is None and cpu["source"] == "/proc/cpuinfo"
+
+
+@pytest.mark.parametrize(("flags", "newest"), [
+    ("--xla_cpu_max_isa=SSE4_2", ["sse4_2"]),
+    # XLA's own rules: at AVX, avx_vnni stays on; at AVX512, avx512_fp16 does.
+    ("--xla_cpu_max_isa=AVX", ["sse4_2", "avx", "f16c", "avx_vnni"]),
+    ("--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=avx2",
+     ["sse4_2", "avx", "f16c", "fma", "avx2", "avx_vnni"]),
+    ("--xla_cpu_max_isa=AVX512", [*X86_ALL[:11], "avx512_fp16"]),
+    ("--xla_cpu_max_isa=AVX512_VNNI", [*X86_ALL[:12], "avx512_fp16"]),
+    ("--xla_cpu_max_isa=AVX512_BF16", X86_ALL[:14]),
+    ("--xla_cpu_max_isa=AMX", X86_ALL),
+    ("--xla_cpu_max_isa=AVX2 --xla_cpu_max_isa=SSE4_2", ["sse4_2"]),  # the last one counts
+    ("--xla_cpu_max_isa=AVX9000", X86_ALL),  # unknown: XLA warns and caps nothing
+    ("--xla_cpu_max_isa=NEON", X86_ALL),  # another architecture's value caps nothing
+])
+def test_xla_flags_cap_the_features(sapphire, monkeypatch, flags, newest):
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    cpu = provenance.cpu_record()
+    assert cpu["features"] == newest and cpu["host_features"] == X86_ALL
+    assert cpu["xla_cpu_max_isa"] == flags.split("=")[-1]
+
+
+def test_aarch64_is_capped_at_neon_unless_xla_flags_say_otherwise(monkeypatch):
+    monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: GRAVITON)
+    monkeypatch.setattr(provenance.platform, "machine", lambda: "aarch64")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    cpu = provenance.cpu_record()
+    assert cpu["vendor"] == "ARM" and cpu["model"] == "CPU part 0xd4f"
+    assert cpu["host_features"] == ["asimd", "sve", "sve2"] and cpu["features"] == ["asimd"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=SVE")
+    assert provenance.cpu_record()["features"] == ["asimd", "sve"]
+
+
+def test_an_unknown_system_gives_nones_and_never_raises(monkeypatch):
+    monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: None)
+    monkeypatch.setattr(provenance.platform, "system", lambda: "Plan9")
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    cpu = provenance.cpu_record()
+    assert cpu["model"] is cpu["vendor"] is cpu["features"] is cpu["host_features"] is None
+
+    def broken():
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(provenance, "_read_cpu", broken)
+    assert provenance.cpu_record()["model"] is None
+
+
+def _machine(cpu=None, jax="0.10.2", jaxlib="0.10.2"):
+    return {"cpu": cpu, "jax": jax, "jaxlib": jaxlib}
+
+
+EPYC = {"model": "AMD EPYC 7B13", "vendor": "AuthenticAMD",
+        "features": ["sse4_2", "avx", "f16c", "fma", "avx2"], "xla_cpu_max_isa": None}
+XEON = {"model": "Intel Xeon", "vendor": "GenuineIntel", "features": X86_ALL[:11],
+        "xla_cpu_max_isa": None}
+
+
+def test_compare_machines_names_what_differs():
+    assert provenance.compare_machines(_machine(EPYC), _machine(dict(EPYC))) is None
+    assert provenance.compare_machines(_machine(EPYC), _machine(XEON)) == (
+        '"AMD EPYC 7B13" (avx2)', '"Intel Xeon" (avx_vnni, avx512f, avx512cd, ...)')
+    capped = {**XEON, "features": XEON["features"][:6], "xla_cpu_max_isa": "AVX2"}
+    assert provenance.compare_machines(_machine(XEON), _machine(capped)) == (
+        '"Intel Xeon" (avx512f, avx512cd, avx512dq, ...)',
+        '"Intel Xeon" (avx_vnni; xla_cpu_max_isa=AVX2)')
+    assert provenance.compare_machines(_machine(EPYC), _machine(EPYC, jaxlib="0.11")) == (
+        "jaxlib 0.10.2", "jaxlib 0.11")
+    # Not recorded: only versions are compared, and the words say so.
+    assert provenance.compare_machines(_machine(None), _machine(XEON)) is None
+    assert provenance.compare_machines(_machine(None, jax="0.9"), _machine(XEON)) == (
+        "jax 0.9 (its CPU was not recorded)", "jax 0.10.2")
+
+
+def test_record_and_resume_entries_carry_the_cpu(sapphire):
+    import jax
+
+    env = provenance.record(jax.devices(), {}, None)
+    assert env["cpu"] == provenance.cpu_record()
+    same = provenance.add_resume(env, None, resumed_after_epochs=[3, 0], epochs=5)
+    assert same["resumes"][0]["cpu"] == env["cpu"] and "other_machine" not in same["resumes"][0]
+    assert same["resumes"][0]["resumed_after_epochs"] == [3, 0]
+    elsewhere = provenance.add_resume({**env, "cpu": EPYC}, None)
+    assert elsewhere["resumes"][0]["other_machine"].startswith(
+        'started on "AMD EPYC 7B13" (avx2); resumed on "Intel(R) Xeon(R) Platinum 8480+" (')
+
+
+def test_report_shows_the_cpu_and_where_a_resume_broke_bit_exactness(tmp_path):
+    folder = make_results(tmp_path / "sweep")
+    env = _dirty_env(folder, cpu=EPYC)
+    versions = env["versions"]
+    same = {"at": "2026-01-03T00:00:00+00:00", "versions": versions, "cpu": EPYC,
+            "resumed_after_epochs": [5, 5], "epochs": 30}
+    other = {**same, "cpu": XEON, "resumed_after_epochs": [30, 14]}
+    back = {**same, "resumed_after_epochs": [30, 20]}
+    _dirty_env(folder, cpu=EPYC, resumes=[same, other, back],
+               invocations=[*env["invocations"], None, None, None])
+    text = report.render(analysis.load_results(folder))
+    assert ("- CPU: `AMD EPYC 7B13` (AuthenticAMD); XLA compiles for sse4_2, avx, f16c, fma, "
+            "avx2") in text
+    assert "- CPU of resume 2: `Intel Xeon` (GenuineIntel); XLA compiles for sse4_2" in text
+    assert "CPU of resume 1" not in text and "CPU of resume 3" not in text
+    # Group 0 had finished before resume 2: only group 1 broke, after epoch 14.
+    assert ('epochs 6–14 ran on "AMD EPYC 7B13" (avx2), epochs 15–20 on "Intel Xeon" '
+            "(avx_vnni, avx512f, avx512cd, ...): rows after epoch 14 are not bit-reproducible "
+            "with an uninterrupted run.") in text
+    assert ('epochs 15–20 ran on "Intel Xeon" (avx_vnni, avx512f, avx512cd, ...), epochs 21–30 '
+            'on "AMD EPYC 7B13" (avx2): rows after epoch 20') in text
+    assert text.count("bit-reproducible") == 2
+
+
+def test_report_lists_groups_that_broke_at_different_epochs(tmp_path):
+    folder = make_results(tmp_path / "sweep")
+    resume = {"versions": {"jax": "0.0-test"}, "cpu": XEON, "resumed_after_epochs": [14, 0],
+              "epochs": 30}
+    _dirty_env(folder, cpu=EPYC, resumes=[resume])
+    text = report.render(analysis.load_results(folder))
+    assert ('resume 1 continued on "Intel Xeon" (avx_vnni, avx512f, avx512cd, ...), after '
+            '"AMD EPYC 7B13" (avx2): group 0 after epoch 14, group 1 after epoch 0; each of '
+            "those groups' rows after that epoch is not bit-reproducible") in text
+
+
+def test_report_of_provenance_without_a_cpu_record(tmp_path):
+    folder = make_results(tmp_path / "sweep")
+    _dirty_env(folder, resumes=[{"versions": {"jax": "0.0-test"}, "resumed_after_epochs": [2],
+                                 "epochs": 3}])
+    text = report.render(analysis.load_results(folder))
+    assert "- CPU not recorded" in text and "bit-reproducible" not in text
