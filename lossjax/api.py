@@ -81,7 +81,8 @@ def load(path: str | os.PathLike) -> Results:
 
 
 def run(config, *, overrides=(), output_dir: str | os.PathLike | None = None,
-        resume: bool = False, overwrite: bool = False, progress: bool = True) -> Results:
+        resume: bool = False, overwrite: bool = False, progress: bool = True,
+        allow_other_machine: bool = False) -> Results:
     """Runs a sweep and returns its results.
 
     Args:
@@ -93,6 +94,9 @@ def run(config, *, overrides=(), output_dir: str | os.PathLike | None = None,
       resume: continue an interrupted sweep; a finished one is loaded as it is.
       overwrite: replace a results folder that lossjax made (never any other folder).
       progress: a progress bar (terminal or notebook) or log lines; ``False``: nothing.
+      allow_other_machine: with ``resume``, continue on another CPU model or instruction set,
+        or with other jax/jaxlib versions, than the sweep started with (refused otherwise:
+        its remaining epochs would not be bit-exact with an uninterrupted run's).
 
     Raises ``ConfigError``, ``DataError``, ``ResultsError`` (``lossjax.errors``) with one-line
     messages. A KeyboardInterrupt (the notebook's stop button) ends the sweep after its last
@@ -101,19 +105,21 @@ def run(config, *, overrides=(), output_dir: str | os.PathLike | None = None,
     from lossjax import sweep
 
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
-    call = _describe_call(config, overrides, output_dir, resume, overwrite)
+    call = _describe_call(config, overrides, output_dir, resume, overwrite, allow_other_machine)
     # Shown as the command shows them, unless the caller configured logging itself.
     configured = log.handlers or logging.getLogger().handlers
     with contextlib.nullcontext() if configured else log_to_stderr():
         out = sweep.run(config, overrides, output_dir=output_dir, resume=resume,
                         overwrite=overwrite, progress=progress,
+                        allow_other_machine=allow_other_machine,
                         invocation={"via": "python", "call": call, "cwd": os.getcwd()})
     from lossjax import distributed
 
     return load(out) if distributed.is_writer() else None
 
 
-def _describe_call(config, overrides, output_dir, resume, overwrite) -> str:
+def _describe_call(config, overrides, output_dir, resume, overwrite,
+                   allow_other_machine=False) -> str:
     shown = repr(os.fspath(config)) if isinstance(config, str | os.PathLike) else (
         "{...}" if isinstance(config, dict) else type(config).__name__ + "(...)")
     args = [shown]
@@ -121,7 +127,8 @@ def _describe_call(config, overrides, output_dir, resume, overwrite) -> str:
         args.append(f"overrides={overrides!r}")
     if output_dir is not None:
         args.append(f"output_dir={os.fspath(output_dir)!r}")
-    args += [f"{k}=True" for k, v in (("resume", resume), ("overwrite", overwrite)) if v]
+    args += [f"{k}=True" for k, v in (("resume", resume), ("overwrite", overwrite),
+                                      ("allow_other_machine", allow_other_machine)) if v]
     return f"lossjax.run({', '.join(args)})"
 
 

@@ -32,6 +32,7 @@ def _sweep(args) -> int:
     command = shlex.join(["lossjax", *args.argv])
     out = sweep.run(args.config, overrides=args.set, resume=args.resume,
                     overwrite=args.overwrite, progress=not args.quiet,
+                    allow_other_machine=args.allow_other_machine,
                     invocation={"via": "cli", "command": command, "cwd": os.getcwd()})
     if not args.quiet and distributed.is_writer() and (out / "summary.csv").exists():
         import pandas as pd
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep (a finished one is left as it is)")
+    s.add_argument("--allow-other-machine", action="store_true",
+                   help="with --resume: continue on another CPU model or instruction set, or "
+                        "with other jax/jaxlib versions, than the sweep started with (its "
+                        "later rows are then not bit-exact; report.md says from which epoch)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a results folder that lossjax wrote (never any other folder)")

@@ -161,12 +161,20 @@ class Claim:
     ``resuming`` says whether training continues from checkpoints. Use it as a context
     manager: leaving the block releases the lock; leaving it with an exception before
     :meth:`start` also removes the folders the claim created.
+
+    A resume on another CPU, or with other jax/jaxlib versions, than the sweep started with
+    is refused (its remaining epochs would round otherwise than an uninterrupted run's),
+    unless ``allow_other_machine``; ``machine_note`` then says what differs (None: nothing
+    does, or nothing was compared).
     """
 
-    def __init__(self, out: Path, config_dict: dict, *, resume: bool, overwrite: bool):
+    def __init__(self, out: Path, config_dict: dict, *, resume: bool, overwrite: bool,
+                 allow_other_machine: bool = False):
         self.out = out = Path(out)
         self.started = False
         self._fd = None
+        self.allow_other_machine = allow_other_machine
+        self.machine_note = None
         for p in (out.parent, out):
             if p.exists() and not p.is_dir():
                 raise ResultsError(f"{p} is a file, not a folder; choose another output.dir "
@@ -243,7 +251,10 @@ class Claim:
                 raise ResultsError(
                     f"--resume: the config differs from the one {out} was started with "
                     f"(at {', '.join(diff[:5])}); resume with the same config and --set values")
-            return saved is not None and has_checkpoints(out)
+            resuming = saved is not None and has_checkpoints(out)
+            if resuming:
+                self.machine_note = self._check_machine()
+            return resuming
         if overwrite:
             return False
         if st["complete"]:
@@ -255,6 +266,35 @@ class Claim:
                 f"{out} holds an unfinished sweep; continue it with --resume, or pass "
                 "--overwrite to start it over")
         return False  # started, but no epoch finished: nothing to lose
+
+    def _check_machine(self) -> str | None:
+        """Refuses a resume on another machine than the start's (see the class docstring);
+        returns what differs where that is allowed, or where it could not be compared."""
+        from lossjax import provenance
+
+        try:
+            env = json.loads((self.out / "env.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            env = None
+        if not isinstance(env, dict):  # the sweep starts the record again (sweep._provenance)
+            return (f"{self.out}/env.json is missing or unreadable: the machine the sweep "
+                    "started on is not known, so it was not compared with this one")
+        now = provenance.machine_of({"cpu": provenance.cpu_record(),
+                                     "versions": provenance.package_versions()})
+        differs = provenance.compare_machines(provenance.machine_of(env), now)
+        if differs is None:
+            if provenance.machine_of(env)["cpu"] is None:
+                return (f"{self.out} does not record the CPU it was started on (an older "
+                        "lossjax): only the jax and jaxlib versions were compared")
+            return None
+        if not self.allow_other_machine:
+            raise ResultsError(
+                f"--resume: {self.out} was started on {differs[0]}; this is {differs[1]}: its "
+                "remaining epochs would not reproduce an uninterrupted run bit for bit; rerun "
+                "it here with --overwrite, or pass --allow-other-machine to continue anyway")
+        return (f"--resume --allow-other-machine: {self.out} was started on {differs[0]} and "
+                f"continues on {differs[1]}: its rows from here on are not bit-reproducible "
+                "with an uninterrupted run")
 
     def _clean_temporaries(self) -> None:
         # Left by a process killed in the middle of an atomic write.
@@ -397,6 +437,19 @@ def load_checkpoint(out: Path, group: int, n_members: int):
                            f"({type(e).__name__}); the folder cannot be resumed: start it over "
                            "with --overwrite") from None
     return epoch, leaves
+
+
+def checkpoint_epoch(out: Path, group: int) -> int | None:
+    """The epochs a group's checkpoint holds (0: it has none), from its manifest alone, for
+    env.json to say where a resume took over; None where the manifest is unreadable (then
+    :func:`load_checkpoint` refuses the folder, with the reason)."""
+    path = out / "checkpoints" / f"group{group}.json"
+    if not path.exists():
+        return 0
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 #: Metrics the engine computes in float32. They are kept as float32 in memory and after

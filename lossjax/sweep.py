@@ -6,7 +6,10 @@ folder (whose is it? in use? resumable?), the data (present, checksums), the bat
 memory the models need and the disk space their checkpoints need. After each epoch the table
 is rewritten and a checkpoint saved, both atomically, so an interrupted sweep resumes
 (``--resume``) from its last finished epoch and ends with the same files as an uninterrupted
-one (the ``wall_time`` column aside).
+one (the ``wall_time`` column aside), on the same CPU model and instruction set with the same
+jax and jaxlib: XLA's CPU kernels round differently elsewhere. A resume elsewhere is refused
+(``results.Claim``) unless ``allow_other_machine``; env.json and report.md then say from which
+epoch on the rows are not bit-exact.
 """
 
 from __future__ import annotations
@@ -225,13 +228,16 @@ def load(config, overrides=()) -> config_lib.Config:
 
 
 def run(config, overrides=(), *, output_dir=None, resume: bool = False,
-        overwrite: bool = False, progress: bool = True, invocation: dict | None = None) -> Path:
+        overwrite: bool = False, progress: bool = True, invocation: dict | None = None,
+        allow_other_machine: bool = False) -> Path:
     """Runs a sweep and returns its results folder, ``output_dir / name`` (``output_dir``
     defaults to the config's ``output.dir``).
 
     ``config`` and ``overrides`` as :func:`load` takes them. ``resume`` continues an
     interrupted sweep (a finished one is left as it is, with a warning); ``overwrite`` replaces
-    a folder lossjax made. Problems raise :class:`~lossjax.errors.LossjaxError` subclasses
+    a folder lossjax made. ``allow_other_machine`` lets ``resume`` continue on another CPU
+    model or instruction set, or with other jax/jaxlib versions, than the sweep started with
+    (refused otherwise). Problems raise :class:`~lossjax.errors.LossjaxError` subclasses
     with one-line messages, before anything is written where they can be found before.
     ``invocation`` (how the sweep was started) goes into ``env.json``.
 
@@ -243,6 +249,9 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
 
     distributed.initialize()  # before any array exists and before user code is imported
     writer = distributed.is_writer()
+    if allow_other_machine and not resume:
+        raise ConfigError("--allow-other-machine applies to --resume only; add --resume, or "
+                          "leave it out to start the sweep here")
     with distributed.stage("reading the config and checking the losses"):
         cfg = load(config, overrides)
         if output_dir is not None:
@@ -264,13 +273,16 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
     try:
         with distributed.stage("claiming the results folder", (results.AlreadyComplete,)):
             if writer:
-                claim = results.Claim(out, config_dict, resume=resume, overwrite=overwrite)
+                claim = results.Claim(out, config_dict, resume=resume, overwrite=overwrite,
+                                      allow_other_machine=allow_other_machine)
     except results.AlreadyComplete as done:
         if writer:
             log.warning("%s; nothing changed.", done)
         return out
     with claim:
         resuming = _agree_on_folder(out, claim, writer)
+        if writer and resuming and claim.machine_note:
+            log.warning("%s", claim.machine_note)
         with distributed.stage("loading the data"):
             ds = data.preprocess(
                 data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
@@ -286,7 +298,7 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                 env = _provenance(out, resuming, ds.meta, {
                     **(invocation or {}), "overrides": list(overrides), "resume": resume,
                     "config_path": (os.fspath(config) if isinstance(config, str | os.PathLike)
-                                    else None)})
+                                    else None)}, n_groups=len(groups), epochs=cfg.epochs)
                 with WRITING:
                     if resuming:  # Claim.start leaves a resumed folder's files as they are
                         results.write_json(out / "env.json", env)
@@ -327,8 +339,11 @@ def check_schedule(cfg, n_train: int) -> None:
             f"{' '.join(str(e).split())[:160]}") from None
 
 
-def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict) -> dict:
-    """env.json: a new record, or a resumed sweep's record with this start added."""
+def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict, n_groups: int,
+                epochs: int) -> dict:
+    """env.json: a new record, or a resumed sweep's record with this start added, and the
+    epoch each group resumes after (its checkpoint's, as train() finds it: the folder is
+    locked), which is where rows stop being bit-exact if this is another machine."""
     from lossjax import analysis, provenance
 
     if not resuming:
@@ -337,7 +352,9 @@ def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict) ->
         env = analysis.read_env(out) or {}
     except ResultsError:  # unreadable: start the record again rather than stop the sweep
         env = {}
-    return provenance.add_resume(env, invocation, devices=jax.devices())
+    done = [results.checkpoint_epoch(out, gid) for gid in range(n_groups)]
+    return provenance.add_resume(env, invocation, devices=jax.devices(),
+                                 resumed_after_epochs=done, epochs=epochs)
 
 
 def _agree_on_folder(out: Path, claim, writer: bool) -> bool:
