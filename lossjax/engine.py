@@ -550,7 +550,8 @@ class Group:
             return acc + jnp.stack([correct, jnp.sum(jnp.where(mc, ce, 0.0))]), None
 
         totals, _ = jax.lax.scan(body, jnp.zeros(2, jnp.float32), (x, y, mask))
-        return totals / jnp.sum(mask)
+        # A multiplication by the reciprocal, not a division: see losses._softmax.
+        return totals * (1.0 / jnp.sum(mask))
 
     # ---- host API ----------------------------------------------------------------------
 

@@ -162,6 +162,19 @@ def mse(logits, labels) -> jax.Array:
     return jnp.mean(jnp.square(y - s), axis=-1)
 
 
+def _softmax(s: jax.Array) -> jax.Array:
+    """``jax.nn.softmax(s, axis=-1)``, normalized by multiplying with the reciprocal of the sum.
+
+    Written out so that a program computes the same bits on one device and on several: XLA's
+    single-device compile rewrites a division by a broadcast sum (``e / sum(e)``, and the
+    ``-g e / sum(e)²`` of its derivative) as a multiplication by the reciprocal, while the
+    partitioned compile for several devices keeps the division, and the two round differently
+    in the last bit. Spelled as the multiplication, both compiles see the same operations.
+    """
+    e = jnp.exp(s - jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
+    return e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))
+
+
 def softmax_mse(logits, labels) -> jax.Array:
     r"""Mean squared error between ``softmax(logits)`` and the target, per example.
 
@@ -184,7 +197,7 @@ def softmax_mse(logits, labels) -> jax.Array:
       Golik, Doetsch & Ney (2013), squared error on softmax outputs (see the module docstring).
     """
     s, y = _check_inputs(logits, labels, "softmax_mse")
-    return jnp.mean(jnp.square(y - jax.nn.softmax(s, axis=-1)), axis=-1)
+    return jnp.mean(jnp.square(y - _softmax(s)), axis=-1)
 
 
 def exp_mse(logits, labels) -> jax.Array:

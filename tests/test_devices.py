@@ -1,0 +1,112 @@
+"""One device and several compute the same bits, on one machine.
+
+A sweep's members are spread over the devices in fixed blocks (``lossjax.engine``), so each
+device runs the same block program whatever the device count. With one device XLA compiles
+that program without its SPMD partitioner, whose passes run in another order; the programs
+agree bit for bit only while nothing in them rounds differently under the two pass orders
+(``lossjax.losses._softmax`` names the one that did). These tests run the same work on 1, 2, 4
+and 8 forced host devices, each in its own process (the device count is fixed at start-up),
+and compare the bits.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+from test_sweep import assert_same_files
+
+DEVICE_COUNTS = (1, 2, 4, 8)
+
+# Every built-in loss, the interventions the causal study leans on, and rates up to the edge
+# of stability (softmax_mse 3.0, mse 1.0 on digits), where a last-bit difference grows.
+CONFIG = {
+    "name": "devices",
+    "seeds": [0, 1],
+    "epochs": 3,
+    "batch_size": 64,
+    "block_size": 1,
+    "losses": ["cross_entropy", "mse", "softmax_mse", "exp_mse", "mse-no_push_up-norm_matched",
+               "softmax_mse-no_push_up-balanced"],
+    "dataset": {"name": "digits"},
+    "model": {"hidden": [[64, 64]]},
+    "optimizer": {"learning_rate": {
+        "cross_entropy": [0.1, 1.0], "mse": [0.3, 1.0], "softmax_mse": [1.0, 3.0],
+        "exp_mse": [0.01, 0.03], "mse-no_push_up-norm_matched": [0.3],
+        "softmax_mse-no_push_up-balanced": [3.0]}},
+}
+
+
+def _env(devices: int) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        env.pop(key, None)
+    return env
+
+
+def _run(code: str, devices: int, *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-c", code, *args], env=_env(devices),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.slow
+def test_digits_sweep_is_bitwise_the_same_on_1_2_4_8_devices(tmp_path):
+    sweep = ("import sys; from lossjax import cli; "
+             "sys.exit(cli.main(['sweep', sys.argv[1], '--quiet']))")
+    folders = []
+    for n in DEVICE_COUNTS:
+        cfg = tmp_path / f"d{n}.yaml"
+        cfg.write_text(yaml.safe_dump({**CONFIG, "output": {"dir": str(tmp_path / f"d{n}")}}))
+        _run(sweep, n, str(cfg))
+        folders.append(tmp_path / f"d{n}" / "devices")
+    for folder in folders[1:]:
+        assert_same_files(folders[0], folder)
+
+
+# One member of the MNIST model shape (784-512-512-10, batch 128) on random data, trained by
+# the engine on a mesh of all the forced devices: the member sits on device 0, the other
+# devices train padding copies. Prints a digest of its final parameters and metrics.
+MNIST_SHAPED = textwrap.dedent("""
+    import hashlib, sys
+    import jax, numpy as np
+    from lossjax import engine, losses
+    rng = np.random.default_rng(0)
+    x = rng.random((1024, 784), np.float32)
+    y = rng.integers(0, 10, 1024)
+    data = (x, y, x[:200], y[:200], x[200:400], y[200:400])
+    settings = engine.TrainSettings(
+        hidden=(512, 512), num_classes=10, activation="relu", init="lecun_normal",
+        dtype="float32", optimizer="momentum", momentum=0.9, schedule="cosine",
+        batch_size=128, epochs=2, block_size=1)
+    names = list(losses.LOSSES)
+    digest = hashlib.sha256()
+    for loss, lr in (("cross_entropy", 0.1), ("softmax_mse", 1.0)):
+        member = engine.Member(0, loss, lr, 0.0, 1.0, 0, (512, 512))
+        g = engine.Group(settings, [member], names, [losses.LOSSES[n] for n in names], data,
+                         engine.make_mesh())
+        state = g.init_state()
+        for e in range(settings.epochs):
+            state, m = g.train_epoch(state, e)
+            m.update(g.evaluate(state))
+            for k in sorted(m):
+                digest.update(np.ascontiguousarray(m[k]).tobytes())
+        for leaf in g.local_state(state)[1]:
+            digest.update(np.ascontiguousarray(leaf).tobytes())
+    print("DIGEST", len(jax.devices()), digest.hexdigest())
+""")
+
+
+@pytest.mark.slow
+def test_one_mnist_shaped_member_is_bitwise_the_same_on_1_2_4_8_devices():
+    digests = {}
+    for n in DEVICE_COUNTS:
+        line = [s for s in _run(MNIST_SHAPED, n).stdout.splitlines() if s.startswith("DIGEST")]
+        assert line and line[0].split()[1] == str(n), line
+        digests[n] = line[0].split()[2]
+    assert len(set(digests.values())) == 1, digests
+
