@@ -286,7 +286,8 @@ def _environment_line(env: dict) -> str | None:
     """One line from an ``env.json`` without provenance: versions, devices, precision."""
     versions = env.get("versions") if isinstance(env.get("versions"), dict) else {
         k: env[k] for k in _PACKAGES if isinstance(env.get(k), str)}
-    parts = [", ".join(f"{k} {v}" for k, v in versions.items() if v), *_device_parts(env)]
+    parts = [", ".join(f"{k} {v}" for k, v in versions.items() if v), *_device_parts(env),
+             None if env.get("cpu") else "CPU not recorded"]
     return "; ".join(p for p in parts if p) or None
 
 

@@ -522,13 +522,14 @@ def rate_choice(last: pd.DataFrame, lr: float) -> dict:
     test data play no part. For another rate R, the gap is paired by seed: per seed present at
     both rates, the chosen member's score minus R's member's, then the mean over seeds and its
     95% Student-t half-width (:func:`ci95_halfwidth`). The runner-up is the rate with the
-    second best mean score. ``val_gap_*`` is the gap to the runner-up; ``rate_tied`` says its
-    interval includes 0 (|mean| <= half-width) or that fewer than two seeds pair (the choice
-    was never decided); ``rate_choice`` tells those apart as 'tied' and 'one seed', with
-    'decided', 'one rate' (nothing to compare: ``rate_tied`` False) and 'none' (``lr`` NaN or
-    every member diverged). ``tied_lrs``: every rate besides ``lr`` whose gap is undecided by
-    the same test, ascending and ';'-joined ('' for none): a rate whose scores scatter more
-    than the runner-up's may be listed while the choice is 'decided' against the runner-up.
+    second best mean score, and ``val_gap_*`` is the gap to it. A rate is tied with ``lr`` when
+    its gap's interval includes 0 (|mean| <= half-width) or fewer than two seeds pair (never
+    decided). ``tied_lrs``: every tied rate, ascending and ';'-joined ('' for none); it holds
+    the runner-up whenever the runner-up is tied, and may hold a rate whose scores scatter
+    more than the runner-up's even when the runner-up is clearly behind. ``rate_tied`` is
+    True when any rate is tied; ``rate_choice`` says why: 'tied', 'one seed' (a single paired
+    seed: undecidable), or else 'decided', 'one rate' (nothing to compare: ``rate_tied``
+    False) and 'none' (``lr`` NaN or every member diverged).
     """
     out = {"runner_up_lr": math.nan, "val_gap_mean": math.nan, "val_gap_ci95": math.nan,
            "rate_tied": False, "rate_choice": "none", "tied_lrs": ""}
@@ -543,11 +544,12 @@ def rate_choice(last: pd.DataFrame, lr: float) -> dict:
     gaps = {float(r): _paired_gap(score, last, lr, float(r)) for r in others.index}
     runner = float(others.idxmax())
     mean, half, n = gaps[runner]
-    tied = _undecided(mean, half, n)
+    tied_with = [r for r in sorted(gaps) if _undecided(*gaps[r])]
     return {
-        "runner_up_lr": runner, "val_gap_mean": mean, "val_gap_ci95": half, "rate_tied": tied,
-        "rate_choice": "one seed" if n < 2 else "tied" if tied else "decided",
-        "tied_lrs": ";".join(_rate_text(r) for r in sorted(gaps) if _undecided(*gaps[r])),
+        "runner_up_lr": runner, "val_gap_mean": mean, "val_gap_ci95": half,
+        "rate_tied": bool(tied_with),
+        "rate_choice": "one seed" if n < 2 else "tied" if tied_with else "decided",
+        "tied_lrs": ";".join(_rate_text(r) for r in tied_with),
     }
 
 

@@ -251,6 +251,16 @@ def test_overlapping_seeds_are_a_tie_listing_every_tied_rate():
     assert results.tied_rates(r["tied_lrs"]) == (0.3, 3.0)
 
 
+def test_a_noisy_rate_tied_with_the_chosen_one_makes_a_tie_even_past_a_clear_runner_up():
+    # The runner-up 1.0 trails by 0.10 on every seed (decided), but 3.0 beats 0.1 on two seeds
+    # and collapses on the third: nothing tells 0.1 from 3.0, so the choice is a tie.
+    t = _gap_table({0.1: (0.90, 0.91, 0.92), 1.0: (0.80, 0.81, 0.82), 3.0: (0.95, 0.96, 0.30)})
+    r = t.summary().iloc[0]
+    assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 1.0
+    assert r["val_gap_mean"] > r["val_gap_ci95"]  # the runner-up alone would be decided
+    assert r["rate_choice"] == "tied" and r["rate_tied"] and r["tied_lrs"] == "3.0"
+
+
 def test_one_paired_seed_decides_nothing():
     r = _gap_table({0.1: (0.9,), 0.3: (0.5,)}, seeds=(0,)).summary().iloc[0]
     assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 0.3
