@@ -283,7 +283,8 @@ SYSCTL_TIMEOUT = 2.0
 
 
 def cpu_record() -> dict:
-    """The host CPU: ``model`` and ``vendor`` (None where unknown), ``machine``
+    """The host CPU: ``model``, ``vendor`` and, on x86 Linux, ``signature`` (cpuid family,
+    model and stepping; None where unknown), ``machine``
     (``platform.machine()``), ``logical_cpus``, ``host_features`` (those of
     :data:`XLA_CPU_FEATURES` the CPU has; None where unknown), ``xla_cpu_max_isa`` (the value
     XLA_FLAGS gives, else None), ``features`` (what XLA compiles for: the host's, capped) and
@@ -299,6 +300,7 @@ def cpu_record() -> dict:
     return {
         "model": found.get("model"),
         "vendor": found.get("vendor"),
+        "signature": found.get("signature"),
         "machine": platform.machine() or None,
         "logical_cpus": os.cpu_count(),
         "host_features": host,
@@ -377,8 +379,13 @@ def _parse_cpuinfo(text: str) -> dict:
     model = info.get("model name") or info.get("hardware")
     if not model and info.get("cpu part"):
         model = f"CPU part {info['cpu part']}"
+    # Under a hypervisor the name is often generic ("Intel(R) Xeon(R) Processor" for several
+    # generations); the family/model/stepping numbers still tell the silicon apart.
+    numbers = [info.get(k) for k in ("cpu family", "model", "stepping")]
+    signature = ("family {} model {} stepping {}".format(*numbers)
+                 if all(numbers) else None)
     return {"model": model or platform.processor() or None, "vendor": vendor or None,
-            "features": features, "source": "/proc/cpuinfo"}
+            "signature": signature, "features": features, "source": "/proc/cpuinfo"}
 
 
 def _read_sysctl() -> dict:
@@ -441,6 +448,9 @@ def describe_cpu(cpu: dict | None, other: dict | None = None) -> str:
     if not isinstance(cpu, dict):
         return "a CPU not recorded"
     model = f'"{cpu["model"]}"' if cpu.get("model") else "an unnamed CPU"
+    theirs = (other or {}).get("signature")
+    if cpu.get("signature") and theirs and theirs != cpu["signature"]:
+        model += f" [{cpu['signature']}]"  # one generic name can cover several generations
     features = cpu.get("features")
     if features is None:
         words = "features unknown"
@@ -456,7 +466,7 @@ def describe_cpu(cpu: dict | None, other: dict | None = None) -> str:
 
 def _cpu_key(cpu: dict) -> tuple:
     features = cpu.get("features")
-    return (cpu.get("vendor"), cpu.get("model"),
+    return (cpu.get("vendor"), cpu.get("model"), cpu.get("signature"),
             None if features is None else tuple(features))
 
 

@@ -453,7 +453,7 @@ def _cpu_items(env: dict, resumes: list[dict]) -> list[str]:
 
 def _cpu_words(cpu: dict) -> str:
     model = f"`{cpu['model']}`" if cpu.get("model") else "model unknown"
-    about = ", ".join(str(cpu[k]) for k in ("vendor", "machine") if cpu.get(k))
+    about = ", ".join(str(cpu[k]) for k in ("vendor", "signature", "machine") if cpu.get(k))
     if isinstance(cpu.get("logical_cpus"), int):
         about += f"{', ' if about else ''}{_plural(cpu['logical_cpus'], 'logical CPU')}"
     features = cpu.get("features")

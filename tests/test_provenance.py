@@ -224,7 +224,10 @@ def test_installed_or_unknown_trees_in_the_report(tmp_path):
 
 SAPPHIRE = """processor\t: 0
 vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
 model name\t: Intel(R) Xeon(R)   Platinum 8480+
+stepping\t: 8
 flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 avx512f avx512cd avx512dq \
 avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 avx_vnni amx_tile amx_bf16 amx_int8 sha_ni
 
@@ -254,8 +257,8 @@ def sapphire(monkeypatch):
 
 def test_this_machine_s_cpu_record_has_the_fields():
     cpu = provenance.cpu_record()
-    assert set(cpu) == {"model", "vendor", "machine", "logical_cpus", "host_features",
-                        "xla_cpu_max_isa", "features", "source"}
+    assert set(cpu) == {"model", "vendor", "signature", "machine", "logical_cpus",
+                        "host_features", "xla_cpu_max_isa", "features", "source"}
     json.dumps(cpu)
     if cpu["source"] == "/proc/cpuinfo" and provenance._arch() == "x86":
         assert cpu["model"] and cpu["vendor"] and "sse4_2" in cpu["host_features"]
@@ -266,6 +269,7 @@ def test_the_cpu_record_from_cpuinfo(sapphire):
     cpu = provenance.cpu_record()
     # The first processor's entry, spaces tidied; only the features XLA's compiler uses.
     assert cpu["model"] == "Intel(R) Xeon(R) Platinum 8480+" and cpu["vendor"] == "GenuineIntel"
+    assert cpu["signature"] == "family 6 model 143 stepping 8"
     assert cpu["host_features"] == cpu["features"] == X86_ALL
     assert cpu["xla_cpu_max_isa"] is None and cpu["source"] == "/proc/cpuinfo"
 
@@ -336,6 +340,12 @@ def test_compare_machines_names_what_differs():
         '"Intel Xeon" (avx_vnni; xla_cpu_max_isa=AVX2)')
     assert provenance.compare_machines(_machine(EPYC), _machine(EPYC, jaxlib="0.11")) == (
         "jaxlib 0.10.2", "jaxlib 0.11")
+    # The same generic name and features on other silicon (as a hypervisor may show it).
+    a, b = {**XEON, "signature": "family 6 model 143 stepping 8"}, {
+        **XEON, "signature": "family 6 model 207 stepping 2"}
+    assert provenance.compare_machines(_machine(a), _machine(b)) == (
+        '"Intel Xeon" [family 6 model 143 stepping 8] (avx512vl)',
+        '"Intel Xeon" [family 6 model 207 stepping 2] (avx512vl)')
     # Not recorded: only versions are compared, and the words say so.
     assert provenance.compare_machines(_machine(None), _machine(XEON)) is None
     assert provenance.compare_machines(_machine(None, jax="0.9"), _machine(XEON)) == (
