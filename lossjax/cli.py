@@ -19,7 +19,9 @@ import threading
 
 
 def _check_grads(args) -> int:
-    from lossjax import gradcheck
+    from lossjax import gradcheck, xla_flags
+
+    xla_flags.check()  # before JAX starts XLA, which aborts the process on a bad flag
 
     status, text = gradcheck.run(loss_ref=args.loss, grad_ref=args.grad)
     print(text)
@@ -27,7 +29,9 @@ def _check_grads(args) -> int:
 
 
 def _sweep(args) -> int:
-    from lossjax import distributed, sweep
+    from lossjax import distributed, sweep, xla_flags
+
+    xla_flags.check()  # before JAX starts XLA, which aborts the process on a bad flag
 
     command = shlex.join(["lossjax", *args.argv])
     out = sweep.run(args.config, overrides=args.set, resume=args.resume,
@@ -191,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 INTERRUPTED = {
     "sweep": "lossjax: interrupted; finished epochs are kept (rerun with --resume).",
 }
+#: Said instead until the sweep has claimed its folder (``interrupts.STARTED``).
+INTERRUPTED_EARLY = {
+    "sweep": "lossjax: interrupted before the sweep started; nothing was written.",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     try:
         with log_to_stderr(shown):
-            return _dispatch(args, message)
+            return _dispatch(args, message, INTERRUPTED_EARLY.get(args.command))
     except (LossjaxError, ValueError) as e:
         print(f"lossjax: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -237,12 +245,12 @@ def log_to_stderr(level: int = logging.INFO):
         logger.setLevel(saved)
 
 
-def _dispatch(args, message: str) -> int:
+def _dispatch(args, message: str, early: str | None = None) -> int:
     from lossjax.interrupts import ExitOnSignal
 
     if threading.current_thread() is threading.main_thread():
         # Before anything heavy is imported: Ctrl-C exits at once, from here on.
-        with ExitOnSignal(message):
+        with ExitOnSignal(message, early):
             return args.func(args)
     return args.func(args)
 

@@ -126,6 +126,7 @@ is needed. ``'module:function'`` losses import the user's module, through
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -168,6 +169,23 @@ SEED_MAX = 2**32 - 1
 LAYER_SIZE_MAX = 2**31 - 1
 _F32 = np.finfo(np.float32)
 _F32_RANGE = f"[{_F32.tiny:.2g}, {_F32.max:.2g}]"  # [1.2e-38, 3.4e+38]
+
+# Bounds on what a config may hold, so that reading and checking one takes milliseconds and
+# its error messages stay short, whatever it holds. A written config is a few kilobytes, nests
+# four levels and sweeps lists of a handful of values; the bounds are far above that and far
+# below what would take the (pure-Python) YAML reader or the checks minutes:
+# - MAX_CONFIG_BYTES, of a config file and of one --set: PyYAML reads ~1 MB/s.
+# - MAX_LIST, entries in one list or mapping: a sweep trains the product of its swept lists,
+#   and 100,000 seeds are already past any sweep that finishes (the memory check, later, needs
+#   the data; this one needs nothing).
+# - MAX_VALUES, values once YAML aliases (or, from Python, shared references) are expanded:
+#   ten levels of nine aliases each are 3.5 billion values in a 400-byte file, and every check
+#   and message that walks them would take minutes.
+# - MAX_DEPTH, levels of lists and mappings inside one another (a cycle, from Python, too).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_LIST = 100_000
+MAX_VALUES = 1_000_000
+MAX_DEPTH = 32
 
 
 class FrozenDict(dict):
@@ -340,21 +358,51 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 # Messages
 
 
+class _Shown(Exception):
+    """Raised inside :func:`_show` once it has enough characters: it stops the walk there."""
+
+
 def _show(v: Any, limit: int = 80) -> str:
-    """A value as the user wrote it (YAML-flavoured), shortened to ``limit`` characters."""
+    """A value as the user wrote it (YAML-flavoured), shortened to ``limit`` characters.
 
-    def fmt(x):
-        if x is None:
-            return "null"
-        if isinstance(x, bool):
-            return "true" if x else "false"
-        if isinstance(x, list | tuple):
-            return "[" + ", ".join(fmt(i) for i in x) + "]"
-        if isinstance(x, dict):
-            return "{" + ", ".join(f"{fmt(k)}: {fmt(i)}" for k, i in x.items()) + "}"
-        return repr(x)
+    It walks only as far as the ``limit`` characters reach (each value it visits adds one at
+    least), so a huge, deep, aliased or cyclic value costs no more than a small one."""
+    parts: list[str] = []
+    size = 0
 
-    s = fmt(v)
+    def put(text: str) -> None:
+        nonlocal size
+        parts.append(text)
+        size += len(text)
+        if size > limit:
+            raise _Shown
+
+    def fmt(x, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            put("...")
+            raise _Shown
+        if x is None or isinstance(x, bool):
+            put("null" if x is None else "true" if x else "false")
+        elif isinstance(x, list | tuple | dict):
+            items = x.items() if isinstance(x, dict) else x
+            put("{" if isinstance(x, dict) else "[")
+            for i, item in enumerate(items):
+                if i:
+                    put(", ")
+                if isinstance(x, dict):
+                    fmt(item[0], depth + 1)
+                    put(": ")
+                    item = item[1]
+                fmt(item, depth + 1)
+            put("}" if isinstance(x, dict) else "]")
+        elif isinstance(x, int) and x.bit_length() > 14_000:  # past 4300 digits: repr refuses
+            put(f"<an integer of {x.bit_length()} bits>")
+        else:
+            put(repr(x[: limit + 1] if isinstance(x, str) else x)[: limit + 3])
+
+    with contextlib.suppress(_Shown):
+        fmt(v, 0)
+    s = "".join(parts)
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
@@ -366,8 +414,8 @@ def _got(v: Any) -> str:
     elif isinstance(v, dict):
         kind = "a mapping"
     elif isinstance(v, str):
-        try:  # '3' or 'true' quoted in the file: say it is a string
-            looks_typed = v.strip() != "" and not isinstance(
+        try:  # '3' or 'true' quoted in the file: say it is a string (a short one: a scalar)
+            looks_typed = 0 < len(v.strip()) <= 100 and not isinstance(
                 yaml.load(v, Loader=_Loader),  # noqa: S506
                 str,
             )
@@ -520,14 +568,76 @@ def _grid(
         return (item(v, path),)
     else:
         raise _error(path, f"{_got(v)}, expected a list of {expected}")
+    first: dict[Any, int] = {}  # value -> its first index: one pass, not a pass per value
     for i, x in enumerate(items):
-        if x in items[:i]:
-            j = items.index(x)
+        j = first.setdefault(x, i)
+        if j != i:
             raise _error(
                 f"{path}[{i}]",
                 f"got {_show(v[i])}, a duplicate of {path}[{j}]; each value may appear once",
             )
     return tuple(items)
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character in ``text`` (newline, tab, ...) as Python writes it."""
+    m = _CONTROL_RE.search(text)
+    return repr(m.group())[1:-1] if m else None
+
+
+def _path_string(v: Any, path: str, expected: str) -> str:
+    """A folder path: a non-empty string without control characters. A newline in a path is
+    never meant (YAML folds one in a plain scalar into a space, so results would land
+    somewhere else than the user sees), and messages naming such a path mislead."""
+    v = _string(v, path, expected)
+    if (c := _control_character(v)) is not None:
+        raise _error(path, f"{_got(v)}, which holds the control character {c}; expected "
+                           f"{expected} without control characters")
+    return v
+
+
+def _walk_key(prefix: str, key: Any) -> str:
+    """The path of a mapping's entry for a message, kept short (a cycle repeats keys)."""
+    if prefix.count(".") >= 4:
+        return prefix
+    return _join(prefix, key[:40] if isinstance(key, str) else _show(key, 40))
+
+
+def _check_size(value: Any, where: str) -> None:
+    """Refuses a value past the bounds above (MAX_LIST, MAX_VALUES, MAX_DEPTH) with one line
+    naming the key where it was found.
+
+    The walk is iterative (no recursion limit), counts a shared list or mapping, as YAML
+    aliases make, once per reference (as every later check would see it), and stops at the
+    first bound it passes: linear in the value's size, and never past MAX_VALUES steps.
+    """
+    stack = [(value, 0, where)]
+    count = 0
+    while stack:
+        x, depth, key = stack.pop()
+        shown = key or "config"
+        count += 1
+        if count > MAX_VALUES:
+            raise _error(shown, f"holds more than {MAX_VALUES:,} values once YAML aliases (*name) "
+                              "are expanded; a config holds a few hundred: write the values "
+                              "out, or repeat fewer")
+        if not isinstance(x, list | tuple | dict):
+            continue
+        if depth >= MAX_DEPTH:
+            raise _error(shown, f"lists or mappings nested more than {MAX_DEPTH} levels deep; a "
+                              "config nests a few (model.hidden: [[64, 64]] is two)")
+        if len(x) > MAX_LIST:
+            raise _error(shown, f"got a {'mapping' if isinstance(x, dict) else 'list'} of "
+                              f"{len(x):,} entries; at most {MAX_LIST:,} are accepted (a sweep "
+                              "trains every combination of its swept lists)")
+        if isinstance(x, dict):
+            stack.extend((k, depth + 1, key) for k in x)
+            stack.extend((v, depth + 1, _walk_key(key, k)) for k, v in x.items())
+        else:
+            stack.extend((v, depth + 1, key) for v in x)
 
 
 def _section(raw: dict, name: str) -> dict:
@@ -579,7 +689,7 @@ def _parse_dataset(raw: dict) -> DatasetConfig:
     s, d = _section(raw, "dataset"), DatasetConfig()
     data_dir = _get(s, "data_dir", d.data_dir)
     if data_dir is not None:
-        _string(data_dir, "dataset.data_dir", "a folder path or null")
+        _path_string(data_dir, "dataset.data_dir", "a folder path or null")
     val_size = _get(s, "val_size", d.val_size)
     if _is_int(val_size):
         _int(val_size, "dataset.val_size", 1)
@@ -829,7 +939,7 @@ def _parse_eval(raw: dict) -> EvalConfig:
 def _parse_output(raw: dict) -> OutputConfig:
     s, d = _section(raw, "output"), OutputConfig()
     return OutputConfig(
-        dir=_string(_get(s, "dir", d.dir), "output.dir", "a folder path"),
+        dir=_path_string(_get(s, "dir", d.dir), "output.dir", "a folder path"),
         tensorboard=_bool(_get(s, "tensorboard", d.tensorboard), "output.tensorboard"))
 
 
@@ -879,15 +989,24 @@ def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
         )
     key, _, value_text = text.partition("=")
     key = key.strip()
-    context = f" in --set {text!r}"
+    if len(text) > MAX_CONFIG_BYTES:
+        raise _error(key[:80], f"--set of {len(text):,} characters; at most {MAX_CONFIG_BYTES:,}"
+                               " are read (put a long value in the config file)")
+    context = f" in --set {_show(text)}"
     if not key:
-        raise ConfigError(f"--set {text!r}: the key before '=' is empty; expected KEY=VALUE")
+        raise ConfigError(f"--set {_show(text)}: the key before '=' is empty; expected KEY=VALUE")
+    if (c := _control_character(text)) is not None:
+        raise _error(key[:80], f"--set {_show(text)} holds the control character {c}; YAML "
+                               "would fold or drop it silently: remove it")
     try:
-        value = yaml.load(value_text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        value = _read_yaml(value_text)
     except yaml.YAMLError as e:
         raise _error(
-            key, f"value {value_text!r}{context} is not valid YAML ({_yaml_problem(e)})"
+            key, f"value {_show(value_text)}{context} is not valid YAML ({_yaml_problem(e)})"
         ) from None
+    except _Unreadable as e:
+        raise _error(key, f"value {_show(value_text)}{context}: {e}") from None
+    _check_size(value, key)
 
     parts = key.split(".")
     if parts[:2] in (["optimizer", "args"], ["optimizer", "schedule_args"]) and len(parts) > 2:
@@ -951,6 +1070,7 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
         )
     if isinstance(overrides, str):
         overrides = [overrides]
+    _check_size(raw, "")  # before anything walks it: deepcopy, the checks, their messages
     raw = copy.deepcopy(raw)
     lr_patches: dict[str, Any] = {}
     narrowed = False
@@ -990,12 +1110,34 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     )
 
 
+class _Unreadable(Exception):
+    """YAML that PyYAML cannot turn into values without failing outside its own errors."""
+
+
+def _read_yaml(text: str) -> Any:
+    """``yaml.load`` with our loader, with its failures that are not ``YAMLError``s made
+    :class:`_Unreadable`: deep nesting exhausts the reader's recursion, and an integer of
+    thousands of digits passes Python's limit on converting text to int."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise _Unreadable(f"nested too deeply for the YAML reader; a config nests a few levels "
+                          f"(at most {MAX_DEPTH})") from None
+    except ValueError as e:  # int('9' * 5000): Python refuses integers past 4300 digits
+        raise _Unreadable(f"holds a value Python cannot read ({_one_line(e).split(':')[0][:120]}"
+                          ")") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Reads a YAML sweep config, applies ``--set`` overrides, and validates it."""
     shown = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_CONFIG_BYTES + 1)  # no more: a huge file is refused unread
     except FileNotFoundError:
         raise ConfigError(f"{shown}: config file not found") from None
     except IsADirectoryError:
@@ -1004,8 +1146,13 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
         raise ConfigError(f"{shown}: not a text file, expected a YAML config file") from None
     except OSError as e:
         raise ConfigError(f"{shown}: cannot read ({e.strerror or e})") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{shown}: more than {MAX_CONFIG_BYTES:,} characters; a config is a "
+                          "few kilobytes: is this the config file?")
     try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        raw = _read_yaml(text)
+    except _Unreadable as e:
+        raise ConfigError(f"{shown}: {e}") from None
     except _DuplicateKeyError as e:
         raise ConfigError(f"{shown}: {_yaml_problem(e)}; each key may appear once") from None
     except yaml.YAMLError as e:

@@ -142,8 +142,13 @@ def _row(name, dtype, pairs, rtol=None, atol=0.0, atol_scale=None) -> Row:
     max_rel = (
         float(np.max(diff[nz] / ref[nz])) if finite and nz.any() else 0.0 if finite else math.nan
     )
+    if not finite:  # say so: a table of nan alone does not tell a NaN loss from a bug here
+        bad = int(np.sum(~np.isfinite(diff)))
+        note = (f"note: {name} {dtype}: {bad} of {diff.size} examples have a NaN or inf "
+                "error (the gradient or its reference is not finite there)")
     if rtol is None:
-        return Row(name, dtype, diff.size, max_abs, max_rel, _RULE_F32, None)
+        return Row(name, dtype, diff.size, max_abs, max_rel, _RULE_F32, None,
+                   "" if finite else note)
     floor = atol * (1.0 if atol_scale is None else atol_scale)
     ok = finite and bool(np.all(diff <= rtol * ref + floor))
     if atol_scale is not None:
@@ -152,7 +157,7 @@ def _row(name, dtype, pairs, rtol=None, atol=0.0, atol_scale=None) -> Row:
         rule = f"|d| <= {rtol:g}|g| + {atol:g}"
     else:
         rule = f"|d|/|g| <= {rtol:g}"
-    note = ""
+    note = "" if finite else note
     if finite and atol and max_rel > rtol:
         worst = np.argmax(np.where(nz, diff / np.where(nz, ref, 1.0), 0.0))
         big = rtol * ref >= floor  # examples where the relative term dominates the rule
@@ -174,6 +179,7 @@ class Check:
     grad: GradFn
     scales: tuple[float, ...]
     atol: float  # absolute floor of the float64 rule (0: pure relative error)
+    grad_name: str = ""  # the user's 'module:function' closed form, checked for its shape
 
 
 def check_closed_form(checks: list[Check]) -> list[Row]:
@@ -197,6 +203,9 @@ def check_closed_form(checks: list[Check]) -> list[Row]:
         for case in range(len(CASES)):
             inputs = [tuple(map(jnp.asarray, b[case])) for b in batteries]
             for i, (auto, closed) in enumerate(fused(inputs)):
+                if checks[i].grad_name:
+                    s = inputs[i][0]
+                    _check_shape(checks[i].grad_name, "gradient", closed, s, s.shape)
                 pairs[i].append(_errors(auto, closed))
         for c, p in zip(checks, pairs, strict=True):
             judged = label == "float64"
@@ -216,6 +225,7 @@ def check_finite_differences(name: str, loss, scales) -> list[Row]:
         pairs, loss_scale = [], []
         for s, y in _battery(scales, dtype):
             ell, auto = per_example(jnp.asarray(s), jnp.asarray(y))
+            _check_shape(name, "loss", ell, s, s.shape[:-1])
             pairs.append(_errors(auto, _central_differences(loss_jit, s, y)))
             loss_scale.append(1.0 + np.abs(np.asarray(ell, np.float64)).ravel())
         if label == "float64":
@@ -228,25 +238,45 @@ def check_finite_differences(name: str, loss, scales) -> list[Row]:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+class _Refused(ValueError):
+    """lossjax's own verdict on a user function (it already names the function): passed on as
+    it is, where anything else the user's code raises, a ``ValueError`` too, gets its name."""
 
 
 def _call(fn, ref: str, what: str, *args):
     try:
         return fn(*args)
-    except ValueError:
-        raise
-    except Exception as e:  # a user function that cannot take (logits, labels)
-        raise ValueError(
+    except losses.UserExitError:
+        raise  # names the function and the sys.exit already
+    except Exception as e:  # a user function that cannot take (logits, labels), or that raised
+        raise _Refused(
             f"{what} {ref!r} failed on (2, 3) logits and labels: {_first_line(e)}"
         ) from None
 
 
+def _finite(value, ref: str, what: str) -> None:
+    """A user function's output on the ordinary (2, 3) probe holds no NaN or inf: past that
+    point NaN would only show as broadcasting errors or a table of nan."""
+    bad = ~np.isfinite(np.asarray(value, np.float64))
+    if bad.any():
+        kinds = " and ".join(k for k, m in (("NaN", np.isnan), ("inf", np.isinf))
+                             if m(np.asarray(value, np.float64)).any())
+        raise _Refused(
+            f"{what} {ref!r} returned {kinds} for ordinary (2, 3) logits (|s| <= 2) and one-hot "
+            f"labels ({int(bad.sum())} of {bad.size} values); it must be finite there: check it"
+        )
+
+
 def load_user_functions(loss_ref: str, grad_ref: str | None) -> tuple[GradFn, GradFn | None]:
     """Resolves the loss (a registry name or ``module:function``) and imports the gradient, and
-    checks their signatures on a (2, 3) probe.
+    checks their signatures, shapes and finiteness on a (2, 3) probe.
 
-    Raises ``ValueError`` with one line for a bad reference or a wrong signature.
+    Raises ``ValueError`` with one line, naming the function, for a bad reference, a wrong
+    signature or shape, a non-finite value, an exception the function raised or its
+    ``sys.exit``.
     """
     loss = losses.resolve_loss(loss_ref)
     grad = losses.import_callable(grad_ref, what="gradient") if grad_ref else None
@@ -258,13 +288,17 @@ def load_user_functions(loss_ref: str, grad_ref: str | None) -> tuple[GradFn, Gr
             f"loss {loss_ref!r} must return per-example losses: (2, 3) logits and labels gave "
             f"shape {np.shape(out)}, expected (2,)."
         )
+    _finite(out, loss_ref, "loss")
     try:
-        jax.grad(lambda s: jnp.sum(loss(s, y)))(s)
+        g = jax.grad(lambda s: jnp.sum(loss(s, y)))(s)
+    except losses.UserExitError:
+        raise
     except Exception as e:
         raise ValueError(
             f"loss {loss_ref!r} is not differentiable by jax.grad ({type(e).__name__}); "
             "write it with jax.numpy."
         ) from None
+    _finite(g, loss_ref, "the autodiff gradient of loss")
     if grad is not None:
         g = _call(grad, grad_ref, "gradient", s, y)
         if np.shape(g) != (2, 3):
@@ -272,7 +306,19 @@ def load_user_functions(loss_ref: str, grad_ref: str | None) -> tuple[GradFn, Gr
                 f"gradient {grad_ref!r} must return d loss / d logits per example: (2, 3) logits "
                 f"and labels gave shape {np.shape(g)}, expected (2, 3)."
             )
+        _finite(g, grad_ref, "gradient")
     return loss, grad
+
+
+def _check_shape(ref: str, what: str, got, logits, expected) -> None:
+    """A user function's output on a battery input has the shape it must have: one that is
+    right only on the (2, 3) probe (a fixed-size result) would fail later as a broadcast."""
+    if np.shape(got) != tuple(expected):
+        raise _Refused(
+            f"{what} {ref!r} returned shape {np.shape(got)} for logits of shape "
+            f"{np.shape(logits)}; expected {tuple(expected)} (one value per "
+            f"{'example' if what == 'loss' else 'logit'}, for any batch shape)"
+        )
 
 
 def format_table(rows: list[Row], title: str) -> str:
@@ -347,14 +393,14 @@ def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, 
             scales = "|s| <= 20"
             try:
                 if grad is not None:
-                    check = Check(loss_ref, loss, grad, SCALES_EXP, ATOL_RESIDUE)
+                    check = Check(loss_ref, loss, grad, SCALES_EXP, ATOL_RESIDUE, grad_ref)
                     rows = check_closed_form([check])
                     title = f"autodiff (jax.grad) vs closed-form gradient {grad_ref}"
                 else:
                     rows = check_finite_differences(loss_ref, loss, SCALES_EXP)
                     title = "autodiff (jax.grad) vs float64 central differences"
-            except ValueError:
-                raise
+            except (_Refused, losses.UserExitError):
+                raise  # already names the function
             except Exception as e:  # the probe passed, but the battery (under jit) did not
                 raise ValueError(
                     f"{loss_ref!r} failed under jax.jit on the battery: {_first_line(e)}"

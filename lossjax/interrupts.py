@@ -24,15 +24,23 @@ WRITING = threading.Lock()
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+#: Set once the command has something on disk for an interrupt to leave (a sweep: once its
+#: folder is claimed); until then :class:`ExitOnSignal` says its ``early`` message, not that
+#: finished epochs are kept.
+STARTED = threading.Event()
+
 
 class ExitOnSignal:
     """While active, SIGINT and SIGTERM end the process with ``message`` on stderr and exit
-    status 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+    status 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM); with ``early``,
+    ``early`` instead while :data:`STARTED` is not set."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, early: str | None = None):
         self.message = message.rstrip("\n") + "\n"
+        self.early = self.message if early is None else early.rstrip("\n") + "\n"
 
     def __enter__(self) -> ExitOnSignal:
+        STARTED.clear()
         self._r, self._w = os.pipe()
         os.set_blocking(self._w, False)
         self._old = {s: signal.signal(s, lambda *_: None) for s in SIGNALS}
@@ -46,7 +54,7 @@ class ExitOnSignal:
             os.close(self._r)
             return
         with WRITING:
-            os.write(2, self.message.encode())
+            os.write(2, (self.message if STARTED.is_set() else self.early).encode())
             os._exit(128 + data[0])
 
     def __exit__(self, *exc) -> None:

@@ -34,7 +34,7 @@ import pandas as pd
 from lossjax import config as config_lib
 from lossjax import distributed, engine, results
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
-from lossjax.interrupts import WRITING
+from lossjax.interrupts import STARTED, WRITING
 from lossjax.losses import LOSSES, resolve_loss
 
 log = logging.getLogger("lossjax")
@@ -279,6 +279,7 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
         if writer:
             log.warning("%s; nothing changed.", done)
         return out
+    STARTED.set()  # from here an interrupt leaves a folder that --resume continues
     with claim:
         resuming = _agree_on_folder(out, claim, writer)
         if writer and resuming and claim.machine_note:
