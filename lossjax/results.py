@@ -245,7 +245,7 @@ def check_entries(out: Path) -> None:
     """Refuses (one line) a lossjax folder where one of lossjax's own names is a link, or a
     folder where a file belongs, or the other way round: lossjax writes only into what it
     made, never through a link."""
-    for name in (*SWEEP_ENTRIES, *EXPERIMENT_ENTRIES, LOCK):
+    for name in (*SWEEP_ENTRIES, *recorded(status(out)), LOCK):
         path = Path(out) / name
         st = _lstat(path)
         if st is None:
@@ -263,7 +263,7 @@ def require_own(out: Path) -> None:
     """For ``lossjax plot`` and ``lossjax report``: they write only into a folder a sweep
     made (its ``status.json``), and never through a link."""
     out = Path(out)
-    if not out.is_dir() or out.is_symlink() and not out.resolve().is_dir():
+    if not out.is_dir():
         return  # analysis.load_results says what is wrong with it
     if _lstat(out / "status.json") is None:
         raise ResultsError(
@@ -537,7 +537,11 @@ class Claim:
         order = ("checkpoints", "epochs.csv", *SWEEP_ENTRIES, *old)
         for name in dict.fromkeys(order):
             if name != "status.json":
-                _remove_own(self.out / name)
+                try:
+                    _remove_own(self.out / name)
+                except OSError as e:
+                    raise ResultsError(f"cannot remove {self.out / name} ({e.strerror or e}); "
+                                       "fix that and rerun with --overwrite") from None
         write_json(self.out / "status.json", {"complete": False})
         write_text(self.out / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False))
         write_json(self.out / "env.json", env)
@@ -547,7 +551,8 @@ class Claim:
         the two leaves a finished sweep (with garbage that ``--overwrite`` removes), never an
         unfinished-looking folder whose rerun would wipe complete results."""
         write_json(self.out / "status.json", {**(status(self.out) or {}), "complete": True})
-        _remove_own(self.out / "checkpoints")
+        with contextlib.suppress(OSError):  # garbage from now on; --overwrite removes it
+            _remove_own(self.out / "checkpoints")
 
     def release(self, remove: bool = False) -> None:
         """Releases the lock (and, with ``remove`` before :meth:`start`, removes what the
