@@ -876,6 +876,10 @@ def main(argv=None) -> int:
     try:
         # Every folder is analysed before anything is written: one bad folder, no files.
         outs = [analyse(f) for f in args.folders]
+        # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
+        results.record_written(args.out, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
+        for out in outs:
+            results.record_written(Path(out["folder"]), ["causal.json", "causal.md"])
         figure = write_figure(outs, args.out)[0]
         results.write_text(args.out / f"{FIGURE_NAME}.md", effects_table(outs))
         for out in outs:

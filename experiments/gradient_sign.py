@@ -110,6 +110,8 @@ def analyse(folder: Path) -> dict:
     out["per_loss_chosen"] = (
         chosen.groupby("loss")[["wrong_frac", "speed", "final_test_acc"]].mean()
         .reindex(analysis.loss_order(chosen["loss"])).reset_index().to_dict("records"))
+    # Recorded as lossjax's before they are written: --overwrite of the folder removes them.
+    results.record_written(folder, [f"gradient_sign.{e}" for e in ("json", "md", "png", "svg")])
     _plot(folder, chosen, members, out)
     _write(folder, out)
     return out

@@ -67,7 +67,7 @@ from lossjax.analysis import (
     one_line,
 )
 from lossjax.errors import ResultsError
-from lossjax.results import atomic_write
+from lossjax.results import atomic_write, require_own
 
 PLOT_NAMES = ("test_accuracy", "train_loss", "lr_sensitivity", "wrong_direction")
 FORMATS = ("png", "svg")
@@ -509,8 +509,11 @@ def plot_results(results_dir: str | os.PathLike) -> list[Path]:
     """Draws the four figures of a results folder from its tables; returns the 8 file paths.
 
     Raises ``ResultsError`` (one line) when the folder or a table is missing, unreadable or
-    incomplete, or when ``summary.csv`` and ``epochs.csv`` disagree.
+    incomplete, or when ``summary.csv`` and ``epochs.csv`` disagree; and, before reading
+    anything, when the folder is not one a sweep made (no ``status.json``) or ``plots/`` is a
+    link: lossjax writes only into its own folders (``lossjax.results.require_own``).
     """
+    require_own(results_dir)  # before anything in it is opened
     res = load_results(results_dir)
     choices, gone = chosen_runs(res), diverged_groups(res)
     out = res.path / PLOTS_SUBDIR

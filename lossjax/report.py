@@ -23,7 +23,7 @@ import numpy as np
 from lossjax import analysis, plots, provenance
 from lossjax.analysis import Results
 from lossjax.errors import ResultsError
-from lossjax.results import write_text
+from lossjax.results import require_own, write_text
 
 REPORT_NAME = "report.md"
 
@@ -575,7 +575,12 @@ def render(res: Results) -> str:
 
 
 def write_report(results_dir: str | os.PathLike) -> Path:
-    """Writes ``RESULTS_DIR/report.md`` (redrawing missing or stale plots) and returns its path."""
+    """Writes ``RESULTS_DIR/report.md`` (redrawing missing or stale plots) and returns its path.
+
+    Only into a folder a sweep made (``lossjax.results.require_own``): a folder of yours with
+    lossjax's tables copied into it keeps its own ``report.md``; :func:`render` gives the text
+    without writing."""
+    require_own(results_dir)  # before anything in it is opened
     res = analysis.load_results(results_dir)
     if _plots_stale(res):
         plots.plot_results(res.path)

@@ -7,8 +7,9 @@
       epochs.csv        tidy table: one row per member and epoch (``pandas.read_csv`` it)
       summary.csv       per loss (and hidden / weight decay / init scale): the learning rate
                         chosen on validation accuracy, test accuracy mean ± 95% interval, ...
-      status.json       {"complete": bool}: marks the folder as lossjax's; an unfinished
-                        sweep can be resumed
+      status.json       {"complete": bool}: marks the folder as lossjax's (written first, never
+                        removed); an unfinished sweep can be resumed. "written" lists the
+                        files experiments/ scripts added (--overwrite removes those too)
       checkpoints/      per-group training state after the last finished epoch (removed when
                         the sweep completes)
       plots/, report.md written by ``lossjax.plots`` and ``lossjax.report`` from the tables
@@ -17,8 +18,9 @@ Every file is written to a temporary name and renamed into place, so a killed pr
 either the old file or the new one, never half of one. While a sweep runs, ``.lock`` holds an
 OS lock (``flock``) that dies with the process: a second sweep into the same folder stops at
 once, and ``kill -9`` leaves no stale lock. A folder without ``status.json`` is not lossjax's:
-nothing is ever written into it or deleted from it, ``--overwrite`` included, and
-``--overwrite`` removes only the entries listed in :data:`OWN_ENTRIES`.
+nothing is ever written into it or deleted from it, ``--overwrite`` included; in one that is,
+nothing is read, written or deleted through a symbolic link, and ``--overwrite`` removes only
+what lossjax wrote (:data:`SWEEP_ENTRIES`, and the :data:`EXPERIMENT_ENTRIES` status.json lists).
 
 ``epochs.csv`` columns, per member and epoch: the member's swept values; ``train_loss`` (mean of
 its own loss over the epoch's batches); ``train_acc`` (running accuracy over those batches, as in
@@ -36,11 +38,13 @@ rather than a result).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
 import os
-import shutil
+import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -119,20 +123,155 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 
 # ---- the folder ----------------------------------------------------------------------------
 
-#: What lossjax writes into a results folder; ``--overwrite`` removes these and nothing else.
-OWN_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
-               "report.md", "plots", "checkpoints", "gradient_sign.json", "gradient_sign.md",
-               "gradient_sign.png", "gradient_sign.svg", "causal.json", "causal.md", "tensorboard")
+#: What a sweep writes into its results folder. ``--overwrite`` removes these (inside
+#: ``plots/``, ``checkpoints/`` and ``tensorboard/`` only the files lossjax names so) and the
+#: files of :data:`EXPERIMENT_ENTRIES` that ``status.json`` lists: nothing else.
+SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
+                 "report.md", "plots", "checkpoints", "tensorboard")
+#: What ``experiments/`` scripts may write into a results folder. Each records its names in
+#: ``status.json`` (:func:`record_written`) before writing, so ``--overwrite`` removes a
+#: ``causal.md`` the script wrote and keeps one of yours, which was never recorded.
+EXPERIMENT_ENTRIES = ("causal.json", "causal.md", "causal_effects.md", "causal_effects.png",
+                      "causal_effects.svg", "gradient_sign.json", "gradient_sign.md",
+                      "gradient_sign.png", "gradient_sign.svg")
+#: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` x
+#: ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
+PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "train_loss", "lr_sensitivity",
+                                         "wrong_direction") for f in ("png", "svg"))
+_SUBFOLDER_FILES = {
+    "plots": lambda name: name in PLOT_FILES,
+    "checkpoints": re.compile(r"group\d+(\.e\d+\.p\d+\.npz|\.json)").fullmatch,
+    "tensorboard": lambda name: name.startswith("events.out.tfevents."),
+}
 LOCK = ".lock"
 
 
-def status(out: Path) -> dict | None:
-    """``status.json`` as a dict, or None where the folder has none (it is not lossjax's)."""
+def _lstat(path: Path) -> os.stat_result | None:
     try:
-        st = json.loads((out / "status.json").read_text())
-    except (OSError, ValueError):
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _link_error(path: Path) -> ResultsError:
+    return ResultsError(f"{path} is a symbolic link; lossjax never reads, writes or deletes "
+                        "through a link in a results folder: remove the link (its target is "
+                        "left as it is) and rerun")
+
+
+def _read_regular(path: Path, limit: int = -1) -> bytes | None:
+    """The bytes of ``path`` (its first ``limit``, if given) where it is a regular file; None
+    where it is absent, a link or anything else. Never follows a link, never blocks on a FIFO."""
+    st = _lstat(path)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the lstat
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
+def status(out: Path) -> dict | None:
+    """``status.json`` as a dict, or None where the folder has none (it is not lossjax's), or
+    where it is a link, not a regular file, or not lossjax's ``{"complete": bool, ...}``."""
+    raw = _read_regular(Path(out) / "status.json")
+    try:
+        st = json.loads(raw) if raw is not None else None
+    except ValueError:
         return None
     return st if isinstance(st, dict) and isinstance(st.get("complete"), bool) else None
+
+
+def recorded(st: dict | None) -> list[str]:
+    """The experiment files a ``status.json`` says lossjax wrote (names outside
+    :data:`EXPERIMENT_ENTRIES` are ignored: a hand-edited list never makes lossjax delete a
+    file of yours)."""
+    names = (st or {}).get("written")
+    return sorted({n for n in names if n in EXPERIMENT_ENTRIES}) if isinstance(names, list) else []
+
+
+def record_written(folder: Path, names) -> None:
+    """Adds ``names`` (of :data:`EXPERIMENT_ENTRIES`) to ``status.json``'s list of files
+    lossjax wrote into ``folder``; call it before writing them. Does nothing in a folder that
+    is not lossjax's (no ``status.json``): there nothing is ever removed."""
+    folder = Path(folder)
+    st = status(folder)
+    if st is None:
+        return
+    written = sorted(set(recorded(st)) | {n for n in names if n in EXPERIMENT_ENTRIES})
+    if written != st.get("written"):
+        write_json(folder / "status.json", {**st, "written": written})
+
+
+def owned(out: Path) -> dict | None:
+    """``status.json`` of a folder lossjax may write into, or None where the folder is empty.
+
+    Raises ``ResultsError`` (one line) for any other folder: one with entries but no
+    ``status.json``, or whose ``status.json`` is a link, not a regular file, or not lossjax's.
+    Nothing in the folder is opened before this says it is lossjax's."""
+    out = Path(out)
+    path = out / "status.json"
+    st = _lstat(path)
+    if st is None:
+        try:
+            others = sorted(os.listdir(out))
+        except OSError as e:
+            raise _one_line_os_error("read", out, e) from None
+        if not others:
+            return None
+        raise ResultsError(
+            f"{out} is not a lossjax results folder (no status.json) and holds "
+            f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}; lossjax never "
+            "writes into or deletes such a folder: choose another output.dir or name")
+    if stat.S_ISLNK(st.st_mode):
+        raise _link_error(path)
+    found = status(out)
+    if found is None:
+        raise ResultsError(
+            f"{path} is not the status.json lossjax writes (a JSON file holding 'complete'), so "
+            f"{out} may not be lossjax's and is left as it is: remove or fix that entry if the "
+            "folder is yours to replace, or choose another output.dir or name")
+    return found
+
+
+def check_entries(out: Path) -> None:
+    """Refuses (one line) a lossjax folder where one of lossjax's own names is a link, or a
+    folder where a file belongs, or the other way round: lossjax writes only into what it
+    made, never through a link."""
+    for name in (*SWEEP_ENTRIES, *recorded(status(out)), LOCK):
+        path = Path(out) / name
+        st = _lstat(path)
+        if st is None:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise _link_error(path)
+        folder = name in _SUBFOLDER_FILES
+        if folder != stat.S_ISDIR(st.st_mode) or not (folder or stat.S_ISREG(st.st_mode)):
+            kind = "a folder" if folder else "a regular file"
+            raise ResultsError(f"{path} is not {kind}, which is what lossjax keeps under that "
+                               "name: move it out of the results folder and rerun")
+
+
+def require_own(out: Path) -> None:
+    """For ``lossjax plot`` and ``lossjax report``: they write only into a folder a sweep
+    made (its ``status.json``), and never through a link."""
+    out = Path(out)
+    if not out.is_dir():
+        return  # analysis.load_results says what is wrong with it
+    if _lstat(out / "status.json") is None:
+        raise ResultsError(
+            f"{out} is not a lossjax results folder (no status.json): lossjax writes report.md "
+            "and plots/ only into a folder a sweep made; read it without writing with "
+            "lossjax.report.render(lossjax.analysis.load_results(DIR))")
+    owned(out)
+    check_entries(out)
 
 
 def is_complete(out: Path) -> bool:
@@ -141,6 +280,42 @@ def is_complete(out: Path) -> bool:
 
 def has_checkpoints(out: Path) -> bool:
     return any((out / "checkpoints").glob("group*.json"))
+
+
+def has_rows(out: Path) -> bool:
+    """Whether ``epochs.csv`` holds a row below its header."""
+    raw = _read_regular(Path(out) / "epochs.csv", 1 << 16) or b""
+    return len(raw.rstrip(b"\n").split(b"\n")) > 1
+
+
+def _is_own_temporary(name: str, own) -> bool:
+    # atomic_write's names: ".{name}.{random}.tmp"
+    m = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+    return m is not None and own(m.group(1))
+
+
+def _remove_own(path: Path, own=None) -> None:
+    """Removes ``path`` if it is a file (or a link: never its target); a folder of
+    ``_SUBFOLDER_FILES`` (or under one, with ``own``) loses lossjax's files only, and goes
+    where that leaves it empty."""
+    st = _lstat(path)
+    if st is None:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        path.unlink(missing_ok=True)
+        return
+    own = own or _SUBFOLDER_FILES.get(path.name)
+    if own is None:
+        return
+    for entry in os.scandir(path):
+        child = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            if path.name == "tensorboard":  # one folder per run, of event files
+                _remove_own(child, own)
+        elif own(entry.name) or _is_own_temporary(entry.name, own):
+            child.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.rmdir()  # only if empty: a file of yours in it keeps it
 
 
 class AlreadyComplete(Exception):  # noqa: N818 (an outcome, not an error)
@@ -152,15 +327,27 @@ def _one_line_os_error(what: str, path: Path, e: OSError) -> ResultsError:
                         "with --set output.dir=...")
 
 
+def _refuse_linked_path(out: Path) -> None:
+    """--overwrite deletes: refused where any component of the path is a symbolic link (the
+    files deleted would be reached through it); the message names the real path."""
+    path = Path(os.path.abspath(out))
+    for p in (path, *path.parents):
+        if p.is_symlink():
+            raise ResultsError(
+                f"{p} is a symbolic link; --overwrite does not delete through links: give the "
+                f"real folder's path, --set output.dir={os.path.realpath(path.parent)}")
+
+
 class Claim:
     """The right to use a results folder, held by one process while its sweep runs.
 
-    ``Claim(out, config_dict, resume=..., overwrite=...)`` creates ``out`` if needed, takes
-    its lock, and decides whether the sweep may use it; it raises ``ResultsError`` (one line)
-    or :class:`AlreadyComplete`, having released the lock and removed the folders it created.
-    ``resuming`` says whether training continues from checkpoints. Use it as a context
-    manager: leaving the block releases the lock; leaving it with an exception before
-    :meth:`start` also removes the folders the claim created.
+    ``Claim(out, config_dict, resume=..., overwrite=...)`` creates ``out`` if needed, decides
+    whether it is lossjax's (:func:`owned`; an empty folder is made lossjax's by writing its
+    ``status.json`` first), takes its lock, and decides whether the sweep may use it; it raises
+    ``ResultsError`` (one line) or :class:`AlreadyComplete`, having released the lock and
+    removed what the claim created. ``resuming`` says whether training continues from
+    checkpoints. Use it as a context manager: leaving the block releases the lock; leaving it
+    with an exception before :meth:`start` also removes what the claim created.
 
     A resume on another CPU, or with other jax/jaxlib versions, than the sweep started with
     is refused (its remaining epochs would round otherwise than an uninterrupted run's),
@@ -173,15 +360,15 @@ class Claim:
         self.out = out = Path(out)
         self.started = False
         self._fd = None
+        self._wrote_status = False
         self.allow_other_machine = allow_other_machine
         self.machine_note = None
         for p in (out.parent, out):
             if p.exists() and not p.is_dir():
                 raise ResultsError(f"{p} is a file, not a folder; choose another output.dir "
                                    "or name")
-        if overwrite and out.is_symlink():
-            raise ResultsError(f"{out} is a symbolic link; --overwrite does not delete through "
-                               "links: give the real folder's path as output.dir")
+        if overwrite:
+            _refuse_linked_path(out)
         # The folders this claim creates, deepest first: removed again if it fails.
         self._made = [p for p in (out, *out.parents) if not p.exists()]
         try:
@@ -192,6 +379,7 @@ class Claim:
             raise _one_line_os_error("create", out, e) from None
         try:
             self._lock()
+            check_entries(out)
             self.resuming = self._decide(config_dict, resume, overwrite)
             self._clean_temporaries()
         except BaseException:
@@ -200,11 +388,11 @@ class Claim:
 
     def _lock(self) -> None:
         path = self.out / LOCK
-        while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as e:
-                raise _one_line_os_error("write into", self.out, e) from None
+        for _ in range(100):
+            if owned(self.out) is None:  # empty: lossjax's from its status.json on
+                write_json(self.out / "status.json", {"complete": False})
+                self._wrote_status = True
+            fd = self._open_lock(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -213,18 +401,42 @@ class Claim:
                 raise ResultsError(
                     f"{self.out} is in use by another lossjax sweep (pid {holder}); wait for it "
                     "to finish, or choose another output.dir or name") from None
-            # The holder before us may have removed the file between our open and our lock:
-            # then we hold a lock on a file nobody else will see, so start again.
+            # The holder before us may have removed the file (and, had its claim failed, the
+            # status.json it wrote) between our open and our lock: then we hold a lock on a
+            # file nobody else will see, so start again.
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:
                 same = False
-            if same:
+            if same and status(self.out) is not None:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
+        else:
+            raise ResultsError(f"{self.out}: could not take its lock (other sweeps keep taking "
+                               "it); choose another output.dir or name")
+        os.ftruncate(fd, 0)  # a regular file of ours alone (_open_lock), in lossjax's folder
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+
+    def _open_lock(self, path: Path) -> int:
+        """Opens (or creates) the lock without following a link; refuses a lock that is not a
+        plain file of its own (a hard link to another file would be truncated with it)."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise _link_error(path) from None
+            if e.errno == errno.EISDIR:
+                raise ResultsError(f"{path} is a folder, where lossjax keeps its lock file: "
+                                   "move it out of the results folder and rerun") from None
+            raise _one_line_os_error("write into", self.out, e) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise ResultsError(f"{path} is not a plain file of lossjax's (a hard link or a "
+                               "special file); move it out of the results folder and rerun")
+        return fd
 
     def mark(self, token: str) -> None:
         """Adds ``token`` to the lock file, for processes on other hosts to find: proof that
@@ -233,15 +445,7 @@ class Claim:
 
     def _decide(self, config_dict: dict, resume: bool, overwrite: bool) -> bool:
         out = self.out
-        st = status(out)
-        others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
-        if st is None and others:
-            raise ResultsError(
-                f"{out} is not a lossjax results folder (no status.json) and holds "
-                f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}; lossjax never "
-                "writes into or deletes such a folder: choose another output.dir or name")
-        if st is None:  # new or empty
-            return False
+        st = owned(out)  # lossjax's, as _lock established
         if resume:
             if st["complete"]:
                 raise AlreadyComplete(f"{out} holds a finished sweep; nothing to resume")
@@ -265,6 +469,10 @@ class Claim:
             raise ResultsError(
                 f"{out} holds an unfinished sweep; continue it with --resume, or pass "
                 "--overwrite to start it over")
+        if has_rows(out):  # finished epochs without a checkpoint: never wiped without asking
+            raise ResultsError(
+                f"{out}/epochs.csv holds rows of an unfinished sweep but there is no checkpoint "
+                "to continue them from; pass --overwrite to start it over")
         return False  # started, but no epoch finished: nothing to lose
 
     def _check_machine(self) -> str | None:
@@ -297,37 +505,68 @@ class Claim:
                 "with an uninterrupted run")
 
     def _clean_temporaries(self) -> None:
-        # Left by a process killed in the middle of an atomic write.
-        for folder in (self.out, self.out / "checkpoints", self.out / "plots"):
-            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-                tmp.unlink(missing_ok=True)
+        """Removes the temporaries of lossjax's own files, left by a process killed in the
+        middle of an atomic write (a ``.notes.tmp`` of yours stays)."""
+        names = {*SWEEP_ENTRIES, *EXPERIMENT_ENTRIES}
+        for entry in os.scandir(self.out):
+            if entry.is_file(follow_symlinks=False) and _is_own_temporary(entry.name,
+                                                                         names.__contains__):
+                Path(entry.path).unlink(missing_ok=True)
+        for name in ("checkpoints", "plots"):
+            folder, own = self.out / name, _SUBFOLDER_FILES[name]
+            for entry in os.scandir(folder) if folder.is_dir() else ():
+                if entry.is_file(follow_symlinks=False) and _is_own_temporary(entry.name, own):
+                    Path(entry.path).unlink(missing_ok=True)
 
     def start(self, config_dict: dict, env: dict) -> None:
         """Unless resuming: clears what lossjax wrote here before (never anything else) and
-        writes the new sweep's config and environment. status.json goes first: from then on
-        the folder is recognisably lossjax's, whatever happens next."""
+        writes the new sweep's config and environment.
+
+        ``status.json`` is never removed, only rewritten in place, first, to say "not
+        complete" (still listing the experiment files to remove): a process killed at any
+        moment of this leaves a folder that is recognisably lossjax's, that ``--overwrite``
+        clears again and that no rerun mistakes for a finished sweep. The checkpoints go first
+        of the rest, then the table, so that nothing left looks resumable."""
         if self.resuming:
             self.started = True
             return
-        for name in OWN_ENTRIES:
-            p = self.out / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            elif p.exists() or p.is_symlink():
-                p.unlink()
-        write_json(self.out / "status.json", {"complete": False})
+        old = recorded(status(self.out))
+        write_json(self.out / "status.json", {"complete": False, **({"written": old} if old
+                                                                    else {})})
         self.started = True
+        order = ("checkpoints", "epochs.csv", *SWEEP_ENTRIES, *old)
+        for name in dict.fromkeys(order):
+            if name != "status.json":
+                try:
+                    _remove_own(self.out / name)
+                except OSError as e:
+                    raise ResultsError(f"cannot remove {self.out / name} ({e.strerror or e}); "
+                                       "fix that and rerun with --overwrite") from None
+        write_json(self.out / "status.json", {"complete": False})
         write_text(self.out / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False))
         write_json(self.out / "env.json", env)
 
     def finish(self) -> None:
-        shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
-        write_json(self.out / "status.json", {"complete": True})
+        """Marks the sweep complete, then removes its checkpoints: a process killed between
+        the two leaves a finished sweep (with garbage that ``--overwrite`` removes), never an
+        unfinished-looking folder whose rerun would wipe complete results."""
+        write_json(self.out / "status.json", {**(status(self.out) or {}), "complete": True})
+        with contextlib.suppress(OSError):  # garbage from now on; --overwrite removes it
+            _remove_own(self.out / "checkpoints")
 
     def release(self, remove: bool = False) -> None:
+        """Releases the lock (and, with ``remove`` before :meth:`start`, removes what the
+        claim created). Never raises: it runs while the error that ends a sweep is on its way
+        out, and that error is the one to see; a lock file left behind is harmless (the lock
+        dies with the process)."""
         if self._fd is not None:
-            (self.out / LOCK).unlink(missing_ok=True)  # before closing: see _lock
-            os.close(self._fd)
+            if remove and not self.started and self._wrote_status:
+                with contextlib.suppress(OSError):  # ours: we wrote it into an empty folder
+                    (self.out / "status.json").unlink()
+            with contextlib.suppress(OSError):
+                (self.out / LOCK).unlink(missing_ok=True)  # before closing: see _lock
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = None
         if remove and not self.started:
             for folder in self._made:

@@ -29,8 +29,10 @@ def make_results(
     weight_decays=(0.0,),
 ):
     """Writes a synthetic results folder. ``diverge`` holds (loss, lr, seed, epoch) members that
-    go NaN at that epoch: their train_loss is NaN from then on, other metrics frozen."""
+    go NaN at that epoch: their train_loss is NaN from then on, other metrics frozen. Its
+    status.json says "not complete", as a sweep's does while it draws its plots and report."""
     path.mkdir(parents=True, exist_ok=True)
+    (path / "status.json").write_text('{"complete": false}')
     rng = np.random.default_rng(0)
     rows, member = [], 0
     for h, loss, lr, wd in itertools.product(hidden, losses, lrs, weight_decays):
