@@ -303,6 +303,8 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                     **(invocation or {}), "overrides": list(overrides), "resume": resume,
                     "config_path": (os.fspath(config) if isinstance(config, str | os.PathLike)
                                     else None)}, n_groups=len(groups), epochs=cfg.epochs)
+                if resuming:
+                    _note_other_devices(out, env)
                 with WRITING:
                     if resuming:  # Claim.start leaves a resumed folder's files as they are
                         results.write_json(out / "env.json", env)
@@ -376,6 +378,20 @@ def _data_digests(ds) -> dict:
     from."""
     return {split: distributed.digest(getattr(ds, "x_" + split), getattr(ds, "y_" + split))
             for split in ("train", "val", "test")}
+
+
+def _note_other_devices(out: Path, env: dict) -> None:
+    """Says on the command line, not only in report.md, that a resume runs on other devices
+    than the start did (the members are then spread, and their programs compiled,
+    otherwise)."""
+    start, now = env.get("devices"), jax.devices()
+    if not isinstance(start, list) or not start:
+        return
+    kind = env.get("device_kind")
+    if (len(start), kind) != (len(now), now[0].device_kind):
+        log.warning("--resume: %s was started on %d %s device(s) and continues on %d %s "
+                    "device(s); report.md notes it beside the results", out, len(start),
+                    kind or "?", len(now), now[0].device_kind)
 
 
 def _agree_on_folder(out: Path, claim, writer: bool) -> bool:
