@@ -62,3 +62,16 @@ class ExitOnSignal:
         for s, handler in self._old.items():
             signal.signal(s, handler)
         os.close(self._w)  # the watcher reads end-of-file, closes its end and returns
+
+
+def reclaim() -> None:
+    """Installs this module's handlers again at the C level, where code outside Python (JAX's
+    distributed runtime, a C++ library) may have replaced them since :class:`ExitOnSignal`
+    began; Python still believes its own are in force, so nothing else would notice. Does
+    nothing outside the main thread or where no Python handler was set."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in SIGNALS:
+        handler = signal.getsignal(s)
+        if callable(handler):
+            signal.signal(s, handler)

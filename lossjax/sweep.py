@@ -268,6 +268,8 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
         for name, fn in loss_fns.items():
             check_loss(name, fn, num_classes, logit_dtype)
     out = Path(cfg.output.dir) / cfg.name
+    distributed.same_everywhere("config", _shared_config(config_dict),
+                                "start every process with the same config file and --set values")
 
     claim = contextlib.nullcontext()
     try:
@@ -293,6 +295,8 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
             check_schedule(cfg, len(ds.x_train))
             groups = group_members(expand_members(cfg))
             check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out)
+        distributed.same_everywhere("data", lambda: _data_digests(ds), "give every host the same "
+                                    "copy of the dataset (lossjax data info shows each one's)")
         mesh = engine.make_mesh()
         with distributed.stage("starting the results folder"):
             if writer:
@@ -300,6 +304,8 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                     **(invocation or {}), "overrides": list(overrides), "resume": resume,
                     "config_path": (os.fspath(config) if isinstance(config, str | os.PathLike)
                                     else None)}, n_groups=len(groups), epochs=cfg.epochs)
+                if resuming:
+                    _note_other_devices(out, env)
                 with WRITING:
                     if resuming:  # Claim.start leaves a resumed folder's files as they are
                         results.write_json(out / "env.json", env)
@@ -356,6 +362,37 @@ def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict, n_
     done = [results.checkpoint_epoch(out, gid) for gid in range(n_groups)]
     return provenance.add_resume(env, invocation, devices=jax.devices(),
                                  resumed_after_epochs=done, epochs=epochs)
+
+
+def _shared_config(config_dict: dict) -> dict:
+    """What every process's resolved config must agree on: all of it but the paths that are
+    each host's own (its copy of the data; the output folder, which the folder check covers
+    with its own message)."""
+    shared = {k: dict(v) if isinstance(v, dict) else v for k, v in config_dict.items()}
+    shared.get("output", {}).pop("dir", None)
+    shared.get("dataset", {}).pop("data_dir", None)
+    return shared
+
+
+def _data_digests(ds) -> dict:
+    """A checksum of each split as it will be trained on, whichever file or cache it came
+    from."""
+    return {split: distributed.digest(getattr(ds, "x_" + split), getattr(ds, "y_" + split))
+            for split in ("train", "val", "test")}
+
+
+def _note_other_devices(out: Path, env: dict) -> None:
+    """Says on the command line, not only in report.md, that a resume runs on other devices
+    than the start did (the members are then spread, and their programs compiled,
+    otherwise)."""
+    start, now = env.get("devices"), jax.devices()
+    if not isinstance(start, list) or not start:
+        return
+    kind = env.get("device_kind")
+    if (len(start), kind) != (len(now), now[0].device_kind):
+        log.warning("--resume: %s was started on %d %s device(s) and continues on %d %s "
+                    "device(s); report.md notes it beside the results", out, len(start),
+                    kind or "?", len(now), now[0].device_kind)
 
 
 def _agree_on_folder(out: Path, claim, writer: bool) -> bool:
