@@ -319,6 +319,7 @@ class Claim:
                 raise AlreadyComplete(f"{out} holds a finished sweep; nothing to resume")
             saved = read_config(out)
             check_config_kept(out, saved)
+            check_epochs_kept(out)
             if saved is not None and saved != config_dict:
                 diff = sorted(_diff_keys(saved, config_dict))
                 raise ResultsError(
@@ -338,6 +339,7 @@ class Claim:
             raise ResultsError(
                 f"{out} holds an unfinished sweep; continue it with --resume, or pass "
                 "--overwrite to start it over")
+        check_epochs_kept(out)
         return False  # started, but no epoch finished: nothing to lose
 
     def _check_machine(self) -> str | None:
@@ -663,6 +665,20 @@ def check_config_kept(out: Path, saved: dict | None) -> None:
             f"--resume: {out}/config.yaml is missing, so its checkpoints cannot be matched to "
             "this config; put back the config.yaml lossjax wrote there, or start the sweep over "
             "with --overwrite")
+
+
+def check_epochs_kept(out: Path) -> None:
+    """An unfinished folder starts over only where no epoch finished. Rows of a second epoch
+    with no checkpoint behind them mean the checkpoints were lost: starting over would discard
+    those rows unasked."""
+    if has_checkpoints(out):
+        return
+    table = read_table(out)
+    if len(table) and (table["epoch"] > 1).any():
+        raise ResultsError(
+            f"{out}/epochs.csv holds {int(table['epoch'].max())} epochs, but {out}/checkpoints "
+            "has nothing to continue them from; put back the checkpoints lossjax wrote, or "
+            "start the sweep over with --overwrite")
 
 
 def check_resumable(out: Path, groups, epochs: int) -> None:
