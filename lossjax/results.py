@@ -697,12 +697,16 @@ def check_resumable(out: Path, groups, epochs: int) -> None:
         e = manifest["epoch"] if manifest else 0
         if e > epochs:
             raise _damaged(manifest["path"], f"says epoch {e} of a {epochs}-epoch sweep")
+        if manifest and any(d < epochs for d in done):  # groups run one after another
+            first = next(g for g, d in enumerate(done) if d < epochs)
+            raise _damaged(manifest["path"], f"exists though group {first} before it is "
+                                             "unfinished")
         if manifest:
             for name in manifest["files"]:
                 _read_shard(out / "checkpoints" / name, gid, e, len(members))
             last = (gid, manifest)
         done.append(e)
-    expected = _expected_rows(groups, done, epochs)
+    expected = _expected_rows(groups, done)
     _check_order(path, table, expected, done, groups, epochs)
     kept = table.iloc[:len(expected)]
     _check_values(path, kept, groups)
@@ -711,7 +715,7 @@ def check_resumable(out: Path, groups, epochs: int) -> None:
                                    f"the checksum {last[1]['path'].name} records)")
 
 
-def _expected_rows(groups, done: list[int], epochs: int) -> pd.DataFrame:
+def _expected_rows(groups, done: list[int]) -> pd.DataFrame:
     """(member, epoch) of the rows the checkpoints stand behind, in the order written: group by
     group, epoch by epoch, members in order."""
     member, epoch = [], []

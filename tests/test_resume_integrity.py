@@ -405,6 +405,12 @@ def test_a_missing_shard_is_refused(folder, capsys):
     _refused(capsys, path, cfg, "group1.e2.p0.npz", "is missing", "--overwrite")
 
 
+def test_an_earlier_groups_manifest_gone_is_refused(folder, capsys):
+    path, cfg, _ = folder
+    (path / "checkpoints" / "group0.json").unlink()
+    _refused(capsys, path, cfg, "group1.json", "exists though group 0 before it is unfinished")
+
+
 @pytest.mark.parametrize("files", [["../../../config.yaml"], ["group0.e2.p0.npz"], [], "x"])
 def test_a_manifest_naming_other_files_is_refused(folder, capsys, files):
     path, cfg, _ = folder
