@@ -40,6 +40,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
+import io
 import json
 import math
 import os
@@ -145,6 +147,71 @@ _SUBFOLDER_FILES = {
 }
 LOCK = ".lock"
 
+_FILE_FIX = "put back the file lossjax wrote there, or start the sweep over with --overwrite"
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular(path: Path, fix: str = _FILE_FIX) -> bytes | None:
+    """The bytes of a file in a results folder, or None where there is none.
+
+    Opened without following a symbolic link and without blocking, then read only if it is a
+    regular file: a FIFO in a file's place would make a plain read wait forever, and a link
+    would read (and trust) a file outside the folder. Anything else is refused in one line
+    ending with ``fix``.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        what = ("is a symbolic link, which lossjax does not follow inside a results folder"
+                if e.errno == errno.ELOOP else f"cannot be read ({e.strerror or e})")
+        raise ResultsError(f"{path} {what}; {fix}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ResultsError(f"{path} is {_kind(mode)}, not a regular file; {fix}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ResultsError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    finally:
+        os.close(fd)
+
+
+def check_path(out: Path) -> None:
+    """Refuses a results path that no filesystem call could use (a name longer than the
+    filesystem allows), in one line naming the part and the limit, before anything is made."""
+    out = Path(os.path.abspath(out))
+    base = next((p for p in (out, *out.parents) if os.path.lexists(p)), Path("/"))
+    try:
+        name_max = os.pathconf(base, "PC_NAME_MAX")
+        path_max = os.pathconf(base, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for part in out.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            shown = part if len(part) <= 40 else f"{part[:20]}...{part[-12:]}"
+            raise ResultsError(
+                f"the results path {out} cannot be made: its part {shown!r} is {size} bytes, "
+                f"longer than the {name_max} bytes this filesystem allows in a name; choose a "
+                "shorter output.dir or name")
+    size = len(os.fsencode(str(out)))
+    if size >= path_max:
+        raise ResultsError(f"the results path {out} cannot be made: it is {size} bytes, longer "
+                           f"than the {path_max} bytes a path may have here; choose a shorter "
+                           "output.dir or name")
+
 
 def _lstat(path: Path) -> os.stat_result | None:
     try:
@@ -234,10 +301,12 @@ def owned(out: Path) -> dict | None:
         raise _link_error(path)
     found = status(out)
     if found is None:
+        kind = "" if stat.S_ISREG(st.st_mode) else f" ({_kind(st.st_mode)})"
         raise ResultsError(
-            f"{path} is not the status.json lossjax writes (a JSON file holding 'complete'), so "
-            f"{out} may not be lossjax's and is left as it is: remove or fix that entry if the "
-            "folder is yours to replace, or choose another output.dir or name")
+            f"{path}{kind} is not the status.json lossjax writes (a JSON file holding "
+            f"'complete'), so {out} may not be lossjax's and is left as it is: remove or fix "
+            "that entry if the folder is yours to replace (an unfinished sweep's holds "
+            '{"complete": false}), or choose another output.dir or name')
     return found
 
 
@@ -450,6 +519,8 @@ class Claim:
             if st["complete"]:
                 raise AlreadyComplete(f"{out} holds a finished sweep; nothing to resume")
             saved = read_config(out)
+            check_config_kept(out, saved)
+            check_epochs_kept(out)
             if saved is not None and saved != config_dict:
                 diff = sorted(_diff_keys(saved, config_dict))
                 raise ResultsError(
@@ -469,6 +540,7 @@ class Claim:
             raise ResultsError(
                 f"{out} holds an unfinished sweep; continue it with --resume, or pass "
                 "--overwrite to start it over")
+        check_epochs_kept(out)
         if has_rows(out):  # finished epochs without a checkpoint: never wiped without asking
             raise ResultsError(
                 f"{out}/epochs.csv holds rows of an unfinished sweep but there is no checkpoint "
@@ -481,7 +553,7 @@ class Claim:
         from lossjax import provenance
 
         try:
-            env = json.loads((self.out / "env.json").read_text())
+            env = json.loads(read_regular(self.out / "env.json") or b"null")
         except (OSError, UnicodeDecodeError, ValueError):
             env = None
         if not isinstance(env, dict):  # the sweep starts the record again (sweep._provenance)
@@ -583,11 +655,12 @@ class Claim:
 def read_config(out: Path) -> dict | None:
     """The saved config of a results folder; None where there is none yet."""
     path = out / "config.yaml"
-    if not path.exists():
+    data = read_regular(path)
+    if data is None:
         return None
     try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        saved = yaml.safe_load(data.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
         problem = " ".join(str(e).split())[:120]
         raise ResultsError(f"{path} is damaged ({problem}); the folder cannot be resumed: "
                            "start it over with --overwrite") from None
@@ -627,54 +700,106 @@ def _shard_name(group: int, epoch: int, process: int) -> str:
 
 
 def save_shard(out: Path, group: int, epoch: int, process: int, positions, leaves) -> str:
-    """Writes one process's share of a group's state; returns the file's name."""
+    """Writes one process's share of a group's state; returns the file's name. The shard
+    carries its group and epoch inside, so a manifest edited to name another epoch, or a
+    shard renamed or copied from another group, is caught on resume."""
     name = _shard_name(group, epoch, process)
     arrays = {f"leaf{i}": a for i, a in enumerate(leaves)}
     atomic_write(out / "checkpoints" / name,
-                 lambda f: np.savez(f, positions=np.asarray(positions), **arrays))
+                 lambda f: np.savez(f, positions=np.asarray(positions), group=np.int64(group),
+                                    epoch=np.int64(epoch), **arrays))
     return name
 
 
-def commit_checkpoint(out: Path, group: int, epoch: int, processes: int) -> None:
+def commit_checkpoint(out: Path, group: int, epoch: int, processes: int,
+                      rows: str | None = None) -> None:
     """Makes epoch ``epoch``'s shards the group's checkpoint (call once every process has saved
-    its own), then removes the group's older shards."""
+    its own), then removes the group's older shards. ``rows`` is :func:`rows_digest` of the
+    table as just written: what the checkpoint stands behind, checked on resume."""
     files = [_shard_name(group, epoch, p) for p in range(processes)]
     folder = out / "checkpoints"
-    write_json(folder / f"group{group}.json",
-               {"epoch": epoch, "files": files})
+    manifest = {"epoch": epoch, "files": files}
+    if rows is not None:
+        manifest["rows"] = rows
+    write_json(folder / f"group{group}.json", manifest)
     for old in folder.glob(f"group{group}.e*.npz"):
         if old.name not in files:
             old.unlink(missing_ok=True)
 
 
+def _damaged(path: Path, why: str) -> ResultsError:
+    return ResultsError(f"{path} {why}; the folder cannot be resumed: put back the checkpoint "
+                        "lossjax wrote, or start the sweep over with --overwrite")
+
+
+def read_manifest(out: Path, group: int) -> dict | None:
+    """A group's checkpoint manifest, checked for what it must be (an epoch of at least 1, its
+    own shards' names for that epoch, one per process), or None where the group has none."""
+    path = out / "checkpoints" / f"group{group}.json"
+    data = read_regular(path)
+    if data is None:
+        return None
+    try:
+        manifest = json.loads(data)
+        epoch, files = manifest["epoch"], manifest["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise _damaged(path, f"is damaged ({type(e).__name__})") from None
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise _damaged(path, f"is damaged (epoch {epoch!r})")
+    expected = [_shard_name(group, epoch, p) for p in range(len(files) if
+                                                             isinstance(files, list) else 0)]
+    if not expected or files != expected:
+        raise _damaged(path, f"says epoch {epoch} but names the files {files!r}, which are not "
+                             f"that epoch's ({_shard_name(group, epoch, 0)}, ...)")
+    rows = manifest.get("rows")
+    if rows is not None and not isinstance(rows, str):
+        raise _damaged(path, "is damaged (rows)")
+    return {"epoch": epoch, "files": files, "rows": rows, "path": path}
+
+
+def _read_shard(path: Path, group: int, epoch: int, n_members: int):
+    """(positions, leaves) of one shard, checked against the manifest that names it."""
+    data = read_regular(path)
+    if data is None:
+        raise _damaged(path, "is missing")
+    try:
+        with np.load(io.BytesIO(data)) as z:
+            positions = z["positions"]
+            inside = {k: int(z[k]) for k in ("group", "epoch") if k in z.files}
+            leaves = [z[f"leaf{i}"] for i in range(sum(k.startswith("leaf") for k in z.files))]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        raise _damaged(path, f"is damaged ({type(e).__name__})") from None
+    if inside.get("group", group) != group or inside.get("epoch", epoch) != epoch:
+        raise _damaged(path, f"holds group {inside.get('group', group)} after epoch "
+                             f"{inside.get('epoch', epoch)}, but its manifest says group {group} "
+                             f"after epoch {epoch}")
+    if (positions.ndim != 1 or not np.issubdtype(positions.dtype, np.integer) or not leaves
+            or ((positions < 0) | (positions >= n_members)).any()
+            or any(a.shape[:1] != positions.shape for a in leaves)):
+        raise _damaged(path, f"does not match this sweep's {n_members} members")
+    return positions, leaves
+
+
 def load_checkpoint(out: Path, group: int, n_members: int):
     """(epochs finished, leaves with one row per member), or None where the
     group never finished an epoch."""
-    folder = out / "checkpoints"
-    path = folder / f"group{group}.json"
-    if not path.exists():
+    manifest = read_manifest(out, group)
+    if manifest is None:
         return None
-    try:
-        manifest = json.loads(path.read_text())
-        epoch = int(manifest["epoch"])
-        leaves, seen = None, np.zeros(n_members, int)
-        for name in manifest["files"]:
-            path = folder / Path(name).name
-            with np.load(path) as z:
-                positions = z["positions"]
-                parts = [z[f"leaf{i}"] for i in range(len(z.files) - 1)]
-            if leaves is None:
-                leaves = [np.zeros((n_members, *a.shape[1:]), a.dtype) for a in parts]
+    epoch, path = manifest["epoch"], manifest["path"]
+    leaves, seen = None, np.zeros(n_members, int)
+    for name in manifest["files"]:
+        positions, parts = _read_shard(out / "checkpoints" / name, group, epoch, n_members)
+        if leaves is None:
+            leaves = [np.zeros((n_members, *a.shape[1:]), a.dtype) for a in parts]
+        try:
             for whole, part in zip(leaves, parts, strict=True):
                 whole[positions] = part
-            np.add.at(seen, positions, 1)
-        if leaves is None or not (seen == 1).all():
-            raise ValueError("the files do not hold every member once")
-    except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
-            zipfile.BadZipFile) as e:
-        raise ResultsError(f"{path} is damaged or does not match this sweep "
-                           f"({type(e).__name__}); the folder cannot be resumed: start it over "
-                           "with --overwrite") from None
+        except ValueError:
+            raise _damaged(path, "names shards that do not fit together") from None
+        np.add.at(seen, positions, 1)
+    if not (seen == 1).all():
+        raise _damaged(path, "names shards that do not hold every member once")
     return epoch, leaves
 
 
@@ -682,13 +807,11 @@ def checkpoint_epoch(out: Path, group: int) -> int | None:
     """The epochs a group's checkpoint holds (0: it has none), from its manifest alone, for
     env.json to say where a resume took over; None where the manifest is unreadable (then
     :func:`load_checkpoint` refuses the folder, with the reason)."""
-    path = out / "checkpoints" / f"group{group}.json"
-    if not path.exists():
-        return 0
     try:
-        return int(json.loads(path.read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = read_manifest(out, group)
+    except ResultsError:
         return None
+    return 0 if manifest is None else manifest["epoch"]
 
 
 #: Metrics the engine computes in float32. They are kept as float32 in memory and after
@@ -701,19 +824,207 @@ def normalize(table: pd.DataFrame) -> pd.DataFrame:
     return table.astype({c: np.float32 for c in FLOAT32_COLUMNS if c in table.columns})
 
 
+def _table_damaged(path: Path, why: str) -> ResultsError:
+    return ResultsError(f"{path} {why}; the folder cannot be resumed: put back the epochs.csv "
+                        "lossjax wrote, or start the sweep over with --overwrite")
+
+
 def read_table(out: Path) -> pd.DataFrame:
     path = out / "epochs.csv"
-    if not path.exists():
+    data = read_regular(path)
+    if data is None:
         return pd.DataFrame(columns=COLUMNS)
     try:
-        table = pd.read_csv(path, dtype={"hidden": str})
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise ResultsError(f"{path} is damaged ({' '.join(str(e).split())[:120]}); the folder "
-                           "cannot be resumed: start it over with --overwrite") from None
+        table = pd.read_csv(io.BytesIO(data), dtype={"hidden": str, "loss": str})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise _table_damaged(path, f"is damaged ({' '.join(str(e).split())[:120]})") from None
     if list(table.columns) != COLUMNS:
-        raise ResultsError(f"{path} does not have lossjax's columns; the folder cannot be "
-                           "resumed: start it over with --overwrite")
-    return normalize(table)
+        raise _table_damaged(path, "does not have lossjax's columns")
+    if table.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    if len(table) and not data.endswith(b"\n"):
+        raise _table_damaged(path, "ends mid-row (it was cut short)")
+    for c in ("member", "seed", "epoch"):
+        if not pd.api.types.is_integer_dtype(table[c]):
+            raise _table_damaged(path, f"has a {c} that is not a whole number")
+    if table["diverged"].dtype != bool:
+        raise _table_damaged(path, "has a diverged value that is neither True nor False")
+    try:
+        return normalize(table.astype({c: float for c in (
+            "learning_rate", "weight_decay", "init_scale", "wall_time")}))
+    except (ValueError, TypeError):
+        raise _table_damaged(path, "has a value that is not a number where one belongs") from None
+
+
+# ---- resuming: do the checkpoints and the table agree? ------------------------------------
+
+
+def member_keys(members) -> pd.DataFrame:
+    """The columns that name each member of a group (``engine.Member``s), as its rows hold them."""
+    return pd.DataFrame({
+        "member": [m.index for m in members],
+        "loss": [m.loss for m in members],
+        "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in members],
+        "learning_rate": [m.learning_rate for m in members],
+        "weight_decay": [m.weight_decay for m in members],
+        "init_scale": [m.init_scale for m in members],
+        "seed": [m.seed for m in members],
+    })
+
+
+def rows_digest(table: pd.DataFrame) -> str:
+    """A checksum of a table's values (not its text: another pandas may print a number
+    otherwise), as read back from epochs.csv they give the same checksum again. A manifest
+    records it, so that rows edited, swapped or lost after the sweep wrote them are refused on
+    resume rather than carried into the final table."""
+    h = hashlib.sha256()
+    for c in COLUMNS:
+        col = table[c]
+        if c in ("loss", "hidden"):
+            data = "\x1f".join(col.astype(str)).encode()
+        elif c == "diverged":
+            data = col.astype(bool).to_numpy(np.uint8).tobytes()
+        elif c in ("member", "seed", "epoch"):
+            data = col.to_numpy(np.int64).tobytes()
+        else:
+            a = col.to_numpy(np.float32 if c in FLOAT32_COLUMNS else np.float64)
+            data = np.where(np.isnan(a), np.nan, a).astype(a.dtype).tobytes()  # one NaN
+        h.update(f"{c}:{len(data)}:".encode() + data)
+    return h.hexdigest()
+
+
+def check_config_kept(out: Path, saved: dict | None) -> None:
+    """A resume needs the config its checkpoints were made with: without config.yaml they
+    cannot be matched to this one, and starting over would discard them unasked."""
+    if saved is None and has_checkpoints(out):
+        raise ResultsError(
+            f"--resume: {out}/config.yaml is missing, so its checkpoints cannot be matched to "
+            "this config; put back the config.yaml lossjax wrote there, or start the sweep over "
+            "with --overwrite")
+
+
+def check_epochs_kept(out: Path) -> None:
+    """An unfinished folder starts over only where no epoch finished. Rows of a second epoch
+    with no checkpoint behind them mean the checkpoints were lost: starting over would discard
+    those rows unasked."""
+    if has_checkpoints(out):
+        return
+    table = read_table(out)
+    if len(table) and (table["epoch"] > 1).any():
+        raise ResultsError(
+            f"{out}/epochs.csv holds {int(table['epoch'].max())} epochs, but {out}/checkpoints "
+            "has nothing to continue them from; put back the checkpoints lossjax wrote, or "
+            "start the sweep over with --overwrite")
+
+
+def check_resumable(out: Path, groups, epochs: int) -> None:
+    """Refuses, in one line and before anything trains, a folder whose checkpoints and
+    epochs.csv do not agree: each group's manifest, its shards and the table must say the same
+    epoch E; every member has exactly the rows of epochs 1..E, in the order the sweep wrote
+    them, with its own key values, the values only a sweep writes (finite keys and times, a
+    loss NaN exactly where the member diverged, diverged for good once it did), and the
+    checksum its manifest records. Otherwise the resume would train for minutes and then fail,
+    or finish a table that mixes numbers the checkpoints never stood behind."""
+    path = out / "epochs.csv"
+    table = read_table(out)
+    done, last = [], None
+    for gid, members in enumerate(groups):
+        manifest = read_manifest(out, gid)
+        e = manifest["epoch"] if manifest else 0
+        if e > epochs:
+            raise _damaged(manifest["path"], f"says epoch {e} of a {epochs}-epoch sweep")
+        if manifest and any(d < epochs for d in done):  # groups run one after another
+            first = next(g for g, d in enumerate(done) if d < epochs)
+            raise _damaged(manifest["path"], f"exists though group {first} before it is "
+                                             "unfinished")
+        if manifest:
+            for name in manifest["files"]:
+                _read_shard(out / "checkpoints" / name, gid, e, len(members))
+            last = (gid, manifest)
+        done.append(e)
+    expected = _expected_rows(groups, done)
+    _check_order(path, table, expected, done, groups, epochs)
+    kept = table.iloc[:len(expected)]
+    _check_values(path, kept, groups)
+    if last is not None and last[1]["rows"] is not None and rows_digest(kept) != last[1]["rows"]:
+        raise _table_damaged(path, f"was changed after the sweep wrote it (its rows do not match "
+                                   f"the checksum {last[1]['path'].name} records)")
+
+
+def _expected_rows(groups, done: list[int]) -> pd.DataFrame:
+    """(member, epoch) of the rows the checkpoints stand behind, in the order written: group by
+    group, epoch by epoch, members in order."""
+    member, epoch = [], []
+    for members, e in zip(groups, done, strict=True):
+        for k in range(1, e + 1):
+            member += [m.index for m in members]
+            epoch += [k] * len(members)
+    return pd.DataFrame({"member": member, "epoch": epoch}, dtype=np.int64)
+
+
+def _check_order(path: Path, table: pd.DataFrame, expected: pd.DataFrame, done, groups,
+                 epochs: int) -> None:
+    """The table's rows are the expected ones, in order, and then at most the next epoch of the
+    group in progress (written just before its checkpoint, by a process killed between)."""
+    n = min(len(table), len(expected))
+    got = table[["member", "epoch"]].to_numpy(np.int64)
+    want = expected.to_numpy(np.int64)
+    bad = np.flatnonzero((got[:n] != want[:n]).any(axis=1))
+    if len(bad):
+        i = int(bad[0])
+        raise _table_damaged(path, f"line {i + 2} holds member {got[i, 0]} epoch {got[i, 1]} "
+                                   f"where member {want[i, 0]} epoch {want[i, 1]} belongs (rows "
+                                   "missing, repeated, reordered or edited)")
+    if len(table) < len(expected):
+        i = len(table)
+        gid = next(g for g, ms in enumerate(groups) if any(m.index == want[i, 0] for m in ms))
+        raise _table_damaged(path, f"has {len(table)} of the {len(expected)} rows the checkpoints "
+                                   f"stand behind (from member {want[i, 0]} epoch {want[i, 1]} "
+                                   f"on; checkpoints/group{gid}.json is after epoch {done[gid]})")
+    extra = got[len(expected):]
+    # The group in progress is the first one short of the last epoch.
+    nxt = next((g for g in range(len(groups)) if done[g] < epochs), None)
+    allowed = (np.zeros((0, 2), np.int64) if nxt is None else
+               np.array([[m.index, done[nxt] + 1] for m in groups[nxt]], np.int64))
+    if len(extra) and not (len(extra) == len(allowed) and (extra == allowed).all()):
+        i = len(expected)
+        raise _table_damaged(path, f"line {i + 2} holds member {got[i, 0]} epoch {got[i, 1]}, "
+                                   "beyond the epochs the checkpoints stand behind (was a "
+                                   "checkpoint manifest set back to an earlier epoch?)")
+
+
+def _check_values(path: Path, kept: pd.DataFrame, groups) -> None:
+    """The kept rows hold values only a sweep writes: each member's own keys, finite times, a
+    training loss that is NaN exactly where the member diverged, diverged for good once it
+    did, and fractions within [0, 1]."""
+    keys = pd.concat([member_keys(ms) for ms in groups], ignore_index=True).set_index("member")
+    want = keys.loc[kept["member"].to_numpy()].reset_index(drop=True)
+    got = kept.reset_index(drop=True)
+
+    def refuse(mask, what: str) -> None:
+        if mask.any():
+            i = int(np.flatnonzero(np.asarray(mask))[0])
+            raise _table_damaged(path, f"line {i + 2} (member {got['member'][i]}, epoch "
+                                       f"{got['epoch'][i]}) {what}")
+
+    for c in keys.columns:
+        if pd.api.types.is_numeric_dtype(want[c]):
+            same = got[c].to_numpy(float) == want[c].to_numpy(float)
+        else:
+            same = got[c].astype(str).to_numpy() == want[c].astype(str).to_numpy()
+        refuse(~same, f"has a {c} other than the member's own ({want[c][int(np.argmin(same))]})")
+    refuse(~np.isfinite(got["wall_time"].to_numpy(float)) | (got["wall_time"] < 0),
+           "has a wall_time that is not a finite number of seconds")
+    diverged = got["diverged"].to_numpy(bool)
+    loss = got["train_loss"].to_numpy(float)
+    refuse(~diverged & ~np.isfinite(loss), "has a non-finite train_loss, yet did not diverge")
+    refuse(diverged & ~np.isnan(loss), "diverged, yet has a train_loss")
+    refuse(~diverged & ~got["wrong_frac"].between(0, 1).to_numpy(),
+           "has a wrong_frac outside [0, 1]")
+    for c in ("train_acc", "val_acc", "test_acc"):
+        refuse(~(got[c].isna() | got[c].between(0, 1)).to_numpy(), f"has a {c} outside [0, 1]")
+    was = got.groupby("member")["diverged"].cummax().to_numpy(bool)
+    refuse(was & ~diverged, "has not diverged after an epoch where it had")
 
 
 # ---- summary -------------------------------------------------------------------------------

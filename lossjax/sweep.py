@@ -275,6 +275,7 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
     try:
         with distributed.stage("claiming the results folder", (results.AlreadyComplete,)):
             if writer:
+                results.check_path(out)
                 claim = results.Claim(out, config_dict, resume=resume, overwrite=overwrite,
                                       allow_other_machine=allow_other_machine)
     except results.AlreadyComplete as done:
@@ -286,6 +287,9 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
         resuming = _agree_on_folder(out, claim, writer)
         if writer and resuming and claim.machine_note:
             log.warning("%s", claim.machine_note)
+        with distributed.stage("checking the checkpoints against epochs.csv"):
+            if writer and resuming:
+                results.check_resumable(out, group_members(expand_members(cfg)), cfg.epochs)
         with distributed.stage("loading the data"):
             ds = data.preprocess(
                 data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
@@ -464,15 +468,7 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
                                        "with --overwrite") from None
             else:
                 start_epoch, state = 0, group.init_state()
-            static = pd.DataFrame({
-                "member": [m.index for m in group_members_],
-                "loss": [m.loss for m in group_members_],
-                "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in group_members_],
-                "learning_rate": [m.learning_rate for m in group_members_],
-                "weight_decay": [m.weight_decay for m in group_members_],
-                "init_scale": [m.init_scale for m in group_members_],
-                "seed": [m.seed for m in group_members_],
-            })
+            static = results.member_keys(group_members_)
             for epoch in range(start_epoch, cfg.epochs):
                 state, metrics = group.train_epoch(state, epoch)
                 last = epoch + 1 == cfg.epochs
@@ -506,7 +502,8 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
                 distributed.barrier(f"lossjax checkpoint {gid} {epoch + 1}")
                 if writer:
                     with WRITING:
-                        results.commit_checkpoint(out, gid, epoch + 1, jax.process_count())
+                        results.commit_checkpoint(out, gid, epoch + 1, jax.process_count(),
+                                                  rows=results.rows_digest(table))
                 best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
                 n_div = int(metrics["diverged"].sum())
                 bar.update(
