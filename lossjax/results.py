@@ -301,10 +301,10 @@ def owned(out: Path) -> dict | None:
         raise _link_error(path)
     found = status(out)
     if found is None:
-        kind = "" if stat.S_ISREG(st.st_mode) else f" ({_kind(st.st_mode)})"
+        kind = "" if stat.S_ISREG(st.st_mode) else f", here {_kind(st.st_mode)}"
         raise ResultsError(
-            f"{path}{kind} is not the status.json lossjax writes (a JSON file holding "
-            f"'complete'), so {out} may not be lossjax's and is left as it is: remove or fix "
+            f"{path} is not the status.json lossjax writes (a JSON file holding "
+            f"'complete'{kind}), so {out} may not be lossjax's and is left as it is: remove or fix "
             "that entry if the folder is yours to replace (an unfinished sweep's holds "
             '{"complete": false}), or choose another output.dir or name')
     return found
@@ -324,8 +324,9 @@ def check_entries(out: Path) -> None:
         folder = name in _SUBFOLDER_FILES
         if folder != stat.S_ISDIR(st.st_mode) or not (folder or stat.S_ISREG(st.st_mode)):
             kind = "a folder" if folder else "a regular file"
-            raise ResultsError(f"{path} is not {kind}, which is what lossjax keeps under that "
-                               "name: move it out of the results folder and rerun")
+            found = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
+            raise ResultsError(f"{path} is {found}, not {kind}, which is what lossjax keeps "
+                               "under that name: move it out of the results folder and rerun")
 
 
 def require_own(out: Path) -> None:
@@ -540,11 +541,11 @@ class Claim:
             raise ResultsError(
                 f"{out} holds an unfinished sweep; continue it with --resume, or pass "
                 "--overwrite to start it over")
-        check_epochs_kept(out)
         if has_rows(out):  # finished epochs without a checkpoint: never wiped without asking
             raise ResultsError(
                 f"{out}/epochs.csv holds rows of an unfinished sweep but there is no checkpoint "
-                "to continue them from; pass --overwrite to start it over")
+                "to continue them from; put back the checkpoints lossjax wrote and --resume, or "
+                "pass --overwrite to start it over")
         return False  # started, but no epoch finished: nothing to lose
 
     def _check_machine(self) -> str | None:
@@ -907,7 +908,7 @@ def check_epochs_kept(out: Path) -> None:
     """An unfinished folder starts over only where no epoch finished. Rows of a second epoch
     with no checkpoint behind them mean the checkpoints were lost: starting over would discard
     those rows unasked."""
-    if has_checkpoints(out):
+    if has_checkpoints(out) or not has_rows(out):
         return
     table = read_table(out)
     if len(table) and (table["epoch"] > 1).any():

@@ -258,7 +258,7 @@ def test_plots_a_file_is_refused(tmp_path, capsys):
     folder = make_results(tmp_path / "sweep")
     (folder / "plots").write_text("my plot list")
     assert cli.main(["plot", str(folder)]) == 2
-    _one_line(capsys.readouterr().err, "plots is not a folder")
+    _one_line(capsys.readouterr().err, "plots is a file, not a folder")
     assert (folder / "plots").read_text() == "my plot list"
 
 
