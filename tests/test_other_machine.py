@@ -10,23 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMALL_SWEEP
 
 import lossjax
 from lossjax import cli, engine, provenance
 from lossjax.errors import ConfigError, ResultsError
 
-SMALL = {
-    "name": "small",
-    "seeds": [0],
-    "epochs": 3,
-    "batch_size": 128,
-    "block_size": 2,
-    "losses": ["cross_entropy", "mse"],
-    "dataset": {"name": "digits"},
-    "model": {"hidden": [[8]]},
-    "optimizer": {"learning_rate": [0.1]},
-    "eval": {"target_accuracy": 0.5},
-}
+SMALL = {**SMALL_SWEEP, "seeds": [0]}
 AMD = {"model": "AMD EPYC 7B13", "vendor": "AuthenticAMD", "machine": "x86_64",
        "logical_cpus": 8, "host_features": ["sse4_2", "avx", "f16c", "fma", "avx2"],
        "xla_cpu_max_isa": None, "features": ["sse4_2", "avx", "f16c", "fma", "avx2"],

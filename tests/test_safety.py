@@ -15,22 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import SMALL_SWEEP
 from test_sweep import assert_same_files
 
 from lossjax import cli, results
 
-SMALL = {
-    "name": "small",
-    "seeds": [0, 1],
-    "epochs": 3,
-    "batch_size": 128,
-    "block_size": 2,
-    "losses": ["cross_entropy", "mse"],
-    "dataset": {"name": "digits"},
-    "model": {"hidden": [[8]]},
-    "optimizer": {"learning_rate": [0.1]},
-    "eval": {"target_accuracy": 0.5},
-}
+SMALL = SMALL_SWEEP
 LOSSES_PY = textwrap.dedent("""
     import jax.numpy as jnp
     def raises(logits, labels):
