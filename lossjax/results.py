@@ -227,22 +227,13 @@ def _link_error(path: Path) -> ResultsError:
 
 
 def _read_regular(path: Path, limit: int = -1) -> bytes | None:
-    """The bytes of ``path`` (its first ``limit``, if given) where it is a regular file; None
-    where it is absent, a link or anything else. Never follows a link, never blocks on a FIFO."""
-    st = _lstat(path)
-    if st is None or not stat.S_ISREG(st.st_mode):
-        return None
+    """:func:`read_regular`, but None (not an error) where ``path`` is a link or not a regular
+    file: for the questions asked before a folder is known to be lossjax's."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        data = read_regular(path)
+    except ResultsError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the lstat
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(limit)
-    finally:
-        os.close(fd)
+    return data if data is None or limit < 0 else data[:limit]
 
 
 def status(out: Path) -> dict | None:
