@@ -433,6 +433,15 @@ def undecided(row: pd.Series) -> tuple[str, tuple[float, ...]] | None:
     return None
 
 
+def tie_mark(row: pd.Series) -> str:
+    """' (tie: 0.3, 1)' or ' (one seed)' after a rate in a table, else '' (see
+    :func:`undecided`)."""
+    u = undecided(row)
+    if u is None:
+        return ""
+    return " (one seed)" if u[0] == "one seed" else f" (tie: {', '.join(f'{v:g}' for v in u[1])})"
+
+
 def lr_note(row: pd.Series) -> str:
     """' tied with 0.3 and 1', ' from one seed' or '': what follows a chosen rate in a label."""
     u = undecided(row)

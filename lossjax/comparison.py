@@ -41,7 +41,7 @@ from lossjax.analysis import (
     hidden_order,
     load_results,
     summary_rows,
-    undecided,
+    tie_mark,
 )
 from lossjax.plots import (
     FORMATS,
@@ -105,7 +105,7 @@ class Comparison:
             dataset = "—" if pd.isna(r.dataset) else _md(r.dataset)
             row = pd.Series(r._asdict())
             cells = [_md(r.sweep), dataset, f"`{_md(r.loss)}`", _md(r.hidden),
-                     _number(r.learning_rate) + _tie_mark(row)]
+                     _number(r.learning_rate) + tie_mark(row)]
             cells += [_number(getattr(r, c)) for c in extra]
             cells += [_runner_up(r), str(r.rate_choice)]
             if math.isnan(r.learning_rate):
@@ -251,14 +251,6 @@ def _draw_sweep(ax, res: Results, styles) -> list[Line2D]:
 def _name(c: Choice, several_hidden: bool, with_lr: bool = True) -> str:
     name = c.label(with_lr=with_lr)
     return f"{name} [hidden {c.hidden}]" if several_hidden else name
-
-
-def _tie_mark(row: pd.Series) -> str:
-    """' (tie: 0.3, 1)' or ' (one seed)' after a rate that is no clear choice, else ''."""
-    u = undecided(row)
-    if u is None:
-        return ""
-    return " (one seed)" if u[0] == "one seed" else f" (tie: {', '.join(f'{v:g}' for v in u[1])})"
 
 
 def _runner_up(r) -> str:

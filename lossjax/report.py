@@ -133,7 +133,7 @@ def summary_table(res: Results) -> str:
         lr = _num(r["learning_rate"])
         lr_s = "—" if math.isnan(lr) or all_gone else f"{lr:g}"
         if not all_gone:
-            lr_s += _tie_mark(r)
+            lr_s += analysis.tie_mark(r)
         if not all_gone and _truthy(r.get("lr_at_grid_edge", "")):
             lr_s += " †"
             edge_seen = True
@@ -151,14 +151,6 @@ def summary_table(res: Results) -> str:
         lines += ["", "† the chosen rate is at the edge of its grid: a better one may lie beyond."]
     lines += ["", ties_sentence([r for r, g in zip(rows, gone, strict=True) if not g])]
     return "\n".join(lines)
-
-
-def _tie_mark(r) -> str:
-    """' (tie: 0.3, 1)' or ' (one seed)' after a rate that is no clear choice, else ''."""
-    u = analysis.undecided(r)
-    if u is None:
-        return ""
-    return " (one seed)" if u[0] == "one seed" else f" (tie: {_listing(u[1], '{:g}'.format)})"
 
 
 def ties_sentence(rows) -> str:
