@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lossjax.errors import ResultsError
+from lossjax.errors import ResultsError, one_line
 from lossjax.losses import LOSSES
 from lossjax.results import (
     RATE_CHOICE_COLUMNS,
@@ -79,11 +78,6 @@ class Results:
     config: dict
     epochs: pd.DataFrame
     summary: pd.DataFrame
-
-
-def one_line(e: BaseException) -> str:
-    """An exception's message on one line: every error of a results folder is reported as one."""
-    return re.sub(r"\s+", " ", str(e)).strip() or type(e).__name__
 
 
 def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:

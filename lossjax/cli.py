@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from lossjax.errors import LossjaxError
+    from lossjax.errors import LossjaxError, one_line
 
     message = INTERRUPTED.get(args.command, "lossjax: interrupted.")
     shown = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         with log_to_stderr(shown):
             return _dispatch(args, message, INTERRUPTED_EARLY.get(args.command))
     except (LossjaxError, ValueError) as e:
-        print(f"lossjax: error: {_one_line(e)}", file=sys.stderr)
+        print(f"lossjax: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # raised by code, not by a signal (those exit in ExitOnSignal)
         print(message, file=sys.stderr)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("LOSSJAX_DEBUG"):
             raise
-        print(f"lossjax: error: unexpected {type(e).__name__}: {_one_line(e)[:300]} "
+        print(f"lossjax: error: unexpected {type(e).__name__}: {one_line(e)[:300]} "
               "(LOSSJAX_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
@@ -253,10 +253,6 @@ def _dispatch(args, message: str, early: str | None = None) -> int:
         with ExitOnSignal(message, early):
             return args.func(args)
     return args.func(args)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from lossjax.errors import ConfigError
+from lossjax.errors import ConfigError, one_line
 
 # --------------------------------------------------------------------------------------------
 # Allowed values. The names of losses, activations, initializers, dtypes, optimizers, schedules
@@ -1124,12 +1124,8 @@ def _read_yaml(text: str) -> Any:
         raise _Unreadable(f"nested too deeply for the YAML reader; a config nests a few levels "
                           f"(at most {MAX_DEPTH})") from None
     except ValueError as e:  # int('9' * 5000): Python refuses integers past 4300 digits
-        raise _Unreadable(f"holds a value Python cannot read ({_one_line(e).split(':')[0][:120]}"
+        raise _Unreadable(f"holds a value Python cannot read ({one_line(e).split(':')[0][:120]}"
                           ")") from None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:

@@ -16,3 +16,9 @@ class DataError(LossjaxError):
 
 class ResultsError(LossjaxError):
     """A results folder is missing, incomplete, or belongs to another config."""
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (its type's name where it has none): every error
+    lossjax reports is one line."""
+    return " ".join(str(e).split()) or type(e).__name__

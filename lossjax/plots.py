@@ -64,9 +64,8 @@ from lossjax.analysis import (
     last_epochs,
     load_results,
     loss_order,
-    one_line,
 )
-from lossjax.errors import ResultsError
+from lossjax.errors import ResultsError, one_line
 from lossjax.results import atomic_write, require_own
 
 PLOT_NAMES = ("test_accuracy", "train_loss", "lr_sensitivity", "wrong_direction")

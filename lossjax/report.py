@@ -22,7 +22,7 @@ import numpy as np
 
 from lossjax import analysis, plots, provenance
 from lossjax.analysis import Results
-from lossjax.errors import ResultsError
+from lossjax.errors import ResultsError, one_line
 from lossjax.results import require_own, write_text
 
 REPORT_NAME = "report.md"
@@ -581,7 +581,7 @@ def write_report(results_dir: str | os.PathLike) -> Path:
     try:
         write_text(path, text)
     except OSError as e:
-        raise ResultsError(f"cannot write {path}: {analysis.one_line(e)}") from e
+        raise ResultsError(f"cannot write {path}: {one_line(e)}") from e
     return path
 
 
