@@ -28,6 +28,7 @@ import numpy as np
 
 from lossjax import interrupts
 from lossjax.errors import ConfigError, LossjaxError
+from lossjax.results import diff_keys
 
 #: JAX's variables for plain hosts: the coordinator ``host:port`` (a port process 0 can
 #: open), the number of processes and this process's id.
@@ -244,14 +245,6 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _differing_keys(a, b, prefix: str = "") -> list[str]:
-    """The dotted key paths at which two JSON values differ (a list counts as one value)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b), key=str)
-                for k in _differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".") or "(all)"]
-
-
 class Mismatch(ConfigError):
     """The processes do not run the same sweep (see :func:`same_everywhere`)."""
 
@@ -272,7 +265,7 @@ def same_everywhere(what: str, record, fix: str) -> None:
     theirs = json.loads(bytes(broadcast(buf).astype(np.uint8)).decode())
     with stage(f"comparing the processes' {what}", (Mismatch,)):  # the same line on each
         if not is_writer() and theirs != mine:
-            keys = _differing_keys(theirs, mine)
+            keys = diff_keys(theirs, mine)
             shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
             raise Mismatch(f"process {process_index()}'s {what} differs from process 0's "
                               f"at {shown}; {fix}")

@@ -514,7 +514,7 @@ class Claim:
             check_config_kept(out, saved)
             check_epochs_kept(out)
             if saved is not None and saved != config_dict:
-                diff = sorted(_diff_keys(saved, config_dict))
+                diff = diff_keys(saved, config_dict)
                 raise ResultsError(
                     f"--resume: the config differs from the one {out} was started with "
                     f"(at {', '.join(diff[:5])}); resume with the same config and --set values")
@@ -662,12 +662,17 @@ def read_config(out: Path) -> dict | None:
     return saved
 
 
-def _diff_keys(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in set(a) | set(b):
-            yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-    elif a != b:
-        yield prefix.rstrip(".") or "the top level"
+def diff_keys(a, b) -> list[str]:
+    """The dotted key paths at which two configs (JSON-like values) differ, sorted; a list
+    counts as one value."""
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in set(a) | set(b):
+                yield from walk(a.get(k), b.get(k), f"{prefix}{k}.")
+        elif a != b:
+            yield prefix.rstrip(".") or "the top level"
+
+    return sorted(walk(a, b, ""))
 
 
 def env_record(devices, data_meta: dict, invocation: dict | None = None) -> dict:
