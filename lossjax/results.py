@@ -159,8 +159,9 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular(path: Path, fix: str = _FILE_FIX) -> bytes | None:
-    """The bytes of a file in a results folder, or None where there is none.
+def read_regular(path: Path, fix: str = _FILE_FIX, limit: int = -1) -> bytes | None:
+    """The bytes of a file in a results folder (its first ``limit``, if given), or None where
+    there is none.
 
     Opened without following a symbolic link and without blocking, then read only if it is a
     regular file: a FIFO in a file's place would make a plain read wait forever, and a link
@@ -181,7 +182,7 @@ def read_regular(path: Path, fix: str = _FILE_FIX) -> bytes | None:
         if not stat.S_ISREG(mode):
             raise ResultsError(f"{path} is {_kind(mode)}, not a regular file; {fix}")
         with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read()
+            return f.read(limit)
     except OSError as e:
         raise ResultsError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
     finally:
@@ -230,10 +231,9 @@ def _read_regular(path: Path, limit: int = -1) -> bytes | None:
     """:func:`read_regular`, but None (not an error) where ``path`` is a link or not a regular
     file: for the questions asked before a folder is known to be lossjax's."""
     try:
-        data = read_regular(path)
+        return read_regular(path, limit=limit)
     except ResultsError:
         return None
-    return data if data is None or limit < 0 else data[:limit]
 
 
 def status(out: Path) -> dict | None:
@@ -839,7 +839,7 @@ def read_table(out: Path) -> pd.DataFrame:
         raise _table_damaged(path, "does not have lossjax's columns")
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
-    if len(table) and not data.endswith(b"\n"):
+    if not data.endswith(b"\n"):
         raise _table_damaged(path, "ends mid-row (it was cut short)")
     for c in ("member", "seed", "epoch"):
         if not pd.api.types.is_integer_dtype(table[c]):
