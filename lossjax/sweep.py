@@ -283,13 +283,14 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
             log.warning("%s; nothing changed.", done)
         return out
     STARTED.set()  # from here an interrupt leaves a folder that --resume continues
+    groups = group_members(expand_members(cfg))  # the config alone decides them
     with claim:
         resuming = _agree_on_folder(out, claim, writer)
         if writer and resuming and claim.machine_note:
             log.warning("%s", claim.machine_note)
         with distributed.stage("checking the checkpoints against epochs.csv"):
             if writer and resuming:
-                results.check_resumable(out, group_members(expand_members(cfg)), cfg.epochs)
+                results.check_resumable(out, groups, cfg.epochs)
         with distributed.stage("loading the data"):
             ds = data.preprocess(
                 data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
@@ -297,7 +298,6 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                 standardize=cfg.dataset.standardize)
             config_lib.check_batch_size(cfg, len(ds.x_train))
             check_schedule(cfg, len(ds.x_train))
-            groups = group_members(expand_members(cfg))
             check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out)
         distributed.same_everywhere("data", lambda: _data_digests(ds), "give every host the same "
                                     "copy of the dataset (lossjax data info shows each one's)")
