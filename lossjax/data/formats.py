@@ -35,6 +35,7 @@ import numpy as np
 
 from lossjax.data.checksums import PARTS, idx_header, one_line, shape_str, verify, verify_arrays
 from lossjax.data.registry import CIFAR_BATCHES, MNIST_STEMS
+from lossjax.data.tfds_local import read_prepared
 from lossjax.errors import DataError
 
 Arrays = dict[str, np.ndarray]
@@ -48,9 +49,6 @@ def parse(name: str, form: str, files: dict[str, Path]) -> tuple[Arrays, dict[st
     if form == "npz":
         return read_npz(name, next(iter(files.values())))
     if form == "tfds-array_record":
-        # Imported here: only this form needs tensorflow-datasets (and it imports sources).
-        from lossjax.data.tfds_local import read_prepared
-
         return read_prepared(name, files)
     if form in ("cifar-py-dir", "cifar-bin-dir"):
         raw = {b: (lambda p=p: p.read_bytes(), str(p)) for b, p in files.items()}
