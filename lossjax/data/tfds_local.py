@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossjax.data.checksums import PARTS, one_line, verify_arrays
+from lossjax.data.checksums import PARTS, message_line, verify_arrays
 from lossjax.data.registry import DOWNLOADS
 from lossjax.data.types import Source
 from lossjax.errors import DataError
@@ -128,7 +128,7 @@ def read_prepared(name: str, files: dict[str, Path]) -> tuple[dict[str, np.ndarr
         raise
     except Exception as e:  # missing splits, a foreign feature spec, unreadable shards...
         raise DataError(f"{folder}: tensorflow-datasets cannot read this prepared {name}: "
-                        f"{type(e).__name__}: {one_line(e)}; delete the folder, or put the "
+                        f"{type(e).__name__}: {message_line(e)}; delete the folder, or put the "
                         f"raw files in a data folder") from e
     finally:
         absl_logger.removeFilter(quiet)
