@@ -9,6 +9,7 @@ had its content checked against a known official checksum, whichever way it arri
 One job per module:
 
 - :mod:`~lossjax.data.registry`: dataset names, class names, file names, official URLs.
+- :mod:`~lossjax.data.types`: the types several modules share (``Source``, ``Missing``).
 - :mod:`~lossjax.data.checksums`: the official content checksums and the check itself.
 - :mod:`~lossjax.data.formats`: parsers for IDX, CIFAR-10's python and binary batches, ``.npz``.
 - :mod:`~lossjax.data.digits`: the embedded digits and their fixed test split.

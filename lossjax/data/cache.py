@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossjax.data.checksums import PARTS, one_line, verify_arrays
+from lossjax.data.checksums import PARTS, message_line, verify_arrays
 from lossjax.errors import DataError
 
 ENV_CACHE_DIR = "LOSSJAX_CACHE_DIR"
@@ -91,7 +91,7 @@ def read(name: str, root: Path, fingerprint: str | None):
             raise DataError(f"{d}: cached arrays must be uint8")
         verified = verify_arrays(name, arrays, str(d), lambda k: f"{d}/{k}.npy")
     except (OSError, ValueError, DataError) as e:
-        warnings.warn(f"ignoring damaged cache {d}: {one_line(e)}", stacklevel=3)
+        warnings.warn(f"ignoring damaged cache {d}: {message_line(e)}", stacklevel=3)
         return None
     out = {"name": name, "built_from": meta["source"], "verified": verified,
            "cache": {"path": str(d), "status": "hit"}}
@@ -121,8 +121,8 @@ def write(name: str, root: Path, arrays, meta: dict, fingerprint: str, required:
         os.replace(tmp, d / "meta.json")
     except OSError as e:
         if required:
-            raise DataError(f"{d}: could not write the cache: {one_line(e)}") from e
-        warnings.warn(f"could not cache {name} in {d} ({one_line(e)}); set ${ENV_CACHE_DIR} to a "
-                      "writable folder to make later loads fast", stacklevel=4)
-        return {"path": str(d), "status": f"not written: {one_line(e)}"}
+            raise DataError(f"{d}: could not write the cache: {message_line(e)}") from e
+        warnings.warn(f"could not cache {name} in {d} ({message_line(e)}); set ${ENV_CACHE_DIR} "
+                      "to a writable folder to make later loads fast", stacklevel=4)
+        return {"path": str(d), "status": f"not written: {message_line(e)}"}
     return {"path": str(d), "status": "written"}

@@ -171,8 +171,9 @@ def _sha256(chunks) -> str:
     return h.hexdigest()
 
 
-def one_line(e: BaseException) -> str:
-    """An exception's text on one line (DataError messages are one line)."""
+def message_line(e: BaseException) -> str:
+    """An exception's text on one line (DataError messages are one line), empty where it has none:
+    errors.one_line would put the type's name there, which many of these messages print already."""
     return " ".join(str(e).split())
 
 

@@ -16,7 +16,7 @@ from importlib import resources
 
 import numpy as np
 
-from lossjax.data.checksums import one_line, verify
+from lossjax.data.checksums import message_line, verify
 from lossjax.data.splits import stratified_pick
 from lossjax.errors import DataError
 
@@ -33,7 +33,7 @@ def load_digits() -> tuple[dict[str, np.ndarray], dict]:
         text = gzip.decompress(ref.read_bytes())
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{where}: unreadable embedded digits data (reinstall lossjax): "
-                        f"{one_line(e)}") from e
+                        f"{message_line(e)}") from e
     verified = {"digits.csv": verify("digits", "digits.csv", [text], f"{len(text)} bytes",
                                      where)}
     table = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.int64)

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lossjax.data.checksums import PARTS, idx_header, one_line, shape_str, verify, verify_arrays
+from lossjax.data.checksums import PARTS, idx_header, message_line, shape_str, verify, verify_arrays
 from lossjax.data.registry import CIFAR_BATCHES, MNIST_STEMS
+from lossjax.data.tfds_local import read_prepared
 from lossjax.errors import DataError
 
 Arrays = dict[str, np.ndarray]
@@ -48,9 +49,6 @@ def parse(name: str, form: str, files: dict[str, Path]) -> tuple[Arrays, dict[st
     if form == "npz":
         return read_npz(name, next(iter(files.values())))
     if form == "tfds-array_record":
-        # Imported here: only this form needs tensorflow-datasets (and it imports sources).
-        from lossjax.data.tfds_local import read_prepared
-
         return read_prepared(name, files)
     if form in ("cifar-py-dir", "cifar-bin-dir"):
         raw = {b: (lambda p=p: p.read_bytes(), str(p)) for b, p in files.items()}
@@ -73,9 +71,9 @@ def read_maybe_gzip(path: Path) -> bytes:
         return gzip.decompress(raw)
     except EOFError as e:
         raise DataError(f"{path}: truncated gzip stream: expected a complete gzip file, found "
-                        f"{len(raw)} bytes ending early ({one_line(e)})") from e
+                        f"{len(raw)} bytes ending early ({message_line(e)})") from e
     except (OSError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt gzip data: {one_line(e)}") from e
+        raise DataError(f"{path}: corrupt gzip data: {message_line(e)}") from e
 
 
 def parse_idx(data: bytes, where: str, ndim: int) -> np.ndarray:
@@ -131,7 +129,7 @@ def read_npz(name: str, path: Path) -> tuple[Arrays, dict[str, str]]:
         raise
     except Exception as e:  # zipfile.BadZipFile, EOFError, zlib.error, ValueError...
         raise DataError(f"{path}: not a readable .npz (truncated or corrupt): "
-                        f"{type(e).__name__}: {one_line(e)}") from e
+                        f"{type(e).__name__}: {message_line(e)}") from e
     for s in ("train", "test"):
         x, y = arrays["x_" + s], arrays["y_" + s]
         if x.dtype != np.uint8:
@@ -167,7 +165,7 @@ def _tar_members(archive: Path) -> dict:
                     found[wanted[base]] = tf.extractfile(m).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{archive}: truncated or corrupt archive: {type(e).__name__}: "
-                        f"{one_line(e)}") from e
+                        f"{message_line(e)}") from e
     missing = [b for b in CIFAR_BATCHES if b not in found]
     if missing:
         raise DataError(f"{archive}: expected members data_batch_1..5 and test_batch, "
@@ -207,7 +205,7 @@ def _decode_py_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         d = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # truncated or foreign pickles fail in many ways
         raise DataError(f"{where}: not a CIFAR-10 python batch (truncated or corrupt pickle): "
-                        f"{type(e).__name__}: {one_line(e)}") from e
+                        f"{type(e).__name__}: {message_line(e)}") from e
     if not isinstance(d, dict):
         raise DataError(f"{where}: expected a pickled dict with data and labels, found "
                         f"{type(d).__name__}")

@@ -32,12 +32,12 @@ before the system's, and any copy before a download.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lossjax.data import cache as _cache
+from lossjax.data import tfds_local
 from lossjax.data.digits import load_digits
 from lossjax.data.formats import parse
 from lossjax.data.registry import (
@@ -48,6 +48,7 @@ from lossjax.data.registry import (
     NPZ_NAMES,
     check_name,
 )
+from lossjax.data.types import Missing, Source
 from lossjax.errors import DataError
 
 ENV_DATA_DIR = "LOSSJAX_DATA_DIR"
@@ -57,24 +58,6 @@ ENV_DATA_DIR = "LOSSJAX_DATA_DIR"
 SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
 }
-
-
-@dataclass(frozen=True)
-class Source:
-    """A set of raw files found somewhere: which kind of place, which published form."""
-
-    kind: str  # "local" | "tfds-download" | "tfds-prepared" | "system" | "download"
-    form: str  # a key of lossjax.data.registry.FORMS
-    root: Path
-    files: dict[str, Path]
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "form": self.form, "path": str(self.root),
-                "files": [str(p) for p in self.files.values()]}
-
-
-class Missing(DataError):
-    """No source has the dataset: ``lossjax data info`` reports it as missing, not broken."""
 
 
 def default_data_dir() -> Path:
@@ -115,9 +98,6 @@ def resolve(name: str, data_dir, cache: str = "write", download: bool = True
         arrays, meta = hit
         meta["source"] = {"kind": "cache", "built_from": meta.pop("built_from")}
         return arrays, meta
-    # Imported here, not above: tfds_local and download import this module (Source, Missing).
-    from lossjax.data import tfds_local
-
     tfds_root = tfds_local.tfds_root()
     src = tfds_local.find(name, tfds_root)
     if src is not None:
@@ -131,6 +111,7 @@ def resolve(name: str, data_dir, cache: str = "write", download: bool = True
     if not download:
         raise Missing(f"no local files or cache; {where}, or let `lossjax.data.load` download "
                       f"them (needs a network){unread}")
+    # Imported for a download only: its socket and urllib.request add ~20 ms to lossjax.data.
     from lossjax.data import download as _download
 
     try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lossjax.data import cache as _cache
+from lossjax.data import tfds_local
 from lossjax.data.registry import (
     ACCEPTED,
     CLASS_NAMES,
@@ -17,7 +18,8 @@ from lossjax.data.registry import (
     KIND_WORDS,
     check_name,
 )
-from lossjax.data.sources import Missing, data_root, find_local, from_source, resolve, root_origin
+from lossjax.data.sources import data_root, find_local, from_source, resolve, root_origin
+from lossjax.data.types import Missing
 from lossjax.errors import DataError
 
 
@@ -77,8 +79,6 @@ def _tfds_notes(name: str, used: dict | None) -> tuple[str, ...]:
     that a user who keeps data there sees it was found, and why it is not read."""
     if name == "digits":
         return ()
-    from lossjax.data import tfds_local
-
     root = tfds_local.tfds_root()
     used = used or {}
     used_path = used.get("path") or (used.get("built_from") or {}).get("path")
