@@ -1,4 +1,4 @@
-"""Source 4: the official files, downloaded through tensorflow-datasets where there is a
+"""Source 5: the official files, downloaded through tensorflow-datasets where there is a
 network.
 
 tfds is used for what it does well and through its public API only:
