@@ -1,4 +1,4 @@
-"""Source 4 of lossjax.data: downloads through tensorflow-datasets, against a local HTTP server
+"""Source 5 of lossjax.data: downloads through tensorflow-datasets, against a local HTTP server
 that stands in for the dataset hosts, so tfds's real DownloadManager, requests and checksum
 validation all run; and the failures with no network, which must be fast and one line."""
 
