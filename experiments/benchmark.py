@@ -477,7 +477,7 @@ class LoopTiming:
 
 
 class BoundTiming:
-    """(c) measured: ``MatmulBound`` over a whole epoch (long enough to time on any device),
+    """The bound measured: ``MatmulBound`` over a whole epoch (long enough to time on any device),
     compiled once, then one timed repetition per ``rep``."""
 
     def __init__(self, setup: Setup, log: CompileLog):
