@@ -32,6 +32,7 @@ Baseline repetitions are interleaved with the engine's, so both see the same mac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -57,13 +58,12 @@ from lossjax.errors import DataError
 from lossjax.model import MLP, flops_per_example
 
 REPO = Path(__file__).resolve().parent.parent
-FEATURES, HIDDEN, CLASSES = 784, (512, 512), 10
+FEATURES, HIDDEN, CLASSES = 784, (512, 512), 10  # HIDDEN: the reference, --hidden's default
 BATCH, LR, MOMENTUM = 128, 0.05, 0.9
 N_TRAIN, N_VAL, N_TEST = 54_000, 6_000, 10_000  # MNIST with the default 10% validation split
 EVAL_EXAMPLES = 2_000  # per split: evaluation is compiled and run but not timed
 CPU_MEMBER_EXAMPLES = 65_536  # CPU default: member-examples per timed engine epoch
 MIN_STEPS = 8
-FLOPS = flops_per_example(FEATURES, list(HIDDEN), CLASSES)  # 3.21 MFLOP per training example
 
 TRACE = "/jax/core/compile/jaxpr_trace_duration"
 LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
@@ -164,9 +164,9 @@ def load_arrays(kind: str, data_dir: str | None):
 class StepLoop:
     """Flax's MNIST example, reduced to what is timed: a jitted step fed from host arrays."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
+    def __init__(self, x: np.ndarray, y: np.ndarray, hidden: tuple[int, ...]):
         self.x, self.y = x, y
-        self.model = MLP(hidden=HIDDEN, num_classes=CLASSES)
+        self.model = MLP(hidden=hidden, num_classes=CLASSES)
         self.tx = optax.sgd(LR, momentum=MOMENTUM)
         self.steps_per_epoch = len(x) // BATCH
         self.rng = np.random.default_rng(0)
@@ -216,8 +216,8 @@ class MatmulBound:
     optimizer state, no metrics, no host: a step of any training loop costs at least this, so
     ``loop rate / this rate`` bounds what removing everything but the arithmetic can gain."""
 
-    def __init__(self, x: np.ndarray, steps: int):
-        widths = (FEATURES, *HIDDEN, CLASSES)
+    def __init__(self, x: np.ndarray, steps: int, hidden: tuple[int, ...]):
+        widths = (FEATURES, *hidden, CLASSES)
         rng = np.random.default_rng(0)
         self.ws = [jnp.asarray(rng.normal(0, a ** -0.5, (a, b)).astype(np.float32))
                    for a, b in zip(widths[:-1], widths[1:], strict=True)]
@@ -296,7 +296,7 @@ def parse_args(argv):
     p.add_argument("--block-size", type=int, default=None,
                    help="the engine's members per block (default: the row's member count, one "
                         "block; a sweep's config sets its own, 8 by default)")
-    p.add_argument("--hidden", default="512,512",
+    p.add_argument("--hidden", default=",".join(map(str, HIDDEN)),
                    help="hidden sizes of the MLP (default: the reference 512,512); small models "
                         "show where dispatch, not arithmetic, is the cost")
     p.add_argument("--steps", type=int, default=None,
@@ -329,214 +329,298 @@ def parse_args(argv):
     if args.bandwidth_gbs is None and on_gpu:
         args.bandwidth_gbs = 3000.0
     args.on_gpu = on_gpu
+    args.hidden = tuple(int(h) for h in args.hidden.split(","))
     return args
 
 
 # ---- the run --------------------------------------------------------------------------------
 
 
-def main(argv=None) -> int:
-    global HIDDEN, FLOPS
-    args = parse_args(argv)
-    HIDDEN = tuple(int(h) for h in args.hidden.split(","))
-    FLOPS = flops_per_example(FEATURES, list(HIDDEN), CLASSES)
-    log = CompileLog()
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every measurement shares: the command line (``parse_args``) and the data."""
+
+    args: argparse.Namespace
+    x_train: np.ndarray
+    y_train: np.ndarray
+    eval_data: tuple[np.ndarray, ...]  # x_val, y_val, x_test, y_test: EVAL_EXAMPLES each
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return self.args.hidden
+
+    @property
+    def n_full(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def full_steps(self) -> int:
+        return self.n_full // BATCH
+
+
+def load_setup(args: argparse.Namespace) -> tuple[Setup, dict]:
+    """The data the run trains and evaluates on, and ``load_arrays``'s description of it."""
+    arrays, source = load_arrays(args.data, args.data_dir)
+    x_train, y_train, x_val, y_val, x_test, y_test = arrays
+    eval_data = (x_val[:EVAL_EXAMPLES], y_val[:EVAL_EXAMPLES],
+                 x_test[:EVAL_EXAMPLES], y_test[:EVAL_EXAMPLES])
+    return Setup(args, x_train, y_train, eval_data), source
+
+
+def machine_facts() -> tuple[dict, float]:
+    """The header's facts about the machine, taken before the data is loaded, and the load
+    average at start as measured (the header rounds it to 2 decimals, the printout to 1)."""
     devices = jax.devices()
     load_start = os.getloadavg()[0]
     usable_cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count())
-
-    arrays, source = load_arrays(args.data, args.data_dir)
-    x_train, y_train, x_val, y_val, x_test, y_test = arrays
-    n_full = len(x_train)
-    full_steps = n_full // BATCH
-    eval_data = (x_val[:EVAL_EXAMPLES], y_val[:EVAL_EXAMPLES],
-                 x_test[:EVAL_EXAMPLES], y_test[:EVAL_EXAMPLES])
-
-    n_params = sum(a * b + b for a, b in zip((FEATURES, *HIDDEN), (*HIDDEN, CLASSES),
-                                             strict=True))
-    param_bytes = 4 * n_params
-    # Per member-step: weights read twice (forward, backward), the gradient written and read
-    # back, the momentum read and written, the parameters written: 7 passes over the float32
-    # parameters. Activations (128 x 512 per layer) and the batch gather are not counted.
-    step_bytes = 7 * param_bytes
-    floor = (args.bandwidth_gbs * 1e9 / (step_bytes * full_steps)
-             if args.bandwidth_gbs else None)
-
-    header = {
+    return {
         "device_kind": devices[0].device_kind, "backend": jax.default_backend(),
         "device_count": len(devices), "jax": jax.__version__, "flax": flax.__version__,
         "optax": optax.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "cpus_usable": usable_cpus,
         "load_average_at_start": round(load_start, 2),
-        "data": source, "train_examples_full": n_full, "steps_per_full_epoch": full_steps,
-        "model": f"{FEATURES}-{'-'.join(map(str, HIDDEN))}-{CLASSES} relu float32",
+    }, load_start
+
+
+def make_header(setup: Setup, facts: dict, source: dict) -> dict:
+    """The run's description: machine, data, model, the memory-traffic floor, the timing."""
+    args, hidden = setup.args, setup.hidden
+    n_params = sum(a * b + b for a, b in zip((FEATURES, *hidden), (*hidden, CLASSES),
+                                             strict=True))
+    # Per member-step: weights read twice (forward, backward), the gradient written and read
+    # back, the momentum read and written, the parameters written: 7 passes over the float32
+    # parameters. Activations (128 x 512 per layer) and the batch gather are not counted.
+    step_bytes = 7 * 4 * n_params
+    floor = (args.bandwidth_gbs * 1e9 / (step_bytes * setup.full_steps)
+             if args.bandwidth_gbs else None)
+    return {
+        **facts,
+        "data": source, "train_examples_full": setup.n_full,
+        "steps_per_full_epoch": setup.full_steps,
+        "model": f"{FEATURES}-{'-'.join(map(str, hidden))}-{CLASSES} relu float32",
         "batch": BATCH, "optimizer": f"sgd lr {LR} momentum {MOMENTUM}",
         "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
-        "flop_per_example": FLOPS, "params": n_params,
-        "bytes_per_member_step": step_bytes,
+        "flop_per_example": flops_per_example(FEATURES, list(hidden), CLASSES),
+        "params": n_params, "bytes_per_member_step": step_bytes,
         "bandwidth_gbs": args.bandwidth_gbs, "floor_model_epochs_per_s": floor,
         "reps": args.reps, "baseline_steps_per_rep": args.steps,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def print_header(header: dict, load_start: float) -> None:
+    n_params, floor = header["params"], header["floor_model_epochs_per_s"]
+    param_bytes = 4 * n_params
     print("lossjax benchmark: engine vs per-step loop", flush=True)
-    print(f"  device     {header['device_kind']} x{len(devices)} ({header['backend']}), "
-          f"JAX {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}, "
-          f"CPUs {header['cpu_count']} (usable {header['cpus_usable']}), load avg "
-          f"{load_start:.1f} at start")
-    print(f"  data       {source['description']}: {n_full} training examples = {full_steps} "
-          f"steps of {BATCH} per epoch")
+    print(f"  device     {header['device_kind']} x{header['device_count']} "
+          f"({header['backend']}), JAX {jax.__version__}, flax {flax.__version__}, optax "
+          f"{optax.__version__}, CPUs {header['cpu_count']} (usable {header['cpus_usable']}), "
+          f"load avg {load_start:.1f} at start")
+    print(f"  data       {header['data']['description']}: {header['train_examples_full']} "
+          f"training examples = {header['steps_per_full_epoch']} steps of {BATCH} per epoch")
     print(f"  work       MLP {header['model']}, batch {BATCH}, {header['optimizer']}, "
-          f"cross-entropy; {FLOPS / 1e6:.2f} MFLOP per training example; default matmul "
-          "precision")
-    print(f"  traffic    {step_bytes / 1e6:.1f} MB per member-step counted = 7 x "
-          f"{param_bytes / 1e6:.2f} MB of float32 parameters ({n_params} params: weights read "
-          "twice, gradient written+read, momentum read+written, params written)")
+          f"cross-entropy; {header['flop_per_example'] / 1e6:.2f} MFLOP per training example; "
+          "default matmul precision")
+    print(f"  traffic    {header['bytes_per_member_step'] / 1e6:.1f} MB per member-step counted "
+          f"= 7 x {param_bytes / 1e6:.2f} MB of float32 parameters ({n_params} params: weights "
+          "read twice, gradient written+read, momentum read+written, params written)")
     if floor:
-        print(f"  floor      {args.bandwidth_gbs:.0f} GB/s per device assumed -> "
-              f"{floor * len(devices):.0f} model-epochs/s (memory-traffic floor)")
-    print(f"  timing     median [min-max] of {args.reps} reps; per-step loop: {args.steps} "
-          "steps of a fresh model after a warm-up step, reps interleaved with the engine's; "
-          "engine: whole epochs after a warm-up epoch", flush=True)
+        print(f"  floor      {header['bandwidth_gbs']:.0f} GB/s per device assumed -> "
+              f"{floor * header['device_count']:.0f} model-epochs/s (memory-traffic floor)")
+    print(f"  timing     median [min-max] of {header['reps']} reps; per-step loop: "
+          f"{header['baseline_steps_per_rep']} steps of a fresh model after a warm-up step, "
+          "reps interleaved with the engine's; engine: whole epochs after a warm-up epoch",
+          flush=True)
 
-    # (a) the loop: compile once, and keep it for the interleaved repetitions.
-    loop = StepLoop(x_train, y_train)
-    state = loop.new_model(0)  # flax's eager init compiles its own small programs: not counted
-    c0 = log.mark()
-    t0 = time.perf_counter()
-    loop.run(state, 1)
-    loop_first = time.perf_counter() - t0
-    loop_compiles, loop_compile = log.since(c0)
-    loop_rates, loop_cpu, loop_recompiles, model_seed = [], [], 0, 1
 
-    def loop_rep():
-        nonlocal loop_recompiles, model_seed
-        before = log.count  # a new model of the same shapes must compile nothing
-        st = loop.new_model(model_seed)
-        model_seed += 1
-        st, _, _ = loop.run(st, 1)  # warm-up step of this model
-        t, c = time.perf_counter(), time.process_time()
-        loop.run(st, args.steps)
-        dt, dc = time.perf_counter() - t, time.process_time() - c
-        loop_recompiles += log.count - before
-        loop_rates.append(args.steps / dt / full_steps)
-        loop_cpu.append(dc * full_steps / args.steps)
+class LoopTiming:
+    """(a) measured: the per-step loop compiled by a first step (compile time, warm-up), then
+    one timed repetition per ``rep`` (a fresh model, its warm-up step, ``--steps`` steps)."""
 
-    c0 = log.mark()
-    t0 = time.perf_counter()
-    bound = MatmulBound(x_train, full_steps)  # a whole epoch: long enough to time on any device
-    bound_first = time.perf_counter() - t0
-    bound_compiles, bound_compile = log.since(c0)
-    bound_rates = []
-
-    bound_recompiles = [0]  # compilations inside timed bound repetitions (should stay 0)
-
-    def bound_rep():
-        before = log.count
-        bound_rates.append(bound.rep() / full_steps)
-        bound_recompiles[0] += log.count - before
-
-    loop_rep()
-    bound_rep()
-    loop_host = peak_host_mb()
-    loop_dev = peak_device_mb()
-
-    rows = []
-    mesh = engine.make_mesh()
-    for k in args.members:
-        n = engine_examples(args.train_examples, k, args.on_gpu, n_full)
-        steps = n // BATCH
-        print(f"  ... engine, {k} members, {n}-example epochs", file=sys.stderr, flush=True)
-        settings = engine.TrainSettings(
-            hidden=HIDDEN, num_classes=CLASSES, activation="relu", init="lecun_normal",
-            dtype="float32", optimizer="momentum", momentum=MOMENTUM, schedule="constant",
-            batch_size=BATCH, epochs=args.reps + 1, block_size=args.block_size or k)
-        members = [engine.Member(i, "cross_entropy", LR, 0.0, 1.0, i, HIDDEN)
-                   for i in range(k)]
+    def __init__(self, setup: Setup, log: CompileLog):
+        self.setup, self.log = setup, log
+        self.loop = StepLoop(setup.x_train, setup.y_train, setup.hidden)
+        # flax's eager init compiles its own small programs: not counted
+        state = self.loop.new_model(0)
         c0 = log.mark()
         t0 = time.perf_counter()
-        # As a sweep builds it: one program holds every built-in loss (masked branches).
-        group = engine.Group(settings, members, list(losses.LOSSES), list(losses.LOSSES.values()),
-                             (x_train[:n], y_train[:n], *eval_data), mesh)
-        t1 = time.perf_counter()
-        state = group.init_state()
-        state, _ = group.train_epoch(state, 0)
-        group.evaluate(state)
-        first = time.perf_counter() - t1
-        compiles_warmup, compile_secs = log.since(c0)
-        programs = group.compiled_count()
+        self.loop.run(state, 1)
+        self.first = time.perf_counter() - t0
+        self.compiles, self.compile_s = log.since(c0)
+        self.rates, self.cpu, self.recompiles, self.model_seed = [], [], 0, 1
 
-        rates, cpu, recompiles, metrics = [], [], 0, None
-        names_from = len(log.names)
-        for r in range(args.reps):
-            loop_rep()
-            bound_rep()
-            before = log.count
-            t, c = time.perf_counter(), time.process_time()
-            state, metrics = group.train_epoch(state, r + 1)
-            dt, dc = time.perf_counter() - t, time.process_time() - c
-            recompiles += log.count - before
-            rates.append(k * steps / dt / full_steps)
-            cpu.append(dc * full_steps / (k * steps))
-        before = log.count
-        group.evaluate(state)
-        recompiles += log.count - before
-        recompiles_group = group.compiled_count() - programs
-        rows.append({
-            "variant": "engine", "members": k, "block_size": settings.block_size,
-            "epoch_examples": n, "steps_per_epoch": steps,
-            "model_epochs_per_s": summary(rates),
-            "host_cpu_s_per_model_epoch": statistics.median(cpu),
-            "compile_s": compile_secs, "first_calls_s": first, "setup_s": t1 - t0,
-            "compilations_in_warmup": compiles_warmup,
-            "recompiles_after_warmup": recompiles, "group_program_cache_growth": recompiles_group,
-            "compilations_after_warmup_incl_loop": log.names[names_from:],
+    def rep(self) -> None:
+        steps, full_steps = self.setup.args.steps, self.setup.full_steps
+        before = self.log.count  # a new model of the same shapes must compile nothing
+        st = self.loop.new_model(self.model_seed)
+        self.model_seed += 1
+        st, _, _ = self.loop.run(st, 1)  # warm-up step of this model
+        t, c = time.perf_counter(), time.process_time()
+        self.loop.run(st, steps)
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        self.recompiles += self.log.count - before
+        self.rates.append(steps / dt / full_steps)
+        self.cpu.append(dc * full_steps / steps)
+
+    def row(self, peak_host: float, peak_device: float | None) -> dict:
+        return {
+            "variant": "per-step loop", "members": 1, "epoch_examples": self.setup.n_full,
+            "steps_per_epoch": self.setup.full_steps, "timed_steps": self.setup.args.steps,
+            "model_epochs_per_s": summary(self.rates),
+            "host_cpu_s_per_model_epoch": statistics.median(self.cpu),
+            "compile_s": self.compile_s, "first_calls_s": self.first, "setup_s": 0.0,
+            "compilations_in_warmup": self.compiles, "recompiles_after_warmup": self.recompiles,
+            "peak_host_mb": peak_host, "peak_device_mb": peak_device,
+            "note": "rate per model; models train one after another, so it holds for any count",
+        }
+
+
+class BoundTiming:
+    """The bound measured: ``MatmulBound`` over a whole epoch (long enough to time on any device),
+    compiled once, then one timed repetition per ``rep``."""
+
+    def __init__(self, setup: Setup, log: CompileLog):
+        self.setup, self.log = setup, log
+        c0 = log.mark()
+        t0 = time.perf_counter()
+        self.bound = MatmulBound(setup.x_train, setup.full_steps, setup.hidden)
+        self.first = time.perf_counter() - t0
+        self.compiles, self.compile_s = log.since(c0)
+        self.rates, self.recompiles = [], 0  # recompiles: inside timed reps (should stay 0)
+
+    def rep(self) -> None:
+        before = self.log.count
+        self.rates.append(self.bound.rep() / self.setup.full_steps)
+        self.recompiles += self.log.count - before
+
+    def row(self) -> dict:
+        return {
+            "variant": "matmuls only", "members": 1, "epoch_examples": self.setup.n_full,
+            "steps_per_epoch": self.setup.full_steps, "timed_steps": len(self.bound.x),
+            "model_epochs_per_s": summary(self.rates),
+            "host_cpu_s_per_model_epoch": None, "compile_s": self.compile_s,
+            "first_calls_s": self.first, "setup_s": 0.0, "compilations_in_warmup": self.compiles,
+            "recompiles_after_warmup": self.recompiles,
             "peak_host_mb": peak_host_mb(), "peak_device_mb": peak_device_mb(),
-            "final_train_loss_mean": float(np.nanmean(metrics["train_loss"])),
-        })
-        del group, state
+            "note": "bound: only the step's matrix products, one model, scanned (MatmulBound)",
+        }
 
-    loop_row = {
-        "variant": "per-step loop", "members": 1, "epoch_examples": n_full,
-        "steps_per_epoch": full_steps, "timed_steps": args.steps,
-        "model_epochs_per_s": summary(loop_rates),
-        "host_cpu_s_per_model_epoch": statistics.median(loop_cpu),
-        "compile_s": loop_compile, "first_calls_s": loop_first, "setup_s": 0.0,
-        "compilations_in_warmup": loop_compiles, "recompiles_after_warmup": loop_recompiles,
-        "peak_host_mb": loop_host, "peak_device_mb": loop_dev,
-        "note": "rate per model; models train one after another, so it holds for any count",
-    }
-    bound_row = {
-        "variant": "matmuls only", "members": 1, "epoch_examples": n_full,
-        "steps_per_epoch": full_steps, "timed_steps": len(bound.x),
-        "model_epochs_per_s": summary(bound_rates),
-        "host_cpu_s_per_model_epoch": None, "compile_s": bound_compile,
-        "first_calls_s": bound_first, "setup_s": 0.0, "compilations_in_warmup": bound_compiles,
-        "recompiles_after_warmup": bound_recompiles[0],
+
+def engine_group(setup: Setup, k: int, n: int, mesh) -> engine.Group:
+    """k cross-entropy members on the first n training examples, built as a sweep builds them:
+    one program holds every built-in loss (masked branches)."""
+    args, hidden = setup.args, setup.hidden
+    settings = engine.TrainSettings(
+        hidden=hidden, num_classes=CLASSES, activation="relu", init="lecun_normal",
+        dtype="float32", optimizer="momentum", momentum=MOMENTUM, schedule="constant",
+        batch_size=BATCH, epochs=args.reps + 1, block_size=args.block_size or k)
+    members = [engine.Member(i, "cross_entropy", LR, 0.0, 1.0, i, hidden) for i in range(k)]
+    return engine.Group(settings, members, list(losses.LOSSES), list(losses.LOSSES.values()),
+                        (setup.x_train[:n], setup.y_train[:n], *setup.eval_data), mesh)
+
+
+def engine_row(setup: Setup, log: CompileLog, mesh, k: int,
+               baselines: tuple[LoopTiming, BoundTiming]) -> dict:
+    """(b) measured for k members: setup, the warm-up (init, first epoch, first evaluate) and
+    its compilations, then ``--reps`` timed epochs, each after a repetition of each baseline."""
+    args, full_steps = setup.args, setup.full_steps
+    n = engine_examples(args.train_examples, k, args.on_gpu, setup.n_full)
+    steps = n // BATCH
+    print(f"  ... engine, {k} members, {n}-example epochs", file=sys.stderr, flush=True)
+    c0 = log.mark()
+    t0 = time.perf_counter()
+    group = engine_group(setup, k, n, mesh)
+    t1 = time.perf_counter()
+    state = group.init_state()
+    state, _ = group.train_epoch(state, 0)
+    group.evaluate(state)
+    first = time.perf_counter() - t1
+    compiles_warmup, compile_secs = log.since(c0)
+    programs = group.compiled_count()
+
+    rates, cpu, recompiles, metrics = [], [], 0, None
+    names_from = len(log.names)
+    for r in range(args.reps):
+        for baseline in baselines:
+            baseline.rep()
+        before = log.count
+        t, c = time.perf_counter(), time.process_time()
+        state, metrics = group.train_epoch(state, r + 1)
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        recompiles += log.count - before
+        rates.append(k * steps / dt / full_steps)
+        cpu.append(dc * full_steps / (k * steps))
+    before = log.count
+    group.evaluate(state)
+    recompiles += log.count - before
+    return {
+        "variant": "engine", "members": k, "block_size": group.settings.block_size,
+        "epoch_examples": n, "steps_per_epoch": steps,
+        "model_epochs_per_s": summary(rates),
+        "host_cpu_s_per_model_epoch": statistics.median(cpu),
+        "compile_s": compile_secs, "first_calls_s": first, "setup_s": t1 - t0,
+        "compilations_in_warmup": compiles_warmup,
+        "recompiles_after_warmup": recompiles,
+        "group_program_cache_growth": group.compiled_count() - programs,
+        "compilations_after_warmup_incl_loop": log.names[names_from:],
         "peak_host_mb": peak_host_mb(), "peak_device_mb": peak_device_mb(),
-        "note": "bound: only the step's matrix products, one model, scanned (MatmulBound)",
+        "final_train_loss_mean": float(np.nanmean(metrics["train_loss"])),
     }
-    rows.append(bound_row)
-    base = loop_row["model_epochs_per_s"]["median"]
-    for row in [loop_row, *rows]:
-        med = row["model_epochs_per_s"]["median"]
-        row["gflops"] = med * full_steps * BATCH * FLOPS / 1e9
-        row["vs_loop"] = med / base
-        row["floor_fraction"] = med / (floor * len(devices)) if floor else None
 
-    print_table(loop_row, rows, header, full_steps, n_full)
+
+def add_ratios(table: list[dict], header: dict) -> None:
+    """Each row's GFLOP/s, its median over the first row's (the loop's), and its fraction of
+    the memory-traffic floor (None without one)."""
+    floor = header["floor_model_epochs_per_s"]
+    base = table[0]["model_epochs_per_s"]["median"]
+    for row in table:
+        med = row["model_epochs_per_s"]["median"]
+        row["gflops"] = (med * header["steps_per_full_epoch"] * BATCH
+                         * header["flop_per_example"] / 1e9)
+        row["vs_loop"] = med / base
+        row["floor_fraction"] = med / (floor * header["device_count"]) if floor else None
+
+
+def write_json(where: str, header: dict, table: list[dict]) -> None:
+    """``--json``: to ``where``, or (``auto``) under results/benchmark/, named by backend and
+    time; the header gains the finishing time."""
+    path = Path(where) if where != "auto" else (
+        REPO / "results" / "benchmark" /
+        f"benchmark-{header['backend']}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    path.write_text(json.dumps({"header": header, "rows": table}, indent=1))
+    print(f"JSON: {path}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = CompileLog()
+    facts, load_start = machine_facts()
+    setup, source = load_setup(args)
+    header = make_header(setup, facts, source)
+    print_header(header, load_start)
+
+    # The baselines compile once and are kept: their repetitions interleave with the engine's.
+    loop, bound = LoopTiming(setup, log), BoundTiming(setup, log)
+    loop.rep()
+    bound.rep()
+    loop_peaks = peak_host_mb(), peak_device_mb()
+    mesh = engine.make_mesh()
+    rows = [engine_row(setup, log, mesh, k, (loop, bound)) for k in args.members]
+    loop_row = loop.row(*loop_peaks)
+    rows.append(bound.row())
+    add_ratios([loop_row, *rows], header)
+
+    print_table(loop_row, rows, header)
     if args.json:
-        path = Path(args.json) if args.json != "auto" else (
-            REPO / "results" / "benchmark" /
-            f"benchmark-{header['backend']}-{time.strftime('%Y%m%d-%H%M%S')}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        header["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
-        path.write_text(json.dumps({"header": header, "rows": [loop_row, *rows]}, indent=1))
-        print(f"JSON: {path}")
+        write_json(args.json, header, [loop_row, *rows])
     return 0
 
 
-def print_table(loop_row, rows, header, full_steps, n_full) -> None:
+def print_table(loop_row, rows, header) -> None:
+    """The results table, then the notes on its columns."""
     gpu_cols = any(r["peak_device_mb"] is not None for r in [loop_row, *rows])
     floor_col = header["floor_model_epochs_per_s"] is not None
     cols = ["variant", "members", "timed on", "model-epochs/s (median [min-max])", "GFLOP/s",
@@ -566,6 +650,13 @@ def print_table(loop_row, rows, header, full_steps, n_full) -> None:
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     print()
+    for note in table_notes(rows, header, gpu_cols, floor_col):
+        print(textwrap.fill(note, width=100, subsequent_indent="  "))
+
+
+def table_notes(rows, header, gpu_cols: bool, floor_col: bool) -> list[str]:
+    """What each column of ``print_table`` means, for the columns it printed."""
+    n_full, full_steps = header["train_examples_full"], header["steps_per_full_epoch"]
     short = sorted({r["epoch_examples"] for r in rows if r["epoch_examples"] < n_full})
     notes = [
         f"model-epochs/s: full {n_full}-example epochs ({full_steps} steps of {BATCH}), i.e. "
@@ -575,8 +666,8 @@ def print_table(loop_row, rows, header, full_steps, n_full) -> None:
            if short else ""),
         "per-step loop: the rate of one model; models train one after another, so it is the "
         "same for every member count.",
-        f"GFLOP/s: member-steps/s x {BATCH} x {FLOPS / 1e6:.2f} MFLOP. vs loop: median / the "
-        "per-step loop's median.",
+        f"GFLOP/s: member-steps/s x {BATCH} x {header['flop_per_example'] / 1e6:.2f} MFLOP. "
+        "vs loop: median / the per-step loop's median.",
         "compile s: JAX trace + lowering + XLA compile during the warm-up (loop: the first "
         "step; engine: init_state, first train_epoch, first evaluate on "
         f"{EVAL_EXAMPLES} + {EVAL_EXAMPLES} eval examples). warm-up s: wall time of those "
@@ -595,8 +686,8 @@ def print_table(loop_row, rows, header, full_steps, n_full) -> None:
         notes.append(f"% floor: of {header['floor_model_epochs_per_s']:.0f} model-epochs/s "
                      f"per device = {header['bandwidth_gbs']:.0f} GB/s / "
                      f"({header['bytes_per_member_step'] / 1e6:.1f} MB x {full_steps} steps).")
-    for note in notes:
-        print(textwrap.fill(note, width=100, subsequent_indent="  "))
+    return notes
+
 
 if __name__ == "__main__":
     sys.exit(main())

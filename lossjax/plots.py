@@ -34,6 +34,7 @@ written.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -285,7 +286,6 @@ def _curve_figure(
     missing: dict[str, list[Line2D]] = {}
     diverged = _diverged_handles(gone, styles)
     for c, slot in zip(choices, slots, strict=True):
-        ax = axes[c.hidden]
         color, marker = styles[c.loss]
         b = band(c.rows, column, positive=log_y)
         if b.empty:
@@ -293,38 +293,13 @@ def _curve_figure(
                 Line2D([], [], color=color, marker=marker, linestyle=":",
                        label=f"{c.label()}: no finite values"))
             continue
-        x = b.index.to_numpy()
-        # Thin the markers on long runs, staggered per curve so that curves lying on top of each
-        # other (e.g. two losses at a wrong-direction fraction of exactly 0) both stay visible.
-        every = 1 if len(x) < 8 else max(2, len(x) // 12)
-        ax.plot(x, b["mean"], color=color, marker=marker, markevery=(slot % every, every),
-                markersize=5, linewidth=2, linestyle=linestyle(c), label=label(c, b), zorder=3)
-        if (b["max"] > b["min"]).any():
-            ax.fill_between(x, b["min"], b["max"], color=color, alpha=0.18, linewidth=0)
-        for e in _first_divergence(c.rows):
-            before = b.index[b.index <= e]
-            if len(before):  # on the line, where the mean stood when the seed diverged
-                any_diverged = True
-                ax.plot([e], [b["mean"].loc[before[-1]]], "x", color=color, markersize=11,
-                        markeredgewidth=2.5, zorder=5)
+        any_diverged |= _draw_band(axes[c.hidden], c, b, slot, styles[c.loss], label(c, b))
     first, last = (int(v) for v in res.epochs["epoch"].agg(["min", "max"]))
     pad = max(0.5, 0.02 * (last - first))
     rows = 0
     for h, ax in axes.items():
-        ax.set_xlabel("epoch")
-        ax.set_xlim(first - pad, last + pad)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        if len(axes) > 1:
-            ax.set_title(f"hidden {h}")
-        if log_y:
-            ax.set_yscale("log")
-            lo, hi = ax.get_ylim()
-            if lo > 0 and hi / lo < 100:  # under two decades: plain numbers, not 6×10⁻¹
-                plain = FuncFormatter(_plain_log_label)
-                ax.yaxis.set_major_formatter(plain)
-                ax.yaxis.set_minor_formatter(plain)
-        if percent:
-            ax.yaxis.set_major_formatter(PercentLabels())
+        _epoch_axes(ax, (first - pad, last + pad), f"hidden {h}" if len(axes) > 1 else None,
+                    log_y=log_y, percent=percent)
         handles, _ = ax.get_legend_handles_labels()
         if not handles:
             _empty_note(ax, "no finite values recorded", choices, h)
@@ -339,6 +314,48 @@ def _curve_figure(
     fig.suptitle(f"{title}\n{describe(res)}\n{_seeds_note(choices)}", fontsize=11)
     fit_panels(fig, axes, rows)
     return fig
+
+
+def _draw_band(ax, c: Choice, b: pd.DataFrame, slot: int, style: tuple[str, str],
+               label: str) -> bool:
+    """One run's mean line and min–max band, with a cross on the line where each of its seeds
+    diverged; True if there was such a cross."""
+    color, marker = style
+    x = b.index.to_numpy()
+    # Thin the markers on long runs, staggered per curve so that curves lying on top of each
+    # other (e.g. two losses at a wrong-direction fraction of exactly 0) both stay visible.
+    every = 1 if len(x) < 8 else max(2, len(x) // 12)
+    ax.plot(x, b["mean"], color=color, marker=marker, markevery=(slot % every, every),
+            markersize=5, linewidth=2, linestyle=linestyle(c), label=label, zorder=3)
+    if (b["max"] > b["min"]).any():
+        ax.fill_between(x, b["min"], b["max"], color=color, alpha=0.18, linewidth=0)
+    crossed = False
+    for e in _first_divergence(c.rows):
+        before = b.index[b.index <= e]
+        if len(before):  # on the line, where the mean stood when the seed diverged
+            crossed = True
+            ax.plot([e], [b["mean"].loc[before[-1]]], "x", color=color, markersize=11,
+                    markeredgewidth=2.5, zorder=5)
+    return crossed
+
+
+def _epoch_axes(ax, xlim: tuple[float, float], title: str | None, *, log_y: bool,
+                percent: bool) -> None:
+    """A panel's axes against epoch: integer ticks, and a log or percentage y axis."""
+    ax.set_xlabel("epoch")
+    ax.set_xlim(*xlim)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if title:
+        ax.set_title(title)
+    if log_y:
+        ax.set_yscale("log")
+        lo, hi = ax.get_ylim()
+        if lo > 0 and hi / lo < 100:  # under two decades: plain numbers, not 6×10⁻¹
+            plain = FuncFormatter(_plain_log_label)
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+    if percent:
+        ax.yaxis.set_major_formatter(PercentLabels())
 
 
 def _final_label(fmt: str) -> Callable[[Choice, pd.DataFrame], str]:
@@ -376,96 +393,145 @@ def _wrong_direction(res: Results, choices: list[Choice], gone: list[Choice]) ->
     return fig
 
 
-def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
+@dataclasses.dataclass(frozen=True)
+class LrCurve:
+    """One chosen run's line on the learning-rate plot."""
+
+    choice: Choice
+    points: np.ndarray  # per rate: (rate, mean, min, max) of the final val_acc of live seeds
+    dodge: float  # factor on the rates that keeps the error bars of one panel's lines apart
+    chosen: np.ndarray  # per point: at the chosen rate
+    tied: np.ndarray  # per point: at a rate tied with the chosen one
+
+
+@dataclasses.dataclass(frozen=True)
+class LrSensitivity:
+    """What the learning-rate plot draws, computed from the tables."""
+
+    hidden: list[str]  # the panels, in order
+    curves: list[LrCurve]  # the chosen runs with a validation accuracy, in the choices' order
+    # Per (panel, rate) the crosses stacked there, bottom up: (x, loss, 'diverged/seeds').
+    crosses: dict[tuple[str, float], list[tuple[float, str, str]]]
+    rates: dict[str, list[float]]  # per panel, every rate run, ascending
+
+    @property
+    def any_tied(self) -> bool:
+        return any(c.tied.any() for c in self.curves)
+
+
+def lr_sensitivity_data(res: Results, choices: list[Choice], gone: list[Choice]) -> LrSensitivity:
+    """Final validation accuracy per learning rate of each chosen run's group, and its diverged
+    seeds; a group whose every member diverged gets only crosses, with its count, at each rate."""
     hidden = hidden_order(c.hidden for c in choices + gone)
-    fig, axes = panels(hidden)
-    styles = loss_styles(res.epochs["loss"])
     slots, n_slots = _slots(choices)
     crosses: dict[tuple[str, float], list[tuple[float, str, str]]] = {}
-    all_lrs: dict[str, set[float]] = {h: set() for h in hidden}
-    any_tied = False
-    diverged = _diverged_handles(gone, styles)
-    for c in gone:  # no line: a cross with its count at every rate
-        last = last_epochs(c.rows)
-        for lr, g in last.groupby("learning_rate"):
-            all_lrs[c.hidden].add(float(lr))
+    rates: dict[str, set[float]] = {h: set() for h in hidden}
+    for c in gone:
+        for lr, g in last_epochs(c.rows).groupby("learning_rate"):
+            rates[c.hidden].add(float(lr))
             crosses.setdefault((c.hidden, float(lr)), []).append(
-                (lr, styles[c.loss][0], f"{len(g)}/{len(g)}"))
+                (lr, c.loss, f"{len(g)}/{len(g)}"))
+    curves = []
     for c, slot in zip(choices, slots, strict=True):
-        ax = axes[c.hidden]
-        color, marker = styles[c.loss]
-        group = group_rows(res, c.loss, c.hidden, c.row)
-        last = last_epochs(group)
-        dodge = 10 ** (0.06 / n_slots * (slot - (n_slots - 1) / 2))  # keep error bars apart
+        last = last_epochs(group_rows(res, c.loss, c.hidden, c.row))
+        dodge = 10 ** (0.06 / n_slots * (slot - (n_slots - 1) / 2))
         pts = []
         for lr, g in last.groupby("learning_rate"):
-            all_lrs[c.hidden].add(float(lr))
+            rates[c.hidden].add(float(lr))
             n_div = int(g["diverged"].sum())
             vals = g.loc[~g["diverged"], "val_acc"].dropna()
             if len(vals):
                 pts.append((lr, vals.mean(), vals.min(), vals.max()))
             if n_div:
                 crosses.setdefault((c.hidden, float(lr)), []).append(
-                    (lr * dodge, color, f"{n_div}/{len(g)}"))
-        if not pts:
-            continue
-        p = np.array(pts, dtype=float)
-        ax.errorbar(
-            p[:, 0] * dodge, p[:, 1],
-            # float32 values read back as float64: a mean can exceed its max by an ulp.
-            yerr=np.clip([p[:, 1] - p[:, 2], p[:, 3] - p[:, 1]], 0, None),
-            color=color, marker=marker, markersize=6, linewidth=1.8, linestyle=linestyle(c),
-            capsize=3, label=c.label(with_lr=False), zorder=3,
-        )
-        at = np.isclose(p[:, 0], c.learning_rate, rtol=1e-6)
-        if at.any():
-            ax.plot(p[at, 0] * dodge, p[at, 1], "o", markersize=15, markerfacecolor="none",
-                    markeredgecolor=color, markeredgewidth=1.8, zorder=4)
-        tied = np.isin(np.round(np.log10(p[:, 0]), 6), np.round(np.log10(c.tied_lrs), 6))
-        if tied.any():  # as good as the chosen rate, as far as the seeds tell
-            any_tied = True
-            ax.plot(p[tied, 0] * dodge, p[tied, 1], "s", markersize=13, markerfacecolor="none",
-                    markeredgecolor=color, markeredgewidth=1.2, zorder=4)
-    any_diverged = bool(crosses)
-    if any_diverged:  # a strip along the bottom for the crosses, clear of the error bars
-        strip = 0.04 + _CROSS_STEP * max(len(v) for v in crosses.values())
-        for ax in axes.values():
-            lo, hi = ax.get_ylim()
-            ax.set_ylim(lo - strip / (1 - strip) * (hi - lo), hi)
-        for (h, _), marks in crosses.items():
-            for level, (x, color, text) in enumerate(marks):
-                _bottom_cross(axes[h], x, level, color, text)
+                    (lr * dodge, c.loss, f"{n_div}/{len(g)}"))
+        if pts:
+            p = np.array(pts, dtype=float)
+            curves.append(LrCurve(
+                c, p, dodge, chosen=np.isclose(p[:, 0], c.learning_rate, rtol=1e-6),
+                tied=np.isin(np.round(np.log10(p[:, 0]), 6), np.round(np.log10(c.tied_lrs), 6))))
+    return LrSensitivity(hidden, curves, crosses, {h: sorted(v) for h, v in rates.items()})
+
+
+def _draw_lr_curve(ax, curve: LrCurve, style: tuple[str, str]) -> None:
+    """The error bars of one run, a ring on its chosen rate and a square on each tied one."""
+    c, p, dodge = curve.choice, curve.points, curve.dodge
+    color, marker = style
+    ax.errorbar(
+        p[:, 0] * dodge, p[:, 1],
+        # float32 values read back as float64: a mean can exceed its max by an ulp.
+        yerr=np.clip([p[:, 1] - p[:, 2], p[:, 3] - p[:, 1]], 0, None),
+        color=color, marker=marker, markersize=6, linewidth=1.8, linestyle=linestyle(c),
+        capsize=3, label=c.label(with_lr=False), zorder=3,
+    )
+    if curve.chosen.any():
+        ax.plot(p[curve.chosen, 0] * dodge, p[curve.chosen, 1], "o", markersize=15,
+                markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.8, zorder=4)
+    if curve.tied.any():  # as good as the chosen rate, as far as the seeds tell
+        ax.plot(p[curve.tied, 0] * dodge, p[curve.tied, 1], "s", markersize=13,
+                markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.2, zorder=4)
+
+
+def _draw_lr_crosses(axes: dict[str, object], crosses, styles) -> None:
+    """A strip along the bottom of every panel, clear of the error bars, and the crosses in it."""
+    strip = 0.04 + _CROSS_STEP * max(len(v) for v in crosses.values())
+    for ax in axes.values():
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo - strip / (1 - strip) * (hi - lo), hi)
+    for (h, _), marks in crosses.items():
+        for level, (x, loss, text) in enumerate(marks):
+            _bottom_cross(axes[h], x, level, styles[loss][0], text)
+
+
+def _lr_axes(ax, lrs: list[float], title: str | None) -> None:
+    """A panel's log learning-rate axis, ticked at each rate run when there are few."""
+    ax.set_xscale("log")
+    if 0 < len(lrs) <= 10:
+        ax.xaxis.set_major_locator(FixedLocator(lrs))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{v:g}" for v in lrs])
+    if lrs:
+        ax.set_xlim(lrs[0] / 10**0.15, lrs[-1] * 10**0.15)
+    ax.set_xlabel("learning rate (log scale)")
+    if title:
+        ax.set_title(title)
+    ax.yaxis.set_major_formatter(PercentLabels())
+
+
+def _lr_key_handles(any_tied: bool, any_diverged: bool) -> list[Line2D]:
+    """The legend's key to the rings, squares and crosses."""
+    handles = [Line2D([], [], linestyle="none", marker="o", markersize=11,
+                      markerfacecolor="none", markeredgecolor="0.25", markeredgewidth=1.5,
+                      label="chosen rate")]
+    if any_tied:
+        handles.append(Line2D([], [], linestyle="none", marker="s", markersize=10,
+                              markerfacecolor="none", markeredgecolor="0.25",
+                              markeredgewidth=1.2, label="rate tied with the chosen one"))
+    if any_diverged:
+        handles.append(Line2D([], [], linestyle="none", marker="x", color="0.25",
+                              markersize=8, markeredgewidth=2,
+                              label="diverged seeds (count/seeds)"))
+    return handles
+
+
+def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
+    data = lr_sensitivity_data(res, choices, gone)
+    fig, axes = panels(data.hidden)
+    styles = loss_styles(res.epochs["loss"])
+    diverged = _diverged_handles(gone, styles)
+    for curve in data.curves:
+        _draw_lr_curve(axes[curve.choice.hidden], curve, styles[curve.choice.loss])
+    if data.crosses:
+        _draw_lr_crosses(axes, data.crosses, styles)
     rows = 0
     for h, ax in axes.items():
-        ax.set_xscale("log")
-        lrs = sorted(all_lrs[h])
-        if 0 < len(lrs) <= 10:
-            ax.xaxis.set_major_locator(FixedLocator(lrs))
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xticklabels([f"{v:g}" for v in lrs])
-        if lrs:
-            ax.set_xlim(lrs[0] / 10**0.15, lrs[-1] * 10**0.15)
-        ax.set_xlabel("learning rate (log scale)")
-        if len(axes) > 1:
-            ax.set_title(f"hidden {h}")
-        ax.yaxis.set_major_formatter(PercentLabels())
+        _lr_axes(ax, data.rates[h], f"hidden {h}" if len(axes) > 1 else None)
         handles, _ = ax.get_legend_handles_labels()
         if not handles:
             _empty_note(ax, "no validation accuracy recorded", choices, h)
-        handles += diverged.get(h, [])
-        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=11,
-                              markerfacecolor="none", markeredgecolor="0.25",
-                              markeredgewidth=1.5, label="chosen rate"))
-        if any_tied:
-            handles.append(Line2D([], [], linestyle="none", marker="s", markersize=10,
-                                  markerfacecolor="none", markeredgecolor="0.25",
-                                  markeredgewidth=1.2, label="rate tied with the chosen one"))
-        if any_diverged:
-            handles.append(Line2D([], [], linestyle="none", marker="x", color="0.25",
-                                  markersize=8, markeredgewidth=2,
-                                  label="diverged seeds (count/seeds)"))
+        handles += diverged.get(h, []) + _lr_key_handles(data.any_tied, bool(data.crosses))
         rows = max(rows, legend_below(ax, handles, _panel_width(len(axes))))
-    axes[hidden[0]].set_ylabel("final validation accuracy")
+    axes[data.hidden[0]].set_ylabel("final validation accuracy")
     note = "mean over seeds that did not diverge, bars: min–max"
     fig.suptitle(f"Learning-rate sensitivity: final validation accuracy\n{describe(res)}\n{note}",
                  fontsize=11)

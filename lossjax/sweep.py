@@ -421,6 +421,44 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
           writer: bool) -> pd.DataFrame:
     """Trains every group to ``cfg.epochs``, writing the table and a checkpoint after each
     epoch. Returns the full table."""
+    table, ckpts, done = _resume_point(out, groups, resume)
+    frames = [table] if len(table) else []
+    # One clock for the sweep, its groups run one after another; a resumed sweep goes on from
+    # the last time its kept rows recorded.
+    t0 = time.perf_counter() - (float(table["wall_time"].max()) if len(table) else 0.0)
+
+    total = sum(len(g) for g in groups) * cfg.epochs
+    data = _group_data(cfg, ds)
+    train_acc = "train" in cfg.eval.splits
+    tensorboard = _tensorboard(cfg, out, writer)
+    with Progress(total, progress) as bar, tensorboard as events:
+        bar.update(_member_epochs(groups, done), "")
+        for gid, members in enumerate(groups):
+            if done[gid] >= cfg.epochs:
+                continue
+            group = engine.Group(_settings(cfg, members[0], ds.num_classes), members,
+                                 *group_losses(members, loss_fns), data, mesh)
+            start_epoch, state = _start_state(group, ckpts.pop(gid), out, gid)
+            static = results.member_keys(members)
+            for epoch in range(start_epoch, cfg.epochs):
+                state, metrics = group.train_epoch(state, epoch)
+                last = epoch + 1 == cfg.epochs
+                evals = group.evaluate(state) if last or (epoch + 1) % cfg.eval.every == 0 else {}
+                rows = _epoch_rows(static, epoch + 1, metrics, evals, train_acc, t0)
+                frames.append(rows)
+                table = pd.concat(frames, ignore_index=True)
+                _save_epoch(out, gid, epoch + 1, group, state, table, rows, events, writer)
+                bar.update(_member_epochs(groups, done, gid, epoch + 1),
+                           _progress_text(gid, len(groups), epoch + 1, cfg.epochs, metrics,
+                                          evals))
+            done[gid] = cfg.epochs
+    return table.sort_values(["member", "epoch"], ignore_index=True)
+
+
+def _resume_point(out: Path, groups, resume: bool) -> tuple[pd.DataFrame, dict, dict]:
+    """What training goes on from: the rows a checkpoint stands behind, each group's checkpoint
+    (None for a group starting afresh), and each group's finished epochs, agreed by every
+    process. All empty or 0 when not resuming."""
     table = results.read_table(out) if resume else pd.DataFrame(columns=results.COLUMNS)
     ckpts = {gid: results.load_checkpoint(out, gid, len(g)) if resume else None
              for gid, g in enumerate(groups)}
@@ -436,80 +474,86 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
         gid_of = {m.index: gid for gid, g in enumerate(groups) for m in g}
         keep = [row.epoch <= done[gid_of[row.member]] for row in table.itertuples()]
         table = table[keep]
-    frames = [table] if len(table) else []
-    # One clock for the sweep, its groups run one after another; a resumed sweep goes on from
-    # the last time its kept rows recorded.
-    t0 = time.perf_counter() - (float(table["wall_time"].max()) if len(table) else 0.0)
+    return table, ckpts, done
 
-    total = sum(len(g) for g in groups) * cfg.epochs
-    # A split that is not asked for is not put on the device, so it is never evaluated.
+
+def _group_data(cfg, ds) -> tuple:
+    """The arrays every group is built on. A split that is not asked for is not put on the
+    device, so it is never evaluated."""
     test = slice(None) if "test" in cfg.eval.splits else slice(0)
-    data = (ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test[test], ds.y_test[test])
-    train_acc = "train" in cfg.eval.splits
-    tensorboard = contextlib.nullcontext()
-    if writer and cfg.output.tensorboard:
-        from lossjax.tensorboard import TensorBoardLog
+    return ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test[test], ds.y_test[test]
 
-        tensorboard = TensorBoardLog(out / "tensorboard")
-    with Progress(total, progress) as bar, tensorboard as events:
-        bar.update(sum(done[g] * len(m) for g, m in enumerate(groups)), "")
-        for gid, group_members_ in enumerate(groups):
-            if done[gid] >= cfg.epochs:
-                continue
-            group = engine.Group(_settings(cfg, group_members_[0], ds.num_classes), group_members_,
-                                 *group_losses(group_members_, loss_fns), data, mesh)
-            if ckpts[gid]:
-                start_epoch, leaves = ckpts.pop(gid)
-                try:
-                    state = group.state_from_host(leaves)
-                except ValueError:
-                    raise ResultsError(f"{out}/checkpoints/group{gid}.json does not match this "
-                                       "sweep (made by another lossjax version?); start it over "
-                                       "with --overwrite") from None
-            else:
-                start_epoch, state = 0, group.init_state()
-            static = results.member_keys(group_members_)
-            for epoch in range(start_epoch, cfg.epochs):
-                state, metrics = group.train_epoch(state, epoch)
-                last = epoch + 1 == cfg.epochs
-                evals = group.evaluate(state) if last or (epoch + 1) % cfg.eval.every == 0 else {}
-                nan = np.full(len(group_members_), math.nan)
-                rows = results.normalize(static.assign(
-                    epoch=epoch + 1,
-                    train_loss=metrics["train_loss"],
-                    train_acc=metrics["train_acc"] if train_acc else nan,
-                    val_acc=evals.get("val_acc", nan),
-                    val_ce=evals.get("val_ce", nan),
-                    test_acc=evals.get("test_acc", nan),
-                    test_ce=evals.get("test_ce", nan),
-                    wrong_frac=metrics["wrong_frac"],
-                    grad_norm=metrics["grad_norm"],
-                    diverged=metrics["diverged"].astype(bool),
-                    wall_time=round(time.perf_counter() - t0, 3),
-                ))
-                frames.append(rows)
-                table = pd.concat(frames, ignore_index=True)
-                # The table first: on resume, rows beyond the checkpoint are dropped.
-                if writer:
-                    with WRITING:
-                        results.write_table(out / "epochs.csv", table)
-                        if events is not None:  # this epoch's rows only, before the checkpoint
-                            events.write(rows)
-                positions, leaves = group.local_state(state)
-                with WRITING:
-                    results.save_shard(out, gid, epoch + 1, distributed.process_index(),
-                                       positions, leaves)
-                distributed.barrier(f"lossjax checkpoint {gid} {epoch + 1}")
-                if writer:
-                    with WRITING:
-                        results.commit_checkpoint(out, gid, epoch + 1, jax.process_count(),
-                                                  rows=results.rows_digest(table))
-                best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
-                n_div = int(metrics["diverged"].sum())
-                bar.update(
-                    sum(done[g] * len(m) for g, m in enumerate(groups) if g != gid)
-                    + (epoch + 1) * len(group_members_),
-                    f"group {gid + 1}/{len(groups)} epoch {epoch + 1}/{cfg.epochs} "
-                    f"best val acc {best:.3f} diverged {n_div}")
-            done[gid] = cfg.epochs
-    return table.sort_values(["member", "epoch"], ignore_index=True)
+
+def _tensorboard(cfg, out: Path, writer: bool):
+    """Process 0's TensorBoard log where the config asks for one, else a context of None."""
+    if writer and cfg.output.tensorboard:
+        from lossjax.tensorboard import TensorBoardLog  # opt-in: loaded only when asked for
+
+        return TensorBoardLog(out / "tensorboard")
+    return contextlib.nullcontext()
+
+
+def _start_state(group: engine.Group, ckpt, out: Path, gid: int) -> tuple[int, list]:
+    """The epoch a group starts from and its state there: its checkpoint's, or a new one."""
+    if not ckpt:
+        return 0, group.init_state()
+    start_epoch, leaves = ckpt
+    try:
+        return start_epoch, group.state_from_host(leaves)
+    except ValueError:
+        raise ResultsError(f"{out}/checkpoints/group{gid}.json does not match this sweep (made "
+                           "by another lossjax version?); start it over with --overwrite") from None
+
+
+def _epoch_rows(static: pd.DataFrame, epoch: int, metrics: dict, evals: dict, train_acc: bool,
+                t0: float) -> pd.DataFrame:
+    """A group's rows of epochs.csv for one epoch; NaN where a value was not measured (no
+    evaluation this epoch, a split not asked for)."""
+    nan = np.full(len(static), math.nan)
+    return results.normalize(static.assign(
+        epoch=epoch,
+        train_loss=metrics["train_loss"],
+        train_acc=metrics["train_acc"] if train_acc else nan,
+        val_acc=evals.get("val_acc", nan),
+        val_ce=evals.get("val_ce", nan),
+        test_acc=evals.get("test_acc", nan),
+        test_ce=evals.get("test_ce", nan),
+        wrong_frac=metrics["wrong_frac"],
+        grad_norm=metrics["grad_norm"],
+        diverged=metrics["diverged"].astype(bool),
+        wall_time=round(time.perf_counter() - t0, 3),
+    ))
+
+
+def _save_epoch(out: Path, gid: int, epoch: int, group: engine.Group, state, table: pd.DataFrame,
+                rows: pd.DataFrame, events, writer: bool) -> None:
+    """After a group's epoch: the table, then every process's shard of the checkpoint, then
+    (once all are saved) the checkpoint committed."""
+    # The table first: on resume, rows beyond the checkpoint are dropped.
+    if writer:
+        with WRITING:
+            results.write_table(out / "epochs.csv", table)
+            if events is not None:  # this epoch's rows only, before the checkpoint
+                events.write(rows)
+    positions, leaves = group.local_state(state)
+    with WRITING:
+        results.save_shard(out, gid, epoch, distributed.process_index(), positions, leaves)
+    distributed.barrier(f"lossjax checkpoint {gid} {epoch}")
+    if writer:
+        with WRITING:
+            results.commit_checkpoint(out, gid, epoch, jax.process_count(),
+                                      rows=results.rows_digest(table))
+
+
+def _member_epochs(groups, done: dict, gid: int | None = None, epochs: int = 0) -> int:
+    """Member-epochs finished: each group's ``done`` epochs, group ``gid``'s taken as
+    ``epochs``."""
+    return sum((epochs if g == gid else done[g]) * len(m) for g, m in enumerate(groups))
+
+
+def _progress_text(gid: int, n_groups: int, epoch: int, epochs: int, metrics: dict,
+                   evals: dict) -> str:
+    best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
+    n_div = int(metrics["diverged"].sum())
+    return (f"group {gid + 1}/{n_groups} epoch {epoch}/{epochs} best val acc {best:.3f} "
+            f"diverged {n_div}")
