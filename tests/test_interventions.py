@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossjax import cli, interventions, losses
+from lossjax import cli, interventions, losses, resolve
 from lossjax.config import parse_config
 from lossjax.errors import ConfigError
 
@@ -24,7 +24,7 @@ def batch():
 
 
 def _grad(name, s, y):
-    f = losses.resolve_loss(name)
+    f = resolve.resolve_loss(name)
     return jax.grad(lambda z: jnp.sum(f(z, y)))(s)
 
 
@@ -103,7 +103,7 @@ def test_cross_entropy_push_up_balanced(batch):
 def test_value_is_the_base_loss_and_closed_form_matches_autodiff(batch, name):
     s, y = batch
     base = losses.LOSSES[name.split("-")[0]]
-    np.testing.assert_array_equal(losses.resolve_loss(name)(s, y), base(s, y))
+    np.testing.assert_array_equal(resolve.resolve_loss(name)(s, y), base(s, y))
     np.testing.assert_allclose(_grad(name, s, y), interventions.closed_form(name)(s, y),
                                rtol=1e-12, atol=1e-15)
 
