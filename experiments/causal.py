@@ -65,11 +65,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +77,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import stats
 
-from lossjax import analysis, plots, results
+from lossjax import analysis, interventions, losses, plots, results
 from lossjax.config import EvalConfig
 from lossjax.errors import ResultsError
+from lossjax.interventions import Variant
 
-BASES = ("cross_entropy", "mse", "softmax_mse", "exp_mse")
 #: Bases whose wrong-class gradient can be negative (a step pushes the logit up).
 PUSHING_BASES = ("mse", "softmax_mse")
 MIN_MEMBERS = 4  # fewer members than this give a rank correlation no meaning
@@ -96,45 +94,35 @@ FIGURE_NAME = "causal_effects"
 # Names: which losses are interventions on which base, and what the seed claim predicts
 
 
-@dataclass(frozen=True)
-class Intervention:
-    """A loss named ``<base>-<edit>[-balanced][-norm_matched]``."""
-
-    loss: str
-    base: str
-    edit: str
-    norm_matched: bool
-
-    @property
-    def prediction(self) -> str | None:
-        """The sign the seed claim predicts for the effect on speed (V − B): '> 0', '< 0',
-        '= 0' (the edit changes no gradient), or None (the claim says nothing about it)."""
-        edit = self.edit.removesuffix("-balanced")  # where the moved sum goes: same sign
-        if edit == "no_push_up":
-            return "> 0" if self.base in PUSHING_BASES else "= 0"
-        m = re.fullmatch(r"push_up_(\d+(?:\.\d+)?)", edit)
-        if m:
-            return "= 0" if float(m.group(1)) == 0 else "< 0"
+def parse_variant(loss: str) -> Variant | None:
+    """The variant a loss name describes, or None for a base or any other loss."""
+    if not interventions.is_variant(loss):
+        return None
+    try:
+        return Variant.parse(loss)
+    except ValueError:
         return None
 
 
-def parse_intervention(loss: str) -> Intervention | None:
-    """The intervention a loss name describes, or None for a base or any other loss."""
-    parts = loss.split("-")
-    if len(parts) < 2 or parts[0] not in BASES:
-        return None
-    norm_matched = parts[-1] == "norm_matched"
-    edit = "-".join(parts[1:-1] if norm_matched else parts[1:])
-    return Intervention(loss, parts[0], edit, norm_matched) if edit else None
+def prediction(v: Variant) -> str | None:
+    """The sign the seed claim predicts for the effect on speed (V − B): '> 0', '< 0', '= 0'
+    (the edit changes no gradient), or None (the claim says nothing about it). ``-balanced``
+    moves the edit's sum to the true class, which leaves the prediction as it is."""
+    if v.edit == "no_push_up":
+        return "> 0" if v.base in PUSHING_BASES else "= 0"
+    if v.percent is not None:
+        return "= 0" if v.percent == 0 else "< 0"
+    return None
 
 
 def loss_key(loss: str) -> tuple:
     """Sort key that keeps each base's variants right after it: built-in bases in their
     canonical order, then any other loss by name."""
-    iv = parse_intervention(loss)
-    base = iv.base if iv else loss
-    family = BASES.index(base) if base in BASES else len(BASES)
-    return (family, base if family == len(BASES) else "", iv is not None, loss)
+    v = parse_variant(loss)
+    base = v.base if v else loss
+    bases = list(losses.LOSSES)
+    family = bases.index(base) if base in bases else len(bases)
+    return (family, base if family == len(bases) else "", v is not None, loss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,19 +311,20 @@ def tied_rate_effects(res: analysis.Results, base: pd.Series, variant: pd.Series
     return out
 
 
-def compare(res: analysis.Results, iv: Intervention, base: pd.Series, variant: pd.Series,
+def compare(res: analysis.Results, v: Variant, base: pd.Series, variant: pd.Series,
             chosen: dict[tuple, analysis.Choice], target: float) -> dict:
     """The comparison of one variant's summary row with its base's: :func:`paired_effects` and
     each side's gradient profile, speed and final accuracy over the paired seeds."""
     out = {
-        "base": iv.base, "variant": iv.loss, "edit": iv.edit, "norm_matched": iv.norm_matched,
-        "hidden": base["hidden"], **_match_values(res, base),
-        "prediction": iv.prediction,
+        # -balanced is part of the edit here; norm matching is the comparison's other axis.
+        "base": v.base, "variant": str(v), "edit": v.edit + ("-balanced" if v.balanced else ""),
+        "norm_matched": v.norm_matched, "hidden": base["hidden"], **_match_values(res, base),
+        "prediction": prediction(v),
         "base_learning_rate": float(base["learning_rate"]),
         "variant_learning_rate": float(variant["learning_rate"]),
     }
-    cb = chosen.get((iv.base, *_group_key(res, base)))
-    cv = chosen.get((iv.loss, *_group_key(res, variant)))
+    cb = chosen.get((v.base, *_group_key(res, base)))
+    cv = chosen.get((str(v), *_group_key(res, variant)))
     none = res.epochs.iloc[:0]
     gone = [name for name, c in (("the base", cb), ("the variant", cv)) if c is None]
     b_rows, v_rows = (none, none) if gone else (cb.rows, cv.rows)
@@ -347,7 +336,7 @@ def compare(res: analysis.Results, iv: Intervention, base: pd.Series, variant: p
         out[f"{side}_profile"] = {**gradient_profile(rows, p["seed"]),
                                   "speed": float(p[f"{side}_speed"].mean()),
                                   "final_test_acc": float(p[f"{side}_final"].mean())}
-    out["verdict"] = verdict(out["speed"], iv.prediction)
+    out["verdict"] = verdict(out["speed"], out["prediction"])
     for side, row in (("base", base), ("variant", variant)):
         out[f"{side}_rate_choice"] = row.get("rate_choice")
         out[f"{side}_tied_lrs"] = list(results.tied_rates(row.get("tied_lrs")))
@@ -368,10 +357,10 @@ def comparisons(res: analysis.Results, target: float) -> list[dict]:
     out = []
     hidden = analysis.hidden_order(r["hidden"] for r in rows)
     for r in sorted(rows, key=lambda r: (hidden.index(r["hidden"]), loss_key(r["loss"]))):
-        iv = parse_intervention(r["loss"])
-        base = by_key.get((iv.base, *_group_key(res, r))) if iv else None
+        v = parse_variant(r["loss"])
+        base = by_key.get((v.base, *_group_key(res, r))) if v else None
         if base is not None:
-            out.append(compare(res, iv, base, r, chosen, target))
+            out.append(compare(res, v, base, r, chosen, target))
     return out
 
 
@@ -555,10 +544,10 @@ def analyse(folder: str | os.PathLike, n_resamples: int = N_BOOT) -> dict:
     target = target_accuracy(res)
     comps = comparisons(res, target)
     if not comps:
-        losses = ", ".join(analysis.loss_order(res.epochs["loss"]))
+        names = ", ".join(analysis.loss_order(res.epochs["loss"]))
         raise ResultsError(
             f"{res.path} holds no loss variant beside its base (<base>-<edit>, base one of "
-            f"{', '.join(BASES)}; it has {losses}): nothing to compare")
+            f"{', '.join(losses.LOSSES)}; it has {names}): nothing to compare")
     return {
         "folder": str(res.path),
         # The length of training is part of what an effect means (10 against 20 epochs).
@@ -802,7 +791,7 @@ def effects_figure(outs: list[dict]) -> Figure:
     fig = Figure(figsize=(11.0, 1.6 + sum(0.42 * n + 0.9 for n in sizes)), layout="constrained")
     axes = fig.subplots(len(outs), 1, squeeze=False, sharex=True,
                         gridspec_kw={"height_ratios": [0.42 * n + 0.9 for n in sizes]})[:, 0]
-    styles = plots.loss_styles(BASES)
+    styles = plots.loss_styles(losses.LOSSES)
     for ax, out in zip(axes, outs, strict=True):
         comps = out["comparisons"]
         varying = _varying(comps)

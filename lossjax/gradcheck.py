@@ -346,7 +346,7 @@ def _builtin_check(name: str) -> Check:
         from lossjax import interventions
 
         loss, grad = interventions.variant(name), interventions.closed_form(name)
-        base = interventions.parse(name)[0]
+        base = interventions.Variant.parse(name).base
     return Check(
         name,
         loss,

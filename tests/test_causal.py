@@ -114,19 +114,20 @@ def first_at(values, target=0.9):
 
 
 def test_names_parse_into_base_edit_and_prediction(causal):
-    p = causal.parse_intervention
+    p, predict = causal.parse_variant, causal.prediction
     assert p("mse") is None and p("my_loss-no_push_up") is None and p("mse-") is None
-    iv = p("softmax_mse-push_up_50-norm_matched")
-    assert (iv.base, iv.edit, iv.norm_matched, iv.prediction) == (
-        "softmax_mse", "push_up_50", True, "< 0")
-    assert p("mse-no_push_up").prediction == "> 0"
-    assert p("cross_entropy-no_push_up").prediction == "= 0"  # nothing to zero: a no-op
-    assert p("cross_entropy-push_up_0").prediction == "= 0"
-    assert p("exp_mse-true_pull").prediction is None
-    iv = p("softmax_mse-no_push_up-balanced-norm_matched")
-    assert (iv.base, iv.edit, iv.norm_matched, iv.prediction) == (
-        "softmax_mse", "no_push_up-balanced", True, "> 0")
-    assert p("cross_entropy-push_up_11-balanced").prediction == "< 0"
+    v = p("softmax_mse-push_up_50-norm_matched")
+    assert (v.base, v.edit, v.balanced, v.norm_matched, predict(v)) == (
+        "softmax_mse", "push_up_50", False, True, "< 0")
+    assert predict(p("mse-no_push_up")) == "> 0"
+    assert predict(p("cross_entropy-no_push_up")) == "= 0"  # nothing to zero: a no-op
+    assert predict(p("cross_entropy-push_up_0")) == "= 0"
+    assert predict(p("exp_mse-true_pull")) is None
+    v = p("softmax_mse-no_push_up-balanced-norm_matched")
+    assert (v.base, v.edit, v.balanced, v.norm_matched, predict(v)) == (
+        "softmax_mse", "no_push_up", True, True, "> 0")
+    assert str(v) == "softmax_mse-no_push_up-balanced-norm_matched"
+    assert predict(p("cross_entropy-push_up_11-balanced")) == "< 0"
 
 
 # --------------------------------------------------------------------------------------------

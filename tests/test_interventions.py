@@ -155,6 +155,20 @@ def test_a_bad_variant_name_is_one_line(name, needle):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("name", [*interventions.STANDARD, "cross_entropy-push_up_050"])
+def test_a_variant_name_comes_apart_and_back(name):
+    v = interventions.Variant.parse(name)
+    assert str(v) == name and v.base == name.split("-")[0]
+    assert v.percent == (50 if "push_up" in name and "no_push_up" not in name else None)
+
+
+def test_variant_fields():
+    v = interventions.Variant.parse("softmax_mse-no_push_up-balanced-norm_matched")
+    assert v == interventions.Variant("softmax_mse", "no_push_up", True, True)
+    assert interventions.Variant.parse("exp_mse-true_pull") == interventions.Variant(
+        "exp_mse", "true_pull")
+
+
 def test_a_variant_trains_from_its_bases_weights_on_its_bases_batches(tmp_path):
     # push_up_0 edits nothing: had the variant's member other initial weights or other batches
     # than its base's, their curves would differ far beyond float32 rounding (as two seeds do).
