@@ -1,4 +1,5 @@
-"""lossjax from Python: run a sweep, load a results folder, look at it, compare folders.
+"""lossjax from Python: run a sweep, load a results folder, look at it, compare folders, take
+the paired effects of gradient edits.
 
     import lossjax
     res = lossjax.run("configs/digits.yaml", overrides=["epochs=3"])   # or a dict, or a Config
@@ -139,3 +140,14 @@ def compare(paths, labels=None):
     from lossjax import comparison
 
     return comparison.compare(paths, labels)
+
+
+def causal(paths, out: str | os.PathLike) -> list[dict]:
+    """The paired effects of each gradient-edit variant against its base (same seeds, same
+    initial weights and batches), as ``lossjax causal`` writes them: ``causal.json`` and
+    ``causal.md`` into each results folder, ``causal_effects.{md,png,svg}`` into ``out``.
+    Returns each folder's analysis, as in its ``causal.json``. ``ResultsError`` for a folder
+    with no variant beside its base; nothing is written then."""
+    from lossjax import causal_report
+
+    return causal_report.write(paths, out)

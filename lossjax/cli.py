@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 import threading
+from pathlib import Path
 
 
 def _check_grads(args) -> int:
@@ -77,6 +78,13 @@ def _compare(args) -> int:
         print()
         for path in comparison.save(args.out):
             print(path)
+    return 0
+
+
+def _causal(args) -> int:
+    from lossjax import causal_report
+
+    print(causal_report.summary(causal_report.write(args.results_dirs, args.out), args.out))
     return 0
 
 
@@ -177,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a name for each folder, in order (default: the folders' names)")
     cp.add_argument("--out", help="also write comparison.{csv,md,png,svg} into this folder")
     cp.set_defaults(func=_compare)
+
+    ca = sub.add_parser("causal", help="paired effects of gradient-edit variants against their "
+                                       "bases, per seed (causal.json, causal.md)")
+    ca.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", type=Path,
+                    help="finished results folders")
+    ca.add_argument("--out", type=Path, required=True,
+                    help="folder for the figure and table across all folders "
+                         "(causal_effects.png/.svg/.md)")
+    ca.set_defaults(func=_causal)
 
     d = sub.add_parser("data", help="inspect and prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
