@@ -18,7 +18,7 @@ correlation.
 
 This is a correlation across members of different losses, so the wrong-direction fraction
 mostly says which loss a member used, and every other difference between the losses rides along
-with it: it is confounded by the loss. ``experiments/causal.py`` tests the argument causally,
+with it: it is confounded by the loss. ``lossjax causal`` tests the argument causally,
 with gradient interventions paired by seed, and reports the relation within each loss.
 
     python experiments/gradient_sign.py results/mnist [results/fashion_mnist ...]

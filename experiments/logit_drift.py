@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lossjax import losses
+from lossjax import resolve
 from lossjax.data import dataset
 from lossjax.data.splits import preprocess
 from lossjax.model import MLP
@@ -34,7 +34,7 @@ LOSSES = ("softmax_mse", "softmax_mse-no_push_up", "softmax_mse-no_push_up-balan
 
 def trace(name: str, x, y, steps: int, lr: float, batch: int, every: int, seed: int = 0):
     """Rows (step, accuracy, mean logit, spread, gradient sum) of one training run."""
-    loss = losses.resolve_loss(name)
+    loss = resolve.resolve_loss(name)
     model = MLP(hidden=(500, 150), num_classes=10)
     params = model.init(jax.random.key(seed), x[:1])
     opt = optax.sgd(lr, momentum=0.9)

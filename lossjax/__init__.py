@@ -4,6 +4,7 @@
     res = lossjax.run("configs/digits.yaml")        # a sweep; returns its Results
     res = lossjax.load("runs/digits")               # a finished results folder
     lossjax.compare(["runs/a", "runs/b"])           # one table and one figure across folders
+    lossjax.causal(["runs/mnist_causal"], "runs")   # paired effects of the gradient edits
     lossjax.exp_mse(logits, one_hot_labels)         # the losses, one value per example
     lossjax.no_push_up(lossjax.mse)                 # a loss with its gradient edited
 
@@ -20,7 +21,7 @@ _HOMES = {
     **dict.fromkeys(("edit_gradient", "no_push_up", "push_up", "true_pull"),
                     "lossjax.interventions"),
     **dict.fromkeys(("run", "load", "Results"), "lossjax.api"),
-    "compare": "lossjax.api",
+    **dict.fromkeys(("compare", "causal"), "lossjax.api"),
     **dict.fromkeys(("LossjaxError", "ConfigError", "DataError", "ResultsError"),
                     "lossjax.errors"),
 }

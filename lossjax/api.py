@@ -1,4 +1,5 @@
-"""lossjax from Python: run a sweep, load a results folder, look at it, compare folders.
+"""lossjax from Python: run a sweep, load a results folder, look at it, compare folders, take
+the paired effects of gradient edits.
 
     import lossjax
     res = lossjax.run("configs/digits.yaml", overrides=["epochs=3"])   # or a dict, or a Config
@@ -20,8 +21,8 @@ import logging
 import os
 from pathlib import Path
 
-from lossjax import analysis
-from lossjax.cli import log_to_stderr
+from lossjax import analysis, distributed
+from lossjax.log import log_to_stderr
 
 log = logging.getLogger("lossjax")
 
@@ -40,36 +41,36 @@ class Results(analysis.Results):
 
     def figures(self) -> dict:
         """Every plot of the folder as a matplotlib ``Figure``, by name."""
-        from lossjax import plots
+        from lossjax import plots  # lazy: matplotlib, only once a figure is asked for
 
         return plots.figures(self)
 
     def plot(self, name: str = "test_accuracy"):
         """One plot as a matplotlib ``Figure``: ``test_accuracy``, ``train_loss``,
         ``lr_sensitivity`` or ``wrong_direction``."""
-        from lossjax import plots
+        from lossjax import plots  # lazy: matplotlib, only once a figure is asked for
 
         return plots.figures(self, [name])[name]
 
     def write_plots(self) -> list[Path]:
         """(Re)draws ``plots/`` in the folder; returns the files."""
-        from lossjax import plots
+        from lossjax import plots  # lazy: matplotlib, only once a figure is asked for
 
         return plots.plot_results(self.path)
 
     def report(self) -> str:
         """``report.md``'s Markdown text."""
-        from lossjax import report
+        from lossjax import report  # lazy: matplotlib (through plots)
 
         return report.render(self)
 
     def write_report(self) -> Path:
-        from lossjax import report
+        from lossjax import report  # lazy: matplotlib (through plots)
 
         return report.write_report(self.path)
 
     def _repr_markdown_(self) -> str:  # a notebook shows a Results as its summary table
-        from lossjax import report
+        from lossjax import report  # lazy: matplotlib (through plots)
 
         return f"**{self.path}**: {analysis.describe(self)}\n\n{report.summary_table(self)}"
 
@@ -102,7 +103,7 @@ def run(config, *, overrides=(), output_dir: str | os.PathLike | None = None,
     messages. A KeyboardInterrupt (the notebook's stop button) ends the sweep after its last
     finished epoch; ``resume=True`` continues it.
     """
-    from lossjax import sweep
+    from lossjax import sweep  # lazy: the engine, optax and the data stack
 
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
     call = _describe_call(config, overrides, output_dir, resume, overwrite, allow_other_machine)
@@ -113,8 +114,6 @@ def run(config, *, overrides=(), output_dir: str | os.PathLike | None = None,
                         overwrite=overwrite, progress=progress,
                         allow_other_machine=allow_other_machine,
                         invocation={"via": "python", "call": call, "cwd": os.getcwd()})
-    from lossjax import distributed
-
     return load(out) if distributed.is_writer() else None
 
 
@@ -136,6 +135,17 @@ def compare(paths, labels=None):
     """One table and one figure across results folders (e.g. a loss against its variants, or
     one config on two datasets): a ``lossjax.comparison.Comparison`` with ``.table`` (a
     DataFrame), ``.figure()`` and ``.save(folder)``."""
-    from lossjax import comparison
+    from lossjax import comparison  # lazy: matplotlib
 
     return comparison.compare(paths, labels)
+
+
+def causal(paths, out: str | os.PathLike) -> list[dict]:
+    """The paired effects of each gradient-edit variant against its base (same seeds, same
+    initial weights and batches), as ``lossjax causal`` writes them: ``causal.json`` and
+    ``causal.md`` into each results folder, ``causal_effects.{md,png,svg}`` into ``out``.
+    Returns each folder's analysis, as in its ``causal.json``. ``ResultsError`` for a folder
+    with no variant beside its base; nothing is written then."""
+    from lossjax import causal_report  # lazy: matplotlib and scipy
+
+    return causal_report.write(paths, out)

@@ -10,16 +10,21 @@ traceback), and exits 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shlex
 import sys
 import threading
+from pathlib import Path
+
+from lossjax import xla_flags
+from lossjax.errors import LossjaxError, one_line
+from lossjax.interrupts import ExitOnSignal
+from lossjax.log import log_to_stderr
 
 
 def _check_grads(args) -> int:
-    from lossjax import gradcheck, xla_flags
+    from lossjax import gradcheck  # lazy: jax; --help and the other subcommands do without it
 
     xla_flags.check()  # before JAX starts XLA, which aborts the process on a bad flag
 
@@ -29,7 +34,7 @@ def _check_grads(args) -> int:
 
 
 def _sweep(args) -> int:
-    from lossjax import distributed, sweep, xla_flags
+    from lossjax import distributed, sweep  # lazy: jax, optax and the data stack
 
     xla_flags.check()  # before JAX starts XLA, which aborts the process on a bad flag
 
@@ -39,7 +44,7 @@ def _sweep(args) -> int:
                     allow_other_machine=args.allow_other_machine,
                     invocation={"via": "cli", "command": command, "cwd": os.getcwd()})
     if not args.quiet and distributed.is_writer() and (out / "summary.csv").exists():
-        import pandas as pd
+        import pandas as pd  # lazy: at module level --help would pay for it
 
         summary = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
         # rate_choice and tied_lrs beside the rate: most choices among a few seeds are ties.
@@ -54,7 +59,7 @@ def _sweep(args) -> int:
 
 
 def _plot(args) -> int:
-    from lossjax import plots
+    from lossjax import plots  # lazy: matplotlib
 
     for path in plots.plot_results(args.results_dir):
         print(path)
@@ -62,14 +67,14 @@ def _plot(args) -> int:
 
 
 def _report(args) -> int:
-    from lossjax import report
+    from lossjax import report  # lazy: matplotlib (through plots)
 
     print(report.write_report(args.results_dir))
     return 0
 
 
 def _compare(args) -> int:
-    from lossjax.comparison import compare
+    from lossjax.comparison import compare  # lazy: matplotlib
 
     comparison = compare(args.results_dirs, args.label or None)
     print(comparison.to_markdown(), end="")
@@ -80,10 +85,17 @@ def _compare(args) -> int:
     return 0
 
 
+def _causal(args) -> int:
+    from lossjax import causal_report  # lazy: matplotlib and scipy
+
+    print(causal_report.summary(causal_report.write(args.results_dirs, args.out), args.out))
+    return 0
+
+
 def _data_info(args) -> int:
     """Exit status 1 if a dataset is present but fails verification, or if the one dataset
     asked for is missing; else 0 (a missing dataset among all of them is normal)."""
-    from lossjax import data
+    from lossjax import data  # lazy: the data stack
 
     report = data.info(args.name, data_dir=args.data_dir)
     print(f"data dir: {report.data_dir}  ({report.data_dir_origin}); cache: {report.cache_dir}")
@@ -103,7 +115,7 @@ def _data_info(args) -> int:
 
 
 def _data_prepare(args) -> int:
-    from lossjax import data
+    from lossjax import data  # lazy: the data stack
 
     d = data.prepare(args.name, source_dir=args.source, data_dir=args.data_dir)
     if d is None:
@@ -117,8 +129,8 @@ def _data_prepare(args) -> int:
 
 def _describe_data_source(d) -> str:
     """Where a dataset (a ``lossjax.data.DatasetStatus``) loads from, and what its cache did."""
-    from lossjax.data import FORMS
-    from lossjax.data.registry import KIND_WORDS
+    from lossjax.data import FORMS  # lazy: the data stack, as in the callers
+    from lossjax.data.registry import KIND_WORDS  # lazy: as FORMS
 
     src, cache = d.source, d.cache
     if src["kind"] == "embedded":
@@ -178,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", help="also write comparison.{csv,md,png,svg} into this folder")
     cp.set_defaults(func=_compare)
 
+    ca = sub.add_parser("causal", help="paired effects of gradient-edit variants against their "
+                                       "bases, per seed (causal.json, causal.md)")
+    ca.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", type=Path,
+                    help="finished results folders")
+    ca.add_argument("--out", type=Path, required=True,
+                    help="folder for the figure and table across all folders "
+                         "(causal_effects.png/.svg/.md)")
+    ca.set_defaults(func=_causal)
+
     d = sub.add_parser("data", help="inspect and prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("info", help="where each dataset would load from, and whether it is ok")
@@ -205,8 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from lossjax.errors import LossjaxError, one_line
-
     message = INTERRUPTED.get(args.command, "lossjax: interrupted.")
     shown = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     try:
@@ -226,28 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-@contextlib.contextmanager
-def log_to_stderr(level: int = logging.INFO):
-    """Shows the ``lossjax`` logger's records from ``level`` up on stderr as "lossjax: ..."
-    lines while the block runs (the library only logs; the command, and ``lossjax.run`` where
-    logging is not configured, show them)."""
-    logger = logging.getLogger("lossjax")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("lossjax: %(message)s"))
-    handler.setLevel(level)
-    saved = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved)
-
-
 def _dispatch(args, message: str, early: str | None = None) -> int:
-    from lossjax.interrupts import ExitOnSignal
-
     if threading.current_thread() is threading.main_thread():
         # Before anything heavy is imported: Ctrl-C exits at once, from here on.
         with ExitOnSignal(message, early):

@@ -121,7 +121,7 @@ validation; go through :func:`parse_config` or :func:`load_config`.
 This module writes nothing. Importing it imports no JAX, like importing the package: the
 registries, and JAX with them, are imported when a config is validated or a default loss list
 is needed. ``'module:function'`` losses import the user's module, through
-``lossjax.losses.resolve_loss``.
+``lossjax.resolve.resolve_loss``.
 """
 
 from __future__ import annotations
@@ -663,7 +663,8 @@ def _get(section: dict, key: str, default: Any) -> Any:
 
 
 def _parse_losses(v: Any) -> tuple[str, ...]:
-    from lossjax.losses import LOSSES, resolve_loss
+    from lossjax.losses import LOSSES
+    from lossjax.resolve import resolve_loss
 
     def one(x: Any, path: str) -> str:
         if not isinstance(x, str) or not x.strip():

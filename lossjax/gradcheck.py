@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lossjax import losses
+from lossjax import losses, resolve
 
 GradFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -249,7 +249,7 @@ class _Refused(ValueError):
 def _call(fn, ref: str, what: str, *args):
     try:
         return fn(*args)
-    except losses.UserExitError:
+    except resolve.UserExitError:
         raise  # names the function and the sys.exit already
     except Exception as e:  # a user function that cannot take (logits, labels), or that raised
         raise _Refused(
@@ -278,8 +278,8 @@ def load_user_functions(loss_ref: str, grad_ref: str | None) -> tuple[GradFn, Gr
     signature or shape, a non-finite value, an exception the function raised or its
     ``sys.exit``.
     """
-    loss = losses.resolve_loss(loss_ref)
-    grad = losses.import_callable(grad_ref, what="gradient") if grad_ref else None
+    loss = resolve.resolve_loss(loss_ref)
+    grad = resolve.import_callable(grad_ref, what="gradient") if grad_ref else None
     s = jnp.asarray([[0.5, -1.0, 2.0], [0.0, 0.3, -0.2]])
     y = losses.one_hot(jnp.asarray([0, 2]), 3, dtype=s.dtype)
     out = _call(loss, loss_ref, "loss", s, y)
@@ -291,7 +291,7 @@ def load_user_functions(loss_ref: str, grad_ref: str | None) -> tuple[GradFn, Gr
     _finite(out, loss_ref, "loss")
     try:
         g = jax.grad(lambda s: jnp.sum(loss(s, y)))(s)
-    except losses.UserExitError:
+    except resolve.UserExitError:
         raise
     except Exception as e:
         raise ValueError(
@@ -346,7 +346,7 @@ def _builtin_check(name: str) -> Check:
         from lossjax import interventions
 
         loss, grad = interventions.variant(name), interventions.closed_form(name)
-        base = interventions.parse(name)[0]
+        base = interventions.Variant.parse(name).base
     return Check(
         name,
         loss,
@@ -399,7 +399,7 @@ def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, 
                 else:
                     rows = check_finite_differences(loss_ref, loss, SCALES_EXP)
                     title = "autodiff (jax.grad) vs float64 central differences"
-            except (_Refused, losses.UserExitError):
+            except (_Refused, resolve.UserExitError):
                 raise  # already names the function
             except Exception as e:  # the probe passed, but the battery (under jit) did not
                 raise ValueError(

@@ -8,9 +8,10 @@ base loss except the edited components, and a member trained with it starts from
 weights and sees the same batches as the base member of the same seed (the engine derives both
 from the seed alone), so the per-seed difference is the intervention's effect.
 
-A variant is named ``<base>-<edit>[-balanced][-norm_matched]``, e.g. ``mse-no_push_up`` or
-``cross_entropy-push_up_50-norm_matched``, and is usable wherever a loss name is (a config's
-``losses``, ``lossjax check-grads --loss``) and in code (``interventions.no_push_up(losses.mse)``,
+A variant is named ``<base>-<edit>[-balanced][-norm_matched]`` (:class:`Variant` takes a name
+apart), e.g. ``mse-no_push_up`` or ``cross_entropy-push_up_50-norm_matched``, and is usable
+wherever a loss name is (a config's ``losses``, ``lossjax check-grads --loss``) and in code
+(``interventions.no_push_up(losses.mse)``,
 ``interventions.no_push_up(losses.softmax_mse, balanced=True, norm_matched=True)``).
 The edits, per example, on the base gradient ``g = d loss / d s`` (one-hot labels ``y``, true
 class ``c``, ``K`` classes):
@@ -52,6 +53,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -169,44 +171,71 @@ def is_variant(name: str) -> bool:
     return ":" not in name and "-" in name
 
 
-def parse(name: str) -> tuple[str, Edit]:
-    """``'<base>-<edit>[-balanced][-norm_matched]'`` → (base loss name, the edit).
-    ``ValueError`` (one line) for a name that does not follow the scheme."""
-    m = _NAME.match(name)
-    scheme = (f"a variant is <base>-<edit>[-balanced][-norm_matched], "
-              f"base one of {', '.join(losses.LOSSES)}, edit one of {', '.join(EDITS)} "
-              "(P a percentage), e.g. 'mse-no_push_up'")
-    if not m or m["base"] not in losses.LOSSES:
-        raise ValueError(f"unknown loss {name!r}; {scheme}")
-    if m["pct"] is not None:
-        pct = int(m["pct"])
-        if pct > 100:  # 0 edits nothing: a control with the variants' program path
+@dataclass(frozen=True)
+class Variant:
+    """A variant's name taken apart: ``<base>-<edit>[-balanced][-norm_matched]``, with
+    ``str(Variant.parse(name)) == name``."""
+
+    base: str  # a name in losses.LOSSES
+    edit: str  # 'no_push_up', 'push_up_<P>' or 'true_pull'
+    balanced: bool = False
+    norm_matched: bool = False
+
+    @classmethod
+    def parse(cls, name: str) -> Variant:
+        """``ValueError`` (one line) for a name that does not follow the scheme."""
+        m = _NAME.match(name)
+        scheme = (f"a variant is <base>-<edit>[-balanced][-norm_matched], "
+                  f"base one of {', '.join(losses.LOSSES)}, edit one of {', '.join(EDITS)} "
+                  "(P a percentage), e.g. 'mse-no_push_up'")
+        if not m or m["base"] not in losses.LOSSES:
+            raise ValueError(f"unknown loss {name!r}; {scheme}")
+        if m["pct"] is not None and int(m["pct"]) > 100:
+            # 0 edits nothing: a control with the variants' program path
             raise ValueError(f"loss {name!r}: push_up_<P> takes P in 0..100; {scheme}")
-        edit = _push_up(pct / 100)
-    elif m["edit"] == "true_pull":
-        if m["base"] != "exp_mse":
+        if m["edit"] == "true_pull" and m["base"] != "exp_mse":
             raise ValueError(f"loss {name!r}: true_pull edits exp_mse's true-class gradient; "
                              "use exp_mse-true_pull")
-        edit = _true_pull
-    else:
-        edit = _no_push_up
-    return m["base"], _with_suffixes(edit, bool(m["balanced"]), bool(m["matched"]))
+        return cls(m["base"], m["edit"], bool(m["balanced"]), bool(m["matched"]))
+
+    def __str__(self) -> str:
+        suffixes = [s for s, on in (("balanced", self.balanced),
+                                    ("norm_matched", self.norm_matched)) if on]
+        return "-".join([self.base, self.edit, *suffixes])
+
+    @property
+    def percent(self) -> int | None:
+        """P of ``push_up_<P>``; None for the other edits."""
+        if not self.edit.startswith("push_up_"):
+            return None
+        return int(self.edit.removeprefix("push_up_"))
+
+    def gradient_edit(self) -> Edit:
+        """The edit with its suffixes, as :func:`edit_gradient` takes it."""
+        if self.percent is not None:
+            edit = _push_up(self.percent / 100)
+        elif self.edit == "true_pull":
+            edit = _true_pull
+        else:
+            edit = _no_push_up
+        return _with_suffixes(edit, self.balanced, self.norm_matched)
 
 
 def variant(name: str) -> losses.LossFn:
     """The loss a variant name stands for."""
-    base, edit = parse(name)
-    return edit_gradient(losses.LOSSES[base], edit)
+    v = Variant.parse(name)
+    return edit_gradient(losses.LOSSES[v.base], v.gradient_edit())
 
 
 def closed_form(name: str) -> losses.LossFn:
     """The variant's gradient from its base's closed form: ``edit(GRADIENTS[base])``."""
-    base, edit = parse(name)
+    v = Variant.parse(name)
+    edit = v.gradient_edit()
 
     def grad(logits, labels):
         s = jnp.asarray(logits)
         y = jnp.asarray(labels, s.dtype)
-        return edit(losses.GRADIENTS[base](s, y), s, y)
+        return edit(losses.GRADIENTS[v.base](s, y), s, y)
 
     return grad
 

@@ -32,8 +32,6 @@ References:
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable
 
 import jax
@@ -337,99 +335,3 @@ def wrong_direction_fraction(loss: LossFn, logits, labels) -> tuple[jax.Array, j
     """``gradient_sign_stats`` of ``loss`` at ``logits``, with the gradient from autodiff."""
     per_example_grad = jax.grad(lambda s: jnp.sum(loss(s, labels)))(jnp.asarray(logits))
     return gradient_sign_stats(per_example_grad, labels)
-
-
-def resolve_loss(spec: str) -> LossFn:
-    """A registry name, a variant of one (``'mse-no_push_up'``, see ``lossjax.interventions``),
-    or ``'module:function'`` naming a user loss on the import path.
-
-    Raises ``ValueError`` with one line naming what was wrong (unknown name, no such module or
-    attribute, not callable), so the config and the CLI can report it without a traceback.
-    """
-    if ":" not in spec and "-" in spec:  # an intervention on a built-in loss's gradient
-        from lossjax import interventions
-
-        return interventions.variant(spec)
-    if ":" not in spec:
-        return get_loss(spec)
-    return import_callable(spec, what="loss")
-
-
-# A module path as Python spells it: dotted identifiers. Anything else ('../x', 'a/b', '.x')
-# is a file path or a relative import, which importlib would read in its own ways.
-_MODULE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
-
-
-class UserExitError(ValueError):
-    """User code (a loss, a gradient, or their module at import) called ``sys.exit``.
-
-    ``SystemExit`` is not an ``Exception``: unconverted, it would end the command with the
-    user's exit status and no message, in the middle of a check or a sweep. lossjax's own
-    exits are its return values; this is raised only where lossjax calls the user's code. A
-    ``ValueError``, like every bad-loss error here, so callers add where it happened (the
-    config key, "training stopped ...; --resume continues")."""
-
-
-def _exit_call(code: object) -> str:
-    return "sys.exit()" if code is None else f"sys.exit({code!r})"
-
-
-def no_exit(fn: Callable, spec: str, what: str = "function") -> Callable:
-    """``fn`` with a ``sys.exit`` inside it (when called, traced or differentiated) turned into
-    :class:`UserExitError` naming ``spec``, so that the caller reports it in one line."""
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SystemExit as e:
-            raise UserExitError(
-                f"{what} {spec} called {_exit_call(e.code)}; a {what} must return its value, "
-                "not end the process: remove the call"
-            ) from None
-
-    return call
-
-
-def import_callable(spec: str, what: str = "function") -> Callable:
-    """Imports ``'module:attribute'`` and checks the result is callable.
-
-    The function comes back wrapped by :func:`no_exit`; a ``sys.exit`` at import is reported
-    the same way."""
-    import importlib
-
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{what} {spec!r} must be 'module:function', e.g. 'my_losses:focal'.")
-    if not _MODULE_RE.fullmatch(module_name) or not _MODULE_RE.fullmatch(attr):
-        raise ValueError(
-            f"{what} {spec!r}: expected 'module:function' with dotted Python names, e.g. "
-            "'my_losses:focal'; a file is named by its module (put its folder on PYTHONPATH), "
-            "not by a path."
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(
-            f"{what} {spec!r}: cannot import module {module_name!r} ({e}); "
-            "check the name and that its folder is on PYTHONPATH."
-        ) from None
-    except SystemExit as e:
-        raise UserExitError(
-            f"{what} {spec!r}: importing {module_name!r} called {_exit_call(e.code)}; a module "
-            "lossjax imports must not end the process: put that code under "
-            "'if __name__ == \"__main__\":'"
-        ) from None
-    except Exception as e:  # a syntax or run-time error in the user's module
-        raise ValueError(
-            f"{what} {spec!r}: importing {module_name!r} failed with "
-            f"{type(e).__name__}: {e}"
-        ) from None
-    fn = module
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise ValueError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}.")
-        fn = getattr(fn, part)
-    if not callable(fn):
-        raise ValueError(f"{what} {spec!r}: {attr!r} is a {type(fn).__name__}, not a function.")
-    return no_exit(fn, spec, what)

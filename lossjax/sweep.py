@@ -35,7 +35,8 @@ from lossjax import config as config_lib
 from lossjax import distributed, engine, results
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
 from lossjax.interrupts import STARTED, WRITING
-from lossjax.losses import LOSSES, resolve_loss
+from lossjax.losses import LOSSES
+from lossjax.resolve import resolve_loss
 
 log = logging.getLogger("lossjax")
 

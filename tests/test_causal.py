@@ -1,14 +1,13 @@
-"""``experiments/causal.py``: paired effects of gradient-edit interventions, within-loss rank
-correlations, the files and the figure. The folders are synthetic finished sweeps (the layout
-of ``test_analysis.make_results``) whose per-seed test-accuracy curves are set by hand, so every
-expected number follows from the curves below by arithmetic done here; no training runs."""
+"""``lossjax causal`` (causal_effects, within_loss, causal_report): paired effects of
+gradient-edit interventions, within-loss rank correlations, the files and the figure. The
+folders are synthetic finished sweeps (the layout of ``test_analysis.make_results``) whose
+per-seed test-accuracy curves are set by hand, so every expected number follows from the curves
+below by arithmetic done here; no training runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 from test_analysis import all_diverge, make_results, resummarize
+
+from lossjax import causal_effects, causal_report, cli, within_loss
 
 SEEDS = (0, 1, 2, 3, 4)
 EPOCHS = 5
@@ -29,18 +30,6 @@ VARIANT = {0: [0.85, 0.91, 0.93], 1: [0.78, 0.90, 0.92], 2: [0.91, 0.93, 0.94],
            3: [0.80, 0.88, 0.96], 4: [0.50, 0.50, 0.50]}
 DIVERGED_SEED = 4  # the variant's member at its chosen rate diverges at epoch 3
 PAIRED = (0, 1, 2, 3)
-
-
-@pytest.fixture(scope="module")
-def causal():
-    path = Path(__file__).parents[1] / "experiments" / "causal.py"
-    spec = importlib.util.spec_from_file_location("causal", path)
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up by name while the class is created.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 def other_curve(loss: str, seed: int) -> list[float]:
@@ -95,8 +84,8 @@ def paired_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def analysed(causal, paired_dir):
-    return causal.analyse(paired_dir, n_resamples=200)
+def analysed(paired_dir):
+    return causal_report.analyse(paired_dir, n_resamples=200)
 
 
 def t_interval(d):
@@ -113,20 +102,21 @@ def first_at(values, target=0.9):
 # Names and predictions
 
 
-def test_names_parse_into_base_edit_and_prediction(causal):
-    p = causal.parse_intervention
+def test_names_parse_into_base_edit_and_prediction():
+    p, predict = causal_effects.parse_variant, causal_effects.prediction
     assert p("mse") is None and p("my_loss-no_push_up") is None and p("mse-") is None
-    iv = p("softmax_mse-push_up_50-norm_matched")
-    assert (iv.base, iv.edit, iv.norm_matched, iv.prediction) == (
-        "softmax_mse", "push_up_50", True, "< 0")
-    assert p("mse-no_push_up").prediction == "> 0"
-    assert p("cross_entropy-no_push_up").prediction == "= 0"  # nothing to zero: a no-op
-    assert p("cross_entropy-push_up_0").prediction == "= 0"
-    assert p("exp_mse-true_pull").prediction is None
-    iv = p("softmax_mse-no_push_up-balanced-norm_matched")
-    assert (iv.base, iv.edit, iv.norm_matched, iv.prediction) == (
-        "softmax_mse", "no_push_up-balanced", True, "> 0")
-    assert p("cross_entropy-push_up_11-balanced").prediction == "< 0"
+    v = p("softmax_mse-push_up_50-norm_matched")
+    assert (v.base, v.edit, v.balanced, v.norm_matched, predict(v)) == (
+        "softmax_mse", "push_up_50", False, True, "< 0")
+    assert predict(p("mse-no_push_up")) == "> 0"
+    assert predict(p("cross_entropy-no_push_up")) == "= 0"  # nothing to zero: a no-op
+    assert predict(p("cross_entropy-push_up_0")) == "= 0"
+    assert predict(p("exp_mse-true_pull")) is None
+    v = p("softmax_mse-no_push_up-balanced-norm_matched")
+    assert (v.base, v.edit, v.balanced, v.norm_matched, predict(v)) == (
+        "softmax_mse", "no_push_up", True, True, "> 0")
+    assert str(v) == "softmax_mse-no_push_up-balanced-norm_matched"
+    assert predict(p("cross_entropy-push_up_11-balanced")) == "< 0"
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,32 +167,34 @@ def test_gradient_profiles_average_the_paired_members(analysed):
                                                                 for s in PAIRED]))
 
 
-def test_speed_averages_only_epochs_both_members_have(causal):
+def test_speed_averages_only_epochs_both_members_have():
     def rows(member, accs):
         return pd.DataFrame({"member": member, "seed": 0, "epoch": [1, 2, 3],
                              "test_acc": accs, "diverged": False})
 
     # The variant's epoch-2 accuracy is missing: both sides average epochs 1 and 3 only.
-    pairs = causal.pair_members(rows(0, [0.5, 0.6, 0.95]), rows(1, [0.7, math.nan, 0.9]), 0.9)
+    pairs = causal_effects.pair_members(rows(0, [0.5, 0.6, 0.95]),
+                                        rows(1, [0.7, math.nan, 0.9]), 0.9)
     r = pairs.iloc[0]
     assert (r["base_speed"], r["variant_speed"]) == pytest.approx((0.725, 0.8))
     assert (r["base_reach"], r["variant_reach"]) == (3, 3)
     # A seed on one side only is unpaired, and counted.
-    pairs = causal.pair_members(rows(0, [0.5, 0.6, 0.7]), rows(1, [0.5, 0.6, 0.7]).assign(
+    pairs = causal_effects.pair_members(rows(0, [0.5, 0.6, 0.7]), rows(1, [0.5, 0.6, 0.7]).assign(
         seed=1), 0.9)
     assert list(pairs["status"]) == ["unpaired", "unpaired"]
-    assert causal.paired_effects(pairs)["unpaired_seeds"] == 2
+    assert causal_effects.paired_effects(pairs)["unpaired_seeds"] == 2
 
 
-def test_verdict_reads_the_interval_against_the_prediction(causal):
+def test_verdict_reads_the_interval_against_the_prediction():
     def e(lo, hi, n=4):
         return {"low": lo, "high": hi, "n": n}
 
-    assert causal.verdict(e(0.01, 0.03), "> 0").startswith("CI excludes 0: the variant learns "
-                                                           "faster (> 0), as the seed claim")
-    assert "against the seed claim's prediction (< 0)" in causal.verdict(e(0.01, 0.03), "< 0")
-    assert causal.verdict(e(-0.01, 0.03), "> 0").startswith("CI includes 0")
-    assert "no interval" in causal.verdict(e(math.nan, math.nan, 1), "> 0")
+    verdict = causal_effects.verdict
+    assert verdict(e(0.01, 0.03), "> 0").startswith("CI excludes 0: the variant learns "
+                                                    "faster (> 0), as the seed claim")
+    assert "against the seed claim's prediction (< 0)" in verdict(e(0.01, 0.03), "< 0")
+    assert causal_effects.verdict(e(-0.01, 0.03), "> 0").startswith("CI includes 0")
+    assert "no interval" in causal_effects.verdict(e(math.nan, math.nan, 1), "> 0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +219,7 @@ def test_within_loss_spearman_per_loss(analysed):
     assert w["pooled_within_loss"]["spearman"] == pytest.approx(groups["mse"]["spearman"])
 
 
-def test_pooled_within_loss_removes_the_confounding_by_loss(causal):
+def test_pooled_within_loss_removes_the_confounding_by_loss():
     # Within each loss more pushing goes with faster learning (ρ = +1), but the loss that
     # pushes more is slower overall: the pooled cross-loss ρ is negative (Simpson's paradox).
     a = pd.DataFrame({"loss": "mse", "wrong_frac": [0.1, 0.2, 0.3, 0.4, 0.5],
@@ -235,7 +227,7 @@ def test_pooled_within_loss_removes_the_confounding_by_loss(causal):
     b = pd.DataFrame({"loss": "softmax_mse", "wrong_frac": [0.6, 0.7, 0.8, 0.9],
                       "speed": [0.50, 0.51, 0.52, 0.53]})
     members = pd.concat([a, b]).assign(hidden="64", diverged=False)
-    w = causal.within_loss(members, n_resamples=200)
+    w = within_loss.within_loss(members, n_resamples=200)
     assert [g["spearman"] for g in w["groups"]] == pytest.approx([1.0, 1.0])
     assert w["pooled_within_loss"]["spearman"] == pytest.approx(1.0)
     assert w["pooled_within_loss"]["ci95"] == pytest.approx([1.0, 1.0])
@@ -245,21 +237,21 @@ def test_pooled_within_loss_removes_the_confounding_by_loss(causal):
         members["wrong_frac"], members["speed"]).statistic) and cross["spearman"] < 0
 
 
-def test_batched_rank_correlation_is_scipys_spearman(causal):
+def test_batched_rank_correlation_is_scipys_spearman():
     rng = np.random.default_rng(3)
     x = rng.integers(0, 4, (6, 9)).astype(float)  # ties on purpose
     y = rng.random((6, 9))
     expect = [stats.spearmanr(a, b).statistic for a, b in zip(x, y, strict=True)]
-    assert causal._rank_corr(x, y) == pytest.approx(expect)
+    assert within_loss._rank_corr(x, y) == pytest.approx(expect)
 
 
-def test_bootstrap_is_reproducible_and_holds_the_estimate(causal):
+def test_bootstrap_is_reproducible_and_holds_the_estimate():
     rng = np.random.default_rng(1)
     xs = [rng.random(8), rng.random(6)]
     ys = [x + 0.3 * rng.standard_normal(len(x)) for x in xs]
-    lo, hi = causal.stratified_bootstrap(xs, ys, n_resamples=300)
-    assert -1 <= lo <= float(causal.pooled_within(xs, ys)) <= hi <= 1
-    assert causal.stratified_bootstrap(xs, ys, n_resamples=300) == (lo, hi)
+    lo, hi = within_loss.stratified_bootstrap(xs, ys, n_resamples=300)
+    assert -1 <= lo <= float(within_loss.pooled_within(xs, ys)) <= hi <= 1
+    assert within_loss.stratified_bootstrap(xs, ys, n_resamples=300) == (lo, hi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,13 +265,13 @@ def _strict_json(path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-def test_main_writes_json_md_and_one_figure(causal, tmp_path, capsys):
+def test_main_writes_json_md_and_one_figure(tmp_path, capsys):
     first = make_paired(tmp_path / "mnist_causal")
     second = make_results(tmp_path / "fashion_causal", losses=(
         "cross_entropy", "cross_entropy-push_up_50", "cross_entropy-push_up_50-norm_matched"),
         diverge=())
     out = tmp_path / "figures"
-    assert causal.main([str(first), str(second), "--out", str(out)]) == 0
+    assert cli.main(["causal", str(first), str(second), "--out", str(out)]) == 0
     for folder in (first, second):
         data = _strict_json(folder / "causal.json")
         assert {"folder", "description", "target_accuracy", "comparisons", "within_loss",
@@ -299,9 +291,20 @@ def test_main_writes_json_md_and_one_figure(causal, tmp_path, capsys):
     assert rows[0].startswith("| `mnist_causal` | `mse-no_push_up` | +")
 
 
-def test_figure_has_a_panel_per_folder_and_a_row_per_comparison(causal, analysed):
+def test_python_api_writes_what_the_command_writes(tmp_path):
+    import lossjax
+
+    folder = make_paired(tmp_path / "mnist_causal")
+    for _ in range(2):  # the name stays the function once the analysis modules are imported
+        [out] = lossjax.causal([folder], tmp_path / "figures")
+    assert out["folder"] == str(folder) and out["comparisons"][0]["variant"] == "mse-no_push_up"
+    assert _strict_json(folder / "causal.json")["comparisons"][0]["n_pairs"] == len(PAIRED)
+    assert (tmp_path / "figures" / "causal_effects.md").exists()
+
+
+def test_figure_has_a_panel_per_folder_and_a_row_per_comparison(analysed):
     two = [analysed, {**analysed, "folder": "other"}]
-    fig = causal.effects_figure(two)
+    fig = causal_report.effects_figure(two)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 2
     for ax in axes:
@@ -315,32 +318,32 @@ def test_figure_has_a_panel_per_folder_and_a_row_per_comparison(causal, analysed
             "speed"]["mean"])
 
 
-def test_folder_without_variants_is_refused_with_one_line(causal, tmp_path, capsys):
+def test_folder_without_variants_is_refused_with_one_line(tmp_path, capsys):
     plain = make_results(tmp_path / "plain")  # cross_entropy and mse only
     good = make_paired(tmp_path / "good")
     out = tmp_path / "figures"
     before = sorted(p.name for p in good.iterdir())
-    assert causal.main([str(good), str(plain), "--out", str(out)]) == 2
+    assert cli.main(["causal", str(good), str(plain), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("causal: error: ")
+    assert len(err) == 1 and err[0].startswith("lossjax: error: ")
     assert "no loss variant beside its base" in err[0] and "cross_entropy, mse" in err[0]
     assert sorted(p.name for p in good.iterdir()) == before  # nothing written anywhere
     assert not out.exists() and not (plain / "causal.json").exists()
 
 
-def test_variant_whose_every_member_diverged_is_reported_without_pairs(causal, tmp_path):
+def test_variant_whose_every_member_diverged_is_reported_without_pairs(tmp_path):
     d = make_results(tmp_path / "gone", losses=("mse", "mse-no_push_up"),
                      diverge=all_diverge(["mse-no_push_up"]))
     resummarize(d)
-    [c] = causal.analyse(d, n_resamples=50)["comparisons"]
+    [c] = causal_report.analyse(d, n_resamples=50)["comparisons"]
     assert c["n_pairs"] == 0 and c["speed"]["n"] == 0
     assert c["note"] == "every member of the variant diverged at every rate"
     assert c["verdict"] == "no pair to compare"
-    fig = causal.effects_figure([causal.analyse(d, n_resamples=50)])
+    fig = causal_report.effects_figure([causal_report.analyse(d, n_resamples=50)])
     assert [t.get_text() for t in fig.axes[0].texts] == ["no pairs", "seed predicts > 0"]
 
 
-def test_protocol_flags_grid_edges_and_losses_still_improving(causal, analysed, tmp_path):
+def test_protocol_flags_grid_edges_and_losses_still_improving(analysed, tmp_path):
     rows = {r["loss"]: r for r in analysed["protocol"]}
     assert rows["mse"]["lr_at_grid_edge"]  # 0.1 of (0.1, 1.0)
     assert rows["mse"]["late_val_gain"] == 0 and not rows["mse"]["still_improving"]
@@ -351,10 +354,10 @@ def test_protocol_flags_grid_edges_and_losses_still_improving(causal, analysed, 
     ep.loc[chosen, "val_acc"] = 0.8 + 0.01 * ep.loc[chosen, "epoch"]
     ep.to_csv(d / "epochs.csv", index=False)
     resummarize(d)
-    rows = {r["loss"]: r for r in causal.analyse(d, n_resamples=50)["protocol"]}
+    rows = {r["loss"]: r for r in causal_report.analyse(d, n_resamples=50)["protocol"]}
     assert rows["mse"]["late_val_gain"] == pytest.approx(0.03)
     assert rows["mse"]["still_improving"]
-    assert "(still improving)" in causal.markdown(causal.analyse(d, n_resamples=50))
+    assert "(still improving)" in causal_report.markdown(causal_report.analyse(d, n_resamples=50))
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,27 +386,27 @@ def test_a_tied_side_is_also_compared_at_each_tied_rate(analysed):
     assert c["robust_to_rate_choice"] is False
 
 
-def test_tied_rate_rows_in_causal_md_and_the_effects_table(causal, analysed):
-    md = causal.markdown(analysed)
+def test_tied_rate_rows_in_causal_md_and_the_effects_table(analysed):
+    md = causal_report.markdown(analysed)
     assert "## Tied rate choices" in md and "0.1 → 1 ‡" in md
     rows = [r for r in md.splitlines() if r.startswith("| `mse → mse-no_push_up` | ")]
     assert any("| **headline** | 0.1 → 1 |" in r for r in rows)
     assert any("| variant at tied rate | 0.1 → 0.1 |" in r and "| < 0 |" in r for r in rows)
     assert "In 0 of 1 the speed effect reads the same" in md
     assert "| `mse-no_push_up` | 64-64 | 1 (tie: 0.1) |" in md  # the protocol table
-    table = causal.effects_table([analysed])
+    table = causal_report.effects_table([analysed])
     assert table.splitlines()[2].endswith("| differs at 1 of 1 rate |")
 
 
-def test_no_tied_choice_no_extra_rows(causal, tmp_path):
+def test_no_tied_choice_no_extra_rows(tmp_path):
     d = make_paired(tmp_path / "decided")
     ep = pd.read_csv(d / "epochs.csv", dtype={"hidden": str})
     # The variant's diverged member now sits at 0.1: 1.0 wins on every seed, by 0.4.
     ep.loc[(ep["loss"] == "mse-no_push_up") & (ep["learning_rate"] == 1.0), "diverged"] = False
     ep.to_csv(d / "epochs.csv", index=False)
     assert list(resummarize(d)["rate_choice"]) == ["decided", "decided"]
-    out = causal.analyse(d, n_resamples=50)
+    out = causal_report.analyse(d, n_resamples=50)
     [c] = out["comparisons"]
     assert c["tied_rate_effects"] == [] and c["robust_to_rate_choice"] is None
-    assert "Every rate choice here is decided" in causal.markdown(out)
-    assert causal.effects_table([out]).splitlines()[2].endswith("| – |")
+    assert "Every rate choice here is decided" in causal_report.markdown(out)
+    assert causal_report.effects_table([out]).splitlines()[2].endswith("| – |")

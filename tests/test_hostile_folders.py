@@ -316,8 +316,8 @@ def test_overwrite_removes_only_what_lossjax_wrote(tmp_path):
 def test_experiment_entries_name_what_the_scripts_write():
     assert set(results.PLOT_FILES) == {f"{n}.{f}" for n in plots.PLOT_NAMES
                                        for f in plots.FORMATS}
-    for script in ("causal", "gradient_sign"):
-        text = (Path(__file__).parents[1] / "experiments" / f"{script}.py").read_text()
+    for script in ("lossjax/causal_report", "experiments/gradient_sign"):
+        text = (Path(__file__).parents[1] / f"{script}.py").read_text()
         assert "results.record_written(" in text, script
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossjax import cli, interventions, losses
+from lossjax import cli, interventions, losses, resolve
 from lossjax.config import parse_config
 from lossjax.errors import ConfigError
 
@@ -24,7 +24,7 @@ def batch():
 
 
 def _grad(name, s, y):
-    f = losses.resolve_loss(name)
+    f = resolve.resolve_loss(name)
     return jax.grad(lambda z: jnp.sum(f(z, y)))(s)
 
 
@@ -103,7 +103,7 @@ def test_cross_entropy_push_up_balanced(batch):
 def test_value_is_the_base_loss_and_closed_form_matches_autodiff(batch, name):
     s, y = batch
     base = losses.LOSSES[name.split("-")[0]]
-    np.testing.assert_array_equal(losses.resolve_loss(name)(s, y), base(s, y))
+    np.testing.assert_array_equal(resolve.resolve_loss(name)(s, y), base(s, y))
     np.testing.assert_allclose(_grad(name, s, y), interventions.closed_form(name)(s, y),
                                rtol=1e-12, atol=1e-15)
 
@@ -153,6 +153,20 @@ def test_a_bad_variant_name_is_one_line(name, needle):
     with pytest.raises(ConfigError, match=needle) as e:
         parse_config(raw)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", [*interventions.STANDARD, "cross_entropy-push_up_050"])
+def test_a_variant_name_comes_apart_and_back(name):
+    v = interventions.Variant.parse(name)
+    assert str(v) == name and v.base == name.split("-")[0]
+    assert v.percent == (50 if "push_up" in name and "no_push_up" not in name else None)
+
+
+def test_variant_fields():
+    v = interventions.Variant.parse("softmax_mse-no_push_up-balanced-norm_matched")
+    assert v == interventions.Variant("softmax_mse", "no_push_up", True, True)
+    assert interventions.Variant.parse("exp_mse-true_pull") == interventions.Variant(
+        "exp_mse", "true_pull")
 
 
 def test_a_variant_trains_from_its_bases_weights_on_its_bases_batches(tmp_path):

@@ -32,10 +32,10 @@ from lossjax.losses import (
     LOSSES,
     gradient_sign_stats,
     one_hot,
-    resolve_loss,
     with_integer_labels,
     wrong_direction_fraction,
 )
+from lossjax.resolve import resolve_loss
 
 NAMES = list(LOSSES)
 # Every distinct shape costs an XLA compilation per compiled function, so shapes come from a
