@@ -35,7 +35,7 @@ The schema, with its defaults (only ``name`` is required)::
       init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
       dtype: float32        # a key of model.DTYPES
     optimizer:
-      name: momentum        # a key of engine.OPTIMIZERS: any optax optimizer by its optax name
+      name: momentum        # a key of optimizers.OPTIMIZERS: any optax optimizer by its name
                             # (sgd, adam, adamw, lamb, lion, rmsprop, adagrad, adafactor,
                             # nadam, ...), or momentum: optax.sgd with optimizer.momentum
       momentum: 0.9         # number in [0, 1); used by 'momentum' only (other optimizers take
@@ -46,7 +46,7 @@ The schema, with its defaults (only ``name`` is required)::
                                    # {loss: [numbers > 0]} with exactly one entry per loss
       weight_decay: [0.0]   # SWEPT: numbers >= 0; what decay means depends on the optimizer
                             # (below); 0 is none, whatever the optimizer's own default
-      schedule: constant    # a key of engine.SCHEDULES: constant, cosine (to 0 over all
+      schedule: constant    # a key of optimizers.SCHEDULES: constant, cosine (to 0 over all
                             # steps), or an optax schedule by its optax name less '_schedule'
                             # (linear, exponential_decay, warmup_cosine_decay, ...)
       schedule_args: {}     # more keyword arguments of the optax schedule (below)
@@ -61,7 +61,7 @@ The schema, with its defaults (only ``name`` is required)::
 The values shown, ``name`` aside, are the defaults of the dataclasses below, which the parser
 reads; tests/test_config.py checks that this block parses to them. Names are checked against
 the registries of the modules that implement them (``lossjax/losses.py``,
-``lossjax/model.py``, ``lossjax/engine.py``, ``lossjax.data.CLASS_NAMES``); an error message
+``lossjax/model.py``, ``lossjax/optimizers.py``, ``lossjax.data.CLASS_NAMES``); an error message
 lists the choices.
 
 The optimizer and its schedule:
@@ -846,10 +846,10 @@ def _optax_failure(path: str, given: Any, function: str, e: Exception) -> Config
 def _parse_optimizer(
     raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
 ) -> OptimizerConfig:
-    from lossjax import engine
+    from lossjax import optimizers  # imports JAX: only once a config is validated
 
     s, d = _section(raw, "optimizer"), OptimizerConfig()
-    name = _choice(_get(s, "name", d.name), "optimizer.name", engine.OPTIMIZERS)
+    name = _choice(_get(s, "name", d.name), "optimizer.name", optimizers.OPTIMIZERS)
     momentum = _number(
         _get(s, "momentum", d.momentum),
         "optimizer.momentum",
@@ -860,9 +860,9 @@ def _parse_optimizer(
     # Every name is optax's own but 'momentum', which is optax.sgd.
     function = "optax.sgd (as 'momentum')" if name == "momentum" else f"optax.{name}"
     given = _get(s, "args", None)
-    args = _keyword_args(given, "optimizer.args", function, *engine.optimizer_arguments(name))
+    args = _keyword_args(given, "optimizer.args", function, *optimizers.optimizer_arguments(name))
     try:
-        engine.check_optimizer(name, momentum, dict(args))
+        optimizers.check_optimizer(name, momentum, dict(args))
     except Exception as e:  # whatever optax makes of the arguments, named
         where = "optimizer.args" if args else "optimizer.name"
         raise _optax_failure(where, given if args else name, function, e) from None
@@ -877,10 +877,10 @@ def _parse_optimizer(
         "numbers >= 0",
     )
 
-    schedule = _choice(_get(s, "schedule", d.schedule), "optimizer.schedule", engine.SCHEDULES)
-    make = engine.SCHEDULES[schedule]
+    schedule = _choice(_get(s, "schedule", d.schedule), "optimizer.schedule", optimizers.SCHEDULES)
+    make = optimizers.SCHEDULES[schedule]
     function = f"optax.{make.__name__}" if make else "the 'constant' schedule"
-    accepted, reserved, required = engine.schedule_arguments(schedule)
+    accepted, reserved, required = optimizers.schedule_arguments(schedule)
     given = _get(s, "schedule_args", None)
     schedule_args = _keyword_args(given, "optimizer.schedule_args", function, accepted, reserved)
     missing = [a for a in required if a not in schedule_args]
@@ -893,7 +893,7 @@ def _parse_optimizer(
         )
     if make is not None:
         try:
-            engine.check_schedule(schedule, dict(schedule_args))
+            optimizers.check_schedule(schedule, dict(schedule_args))
         except Exception as e:
             where = "optimizer.schedule_args" if schedule_args else "optimizer.schedule"
             raise _optax_failure(where, given if schedule_args else schedule, function, e) from None
