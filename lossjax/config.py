@@ -517,12 +517,10 @@ def _optax_failure(path: str, given: Any, function: str, e: Exception) -> Config
     )
 
 
-def _parse_optimizer(
-    raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
-) -> OptimizerConfig:
+def _optimizer_and_args(s: dict, d: OptimizerConfig) -> tuple[str, float, FrozenDict]:
+    """optimizer.name, .momentum and .args, checked against optax: one step is traced."""
     from lossjax import optimizers  # imports JAX: only once a config is validated
 
-    s, d = _section(raw, "optimizer"), OptimizerConfig()
     name = choice(_get(s, "name", d.name), "optimizer.name", optimizers.OPTIMIZERS)
     momentum = number(
         _get(s, "momentum", d.momentum),
@@ -534,24 +532,22 @@ def _parse_optimizer(
     # Every name is optax's own but 'momentum', which is optax.sgd.
     function = "optax.sgd (as 'momentum')" if name == "momentum" else f"optax.{name}"
     given = _get(s, "args", None)
-    args = _keyword_args(given, "optimizer.args", function, *optimizers.optimizer_arguments(name))
+    args = _keyword_args(given, "optimizer.args", function,
+                         *optimizers.optimizer_arguments(name))
     try:
         optimizers.check_optimizer(name, momentum, dict(args))
     except Exception as e:  # whatever optax makes of the arguments, named
         where = "optimizer.args" if args else "optimizer.name"
         raise _optax_failure(where, given if args else name, function, e) from None
+    return name, momentum, args
 
-    learning_rate = _parse_learning_rate(
-        _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), losses, patches, narrowed
-    )
-    weight_decay = grid(
-        _get(s, "weight_decay", list(d.weight_decay)),
-        "optimizer.weight_decay",
-        non_negative,
-        "numbers >= 0",
-    )
 
-    schedule = choice(_get(s, "schedule", d.schedule), "optimizer.schedule", optimizers.SCHEDULES)
+def _schedule_and_args(s: dict, d: OptimizerConfig) -> tuple[str, FrozenDict]:
+    """optimizer.schedule and .schedule_args, checked against optax: one step is traced."""
+    from lossjax import optimizers  # imports JAX: only once a config is validated
+
+    schedule = choice(_get(s, "schedule", d.schedule), "optimizer.schedule",
+                      optimizers.SCHEDULES)
     make = optimizers.SCHEDULES[schedule]
     function = f"optax.{make.__name__}" if make else "the 'constant' schedule"
     accepted, reserved, required = optimizers.schedule_arguments(schedule)
@@ -571,7 +567,24 @@ def _parse_optimizer(
         except Exception as e:
             where = "optimizer.schedule_args" if schedule_args else "optimizer.schedule"
             raise _optax_failure(where, given if schedule_args else schedule, function, e) from None
+    return schedule, schedule_args
 
+
+def _parse_optimizer(
+    raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
+) -> OptimizerConfig:
+    s, d = _section(raw, "optimizer"), OptimizerConfig()
+    name, momentum, args = _optimizer_and_args(s, d)
+    learning_rate = _parse_learning_rate(
+        _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), losses, patches, narrowed
+    )
+    weight_decay = grid(
+        _get(s, "weight_decay", list(d.weight_decay)),
+        "optimizer.weight_decay",
+        non_negative,
+        "numbers >= 0",
+    )
+    schedule, schedule_args = _schedule_and_args(s, d)
     return OptimizerConfig(
         name=name,
         momentum=momentum,
