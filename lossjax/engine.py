@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import inspect
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lossjax import optimizers
 from lossjax.losses import gradient_sign_stats
 from lossjax.model import MLP
 
@@ -64,9 +64,9 @@ class TrainSettings:
     activation: str
     init: str
     dtype: str
-    optimizer: str  # a key of OPTIMIZERS
+    optimizer: str  # a key of optimizers.OPTIMIZERS
     momentum: float  # for 'momentum' only
-    schedule: str  # a key of SCHEDULES
+    schedule: str  # a key of optimizers.SCHEDULES
     batch_size: int
     epochs: int
     block_size: int = 1  # members per device per program call
@@ -91,225 +91,6 @@ def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels):
         value = fn(jnp.where(on, logits, jnp.zeros_like(logits)), labels)
         total = total + jnp.where(on, value, jnp.zeros_like(value))
     return total
-
-
-# ---- optimizers and learning-rate schedules, by config name ---------------------------------
-# lossjax.config checks optimizer.name, .args, .schedule and .schedule_args with the registries
-# and functions below; no other list of the names exists.
-
-
-def _returns_transformation(fn) -> bool:
-    ret = inspect.signature(fn).return_annotation
-    if isinstance(ret, str):  # a postponed annotation
-        return ret.rsplit(".", 1)[-1].startswith("GradientTransformation")
-    return isinstance(ret, type) and issubclass(ret, optax.GradientTransformation)
-
-
-def _is_optax_optimizer(name: str, fn) -> bool:
-    # optax's optimizers ("aliases") are its public functions, or partials (nadam), that take a
-    # learning rate and return a GradientTransformation. The scale_by_* transformations match
-    # that too, but are building blocks; lbfgs's update needs the loss function itself (a line
-    # search), which a training step here does not pass.
-    if name.startswith(("_", "scale_by")) or name == "lbfgs" or isinstance(fn, type):
-        return False
-    try:
-        return ("learning_rate" in inspect.signature(fn).parameters
-                and _returns_transformation(fn))
-    except (TypeError, ValueError):  # not a callable with a signature
-        return False
-
-
-_OPTAX_OPTIMIZERS = {name: fn for name, fn in sorted(vars(optax).items())
-                     if _is_optax_optimizer(name, fn)}
-
-#: Optimizer names: every optax optimizer by its optax name, and 'momentum', which is optax.sgd
-#: with optimizer.momentum (lossjax's default; its name predates the others). 'sgd' is plain SGD
-#: unless optimizer.args gives it a momentum; 'adam' with weight decay is optax.adamw.
-OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "sgd": optax.sgd,
-    "momentum": optax.sgd,
-    "adam": optax.adam,
-    **{n: fn for n, fn in _OPTAX_OPTIMIZERS.items() if n not in ("sgd", "adam")},
-}
-
-# An optimizer's own weight-decay argument: optax calls adafactor's weight_decay_rate.
-_DECAY_ARGS = ("weight_decay", "weight_decay_rate")
-
-
-def decay_argument(name: str) -> str | None:
-    """The argument of optimizer ``name`` that optimizer.weight_decay sets: its own decay, as
-    optax defines it for that optimizer (decoupled, AdamW's kind, for adamw, lamb, lion, ...),
-    or None where it has none and the decay is L2 added to the gradient before it (coupled:
-    sgd, momentum, rmsprop, adagrad, ...)."""
-    if name == "adam":
-        return "weight_decay"  # through optax.adamw, as AdamW's decoupled decay
-    params = inspect.signature(OPTIMIZERS[name]).parameters
-    return next((a for a in _DECAY_ARGS if a in params), None)
-
-
-def optimizer_arguments(name: str) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The keyword arguments that optimizer.args may give optimizer ``name``, and those it may
-    not, each with the config key that sets it instead."""
-    reserved = {"learning_rate": "optimizer.learning_rate",
-                decay_argument(name) or "weight_decay": "optimizer.weight_decay"}
-    if name == "momentum":
-        reserved["momentum"] = "optimizer.momentum"
-    params = inspect.signature(OPTIMIZERS[name]).parameters
-    return tuple(p for p in params if p not in reserved), reserved
-
-
-def _is_optax_schedule(name: str, fn) -> bool:
-    # optax's schedule factories that start from a value (init_value or peak_value): the value
-    # becomes the member's learning rate. constant_schedule, join_schedules, sgdr_schedule and
-    # inject_hyperparams are not of that kind.
-    return (not name.startswith("_") and inspect.isfunction(fn)
-            and bool({"init_value", "peak_value"} & set(inspect.signature(fn).parameters)))
-
-
-#: Schedule names: optax's schedules without their '_schedule' suffix (linear,
-#: warmup_cosine_decay, exponential_decay, ...), 'constant' (none) and 'cosine'
-#: (cosine_decay: to 0 over all steps unless given other arguments).
-SCHEDULES: dict[str, Callable | None] = {
-    "constant": None,
-    "cosine": optax.cosine_decay_schedule,
-    **{name.removesuffix("_schedule"): fn for name, fn in sorted(vars(optax.schedules).items())
-       if _is_optax_schedule(name, fn)},
-}
-
-# Filled in with the run's length in optimizer steps, unless schedule_args gives them.
-_STEPS_ARGS = ("decay_steps", "transition_steps")
-
-
-def _peak_argument(params) -> str:
-    return "peak_value" if "peak_value" in params else "init_value"
-
-
-def schedule_arguments(name: str) -> tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]:
-    """For schedule ``name``: the keyword arguments schedule_args may give it, those it may not
-    (with the config key that sets each instead), and those it must give (optax has no default
-    for them and lossjax fills none in)."""
-    fn = SCHEDULES[name]
-    if fn is None:
-        return (), {}, ()
-    params = inspect.signature(fn).parameters
-    reserved = {_peak_argument(params): "optimizer.learning_rate"}
-    filled = set(_STEPS_ARGS) | {"init_value", "end_value"}
-    accepted = tuple(p for p in params if p not in reserved)
-    required = tuple(p for p in accepted
-                     if params[p].default is inspect.Parameter.empty and p not in filled)
-    return accepted, reserved, required
-
-
-def _unit_schedule(name: str, args: dict, total_steps: int) -> Callable:
-    """Schedule ``name`` with its peak at 1; times a member's learning rate, it is the member's
-    schedule. Built from Python numbers only, so any optax schedule works with a traced
-    learning rate, and the value arguments (init_value, end_value) are fractions of it. For
-    cosine, lr * (1.0 * decayed) is lr * decayed to the bit, so runs from before reproduce."""
-    fn = SCHEDULES[name]
-    params = inspect.signature(fn).parameters
-    filled = {a: max(1, total_steps) for a in _STEPS_ARGS if a in params}
-    filled[_peak_argument(params)] = 1.0
-    if "peak_value" in params and "init_value" in params:
-        filled["init_value"] = 0.0  # warmup from 0
-    if "end_value" in params and params["end_value"].default is inspect.Parameter.empty:
-        filled["end_value"] = 0.0  # linear and polynomial decay to 0, as cosine does
-    return fn(**{**filled, **args})
-
-
-def _factory(s: TrainSettings) -> Callable[..., optax.GradientTransformation]:
-    """The group's optimizer as a function of its learning rate, and of its weight decay in a
-    group that decays. Every other argument is fixed here as a Python number, a constant of
-    the program, as optax's defaults are: injected, a b1 of 0.9 would become a float32 array
-    and 1 - b1 would round differently. A group that does not decay leaves L2 out of its
-    program (it would cost one more read of every parameter per step); an optimizer with a
-    decay of its own gets 0 there."""
-    args = dict(s.optimizer_args)
-    if s.optimizer == "momentum":
-        args["momentum"] = s.momentum
-    make = optax.adamw if s.optimizer == "adam" and s.weight_decay else OPTIMIZERS[s.optimizer]
-    own = decay_argument(s.optimizer)
-    if not s.weight_decay:
-        if own is not None and s.optimizer != "adam":
-            args[own] = 0.0  # not the optimizer's default (adamw's 1e-4, lion's 1e-3)
-        return lambda learning_rate: make(learning_rate, **args)
-    if own is not None:
-        return lambda learning_rate, weight_decay: make(
-            learning_rate, **{own: weight_decay}, **args)
-    # L2 added to the gradient before the optimizer: SGD's classic weight decay, and the only
-    # kind an optimizer without its own can take.
-    return lambda learning_rate, weight_decay: optax.chain(
-        optax.add_decayed_weights(weight_decay), make(learning_rate, **args))
-
-
-def _optimizer(s: TrainSettings, lr, wd, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The group's optax transformation, with a traced (per-member) learning rate and decay.
-
-    inject_hyperparams holds them in the optimizer state, one per member (the learning rate
-    as its value at the current step, under a schedule): the group's program takes them as
-    data and compiles once for all of its members, whatever the optimizer.
-    """
-    rate = lr
-    if s.schedule != "constant":
-        unit = _unit_schedule(s.schedule, dict(s.schedule_args), s.epochs * steps_per_epoch)
-
-        def rate(count):
-            return lr * unit(count)
-
-    hyper = {"learning_rate": rate}
-    if s.weight_decay:
-        hyper["weight_decay"] = wd
-    return optax.inject_hyperparams(_factory(s))(**hyper)
-
-
-def _trial_step(s: TrainSettings) -> None:
-    param = jax.ShapeDtypeStruct((3, 4), jnp.float32)
-    scalar = jax.ShapeDtypeStruct((), jnp.float32)
-
-    def step(lr, wd, p):
-        tx = _optimizer(s, lr, wd, steps_per_epoch=1)  # s.epochs is the run's length
-        return tx.update(p, tx.init(p), p)
-
-    jax.eval_shape(step, scalar, scalar, param)
-
-
-def _trial_settings(**kw) -> TrainSettings:
-    base = dict(hidden=(), num_classes=2, activation="relu", init="lecun_normal",
-                dtype="float32", optimizer="sgd", momentum=0.9, schedule="constant",
-                batch_size=1, epochs=1)
-    return TrainSettings(**{**base, **kw})
-
-
-def check_optimizer(name: str, momentum: float, args: dict) -> None:
-    """Builds optimizer ``name`` with ``args`` as a group would, with and without weight
-    decay, and traces one step of it, so that a bad argument fails when the config is read
-    and not mid-sweep. Raises whatever optax raises."""
-    for decay in (False, True):
-        _trial_step(_trial_settings(optimizer=name, momentum=momentum,
-                                    optimizer_args=tuple(args.items()), weight_decay=decay))
-
-
-def check_schedule(name: str, args: dict, total_steps: int | None = None) -> None:
-    """As :func:`check_optimizer`, for schedule ``name`` with ``args`` over a run of
-    ``total_steps`` optimizer steps. None, for the config, which does not know the dataset's
-    size: a run longer than any step count the arguments give, so that only the arguments
-    themselves are judged. With the real length, step counts the run cannot hold fail too
-    (a warmup as long as the run leaves warmup_cosine_decay no steps to decay over)."""
-    total = 10**9 if total_steps is None else total_steps
-    _trial_step(_trial_settings(schedule=name, schedule_args=tuple(args.items()), epochs=total))
-
-
-def state_slots(s: TrainSettings) -> int:
-    """The group's optimizer state in parameter-sized arrays (sgd 0, momentum 1, adam 2).
-
-    Counted on a parameter too small for adafactor to factor, so an upper bound for it."""
-    param = jax.ShapeDtypeStruct(
-        (64, 64), jnp.float64 if s.dtype == "float64" else jnp.float32)
-    scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    # A schedule adds a scalar, and building one needs the run's length: left out.
-    s = dataclasses.replace(s, schedule="constant", schedule_args=())
-    state = jax.eval_shape(lambda lr, wd, p: _optimizer(s, lr, wd, 1).init(p),
-                           scalar, scalar, param)
-    return sum(x.size for x in jax.tree.leaves(state)) // param.size
 
 
 # Compilations are counted through jax.monitoring, JAX's public event hooks: this event fires
@@ -493,7 +274,11 @@ class Group:
     # ---- per-member programs (vmapped above) -------------------------------------------
 
     def _tx(self, hp):
-        return _optimizer(self.settings, hp["lr"], hp["wd"], self.steps_per_epoch)
+        s = self.settings
+        return optimizers.transformation(
+            hp["lr"], hp["wd"], optimizer=s.optimizer, momentum=s.momentum,
+            args=s.optimizer_args, decays=s.weight_decay, schedule=s.schedule,
+            schedule_args=s.schedule_args, total_steps=s.epochs * self.steps_per_epoch)
 
     def _member_init(self, hp):
         key = jax.random.fold_in(jax.random.key(hp["seed"]), 0)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lossjax import config as config_lib
-from lossjax import distributed, engine, results
+from lossjax import distributed, engine, optimizers, results
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
 from lossjax.interrupts import STARTED, WRITING
 from lossjax.losses import LOSSES
@@ -141,7 +141,9 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> 
     hang)."""
     item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
     # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2).
-    slots = max((engine.state_slots(_settings(cfg, g[0], num_classes)) for g in groups), default=0)
+    slots = max((optimizers.state_slots(cfg.optimizer.name, cfg.optimizer.momentum,
+                                        cfg.optimizer.args, g[0].weight_decay > 0,
+                                        cfg.model.dtype) for g in groups), default=0)
     call = cfg.block_size * jax.device_count()
     share = jax.local_device_count() / jax.device_count()  # of the members, on this process
     worst_memory, worst_disk, worst_hidden = 0, 0, None
@@ -343,7 +345,7 @@ def check_schedule(cfg, n_train: int) -> None:
     the dataset's size): a warmup as long as the run is refused before anything is written."""
     steps = cfg.epochs * (n_train // cfg.batch_size)
     try:
-        engine.check_schedule(cfg.optimizer.schedule, dict(cfg.optimizer.schedule_args), steps)
+        optimizers.check_schedule(cfg.optimizer.schedule, dict(cfg.optimizer.schedule_args), steps)
     except (TypeError, ValueError) as e:
         raise ConfigError(
             f"optimizer.schedule_args: {dict(cfg.optimizer.schedule_args)} does not fit a run "

@@ -140,7 +140,7 @@ def test_documented_schema_is_the_defaults():
 
 def test_choices_are_the_registries(monkeypatch):
     # No list of names of its own: a name added where it is implemented is accepted at once.
-    from lossjax import engine, losses, model
+    from lossjax import losses, model, optimizers
     from lossjax.data import CLASS_NAMES
 
     c = cfg()
@@ -149,8 +149,8 @@ def test_choices_are_the_registries(monkeypatch):
     monkeypatch.setitem(model.INITIALIZERS, "he_uniform", None)
     monkeypatch.setitem(model.DTYPES, "float16", None)
     # The optimizer and schedule registries hold optax functions, whose signatures are read.
-    monkeypatch.setitem(engine.OPTIMIZERS, "my_sgd", engine.OPTIMIZERS["sgd"])
-    monkeypatch.setitem(engine.SCHEDULES, "my_cosine", engine.SCHEDULES["cosine"])
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "my_sgd", optimizers.OPTIMIZERS["sgd"])
+    monkeypatch.setitem(optimizers.SCHEDULES, "my_cosine", optimizers.SCHEDULES["cosine"])
     monkeypatch.setitem(CLASS_NAMES, "svhn", tuple("0123456789"))
     c = cfg(
         dataset={"name": "svhn"},
@@ -168,6 +168,16 @@ def test_choices_are_the_registries(monkeypatch):
 
 def test_import_does_not_load_jax():
     code = "import sys\nimport lossjax.config\nprint('jax' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_validation_does_not_load_the_engine():
+    # The optimizer and schedule registries live in lossjax.optimizers, beside the engine.
+    code = ("import sys\nfrom lossjax.config import parse_config\nparse_config({'name': 't'})\n"
+            "print('lossjax.engine' in sys.modules)")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lossjax import cli, config, xla_flags
+from lossjax import cli, config, validate, xla_flags
 from lossjax.errors import ConfigError
 
 SMALL = {
@@ -256,11 +256,11 @@ def test_shared_references_from_python_are_bounded_too():
 
 def test_error_messages_never_walk_a_huge_value():
     with deadline(60):
-        assert len(config._show(list(range(10**7)))) <= 80
+        assert len(validate.show(list(range(10**7)))) <= 80
         cyclic: list = []
         cyclic.append(cyclic)
-        assert config._show(cyclic).endswith("...")
-        assert "bits" in config._show(10**5000)  # repr refuses ints past 4300 digits
+        assert validate.show(cyclic).endswith("...")
+        assert "bits" in validate.show(10**5000)  # repr refuses ints past 4300 digits
 
 
 def test_five_million_seeds_are_refused_at_once_with_one_line():

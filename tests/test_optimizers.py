@@ -14,7 +14,7 @@ import pytest
 import test_pinned as pinned
 import yaml
 
-from lossjax import cli, engine, losses
+from lossjax import cli, engine, losses, optimizers
 from lossjax.config import config_to_dict, parse_config
 from lossjax.errors import ConfigError
 
@@ -116,7 +116,8 @@ def test_a_group_of_rates_compiles_as_often_as_before():
 
 def test_state_slots():
     base = pinned._settings("float32")
-    slots = {name: engine.state_slots(dataclasses.replace(base, optimizer=name))
+    slots = {name: optimizers.state_slots(name, base.momentum, base.optimizer_args,
+                                          base.weight_decay, base.dtype)
              for name in ("sgd", "momentum", "adam", "lion", "adan")}
     assert slots == {"sgd": 0, "momentum": 1, "adam": 2, "lion": 1, "adan": 4}
 
@@ -217,6 +218,6 @@ def test_lion_sweep_on_digits(tmp_path):
 def test_schedule_checked_against_the_run_length():
     # The config does not know the run's length and accepts a warmup of 100 steps; a run of 50
     # steps cannot hold it.
-    engine.check_schedule("warmup_cosine_decay", {"warmup_steps": 100})
+    optimizers.check_schedule("warmup_cosine_decay", {"warmup_steps": 100})
     with pytest.raises(ValueError, match="decay_steps"):
-        engine.check_schedule("warmup_cosine_decay", {"warmup_steps": 100}, total_steps=50)
+        optimizers.check_schedule("warmup_cosine_decay", {"warmup_steps": 100}, total_steps=50)
