@@ -27,7 +27,7 @@ with ``B``'s at ``B``'s, and per seed ``V − B`` is taken of
   a pair where either member never gets there is *censored* and left out of the mean (counted);
 - *final test accuracy*, at the last epoch.
 
-Each is reported as the mean over seeds with its 95% Student-t interval (``lossjax.results.
+Each is reported as the mean over seeds with its 95% Student-t interval (``lossjax.stats.
 ci95_halfwidth``; Student 1908), with the mean wrong-direction fraction and gradient norm of both
 sides, so that a reader sees how the edit changed the gradient's direction and size. A pair with
 a diverged member is left out, counted. The seed's prediction for the speed effect is > 0 for
@@ -35,7 +35,7 @@ a diverged member is left out, counted. The seed's prediction for the speed effe
 changes nothing), < 0 for ``push_up_<P>``; it predicts nothing for ``true_pull``.
 
 A chosen rate is an estimate: where the seeds do not tell it from another rate of its grid
-(``tied_lrs`` of ``summary.csv``, ``lossjax.results.rate_choice``), the headline effect, at
+(``tied_lrs`` of ``summary.csv``, ``lossjax.stats.rate_choice``), the headline effect, at
 both chosen rates, is one of several the data allow. So for a comparison where either side's
 choice is tied, the same paired effects are also taken with one side at a time moved to each
 of its tied rates while the other side stays at its chosen rate (not every combination: each
@@ -79,9 +79,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import stats
 
-from lossjax import analysis, plots, results
+from lossjax import analysis, plots
 from lossjax.config import EvalConfig
 from lossjax.errors import ResultsError
+from lossjax.folder import record_written, write_json, write_text
+from lossjax.stats import ci95_halfwidth, tied_rates
+from lossjax.tables import MATCH_COLUMNS
 
 BASES = ("cross_entropy", "mse", "softmax_mse", "exp_mse")
 #: Bases whose wrong-class gradient can be negative (a step pushes the logit up).
@@ -202,7 +205,7 @@ def interval(values: Iterable[float]) -> dict:
     v = np.asarray(list(values), float)
     v = v[np.isfinite(v)]
     mean = float(v.mean()) if len(v) else math.nan
-    half = results.ci95_halfwidth(v)
+    half = ci95_halfwidth(v)
     return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "n": len(v)}
 
 
@@ -307,7 +310,7 @@ def tied_rate_effects(res: analysis.Results, base: pd.Series, variant: pd.Series
     b_lr, v_lr = float(base["learning_rate"]), float(variant["learning_rate"])
     if not (np.isfinite(b_lr) and np.isfinite(v_lr)):
         return []
-    b_tied, v_tied = (results.tied_rates(r.get("tied_lrs")) for r in (base, variant))
+    b_tied, v_tied = (tied_rates(r.get("tied_lrs")) for r in (base, variant))
     if not (b_tied or v_tied):
         return []
     rows = [(True, None, b_lr, v_lr)]
@@ -350,7 +353,7 @@ def compare(res: analysis.Results, iv: Intervention, base: pd.Series, variant: p
     out["verdict"] = verdict(out["speed"], iv.prediction)
     for side, row in (("base", base), ("variant", variant)):
         out[f"{side}_rate_choice"] = row.get("rate_choice")
-        out[f"{side}_tied_lrs"] = list(results.tied_rates(row.get("tied_lrs")))
+        out[f"{side}_tied_lrs"] = list(tied_rates(row.get("tied_lrs")))
     tied = [] if gone else tied_rate_effects(res, base, variant, target)
     out["tied_rate_effects"] = tied
     # Whether every tied-rate row reads as the headline does (None: no tied rate choice).
@@ -384,7 +387,7 @@ def member_table(epochs: pd.DataFrame) -> pd.DataFrame:
     rate and seed, whether it diverged, its mean wrong-direction fraction over epochs and its
     speed (mean test accuracy over its evaluated epochs)."""
     keys = ["member", "loss", "hidden", "learning_rate",
-            *(c for c in analysis.MATCH_COLUMNS if c in epochs.columns), "seed"]
+            *(c for c in MATCH_COLUMNS if c in epochs.columns), "seed"]
     return epochs.groupby(keys, as_index=False, dropna=False).agg(
         diverged=("diverged", "any"), wrong_frac=("wrong_frac", "mean"),
         speed=("test_acc", "mean"))
@@ -478,7 +481,7 @@ def within_loss(members: pd.DataFrame, n_resamples: int = N_BOOT) -> dict:
     the pooled ρ across losses, confounded by loss, with a paired bootstrap interval."""
     ok = members[~members["diverged"] & members["wrong_frac"].notna()
                  & members["speed"].notna()]
-    keys = ["loss", "hidden", *(c for c in analysis.MATCH_COLUMNS if c in members.columns)]
+    keys = ["loss", "hidden", *(c for c in MATCH_COLUMNS if c in members.columns)]
     hidden = analysis.hidden_order(members["hidden"])
     groups, xs, ys = [], [], []
     for key, g in sorted(ok.groupby(keys, sort=False),
@@ -534,7 +537,7 @@ def protocol(res: analysis.Results) -> list[dict]:
             "loss": r["loss"], "hidden": r["hidden"], "learning_rate": float(r["learning_rate"]),
             "lr_at_grid_edge": bool(r.get("lr_at_grid_edge", False)),
             "rate_choice": r.get("rate_choice"),
-            "tied_lrs": list(results.tied_rates(r.get("tied_lrs"))),
+            "tied_lrs": list(tied_rates(r.get("tied_lrs"))),
             "late_val_gain": float(gain),
             "still_improving": bool(gain > STILL_IMPROVING),
             "test_acc_mean": float(r["test_acc_mean"]),
@@ -595,7 +598,7 @@ def comparison_label(c: dict, varying: Iterable[str] = ()) -> str:
 
 
 def _varying(comps: list[dict]) -> list[str]:
-    keys = ["hidden", *(k for k in analysis.MATCH_COLUMNS if k in comps[0])]
+    keys = ["hidden", *(k for k in MATCH_COLUMNS if k in comps[0])]
     return [k for k in keys if len({c[k] for c in comps}) > 1]
 
 
@@ -716,7 +719,7 @@ def markdown(out: dict, figure: Path | None = None) -> str:
         "| loss | hidden | n | ρ | note |", "| --- | --- | ---: | ---: | --- |",
     ]
     for g in w["groups"]:
-        extra = "".join(f", {k} {g[k]:g}" for k in analysis.MATCH_COLUMNS
+        extra = "".join(f", {k} {g[k]:g}" for k in MATCH_COLUMNS
                         if k in g and k in varying)
         lines.append(f"| `{g['loss']}`{extra} | {g['hidden']} | {g['n']} | "
                      f"{_num(g['spearman'], '.2f')} | {g['note'] or ''} |")
@@ -877,16 +880,16 @@ def main(argv=None) -> int:
         # Every folder is analysed before anything is written: one bad folder, no files.
         outs = [analyse(f) for f in args.folders]
         # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
-        results.record_written(args.out, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
+        record_written(args.out, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
         for out in outs:
-            results.record_written(Path(out["folder"]), ["causal.json", "causal.md"])
+            record_written(Path(out["folder"]), ["causal.json", "causal.md"])
         figure = write_figure(outs, args.out)[0]
-        results.write_text(args.out / f"{FIGURE_NAME}.md", effects_table(outs))
+        write_text(args.out / f"{FIGURE_NAME}.md", effects_table(outs))
         for out in outs:
             folder = Path(out["folder"])
-            results.write_json(folder / "causal.json", _finite(out))
+            write_json(folder / "causal.json", _finite(out))
             rel = Path(os.path.relpath(figure.resolve(), folder.resolve()))
-            results.write_text(folder / "causal.md", markdown(out, rel))
+            write_text(folder / "causal.md", markdown(out, rel))
     except ResultsError as e:
         print(f"causal: error: {analysis.one_line(e)}", file=sys.stderr)
         return 2

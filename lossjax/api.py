@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from lossjax import analysis
+from lossjax import analysis, tables
 from lossjax.cli import log_to_stderr
 
 log = logging.getLogger("lossjax")
@@ -32,11 +32,11 @@ class Results(analysis.Results):
 
     ``path``; ``config`` (the resolved config as a dict); ``epochs`` and ``summary`` (pandas
     DataFrames of ``epochs.csv`` and ``summary.csv``; the columns are described in
-    ``lossjax.results``); ``env`` (``env.json``: versions, devices, provenance)."""
+    ``lossjax.tables``); ``env`` (``env.json``: versions, devices, provenance)."""
 
     @property
     def env(self) -> dict | None:
-        return analysis.read_env(self.path)
+        return tables.read_env(self.path)
 
     def figures(self) -> dict:
         """Every plot of the folder as a matplotlib ``Figure``, by name."""
