@@ -44,7 +44,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from lossjax import analysis, plots, results  # noqa: E402
+from lossjax import analysis, plots  # noqa: E402
+from lossjax.folder import record_written, write_json, write_text  # noqa: E402
+from lossjax.tables import MATCH_COLUMNS  # noqa: E402
 
 N_BOOT = 2000
 
@@ -83,7 +85,7 @@ def per_member(table: pd.DataFrame) -> pd.DataFrame:
     ok = ~table.groupby("member")["diverged"].transform("max").astype(bool)
     t = table[ok]
     # Weight decay and init scale are optional columns of epochs.csv.
-    swept = [c for c in analysis.MATCH_COLUMNS if c in t.columns]
+    swept = [c for c in MATCH_COLUMNS if c in t.columns]
     keys = ["member", "loss", "hidden", "learning_rate", *swept, "seed"]
     return t.groupby(keys, as_index=False).agg(
         wrong_frac=("wrong_frac", "mean"), speed=("test_acc", "mean"),
@@ -111,7 +113,7 @@ def analyse(folder: Path) -> dict:
         chosen.groupby("loss")[["wrong_frac", "speed", "final_test_acc"]].mean()
         .reindex(analysis.loss_order(chosen["loss"])).reset_index().to_dict("records"))
     # Recorded as lossjax's before they are written: --overwrite of the folder removes them.
-    results.record_written(folder, [f"gradient_sign.{e}" for e in ("json", "md", "png", "svg")])
+    record_written(folder, [f"gradient_sign.{e}" for e in ("json", "md", "png", "svg")])
     _plot(folder, chosen, members, out)
     _write(folder, out)
     return out
@@ -145,7 +147,7 @@ def _fmt(r: dict) -> str:
 
 
 def _write(folder: Path, out: dict) -> None:
-    results.write_json(folder / "gradient_sign.json", out)
+    write_json(folder / "gradient_sign.json", out)
     lines = [f"# Gradient-sign study: {folder.name}", "",
              "Spearman rank correlation between a member's wrong-direction fraction and its "
              "convergence speed (mean test accuracy over epochs); bootstrap 95% interval.", "",
@@ -159,7 +161,7 @@ def _write(folder: Path, out: dict) -> None:
     lines += [f"| `{r['loss']}` | {r['wrong_frac']:.3f} | {r['speed']:.4f} | "
               f"{r['final_test_acc']:.4f} |" for r in out["per_loss_chosen"]]
     lines += ["", "![gradient sign](gradient_sign.png)", ""]
-    results.write_text(folder / "gradient_sign.md", "\n".join(lines))
+    write_text(folder / "gradient_sign.md", "\n".join(lines))
 
 
 def main(argv=None) -> int:

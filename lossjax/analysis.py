@@ -1,8 +1,9 @@
-"""Reading and querying a results folder: the one place that knows what its tables mean.
+"""Querying a results folder read through ``lossjax.tables``: what its tables mean.
 
 ``load_results(results_dir)`` reads ``epochs.csv``, ``summary.csv`` and ``config.yaml`` (absent:
-``{}``), checks that they are whole and agree, and returns them as a ``Results``. The queries
-then answer what the plots, the report and the experiments ask of a sweep:
+``{}``) with the readers of ``lossjax.tables``, checks that they are whole and agree, and
+returns them as a ``Results``. The queries then answer what the plots, the report and the
+experiments ask of a sweep:
 
 - ``summary_rows``: the rows of ``summary.csv`` in a fixed order (hidden sizes, loss, then weight
   decay / init scale);
@@ -12,12 +13,11 @@ then answer what the plots, the report and the experiments ask of a sweep:
   ``rate_choice`` and ``tied_lrs``), for everything that shows a choice to mark it;
 - ``group_rows``, ``all_diverged``, ``last_epochs``: the members of one group and their fate;
 - ``varying_columns``, ``loss_order``, ``hidden_order``, ``config_value``, ``describe``: what
-  was swept, in which order to show it, and a one-line description of the sweep;
-- ``read_env``: ``env.json``, where the sweep ran (optional, read on request).
+  was swept, in which order to show it, and a one-line description of the sweep.
 
-A ``summary.csv`` written before the rate-choice columns (``results.RATE_CHOICE_COLUMNS``)
-existed gets them on reading, computed from ``epochs.csv`` by ``results.rate_choice``, the function
-``results.summarize`` writes them with (``add_rate_choices``); its other columns stay as written.
+A ``summary.csv`` written before the rate-choice columns (``tables.RATE_CHOICE_COLUMNS``)
+existed gets them on reading, computed from ``epochs.csv`` by ``stats.rate_choice``, the function
+``stats.summarize`` writes them with (``add_rate_choices``); its other columns stay as written.
 
 Nothing here draws or writes. Expected failures (folder or table missing, unreadable, cut short,
 lacking columns or rows, tables that disagree) raise ``ResultsError`` with one line.
@@ -25,7 +25,6 @@ lacking columns or rows, tables that disagree) raise ``ResultsError`` with one l
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -34,36 +33,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from lossjax.errors import ResultsError, one_line
+from lossjax.errors import ResultsError
+from lossjax.folder import is_complete
 from lossjax.losses import LOSSES
-from lossjax.results import (
+from lossjax.stats import rate_choice, tied_rates
+from lossjax.tables import (
+    MATCH_COLUMNS,
     RATE_CHOICE_COLUMNS,
-    is_complete,
     normalize,
-    rate_choice,
-    tied_rates,
+    read_config,
+    read_epochs,
+    read_summary,
 )
 
 BUILTIN_LOSSES = tuple(LOSSES)
-EPOCHS_COLUMNS = (
-    "member", "loss", "hidden", "learning_rate", "seed", "epoch",
-    "train_loss", "val_acc", "test_acc", "wrong_frac", "diverged",
-)
-SUMMARY_COLUMNS = (
-    "loss", "hidden", "learning_rate", "n_seeds", "val_acc_mean", "test_acc_mean",
-    "test_acc_ci95", "epochs_to_target_mean", "reached_target", "diverged",
-)
-# Swept values besides the learning rate that pick a summary row's members when present in both
-# tables (floats, compared with a relative tolerance because they round-trip through CSV).
-MATCH_COLUMNS = ("weight_decay", "init_scale")
-_FLOAT_COLUMNS = (
-    "learning_rate", "weight_decay", "init_scale", "train_loss", "train_acc", "val_acc",
-    "test_acc", "test_ce", "wrong_frac", "grad_norm", "wall_time",
-    "val_acc_mean", "test_acc_mean", "test_acc_ci95", "epochs_to_target_mean",
-    "runner_up_lr", "val_gap_mean", "val_gap_ci95",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,76 +64,6 @@ class Results:
     summary: pd.DataFrame
 
 
-def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise ResultsError(
-            f"{path} is missing: a finished sweep writes epochs.csv and summary.csv "
-            "(run `lossjax sweep CONFIG`, or `--resume` an interrupted one)"
-        )
-    try:
-        # An empty tied_lrs cell (no tied rate) must stay text, not become NaN.
-        df = pd.read_csv(path, dtype={"loss": str, "hidden": str, "tied_lrs": str,
-                                      "rate_choice": str})
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
-        raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ResultsError(
-            f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})"
-        )
-    if df.empty:
-        raise ResultsError(f"{path} has no rows")
-    if not _ends_with_newline(path):
-        # pandas fills a short last row with NaN (or reads "Tr" of "True" as False) without a
-        # word; every table a sweep writes ends with a line break.
-        raise ResultsError(
-            f"{path} ends mid-row (no line break after its last line): the file was cut short "
-            "after the sweep wrote it; restore it, or rerun the sweep"
-        )
-    for c in ("loss", "hidden"):
-        if df[c].isna().any():  # a crash later on, in the sorting by name
-            line = df.index[df[c].isna()][0] + 2  # 1-based, after the header
-            raise ResultsError(f"{path}: line {line} has no {c}")
-    for c in _FLOAT_COLUMNS:
-        if c in df.columns:
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-    df["loss"] = df["loss"].astype(str)
-    df["hidden"] = df["hidden"].astype(str)
-    if "tied_lrs" in df.columns:
-        df["tied_lrs"] = df["tied_lrs"].fillna("").astype(str)
-    if "rate_tied" in df.columns:
-        df["rate_tied"] = _as_bool(df["rate_tied"])
-    return df
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
-
-
-def _as_bool(col: pd.Series) -> pd.Series:
-    if col.dtype == bool:
-        return col
-    if pd.api.types.is_numeric_dtype(col):
-        return col.fillna(0).astype(float) != 0
-    return col.astype(str).str.strip().str.lower().isin({"true", "1", "1.0", "yes"})
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path} is not a mapping (got {type(data).__name__})")
-    return data
-
-
 def load_results(results_dir: str | os.PathLike) -> Results:
     """Reads and checks a results folder; raises ``ResultsError`` with one line if it can't."""
     path = Path(results_dir)
@@ -157,14 +71,9 @@ def load_results(results_dir: str | os.PathLike) -> Results:
         raise ResultsError(f"results folder {path} does not exist (run `lossjax sweep CONFIG`)")
     if not path.is_dir():
         raise ResultsError(f"{path} is not a folder; give the results folder a sweep wrote")
-    epochs = _read_csv(path / "epochs.csv", EPOCHS_COLUMNS)
-    summary = _read_csv(path / "summary.csv", SUMMARY_COLUMNS)
-    config = _read_yaml(path / "config.yaml")
-    for c in ("member", "seed", "epoch"):
-        if epochs[c].isna().any() or not pd.api.types.is_numeric_dtype(epochs[c]):
-            raise ResultsError(f"{path / 'epochs.csv'}: column {c} must hold integers")
-        epochs[c] = epochs[c].astype(int)
-    epochs["diverged"] = _as_bool(epochs["diverged"])
+    epochs = read_epochs(path)
+    summary = read_summary(path)
+    config = read_config(path) or {}
     epochs = epochs.sort_values(["member", "epoch"], kind="stable").reset_index(drop=True)
     check_complete(path / "epochs.csv", epochs, config)
     res = Results(path=path, config=config, epochs=epochs, summary=summary)
@@ -176,7 +85,7 @@ def add_rate_choices(res: Results) -> Results:
     """``res`` with the rate-choice columns in its summary, computed from ``epochs.csv`` where
     ``summary.csv`` lacks any of them (a folder written before they existed).
 
-    Each row's columns come from ``results.rate_choice`` at the row's own rate, over its group's
+    Each row's columns come from ``stats.rate_choice`` at the row's own rate, over its group's
     members at their last epoch, read as float32 as the sweep holds them: the values a sweep
     writes today. The other columns are kept as written (an older summary may differ from
     today's ``summarize`` in their last digits, and is not silently rewritten). The columns go
@@ -200,19 +109,6 @@ def _float(v) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
-
-
-def read_env(results_dir: str | os.PathLike) -> dict | None:
-    """``env.json`` (versions, devices, precision), or None where it is absent or not a mapping:
-    the record of where a sweep ran is optional to everything that reads the folder."""
-    path = Path(results_dir) / "env.json"
-    if not path.is_file():
-        return None
-    try:
-        env = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
-    return env if isinstance(env, dict) else None
 
 
 def expected_members(config: dict) -> int | None:
@@ -400,7 +296,7 @@ class Choice:
 
     @property
     def tied_lrs(self) -> tuple[float, ...]:
-        """The rates the chosen one is tied with (``results.rate_choice``); () for none."""
+        """The rates the chosen one is tied with (``stats.rate_choice``); () for none."""
         return tied_rates(self.row.get("tied_lrs"))
 
     def label(self, with_lr: bool = True) -> str:

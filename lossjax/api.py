@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path
 
-from lossjax import analysis, distributed
+from lossjax import analysis, distributed, tables
 from lossjax.log import log_to_stderr
 
 log = logging.getLogger("lossjax")
@@ -33,11 +33,11 @@ class Results(analysis.Results):
 
     ``path``; ``config`` (the resolved config as a dict); ``epochs`` and ``summary`` (pandas
     DataFrames of ``epochs.csv`` and ``summary.csv``; the columns are described in
-    ``lossjax.results``); ``env`` (``env.json``: versions, devices, provenance)."""
+    ``lossjax.tables``); ``env`` (``env.json``: versions, devices, provenance)."""
 
     @property
     def env(self) -> dict | None:
-        return analysis.read_env(self.path)
+        return tables.read_env(self.path)
 
     def figures(self) -> dict:
         """Every plot of the folder as a matplotlib ``Figure``, by name."""

@@ -28,7 +28,7 @@ with ``B``'s at ``B``'s, and per seed ``V − B`` is taken of
   a pair where either member never gets there is *censored* and left out of the mean (counted);
 - *final test accuracy*, at the last epoch.
 
-Each is reported as the mean over seeds with its 95% Student-t interval (``lossjax.results.
+Each is reported as the mean over seeds with its 95% Student-t interval (``lossjax.stats.
 ci95_halfwidth``; Student 1908), with the mean wrong-direction fraction and gradient norm of both
 sides, so that a reader sees how the edit changed the gradient's direction and size. A pair with
 a diverged member is left out, counted. The seed's prediction for the speed effect is > 0 for
@@ -36,7 +36,7 @@ a diverged member is left out, counted. The seed's prediction for the speed effe
 changes nothing), < 0 for ``push_up_<P>``; it predicts nothing for ``true_pull``.
 
 A chosen rate is an estimate: where the seeds do not tell it from another rate of its grid
-(``tied_lrs`` of ``summary.csv``, ``lossjax.results.rate_choice``), the headline effect, at
+(``tied_lrs`` of ``summary.csv``, ``lossjax.stats.rate_choice``), the headline effect, at
 both chosen rates, is one of several the data allow. So for a comparison where either side's
 choice is tied, the same paired effects are also taken with one side at a time moved to each
 of its tied rates while the other side stays at its chosen rate (not every combination: each
@@ -55,7 +55,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from lossjax import analysis, interventions, losses, results
+from lossjax import analysis, interventions, losses, stats
 from lossjax.config import EvalConfig
 from lossjax.errors import ResultsError
 from lossjax.interventions import Variant
@@ -164,7 +164,7 @@ def interval(values: Iterable[float]) -> dict:
     v = np.asarray(list(values), float)
     v = v[np.isfinite(v)]
     mean = float(v.mean()) if len(v) else math.nan
-    half = results.ci95_halfwidth(v)
+    half = stats.ci95_halfwidth(v)
     return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "n": len(v)}
 
 
@@ -269,7 +269,7 @@ def tied_rate_effects(res: analysis.Results, base: pd.Series, variant: pd.Series
     b_lr, v_lr = float(base["learning_rate"]), float(variant["learning_rate"])
     if not (np.isfinite(b_lr) and np.isfinite(v_lr)):
         return []
-    b_tied, v_tied = (results.tied_rates(r.get("tied_lrs")) for r in (base, variant))
+    b_tied, v_tied = (stats.tied_rates(r.get("tied_lrs")) for r in (base, variant))
     if not (b_tied or v_tied):
         return []
     rows = [(True, None, b_lr, v_lr)]
@@ -313,7 +313,7 @@ def compare(res: analysis.Results, v: Variant, base: pd.Series, variant: pd.Seri
     out["verdict"] = verdict(out["speed"], out["prediction"])
     for side, row in (("base", base), ("variant", variant)):
         out[f"{side}_rate_choice"] = row.get("rate_choice")
-        out[f"{side}_tied_lrs"] = list(results.tied_rates(row.get("tied_lrs")))
+        out[f"{side}_tied_lrs"] = list(stats.tied_rates(row.get("tied_lrs")))
     tied = [] if gone else tied_rate_effects(res, base, variant, target)
     out["tied_rate_effects"] = tied
     # Whether every tied-rate row reads as the headline does (None: no tied rate choice).
@@ -363,7 +363,7 @@ def protocol(res: analysis.Results) -> list[dict]:
             "loss": r["loss"], "hidden": r["hidden"], "learning_rate": float(r["learning_rate"]),
             "lr_at_grid_edge": bool(r.get("lr_at_grid_edge", False)),
             "rate_choice": r.get("rate_choice"),
-            "tied_lrs": list(results.tied_rates(r.get("tied_lrs"))),
+            "tied_lrs": list(stats.tied_rates(r.get("tied_lrs"))),
             "late_val_gain": float(gain),
             "still_improving": bool(gain > STILL_IMPROVING),
             "test_acc_mean": float(r["test_acc_mean"]),

@@ -24,8 +24,10 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lossjax import analysis, causal_effects, losses, plots, results
+from lossjax import analysis, causal_effects, losses, plots
 from lossjax.errors import ResultsError
+from lossjax.folder import record_written, write_json, write_text
+from lossjax.tables import MATCH_COLUMNS
 from lossjax.within_loss import BOOT_SEED, N_BOOT, member_table, within_loss
 
 FIGURE_NAME = "causal_effects"
@@ -83,7 +85,7 @@ def comparison_label(c: dict, varying: Iterable[str] = ()) -> str:
 
 
 def _varying(comps: list[dict]) -> list[str]:
-    keys = ["hidden", *(k for k in analysis.MATCH_COLUMNS if k in comps[0])]
+    keys = ["hidden", *(k for k in MATCH_COLUMNS if k in comps[0])]
     return [k for k in keys if len({c[k] for c in comps}) > 1]
 
 
@@ -207,7 +209,7 @@ def _within_section(out: dict, varying: list[str]) -> list[str]:
         "| loss | hidden | n | ρ | note |", "| --- | --- | ---: | ---: | --- |",
     ]
     for g in w["groups"]:
-        extra = "".join(f", {k} {g[k]:g}" for k in analysis.MATCH_COLUMNS
+        extra = "".join(f", {k} {g[k]:g}" for k in MATCH_COLUMNS
                         if k in g and k in varying)
         lines.append(f"| `{g['loss']}`{extra} | {g['hidden']} | {g['n']} | "
                      f"{_num(g['spearman'], '.2f')} | {g['note'] or ''} |")
@@ -379,16 +381,16 @@ def write(folders: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> l
     outs = [analyse(f) for f in folders]
     out_dir = Path(out_dir)
     # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
-    results.record_written(out_dir, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
+    record_written(out_dir, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
     for out in outs:
-        results.record_written(Path(out["folder"]), ["causal.json", "causal.md"])
+        record_written(Path(out["folder"]), ["causal.json", "causal.md"])
     figure = write_figure(outs, out_dir)[0]
-    results.write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
+    write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
     for out in outs:
         folder = Path(out["folder"])
-        results.write_json(folder / "causal.json", _finite(out))
+        write_json(folder / "causal.json", _finite(out))
         rel = Path(os.path.relpath(figure.resolve(), folder.resolve()))
-        results.write_text(folder / "causal.md", markdown(out, rel))
+        write_text(folder / "causal.md", markdown(out, rel))
     return outs
 
 

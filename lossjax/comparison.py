@@ -6,7 +6,7 @@ missing, unfinished or inconsistent raises its one-line ``ResultsError``) and re
 
 - ``table``: one row per sweep and ``summary.csv`` row, sweeps in the order given, rows in
   ``analysis.summary_rows`` order within each, with how clearly each rate was chosen (runner-up,
-  paired validation gap, tie: ``results.rate_choice``; computed for an older folder);
+  paired validation gap, tie: ``stats.rate_choice``; computed for an older folder);
 - ``figure()``: test accuracy against epoch at each row's chosen learning rate, one panel per
   sweep, the panels sharing their y axis; a loss keeps its colour in every panel;
 - ``to_markdown()``: the table in Markdown, percentages as in ``report.md``;
@@ -29,8 +29,6 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from lossjax.analysis import (
-    MATCH_COLUMNS,
-    SUMMARY_COLUMNS,
     Choice,
     Results,
     chosen_runs,
@@ -43,6 +41,7 @@ from lossjax.analysis import (
     summary_rows,
     tie_mark,
 )
+from lossjax.folder import write_table, write_text
 from lossjax.plots import (
     FORMATS,
     STYLE,
@@ -55,7 +54,7 @@ from lossjax.plots import (
     panels,
     save_figure,
 )
-from lossjax.results import RATE_CHOICE_COLUMNS, write_table, write_text
+from lossjax.tables import MATCH_COLUMNS, RATE_CHOICE_COLUMNS, SUMMARY_REQUIRED
 
 NAME = "comparison"
 
@@ -210,7 +209,7 @@ def _table(labels, results) -> pd.DataFrame:
     # the one value changed between a base sweep and its variant.
     extra = [c for c in MATCH_COLUMNS
              if c in table.columns and table[c].nunique(dropna=False) > 1]
-    loss, hidden, *rest = SUMMARY_COLUMNS
+    loss, hidden, *rest = SUMMARY_REQUIRED
     return table[["sweep", "dataset", loss, hidden, rest[0], *extra, *RATE_CHOICE_COLUMNS,
                   *rest[1:]]]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from lossjax import interrupts
 from lossjax.errors import ConfigError, LossjaxError
-from lossjax.results import diff_keys
+from lossjax.folder import diff_keys
 
 #: JAX's variables for plain hosts: the coordinator ``host:port`` (a port process 0 can
 #: open), the number of processes and this process's id.

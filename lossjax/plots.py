@@ -67,7 +67,7 @@ from lossjax.analysis import (
     loss_order,
 )
 from lossjax.errors import ResultsError, one_line
-from lossjax.results import atomic_write, require_own
+from lossjax.folder import atomic_write, require_own
 
 PLOT_NAMES = ("test_accuracy", "train_loss", "lr_sensitivity", "wrong_direction")
 FORMATS = ("png", "svg")
@@ -576,7 +576,7 @@ def plot_results(results_dir: str | os.PathLike) -> list[Path]:
     Raises ``ResultsError`` (one line) when the folder or a table is missing, unreadable or
     incomplete, or when ``summary.csv`` and ``epochs.csv`` disagree; and, before reading
     anything, when the folder is not one a sweep made (no ``status.json``) or ``plots/`` is a
-    link: lossjax writes only into its own folders (``lossjax.results.require_own``).
+    link: lossjax writes only into its own folders (``lossjax.folder.require_own``).
     """
     require_own(results_dir)  # before anything in it is opened
     res = load_results(results_dir)

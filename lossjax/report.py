@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lossjax import analysis, plots, provenance
+from lossjax import analysis, plots, provenance, tables
 from lossjax.analysis import Results
 from lossjax.errors import ResultsError, one_line
-from lossjax.results import require_own, write_text
+from lossjax.folder import require_own, write_text
 
 REPORT_NAME = "report.md"
 
@@ -547,7 +547,7 @@ def render(res: Results) -> str:
         "seeds. Epochs to target: mean over the seeds that reached it (seeds that reached it / "
         "seeds). Diverged: members that diverged over the whole learning-rate grid / members."
     )
-    env = analysis.read_env(res.path)
+    env = tables.read_env(res.path)
     if provenance := _provenance(env):
         out += ["", *provenance]
     elif env is not None and (line := _environment_line(env)):
@@ -569,7 +569,7 @@ def render(res: Results) -> str:
 def write_report(results_dir: str | os.PathLike) -> Path:
     """Writes ``RESULTS_DIR/report.md`` (redrawing missing or stale plots) and returns its path.
 
-    Only into a folder a sweep made (``lossjax.results.require_own``): a folder of yours with
+    Only into a folder a sweep made (``lossjax.folder.require_own``): a folder of yours with
     lossjax's tables copied into it keeps its own ``report.md``; :func:`render` gives the text
     without writing."""
     require_own(results_dir)  # before anything in it is opened

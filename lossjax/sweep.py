@@ -8,7 +8,7 @@ is rewritten and a checkpoint saved, both atomically, so an interrupted sweep re
 (``--resume``) from its last finished epoch and ends with the same files as an uninterrupted
 one (the ``wall_time`` column aside), on the same CPU model and instruction set with the same
 jax and jaxlib: XLA's CPU kernels round differently elsewhere. A resume elsewhere is refused
-(``results.Claim``) unless ``allow_other_machine``; env.json and report.md then say from which
+(``folder.Claim``) unless ``allow_other_machine``; env.json and report.md then say from which
 epoch on the rows are not bit-exact.
 """
 
@@ -31,12 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from lossjax import checkpoint, distributed, engine, folder, optimizers, tables
 from lossjax import config as config_lib
-from lossjax import distributed, engine, optimizers, results
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
 from lossjax.interrupts import STARTED, WRITING
 from lossjax.losses import LOSSES
 from lossjax.resolve import resolve_loss
+from lossjax.stats import summarize
 
 log = logging.getLogger("lossjax")
 
@@ -276,12 +277,12 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
 
     claim = contextlib.nullcontext()
     try:
-        with distributed.stage("claiming the results folder", (results.AlreadyComplete,)):
+        with distributed.stage("claiming the results folder", (folder.AlreadyComplete,)):
             if writer:
-                results.check_path(out)
-                claim = results.Claim(out, config_dict, resume=resume, overwrite=overwrite,
+                folder.check_path(out)
+                claim = folder.Claim(out, config_dict, resume=resume, overwrite=overwrite,
                                       allow_other_machine=allow_other_machine)
-    except results.AlreadyComplete as done:
+    except folder.AlreadyComplete as done:
         if writer:
             log.warning("%s; nothing changed.", done)
         return out
@@ -293,7 +294,7 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
             log.warning("%s", claim.machine_note)
         with distributed.stage("checking the checkpoints against epochs.csv"):
             if writer and resuming:
-                results.check_resumable(out, groups, cfg.epochs)
+                checkpoint.check_resumable(out, groups, cfg.epochs)
         with distributed.stage("loading the data"):
             ds = data.preprocess(
                 data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
@@ -315,7 +316,7 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                     _note_other_devices(out, env)
                 with WRITING:
                     if resuming:  # Claim.start leaves a resumed folder's files as they are
-                        results.write_json(out / "env.json", env)
+                        folder.write_json(out / "env.json", env)
                     claim.start(config_dict, env)
         try:
             table = train(cfg, ds, groups, loss_fns, mesh, out, resume=resuming,
@@ -328,11 +329,11 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                                f"epochs are kept in {out} (--resume continues)") from e
         if not writer:
             return out
-        summary = results.summarize(table, cfg.eval.target_accuracy)
+        summary = summarize(table, cfg.eval.target_accuracy)
         from lossjax import plots, report
 
         with WRITING:
-            results.write_table(out / "summary.csv", summary)
+            folder.write_table(out / "summary.csv", summary)
             plots.plot_results(out)
             report.write_report(out)
             claim.finish()
@@ -358,15 +359,15 @@ def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict, n_
     """env.json: a new record, or a resumed sweep's record with this start added, and the
     epoch each group resumes after (its checkpoint's, as train() finds it: the folder is
     locked), which is where rows stop being bit-exact if this is another machine."""
-    from lossjax import analysis, provenance
+    from lossjax import provenance
 
     if not resuming:
         return provenance.record(jax.devices(), data_meta, invocation)
     try:
-        env = analysis.read_env(out) or {}
+        env = tables.read_env(out) or {}
     except ResultsError:  # unreadable: start the record again rather than stop the sweep
         env = {}
-    done = [results.checkpoint_epoch(out, gid) for gid in range(n_groups)]
+    done = [checkpoint.checkpoint_epoch(out, gid) for gid in range(n_groups)]
     return provenance.add_resume(env, invocation, devices=jax.devices(),
                                  resumed_after_epochs=done, epochs=epochs)
 
@@ -410,7 +411,7 @@ def _agree_on_folder(out: Path, claim, writer: bool) -> bool:
         claim.mark(token.tobytes().hex())
     token = distributed.broadcast(token)  # process 0's, once it is in the folder
     with distributed.stage("checking that every process sees the results folder"):
-        marker = out / results.LOCK
+        marker = out / folder.LOCK
         if not writer and not (marker.exists()
                                and token.tobytes().hex() in marker.read_text()):
             raise ResultsError(
@@ -442,7 +443,7 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
             group = engine.Group(_settings(cfg, members[0], ds.num_classes), members,
                                  *group_losses(members, loss_fns), data, mesh)
             start_epoch, state = _start_state(group, ckpts.pop(gid), out, gid)
-            static = results.member_keys(members)
+            static = tables.member_keys(members)
             for epoch in range(start_epoch, cfg.epochs):
                 state, metrics = group.train_epoch(state, epoch)
                 last = epoch + 1 == cfg.epochs
@@ -462,8 +463,9 @@ def _resume_point(out: Path, groups, resume: bool) -> tuple[pd.DataFrame, dict, 
     """What training goes on from: the rows a checkpoint stands behind, each group's checkpoint
     (None for a group starting afresh), and each group's finished epochs, agreed by every
     process. All empty or 0 when not resuming."""
-    table = results.read_table(out) if resume else pd.DataFrame(columns=results.COLUMNS)
-    ckpts = {gid: results.load_checkpoint(out, gid, len(g)) if resume else None
+    table = (tables.read_epochs(out, resume=True) if resume
+             else pd.DataFrame(columns=tables.EPOCHS_COLUMNS))
+    ckpts = {gid: checkpoint.load_checkpoint(out, gid, len(g)) if resume else None
              for gid, g in enumerate(groups)}
     done = {gid: c[0] if c else 0 for gid, c in ckpts.items()}
     with distributed.stage("reading the checkpoints"):
@@ -513,7 +515,7 @@ def _epoch_rows(static: pd.DataFrame, epoch: int, metrics: dict, evals: dict, tr
     """A group's rows of epochs.csv for one epoch; NaN where a value was not measured (no
     evaluation this epoch, a split not asked for)."""
     nan = np.full(len(static), math.nan)
-    return results.normalize(static.assign(
+    return tables.normalize(static.assign(
         epoch=epoch,
         train_loss=metrics["train_loss"],
         train_acc=metrics["train_acc"] if train_acc else nan,
@@ -535,17 +537,17 @@ def _save_epoch(out: Path, gid: int, epoch: int, group: engine.Group, state, tab
     # The table first: on resume, rows beyond the checkpoint are dropped.
     if writer:
         with WRITING:
-            results.write_table(out / "epochs.csv", table)
+            folder.write_table(out / "epochs.csv", table)
             if events is not None:  # this epoch's rows only, before the checkpoint
                 events.write(rows)
     positions, leaves = group.local_state(state)
     with WRITING:
-        results.save_shard(out, gid, epoch, distributed.process_index(), positions, leaves)
+        checkpoint.save_shard(out, gid, epoch, distributed.process_index(), positions, leaves)
     distributed.barrier(f"lossjax checkpoint {gid} {epoch}")
     if writer:
         with WRITING:
-            results.commit_checkpoint(out, gid, epoch, jax.process_count(),
-                                      rows=results.rows_digest(table))
+            checkpoint.commit_checkpoint(out, gid, epoch, jax.process_count(),
+                                      rows=tables.rows_digest(table))
 
 
 def _member_epochs(groups, done: dict, gid: int | None = None, epochs: int = 0) -> int:

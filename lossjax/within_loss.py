@@ -22,6 +22,7 @@ from scipy import stats
 
 from lossjax import analysis
 from lossjax.causal_effects import loss_key
+from lossjax.tables import MATCH_COLUMNS
 
 MIN_MEMBERS = 4  # fewer members than this give a rank correlation no meaning
 N_BOOT = 2000
@@ -34,7 +35,7 @@ def member_table(epochs: pd.DataFrame) -> pd.DataFrame:
     rate and seed, whether it diverged, its mean wrong-direction fraction over epochs and its
     speed (mean test accuracy over its evaluated epochs)."""
     keys = ["member", "loss", "hidden", "learning_rate",
-            *(c for c in analysis.MATCH_COLUMNS if c in epochs.columns), "seed"]
+            *(c for c in MATCH_COLUMNS if c in epochs.columns), "seed"]
     return epochs.groupby(keys, as_index=False, dropna=False).agg(
         diverged=("diverged", "any"), wrong_frac=("wrong_frac", "mean"),
         speed=("test_acc", "mean"))
@@ -128,7 +129,7 @@ def within_loss(members: pd.DataFrame, n_resamples: int = N_BOOT) -> dict:
     the pooled ρ across losses, confounded by loss, with a paired bootstrap interval."""
     ok = members[~members["diverged"] & members["wrong_frac"].notna()
                  & members["speed"].notna()]
-    keys = ["loss", "hidden", *(c for c in analysis.MATCH_COLUMNS if c in members.columns)]
+    keys = ["loss", "hidden", *(c for c in MATCH_COLUMNS if c in members.columns)]
     hidden = analysis.hidden_order(members["hidden"])
     groups, xs, ys = [], [], []
     for key, g in sorted(ok.groupby(keys, sort=False),

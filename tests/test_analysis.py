@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lossjax import analysis, cli, results
+from lossjax import analysis, cli, folder, stats, tables
 from lossjax.errors import ResultsError
 
 
@@ -112,8 +112,8 @@ def all_diverge(losses, lrs=(0.1, 1.0), seeds=(0, 1)):
 
 def resummarize(d):
     """Rewrites summary.csv as the sweep does, from epochs.csv."""
-    summary = results.summarize(pd.read_csv(d / "epochs.csv", dtype={"hidden": str}), 0.9)
-    results.write_table(d / "summary.csv", summary)
+    summary = stats.summarize(pd.read_csv(d / "epochs.csv", dtype={"hidden": str}), 0.9)
+    folder.write_table(d / "summary.csv", summary)
     return summary
 
 
@@ -250,14 +250,14 @@ def test_corrupt_config_is_an_error(results_dir):
 
 
 def test_env_json_is_optional(results_dir):
-    assert analysis.read_env(results_dir)["device_kind"] == "cpu"
+    assert tables.read_env(results_dir)["device_kind"] == "cpu"
     (results_dir / "env.json").write_text("[1, 2]")  # not a mapping: nothing to report
-    assert analysis.read_env(results_dir) is None
+    assert tables.read_env(results_dir) is None
     (results_dir / "env.json").write_text("{not json")
     with pytest.raises(ResultsError, match=r"env\.json is unreadable"):
-        analysis.read_env(results_dir)
+        tables.read_env(results_dir)
     (results_dir / "env.json").unlink()
-    assert analysis.read_env(results_dir) is None
+    assert tables.read_env(results_dir) is None
 
 
 def test_missing_config_falls_back_to_folder_name(results_dir):
@@ -399,22 +399,22 @@ def test_summary_cut_at_a_line_break(results_dir):
 
 def _epochs32(d):
     """epochs.csv with its metrics in float32, as a sweep holds them when it summarizes."""
-    return results.normalize(pd.read_csv(d / "epochs.csv", dtype={"hidden": str}))
+    return tables.normalize(pd.read_csv(d / "epochs.csv", dtype={"hidden": str}))
 
 
 def test_old_summary_without_rate_choice_columns_gets_them_from_epochs(results_dir):
     # make_results writes a summary.csv as sweeps did before the rate-choice columns.
     written = pd.read_csv(results_dir / "summary.csv", dtype={"hidden": str})
-    assert not set(results.RATE_CHOICE_COLUMNS) & set(written.columns)
+    assert not set(tables.RATE_CHOICE_COLUMNS) & set(written.columns)
     res = analysis.load_results(results_dir)
     s = res.summary
     cols = list(s.columns)
     at = cols.index("lr_at_grid_edge") + 1
-    assert cols[at:at + len(results.RATE_CHOICE_COLUMNS)] == list(results.RATE_CHOICE_COLUMNS)
+    assert cols[at:at + len(tables.RATE_CHOICE_COLUMNS)] == list(tables.RATE_CHOICE_COLUMNS)
     # The same numbers as a sweep writes today, from the same epochs.csv.
-    fresh = results.summarize(_epochs32(results_dir), 0.9).set_index("loss")
+    fresh = stats.summarize(_epochs32(results_dir), 0.9).set_index("loss")
     got = s.set_index("loss").loc[fresh.index]
-    for c in results.RATE_CHOICE_COLUMNS:
+    for c in tables.RATE_CHOICE_COLUMNS:
         np.testing.assert_array_equal(got[c].to_numpy(), fresh[c].to_numpy(), c)
     # Every column the file had keeps its written value (0.012 is make_results's, not today's).
     for c in written.columns:
@@ -423,10 +423,10 @@ def test_old_summary_without_rate_choice_columns_gets_them_from_epochs(results_d
 
 
 def test_rate_choice_columns_in_the_file_are_read_not_recomputed(results_dir):
-    s = results.summarize(_epochs32(results_dir), 0.9)
+    s = stats.summarize(_epochs32(results_dir), 0.9)
     s.loc[s["loss"] == "mse", ["rate_choice", "tied_lrs", "rate_tied"]] = ["decided", "", False]
     s.loc[s["loss"] == "cross_entropy", ["rate_choice", "tied_lrs"]] = ["tied", "0.1;0.3"]
-    results.write_table(results_dir / "summary.csv", s)
+    folder.write_table(results_dir / "summary.csv", s)
     got = analysis.load_results(results_dir).summary.set_index("loss")
     assert got.loc["mse", "rate_choice"] == "decided" and got.loc["mse", "tied_lrs"] == ""
     assert got["rate_tied"].dtype == bool and not got.loc["mse", "rate_tied"]

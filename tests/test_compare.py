@@ -12,7 +12,7 @@ import pytest
 from test_analysis import all_diverge, make_results, resummarize
 from test_plots import _check_files
 
-from lossjax import analysis, plots, results
+from lossjax import analysis, plots, tables
 from lossjax.comparison import Comparison, compare
 from lossjax.errors import ResultsError
 
@@ -51,7 +51,7 @@ def test_table_rows_labels_and_values_come_from_each_summary(two):
         mine = t[t["sweep"] == label].set_index("loss")
         theirs = _summary(path).set_index("loss").loc[mine.index]
         # These summaries predate the rate-choice columns: compare computes them (tested below).
-        for col in mine.columns.drop(["sweep", "dataset", *results.RATE_CHOICE_COLUMNS]):
+        for col in mine.columns.drop(["sweep", "dataset", *tables.RATE_CHOICE_COLUMNS]):
             np.testing.assert_array_equal(mine[col].to_numpy(), theirs[col].to_numpy(), col)
 
 

@@ -21,7 +21,8 @@ import pytest
 from test_analysis import make_results
 from test_safety import _config, _one_line, _sweep
 
-from lossjax import cli, plots, results
+import lossjax.folder
+from lossjax import cli, plots
 from lossjax.errors import ResultsError
 
 CONFIG = {"name": "small"}  # what Claim compares on --resume; any mapping will do here
@@ -56,7 +57,7 @@ def _lossjax_folder(folder: Path, complete=False, rows=True, checkpoints=True) -
     if complete:
         (folder / "summary.csv").write_text("loss\nmse\n")
         (folder / "report.md").write_text("# report\n")
-        for name in results.PLOT_FILES:
+        for name in lossjax.folder.PLOT_FILES:
             (folder / "plots" / name).write_bytes(b"png")
     if checkpoints:
         (folder / "checkpoints").mkdir()
@@ -67,11 +68,11 @@ def _lossjax_folder(folder: Path, complete=False, rows=True, checkpoints=True) -
 
 def _usable(folder: Path, **flags) -> None:
     """The folder can be claimed (and, with --overwrite, started over): nothing is stuck."""
-    with results.Claim(folder, CONFIG, resume=flags.get("resume", False),
+    with lossjax.folder.Claim(folder, CONFIG, resume=flags.get("resume", False),
                        overwrite=flags.get("overwrite", False)) as claim:
         if flags.get("overwrite"):
             claim.start(CONFIG, {})
-    assert results.status(folder) is not None
+    assert lossjax.folder.status(folder) is not None
 
 
 # ---- the lock ------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_a_lock_that_is_a_folder_is_refused(tmp_path, capsys):
 def test_a_new_folder_is_lossjaxs_before_its_lock_exists(tmp_path):
     # status.json is written before .lock, and a failed claim removes both again.
     folder = tmp_path / "runs" / "small"
-    with pytest.raises(RuntimeError), results.Claim(folder, CONFIG, resume=False,
+    with pytest.raises(RuntimeError), lossjax.folder.Claim(folder, CONFIG, resume=False,
                                                     overwrite=False):
         assert json.loads((folder / "status.json").read_text()) == {"complete": False}
         assert (folder / ".lock").read_text().split()[0] == str(os.getpid())
@@ -142,7 +143,7 @@ def test_a_new_folder_is_lossjaxs_before_its_lock_exists(tmp_path):
     assert not (tmp_path / "runs").exists()
     # A claim that ends (like one killed) before its sweep starts leaves a lossjax folder that
     # a rerun simply starts over.
-    results.Claim(folder, CONFIG, resume=False, overwrite=False).release()
+    lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=False).release()
     assert sorted(p.name for p in folder.iterdir()) == ["status.json"]
     _usable(folder)
 
@@ -151,7 +152,7 @@ def test_releasing_the_lock_never_masks_the_real_error(tmp_path, monkeypatch):
     # A folder made immutable mid-run (chattr +i): the lock cannot be removed, and the error
     # that stopped the sweep is the one that comes out.
     folder = tmp_path / "runs" / "small"
-    claim = results.Claim(folder, CONFIG, resume=False, overwrite=False)
+    claim = lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=False)
     claim.start(CONFIG, {})
     real_unlink = Path.unlink
 
@@ -170,7 +171,7 @@ def test_releasing_the_lock_never_masks_the_real_error(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_an_immutable_folder_mid_run_is_one_line_about_the_table(tmp_path, capsys, monkeypatch):
-    real_write, real_unlink = results.write_table, Path.unlink
+    real_write, real_unlink = lossjax.folder.write_table, Path.unlink
 
     def no_table(path, table):
         if Path(path).name == "epochs.csv":
@@ -179,19 +180,19 @@ def test_an_immutable_folder_mid_run_is_one_line_about_the_table(tmp_path, capsy
         return real_write(path, table)
 
     def no_unlink(self, missing_ok=False):
-        if self.name == results.LOCK:
+        if self.name == lossjax.folder.LOCK:
             raise PermissionError(1, "Operation not permitted", str(self))
         return real_unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(results, "write_table", no_table)
+    monkeypatch.setattr(lossjax.folder, "write_table", no_table)
     monkeypatch.setattr(Path, "unlink", no_unlink)
     code, err = _sweep(capsys, _config(tmp_path))
     assert code == 2
     _one_line(err, "cannot write", "epochs.csv", "Operation not permitted")
-    monkeypatch.setattr(results, "write_table", real_write)
+    monkeypatch.setattr(lossjax.folder, "write_table", real_write)
     monkeypatch.setattr(Path, "unlink", real_unlink)
     code, _ = _sweep(capsys, _config(tmp_path))  # no epoch is kept: a rerun starts over
-    assert code == 0 and results.is_complete(tmp_path / "runs" / "small")
+    assert code == 0 and lossjax.folder.is_complete(tmp_path / "runs" / "small")
 
 
 # ---- links inside a results folder ------------------------------------------------------------
@@ -291,14 +292,14 @@ def test_overwrite_removes_only_what_lossjax_wrote(tmp_path):
     (folder / "checkpoints" / "README").write_text("mine")
     # What experiments/ scripts wrote is recorded, and removed; a hand-edited list naming a
     # file of yours is not obeyed.
-    results.record_written(folder, ["gradient_sign.md", "gradient_sign.json"])
+    lossjax.folder.record_written(folder, ["gradient_sign.md", "gradient_sign.json"])
     (folder / "gradient_sign.md").write_text("written by the script")
     (folder / "gradient_sign.json").write_text("{}")
     st = json.loads((folder / "status.json").read_text())
     (folder / "status.json").write_text(json.dumps({**st, "written": [*st["written"],
                                                                        "notes.md"]}))
     (folder / ".epochs.csv.k2j4.tmp").write_text("left by kill -9")
-    with results.Claim(folder, CONFIG, resume=False, overwrite=True) as claim:
+    with lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=True) as claim:
         claim.start(CONFIG, {"new": True})
     for name, text in mine.items():
         assert (folder / name).read_text() == text, name
@@ -314,11 +315,11 @@ def test_overwrite_removes_only_what_lossjax_wrote(tmp_path):
 
 
 def test_experiment_entries_name_what_the_scripts_write():
-    assert set(results.PLOT_FILES) == {f"{n}.{f}" for n in plots.PLOT_NAMES
+    assert set(lossjax.folder.PLOT_FILES) == {f"{n}.{f}" for n in plots.PLOT_NAMES
                                        for f in plots.FORMATS}
     for script in ("lossjax/causal_report", "experiments/gradient_sign"):
         text = (Path(__file__).parents[1] / f"{script}.py").read_text()
-        assert "results.record_written(" in text, script
+        assert "record_written(" in text, script
 
 
 # ---- report and plot on a folder lossjax never made -------------------------------------------
@@ -341,16 +342,16 @@ def test_report_and_plot_never_write_into_a_folder_lossjax_did_not_make(tmp_path
 KILL_AT = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from lossjax import results
+    import lossjax.folder
     folder, where, n, resume = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    real, calls = getattr(results, where), []
+    real, calls = getattr(lossjax.folder, where), []
     def dying(*args, **kwargs):
         calls.append(1)
         if len(calls) == n:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*args, **kwargs)
-    setattr(results, where, dying)
-    claim = results.Claim(folder, {"name": "small"}, resume=resume == "resume",
+    setattr(lossjax.folder, where, dying)
+    claim = lossjax.folder.Claim(folder, {"name": "small"}, resume=resume == "resume",
                           overwrite=resume == "overwrite",
                           allow_other_machine=resume == "resume")
     if resume == "overwrite":
@@ -377,10 +378,10 @@ def test_overwrite_killed_at_any_step_leaves_a_folder_overwrite_can_use(tmp_path
     (folder / "notes.md").write_text("mine")
     before = _snap(folder)
     _killed(folder, where, n, "overwrite")
-    st = results.status(folder)
+    st = lossjax.folder.status(folder)
     assert st is not None  # lossjax's at every moment
     if st["complete"]:  # killed before the first step: the finished sweep, as it was (and
-        (folder / results.LOCK).unlink()  # the dead process's lock file, which is harmless)
+        (folder / lossjax.folder.LOCK).unlink()  # the dead process's lock file, which is harmless)
         assert _snap(folder) == before
     assert st["complete"] is (where == "write_json" and n == 1)
     assert (folder / "notes.md").read_text() == "mine"
@@ -398,11 +399,11 @@ def test_killed_while_finishing_is_a_finished_sweep(tmp_path):
     (folder / "summary.csv").write_text("loss\nmse\n")
     table = (folder / "epochs.csv").read_bytes()
     _killed(folder, "_remove_own", 1, "resume")  # status.json says complete; checkpoints left
-    assert results.is_complete(folder) and (folder / "checkpoints").exists()
+    assert lossjax.folder.is_complete(folder) and (folder / "checkpoints").exists()
     assert (folder / "epochs.csv").read_bytes() == table
     with pytest.raises(ResultsError, match="already holds a finished sweep"):
         _usable(folder)
-    with pytest.raises(results.AlreadyComplete):
+    with pytest.raises(lossjax.folder.AlreadyComplete):
         _usable(folder, resume=True)
     _usable(folder, overwrite=True)
     assert not (folder / "checkpoints").exists()

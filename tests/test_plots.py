@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_analysis import all_diverge, make_results, resummarize
 
-from lossjax import analysis, cli, plots, report, results
+from lossjax import analysis, cli, folder, plots, report, tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -224,8 +224,8 @@ def _tie_folder(path):
     ep["val_acc"] = [val[(r.loss, r.learning_rate)][r.seed] for r in ep.itertuples()]
     ep.to_csv(d / "epochs.csv", index=False)
     # summary.csv as sweeps wrote it before the rate-choice columns.
-    old = resummarize(d).drop(columns=list(results.RATE_CHOICE_COLUMNS))
-    results.write_table(d / "summary.csv", old)
+    old = resummarize(d).drop(columns=list(tables.RATE_CHOICE_COLUMNS))
+    folder.write_table(d / "summary.csv", old)
     return d
 
 

@@ -18,7 +18,7 @@ import yaml
 from conftest import SMALL_SWEEP
 from test_sweep import assert_same_files
 
-from lossjax import cli, engine, results
+from lossjax import cli, engine, tables
 
 SMALL = {**SMALL_SWEEP, "model": {"hidden": [[8], [4]]}}  # two groups of four members
 STOP_AT = 6  # the sixth epoch trained: group 0 finished (3 epochs), group 1 after epoch 2
@@ -308,7 +308,7 @@ def test_lost_rows_are_refused_before_training(folder, capsys, monkeypatch, cut)
 
 def _edit(line: str, column: str, value: str) -> str:
     cells = line.rstrip("\n").split(",")
-    cells[results.COLUMNS.index(column)] = value
+    cells[tables.EPOCHS_COLUMNS.index(column)] = value
     return ",".join(cells) + "\n"
 
 
@@ -346,7 +346,7 @@ def test_hand_edited_rows_are_refused(folder, capsys, edit, needles):
     elif edit == "undiverged":
         lines[2] = _edit(lines[2], "diverged", "True")
     else:
-        value = float(lines[2].split(",")[results.COLUMNS.index("val_acc")])
+        value = float(lines[2].split(",")[tables.EPOCHS_COLUMNS.index("val_acc")])
         lines[2] = _edit(lines[2], "val_acc", repr(round(value / 2, 4)))
     _write_rows(path, lines)
     _refused(capsys, path, cfg, "epochs.csv", *needles, "--overwrite")

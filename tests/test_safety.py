@@ -18,7 +18,9 @@ import yaml
 from conftest import SMALL_SWEEP
 from test_sweep import assert_same_files
 
-from lossjax import cli, results
+import lossjax.folder
+from lossjax import cli
+from lossjax.errors import ResultsError
 
 SMALL = SMALL_SWEEP
 LOSSES_PY = textwrap.dedent("""
@@ -114,8 +116,8 @@ def test_a_finished_sweep_is_final(finished, capsys):
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from lossjax import results
-    claim = results.Claim(Path(sys.argv[1]), {}, resume=False, overwrite=False)
+    import lossjax.folder
+    claim = lossjax.folder.Claim(Path(sys.argv[1]), {}, resume=False, overwrite=False)
     print("HELD", flush=True)
     time.sleep(120)
 """)
@@ -136,8 +138,8 @@ def test_a_second_sweep_into_a_folder_in_use_stops_and_kill_9_frees_it(tmp_path,
         holder.wait()
     # The lock died with its process: nothing stale stands in the way.
     code, _ = _sweep(capsys, _config(tmp_path))
-    assert code == 0 and results.is_complete(folder)
-    assert not (folder / results.LOCK).exists()
+    assert code == 0 and lossjax.folder.is_complete(folder)
+    assert not (folder / lossjax.folder.LOCK).exists()
 
 
 # ---- errors after validation: one line, nothing left -----------------------------------------
@@ -247,8 +249,8 @@ def test_atomic_write_turns_os_errors_into_one_line(tmp_path):
 
     target = tmp_path / "t.csv"
     target.write_text("old")
-    with pytest.raises(results.ResultsError, match="No space left on device"):
-        results.atomic_write(target, full)
+    with pytest.raises(ResultsError, match="No space left on device"):
+        lossjax.folder.atomic_write(target, full)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary left
 
@@ -307,7 +309,7 @@ def test_ctrl_c_at_any_moment_ends_cleanly_and_resume_is_exact(finished, tmp_pat
     code = cli.main(["sweep", cfg, "--quiet", "--resume"])
     assert code == 0
     assert_same_files(finished[0], folder)
-    assert not list(folder.rglob("*.tmp")) and not (folder / results.LOCK).exists()
+    assert not list(folder.rglob("*.tmp")) and not (folder / lossjax.folder.LOCK).exists()
 
 
 @pytest.mark.slow

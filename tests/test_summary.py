@@ -1,4 +1,4 @@
-"""``results.summarize`` on small hand-made ``epochs.csv`` tables: which learning rate it chooses
+"""``stats.summarize`` on small hand-made ``epochs.csv`` tables: which learning rate it chooses
 and what it reports there. No training runs."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossjax import results
+from lossjax.folder import write_table
+from lossjax.stats import ci95_halfwidth, summarize, tied_rates
+from lossjax.tables import EPOCHS_COLUMNS, RATE_CHOICE_COLUMNS
 
 TARGET = 0.9
 
@@ -44,10 +46,10 @@ class Table:
         return self
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=results.COLUMNS)
+        return pd.DataFrame(self.rows, columns=EPOCHS_COLUMNS)
 
     def summary(self) -> pd.DataFrame:
-        return results.summarize(self.frame(), TARGET)
+        return summarize(self.frame(), TARGET)
 
 
 def _row(summary: pd.DataFrame, **key) -> pd.Series:
@@ -125,7 +127,7 @@ def test_ci95_is_of_test_accuracy_at_the_chosen_rate():
         t.add(lr=1.0, seed=seed, test=(0.5, 0.2 + 0.3 * seed), val=0.5)
     r = t.summary().iloc[0]
     assert r["learning_rate"] == 0.1
-    assert r["test_acc_ci95"] == pytest.approx(results.ci95_halfwidth(finals))
+    assert r["test_acc_ci95"] == pytest.approx(ci95_halfwidth(finals))
     assert r["test_acc_ci95"] > 0
 
 
@@ -135,13 +137,13 @@ def test_ci95_halfwidth_is_the_student_t_interval(n):
     values = np.random.default_rng(n).uniform(0.7, 0.9, n)
     expected = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
     # The table holds the critical values to 3 decimals.
-    assert results.ci95_halfwidth(values) == pytest.approx(expected, rel=1e-3)
+    assert ci95_halfwidth(values) == pytest.approx(expected, rel=1e-3)
 
 
 def test_ci95_halfwidth_needs_two_finite_values():
-    assert math.isnan(results.ci95_halfwidth([0.9]))
-    assert math.isnan(results.ci95_halfwidth([0.9, math.nan]))
-    assert results.ci95_halfwidth([0.8, 0.9, math.nan]) == results.ci95_halfwidth([0.8, 0.9])
+    assert math.isnan(ci95_halfwidth([0.9]))
+    assert math.isnan(ci95_halfwidth([0.9, math.nan]))
+    assert ci95_halfwidth([0.8, 0.9, math.nan]) == ci95_halfwidth([0.8, 0.9])
 
 
 def test_a_group_whose_every_member_diverged_has_no_rate_and_no_accuracy():
@@ -170,7 +172,7 @@ def test_all_diverged_row_survives_the_csv_round_trip(tmp_path):
     for seed in (0, 1):
         t.add(loss="mse", lr=1.0, seed=seed, diverged_at=2)
         t.add(loss="cross_entropy", lr=1.0, seed=seed)
-    results.write_table(tmp_path / "summary.csv", t.summary())
+    write_table(tmp_path / "summary.csv", t.summary())
     back = pd.read_csv(tmp_path / "summary.csv")
     assert math.isnan(_row(back, loss="mse")["learning_rate"])
     assert _row(back, loss="cross_entropy")["learning_rate"] == 1.0
@@ -230,7 +232,7 @@ def test_a_clear_winner_is_decided():
     assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 1.0
     gaps = [0.10, 0.09, 0.11]
     assert r["val_gap_mean"] == pytest.approx(0.10, abs=1e-6)
-    assert r["val_gap_ci95"] == pytest.approx(results.ci95_halfwidth(gaps), rel=1e-4)
+    assert r["val_gap_ci95"] == pytest.approx(ci95_halfwidth(gaps), rel=1e-4)
     assert r["val_gap_ci95"] == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3)
     assert r["rate_choice"] == "decided" and not r["rate_tied"] and r["tied_lrs"] == ""
 
@@ -244,11 +246,11 @@ def test_overlapping_seeds_are_a_tie_listing_every_tied_rate():
     assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 0.3
     gaps = [0.02, -0.04, 0.03]
     assert r["val_gap_mean"] == pytest.approx(np.mean(gaps), abs=1e-6)
-    assert r["val_gap_ci95"] == pytest.approx(results.ci95_halfwidth(gaps), rel=1e-4)
+    assert r["val_gap_ci95"] == pytest.approx(ci95_halfwidth(gaps), rel=1e-4)
     assert abs(r["val_gap_mean"]) <= r["val_gap_ci95"]
     assert r["rate_choice"] == "tied" and r["rate_tied"]
     assert r["tied_lrs"] == "0.3;3.0"  # ascending, the chosen rate and 0.03 left out
-    assert results.tied_rates(r["tied_lrs"]) == (0.3, 3.0)
+    assert tied_rates(r["tied_lrs"]) == (0.3, 3.0)
 
 
 def test_a_noisy_rate_tied_with_the_chosen_one_makes_a_tie_even_past_a_clear_runner_up():
@@ -299,7 +301,7 @@ def test_a_diverged_member_scores_zero_in_the_gap():
     assert r["learning_rate"] == 0.1 and r["runner_up_lr"] == 1.0
     gaps = [-0.05, -0.05, 0.9]
     assert r["val_gap_mean"] == pytest.approx(np.mean(gaps), abs=1e-6)
-    assert r["val_gap_ci95"] == pytest.approx(results.ci95_halfwidth(gaps), rel=1e-4)
+    assert r["val_gap_ci95"] == pytest.approx(ci95_halfwidth(gaps), rel=1e-4)
     assert r["rate_choice"] == "tied"
 
 
@@ -311,14 +313,14 @@ def test_test_data_play_no_part_in_the_rate_choice():
                 t.add(lr=lr, seed=seed, val=v, test=(0.5, 0.5 + shift * seed * lr))
         return t.summary()
 
-    cols = list(results.RATE_CHOICE_COLUMNS)
+    cols = list(RATE_CHOICE_COLUMNS)
     pd.testing.assert_frame_equal(table(0.0)[cols], table(1.0)[cols])
 
 
 def test_rate_choice_columns_survive_the_csv_round_trip(tmp_path):
     t = _gap_table({0.1: (0.90, 0.91, 0.92), 1.0: (0.80, 0.82, 0.81)})
-    results.write_table(tmp_path / "summary.csv", t.summary())
+    write_table(tmp_path / "summary.csv", t.summary())
     back = pd.read_csv(tmp_path / "summary.csv", dtype={"tied_lrs": str})
     r = back.iloc[0]
     assert r["rate_choice"] == "decided" and not r["rate_tied"] and pd.isna(r["tied_lrs"])
-    assert results.tied_rates(r["tied_lrs"]) == ()  # pandas reads the empty cell as NaN
+    assert tied_rates(r["tied_lrs"]) == ()  # pandas reads the empty cell as NaN

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pandas as pd
 
-from lossjax import results
+from lossjax import tables
 from lossjax.tensorboard import METRICS, TensorBoardLog, run_name
 
 
@@ -50,9 +50,9 @@ def _rows(epoch, members=(0, 1)):
         "learning_rate": [0.1, 0.03], "weight_decay": 0.0, "init_scale": 1.0, "seed": 0,
         "epoch": epoch, **{m: rng.random(len(members)) for m in METRICS},
         "diverged": False, "wall_time": 1.0 * epoch,
-    })[results.COLUMNS]
+    })[tables.EPOCHS_COLUMNS]
     rows.loc[1, "val_acc"] = math.nan  # not evaluated, or diverged: left out
-    return results.normalize(rows)
+    return tables.normalize(rows)
 
 
 def test_two_epochs_two_members_read_back(tmp_path):
