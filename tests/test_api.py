@@ -91,6 +91,7 @@ def test_tensorboard_holds_the_tables_numbers(finished):
     assert values[(2, "test_acc")] == np.float32(row["test_acc"])
 
 
+@pytest.mark.slow
 def test_compare_from_python_and_from_the_command(finished, tmp_path, capsys):
     other = lossjax.run(CONFIG, overrides=["name=api_wide", "model.hidden=[[32]]"],
                         output_dir=finished.path.parent, progress=False)

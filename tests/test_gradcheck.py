@@ -99,6 +99,7 @@ def _table_rows(out, dtype="float64"):
     return [r for r in rows if len(r) > 5 and r[1] == dtype]
 
 
+@pytest.mark.slow
 def test_builtin_table_passes(capsys):
     rc, out, err = _run(capsys)
     assert rc == 0, out

@@ -169,6 +169,7 @@ def test_variant_fields():
         "exp_mse", "true_pull")
 
 
+@pytest.mark.slow
 def test_a_variant_trains_from_its_bases_weights_on_its_bases_batches(tmp_path):
     # push_up_0 edits nothing: had the variant's member other initial weights or other batches
     # than its base's, their curves would differ far beyond float32 rounding (as two seeds do).

@@ -19,6 +19,8 @@ import pytest
 import yaml
 from test_sweep import assert_same_files
 
+pytestmark = pytest.mark.slow  # every case starts two or more lossjax processes
+
 CONFIG = {
     "name": "hosts",
     "seeds": [0, 1],

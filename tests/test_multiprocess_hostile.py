@@ -101,6 +101,7 @@ def test_data_that_differ_stop_every_process_before_training(tmp_path):
 # ---- variables half set or wrong ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("env", "needles"), [
     # Without a coordinator these were ignored: a whole one-process sweep ran as the writer.
     ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, ["JAX_COORDINATOR_ADDRESS is not"]),

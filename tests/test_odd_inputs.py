@@ -146,6 +146,7 @@ def test_a_loss_module_calling_sys_exit_at_import_is_one_line(tmp_path, capsys, 
     _nothing_written(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_loss_calling_sys_exit_when_traced_for_training_leaves_a_resumable_folder(
         tmp_path, capsys, user):
     cfg = _config(tmp_path, losses=[f"{user}:exits_when_training"])

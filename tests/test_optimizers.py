@@ -65,6 +65,7 @@ def _engine_final(name, args, schedule, schedule_args, rate, wd):
         state, _ = g.train_epoch(state, epoch)
     return jax.tree.map(lambda a: np.array(a[0]), state[0]["params"])
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_engine_equals_a_plain_optax_loop(case, monkeypatch):
     name, args, schedule, schedule_args, rate, wd, make = CASES[case]
@@ -93,6 +94,7 @@ def _count(settings, rates, decays):
     assert g.compiled_count() == first  # nothing new in the second epoch
     return first, g, state
 
+@pytest.mark.slow
 def test_a_group_of_rates_compiles_as_often_as_before():
     base = dataclasses.replace(pinned._settings("float32"), block_size=2)
     before, _, _ = _count(base, [0.1], [0.0])
@@ -192,6 +194,7 @@ def test_bad_optimizer_is_a_one_line_error(optimizer, message):
 
 # ---- a sweep ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_lion_sweep_on_digits(tmp_path):
     cfg = {
         "name": "lion", "seeds": [0], "epochs": 2, "batch_size": 64, "block_size": 1,

@@ -347,6 +347,7 @@ def _epoch_steps(g: Recorded, member: int) -> list[float]:
             for a, b in zip(states[:-1], states[1:], strict=True)]
 
 
+@pytest.mark.slow
 def test_cosine_schedule_slows_the_last_epoch(default_run, cosine_run):
     _check_trained(cosine_run)
     _check_settings(cosine_run)
@@ -407,6 +408,7 @@ def test_adam_tanh_glorot_uniform(adam_run):
                            standardize=False)
 
 
+@pytest.mark.slow
 def test_a_user_loss_is_what_trains(adam_run):
     # train_loss is the mean of the user's loss: cross-entropy (between 0 and log 10 here)
     # plus 10; the model learns, as with cross-entropy.
@@ -416,6 +418,7 @@ def test_a_user_loss_is_what_trains(adam_run):
     assert (t[t["epoch"] == 2]["val_acc"] > 0.6).all()
 
 
+@pytest.mark.slow
 def test_splits_without_train_and_block_of_two(adam_run):
     t = adam_run.table
     assert t["train_acc"].isna().all()

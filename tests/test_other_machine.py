@@ -84,6 +84,7 @@ def _here() -> str:
     return provenance.cpu_record()["model"] or "an unnamed CPU"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("edit", "needles"), [
     ({"cpu": AMD}, ['was started on "AMD EPYC 7B13" (avx2); this is "']),
     ({"jaxlib": "0.0.1"}, ["was started on jaxlib 0.0.1; this is jaxlib "]),
@@ -100,6 +101,7 @@ def test_a_resume_elsewhere_is_refused_and_touches_nothing(stopped, tmp_path, ca
     assert _snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_the_refusal_names_this_cpu_and_lossjax_run_refuses_too(stopped, tmp_path):
     cfg, folder = _copy(stopped, tmp_path, cpu=AMD)
     before = _snapshot(folder)

@@ -122,6 +122,7 @@ def check_against_textbook(dtype: str, tol: dict) -> None:
         _compare(book_final, final[loss], **tol)
 
 
+@pytest.mark.slow
 def test_engine_equals_a_textbook_optax_loop_float32():
     # Equal to float32 rounding after 14 steps. Measured on this machine: cross_entropy,
     # softmax_mse and exp_mse bit for bit; mse 27 of the 421 parameters a few ulps off (at most
@@ -218,6 +219,7 @@ def _counts(acc: float, n: int) -> int:
     return count
 
 
+@pytest.mark.slow
 def test_pinned_digits_sweep(tmp_path):
     cfg = {**PINNED_CONFIG, "output": {"dir": str(tmp_path)}}
     path = tmp_path / "pinned.yaml"

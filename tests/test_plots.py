@@ -104,6 +104,7 @@ def test_report_redraws_only_missing_or_stale_plots(results_dir, monkeypatch):
     assert len(calls) == 3
 
 
+@pytest.mark.slow
 def test_several_hidden_groups_and_weight_decays(tmp_path):
     # One panel per hidden group; one summary row (and curve) per loss and weight decay, told
     # apart by the line style.

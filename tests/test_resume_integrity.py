@@ -20,6 +20,8 @@ from test_sweep import assert_same_files
 
 from lossjax import cli, engine, tables
 
+pytestmark = pytest.mark.slow  # every case trains a sweep, kills or edits it and resumes it
+
 SMALL = {**SMALL_SWEEP, "model": {"hidden": [[8], [4]]}}  # two groups of four members
 STOP_AT = 6  # the sixth epoch trained: group 0 finished (3 epochs), group 1 after epoch 2
 

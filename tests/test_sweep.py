@@ -93,6 +93,7 @@ def test_wall_time_counts_from_the_sweeps_start_across_groups(tmp_path):
     assert second.min() > first.max() > 0
 
 
+@pytest.mark.slow
 def test_same_config_same_files(reference, tmp_path):
     assert cli.main(["sweep", str(_write_config(tmp_path)), "--quiet"]) == 0
     assert_same_files(reference, tmp_path / "results" / "tiny")

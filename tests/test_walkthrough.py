@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "walkthrough.py"
 
 
+@pytest.mark.slow  # the notebook trains several sweeps
 def test_the_walkthrough_notebook_runs(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MPLBACKEND": "Agg"}
     r = subprocess.run([sys.executable, str(NOTEBOOK)], cwd=tmp_path, env=env,
