@@ -10,6 +10,9 @@ one (the ``wall_time`` column aside), on the same CPU model and instruction set 
 jax and jaxlib: XLA's CPU kernels round differently elsewhere. A resume elsewhere is refused
 (``folder.Claim``) unless ``allow_other_machine``; env.json and report.md then say from which
 epoch on the rows are not bit-exact.
+
+The module is the sweep's steps in order, one function each, which is why it passes 450 lines;
+the checks before training are in ``lossjax.preflight``, the progress bar in ``lossjax.log``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import logging
 import math
 import os
 import platform
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -31,10 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lossjax import checkpoint, distributed, engine, folder, optimizers, tables
+from lossjax import checkpoint, distributed, engine, folder, preflight, tables
 from lossjax import config as config_lib
 from lossjax.errors import ConfigError, LossjaxError, ResultsError
 from lossjax.interrupts import STARTED, WRITING
+from lossjax.log import Progress
 from lossjax.losses import LOSSES
 from lossjax.resolve import resolve_loss
 from lossjax.stats import summarize
@@ -86,134 +88,6 @@ def _settings(cfg, first: engine.Member, num_classes) -> engine.TrainSettings:
         schedule_args=tuple(cfg.optimizer.schedule_args.items()))
 
 
-# ---- checks before anything is written ----------------------------------------------------
-
-
-def check_loss(name: str, fn, num_classes: int, dtype) -> None:
-    """Calls a loss once on a (2, K) batch, and traces its gradient, so that a loss with the
-    wrong signature, output shape or dtype fails here, with its name, and not mid-sweep."""
-    logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, num_classes)), dtype)
-    labels = jax.nn.one_hot(jnp.arange(2) % num_classes, num_classes, dtype=dtype)
-    where = f"losses: {name}"
-    try:
-        value = fn(logits, labels)
-        jax.eval_shape(jax.grad(lambda z: jnp.mean(fn(z, labels))), logits)
-    except Exception as e:  # the user's code: any failure is theirs to see, named
-        msg = " ".join(str(e).split())[:160]
-        raise ConfigError(
-            f"{where}: calling it on a (2, {num_classes}) batch of logits and one-hot labels "
-            f"raised {type(e).__name__}: {msg}; a loss takes (logits, labels) and returns one "
-            "differentiable value per example") from None
-    shape = getattr(value, "shape", None)
-    if shape != (2,):
-        raise ConfigError(f"{where}: returned shape {shape} for a (2, {num_classes}) batch; a "
-                          "loss returns one value per example, shape (2,)")
-    if not jnp.issubdtype(value.dtype, jnp.floating):
-        raise ConfigError(f"{where}: returned {value.dtype} values; a loss returns floats")
-    if not bool(jnp.all(jnp.isfinite(value))):
-        raise ConfigError(f"{where}: returned non-finite values for ordinary logits (standard "
-                          "normal); check the loss")
-
-
-def _param_count(features: int, hidden, num_classes: int) -> int:
-    sizes = [features, *hidden, num_classes]
-    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
-def _available_memory(device) -> int | None:
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB"
-
-
-def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> None:
-    """Refuses a sweep whose models cannot fit in memory, or whose checkpoints cannot fit on
-    the disk, before it starts (a model too large to allocate would otherwise fail late, or
-    hang)."""
-    item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
-    # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2).
-    slots = max((optimizers.state_slots(cfg.optimizer.name, cfg.optimizer.momentum,
-                                        cfg.optimizer.args, g[0].weight_decay > 0,
-                                        cfg.model.dtype) for g in groups), default=0)
-    call = cfg.block_size * jax.device_count()
-    share = jax.local_device_count() / jax.device_count()  # of the members, on this process
-    worst_memory, worst_disk, worst_hidden = 0, 0, None
-    for g in groups:
-        per_member = _param_count(features, g[0].hidden, num_classes) * item
-        padded = -(-len(g) // call) * call
-        # Resident: every member's parameters and optimizer state; while a block trains, its
-        # gradients and updates too. Activations are small next to them for an MLP.
-        memory = share * (padded * per_member * (1 + slots) + call * per_member * 2)
-        if memory > worst_memory:
-            worst_memory, worst_hidden = memory, g[0].hidden
-        worst_disk = max(worst_disk, len(g) * per_member * (1 + slots))
-    available = _available_memory(jax.local_devices()[0])
-    if available is not None and worst_memory > available:
-        raise ConfigError(
-            f"model.hidden: {list(worst_hidden)} needs about {_gb(worst_memory)} for its "
-            f"members' parameters and optimizer state, and {_gb(available)} is available; "
-            "use smaller layers, fewer members per hidden size, or a smaller block_size")
-    # Old and new checkpoint side by side while one replaces the other, plus the table (a row is
-    # under 150 bytes, and each epoch the table is rewritten beside its old copy).
-    needed = 2 * worst_disk + sum(map(len, groups)) * cfg.epochs * 300
-    free = shutil.disk_usage(out).free
-    if needed > free:
-        raise ResultsError(f"{out} has {_gb(free)} free and the sweep's checkpoints need about "
-                           f"{_gb(needed)}; free some space or choose another output.dir")
-
-
-# ---- progress ----------------------------------------------------------------------------
-
-
-class Progress:
-    """Member-epochs done: a bar on a terminal or in a notebook (``tqdm.auto`` draws a widget
-    there), a log line per epoch otherwise (a file, a CI log), or nothing."""
-
-    def __init__(self, total: int, enabled: bool, stream=None):
-        self.total, self.enabled = total, enabled
-        stream = stream or sys.stderr  # the one in use now, not at import
-        self.bar = None
-        if enabled and ("ipykernel" in sys.modules or stream.isatty()):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit=" member-epochs", file=stream, leave=True,
-                            dynamic_ncols=True, mininterval=0.5)
-        self.t0 = time.perf_counter()
-        self.done0 = None
-
-    def update(self, done: int, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(done - self.bar.n)
-            return
-        if self.done0 is None:  # ETA from work done in this process (resume-aware)
-            self.done0, self.t0 = done, time.perf_counter()
-            return
-        elapsed = time.perf_counter() - self.t0
-        rate = (done - self.done0) / elapsed if elapsed > 0 else 0
-        eta = f"{(self.total - done) / rate:.0f}s" if rate else "?"
-        log.info("%d/%d member-epochs  %.1fs  ETA %s  %s", done, self.total, elapsed, eta, text)
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ---- the sweep ------------------------------------------------------------------------------
 
 
@@ -249,42 +123,19 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
     alone claims, writes and logs, and each step whose outcome may differ between processes
     is agreed in a ``distributed.stage`` so that they all go on, or all stop, together.
     """
-    from lossjax import data  # heavy-ish: only once the config is known to be good
-
     distributed.initialize()  # before any array exists and before user code is imported
     writer = distributed.is_writer()
     if allow_other_machine and not resume:
         raise ConfigError("--allow-other-machine applies to --resume only; add --resume, or "
                           "leave it out to start the sweep here")
     with distributed.stage("reading the config and checking the losses"):
-        cfg = load(config, overrides)
-        if output_dir is not None:
-            cfg = dataclasses.replace(cfg, output=dataclasses.replace(
-                cfg.output, dir=os.fspath(output_dir)))
-        if cfg.model.dtype == "float64":
-            jax.config.update("jax_enable_x64", True)
-        if cfg.block_size == "auto":  # the resolved config records the number used
-            cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
-        config_dict = config_lib.config_to_dict(cfg)
-        num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
-        loss_fns = {name: resolve_loss(name) for name in cfg.losses}
-        logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
-        for name, fn in loss_fns.items():
-            check_loss(name, fn, num_classes, logit_dtype)
+        cfg, config_dict, loss_fns = _prepare(config, overrides, output_dir)
     out = Path(cfg.output.dir) / cfg.name
     distributed.same_everywhere("config", _shared_config(config_dict),
                                 "start every process with the same config file and --set values")
-
-    claim = contextlib.nullcontext()
-    try:
-        with distributed.stage("claiming the results folder", (folder.AlreadyComplete,)):
-            if writer:
-                folder.check_path(out)
-                claim = folder.Claim(out, config_dict, resume=resume, overwrite=overwrite,
-                                      allow_other_machine=allow_other_machine)
-    except folder.AlreadyComplete as done:
-        if writer:
-            log.warning("%s; nothing changed.", done)
+    claim = _claim(out, config_dict, writer, resume=resume, overwrite=overwrite,
+                   allow_other_machine=allow_other_machine)
+    if claim is None:  # already complete: left as it is
         return out
     STARTED.set()  # from here an interrupt leaves a folder that --resume continues
     groups = group_members(expand_members(cfg))  # the config alone decides them
@@ -295,63 +146,120 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
         with distributed.stage("checking the checkpoints against epochs.csv"):
             if writer and resuming:
                 checkpoint.check_resumable(out, groups, cfg.epochs)
-        with distributed.stage("loading the data"):
-            ds = data.preprocess(
-                data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
-                          val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed),
-                standardize=cfg.dataset.standardize)
-            config_lib.check_batch_size(cfg, len(ds.x_train))
-            check_schedule(cfg, len(ds.x_train))
-            check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out)
-        distributed.same_everywhere("data", lambda: _data_digests(ds), "give every host the same "
-                                    "copy of the dataset (lossjax data info shows each one's)")
+        ds = _load_data(cfg, groups, out)
         mesh = engine.make_mesh()
         with distributed.stage("starting the results folder"):
             if writer:
-                env = _provenance(out, resuming, ds.meta, {
-                    **(invocation or {}), "overrides": list(overrides), "resume": resume,
-                    "config_path": (os.fspath(config) if isinstance(config, str | os.PathLike)
-                                    else None)}, n_groups=len(groups), epochs=cfg.epochs)
-                if resuming:
-                    _note_other_devices(out, env)
-                with WRITING:
-                    if resuming:  # Claim.start leaves a resumed folder's files as they are
-                        folder.write_json(out / "env.json", env)
-                    claim.start(config_dict, env)
-        try:
-            table = train(cfg, ds, groups, loss_fns, mesh, out, resume=resuming,
-                          progress=progress and writer, writer=writer)
-        except LossjaxError:
-            raise
-        except Exception as e:  # e.g. a user loss that fails only when compiled
-            msg = " ".join(str(e).split())[:200]
-            raise LossjaxError(f"training stopped with {type(e).__name__}: {msg}; finished "
-                               f"epochs are kept in {out} (--resume continues)") from e
+                _start_folder(out, claim, config_dict, resuming, ds.meta, len(groups), cfg.epochs,
+                              {**(invocation or {}), "overrides": list(overrides),
+                               "resume": resume, "config_path": _config_path(config)})
+        table = _train_or_say_why(cfg, ds, groups, loss_fns, mesh, out, resuming,
+                                  progress and writer, writer)
         if not writer:
             return out
-        summary = summarize(table, cfg.eval.target_accuracy)
-        from lossjax import plots, report
-
-        with WRITING:
-            folder.write_table(out / "summary.csv", summary)
-            plots.plot_results(out)
-            report.write_report(out)
-            claim.finish()
+        _finish(out, claim, table, cfg.eval.target_accuracy)
     log.info("results: %s (epochs.csv, summary.csv, plots/, report.md)", out)
     return out
 
 
-def check_schedule(cfg, n_train: int) -> None:
-    """The schedule's step counts against the run's real length (the config alone does not know
-    the dataset's size): a warmup as long as the run is refused before anything is written."""
-    steps = cfg.epochs * (n_train // cfg.batch_size)
+def _prepare(config, overrides, output_dir) -> tuple:
+    """The validated config (with ``block_size: auto`` resolved, which the resolved config
+    records), its dict, and each loss resolved and called once on a tiny batch."""
+    from lossjax import data  # lazy: pandas and the data registry, once the config is good
+
+    cfg = load(config, overrides)
+    if output_dir is not None:
+        cfg = dataclasses.replace(cfg, output=dataclasses.replace(
+            cfg.output, dir=os.fspath(output_dir)))
+    if cfg.model.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    if cfg.block_size == "auto":
+        cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
+    num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
+    loss_fns = {name: resolve_loss(name) for name in cfg.losses}
+    logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
+    for name, fn in loss_fns.items():
+        preflight.check_loss(name, fn, num_classes, logit_dtype)
+    return cfg, config_lib.config_to_dict(cfg), loss_fns
+
+
+def _claim(out: Path, config_dict: dict, writer: bool, **how):
+    """Process 0's claim on the results folder (a context that holds its lock; nothing on the
+    other processes), or None where the folder is already complete (said, and left alone)."""
+    claim = contextlib.nullcontext()
     try:
-        optimizers.check_schedule(cfg.optimizer.schedule, dict(cfg.optimizer.schedule_args), steps)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(
-            f"optimizer.schedule_args: {dict(cfg.optimizer.schedule_args)} does not fit a run "
-            f"of {steps} steps ({cfg.epochs} epochs x {n_train // cfg.batch_size} batches): "
-            f"{' '.join(str(e).split())[:160]}") from None
+        with distributed.stage("claiming the results folder", (folder.AlreadyComplete,)):
+            if writer:
+                folder.check_path(out)
+                claim = folder.Claim(out, config_dict, **how)
+    except folder.AlreadyComplete as done:
+        if writer:
+            log.warning("%s; nothing changed.", done)
+        return None
+    return claim
+
+
+def _load_data(cfg, groups, out: Path):
+    """The dataset, checked against the config's batch size and schedule and the machine's
+    memory and disk, and proven the same on every process."""
+    from lossjax import data  # lazy: see _prepare
+
+    with distributed.stage("loading the data"):
+        ds = data.preprocess(
+            data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
+                      val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed),
+            standardize=cfg.dataset.standardize)
+        config_lib.check_batch_size(cfg, len(ds.x_train))
+        preflight.check_schedule(cfg, len(ds.x_train))
+        preflight.check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out)
+    distributed.same_everywhere("data", lambda: _data_digests(ds), "give every host the same "
+                                "copy of the dataset (lossjax data info shows each one's)")
+    return ds
+
+
+def _config_path(config) -> str | None:
+    return os.fspath(config) if isinstance(config, str | os.PathLike) else None
+
+
+def _start_folder(out: Path, claim, config_dict: dict, resuming: bool, data_meta: dict,
+                  n_groups: int, epochs: int, invocation: dict) -> None:
+    """Writes env.json (a new record, or this start added to a resumed one) and lets the claim
+    write the folder's first files (a resumed folder's stay as they are)."""
+    env = _provenance(out, resuming, data_meta, invocation, n_groups=n_groups, epochs=epochs)
+    if resuming:
+        _note_other_devices(out, env)
+    with WRITING:
+        if resuming:
+            folder.write_json(out / "env.json", env)
+        claim.start(config_dict, env)
+
+
+def _train_or_say_why(cfg, ds, groups, loss_fns, mesh, out: Path, resuming: bool,
+                      progress: bool, writer: bool) -> pd.DataFrame:
+    """:func:`train`, with any failure that is not lossjax's own (a user loss that fails only
+    when compiled, say) turned into one line that says the finished epochs are kept."""
+    try:
+        return train(cfg, ds, groups, loss_fns, mesh, out, resume=resuming, progress=progress,
+                     writer=writer)
+    except LossjaxError:
+        raise
+    except Exception as e:
+        msg = " ".join(str(e).split())[:200]
+        raise LossjaxError(f"training stopped with {type(e).__name__}: {msg}; finished "
+                           f"epochs are kept in {out} (--resume continues)") from e
+
+
+def _finish(out: Path, claim, table: pd.DataFrame, target: float) -> None:
+    """summary.csv, the plots and report.md from the finished table; then the folder is
+    marked complete."""
+    from lossjax import plots, report  # lazy: matplotlib, only once training is done
+
+    summary = summarize(table, target)
+    with WRITING:
+        folder.write_table(out / "summary.csv", summary)
+        plots.plot_results(out)
+        report.write_report(out)
+        claim.finish()
 
 
 def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict, n_groups: int,

@@ -239,7 +239,7 @@ class _Stream:
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_progress_bar_on_a_terminal_log_lines_otherwise(tty, caplog):
-    from lossjax.sweep import Progress
+    from lossjax.log import Progress
 
     stream = _Stream(tty)
     with caplog.at_level(logging.INFO, logger="lossjax"), \
@@ -255,7 +255,7 @@ def test_progress_bar_on_a_terminal_log_lines_otherwise(tty, caplog):
 
 
 def test_no_progress_writes_nothing(caplog):
-    from lossjax.sweep import Progress
+    from lossjax.log import Progress
 
     stream = _Stream(True)
     with caplog.at_level(logging.INFO, logger="lossjax"), \

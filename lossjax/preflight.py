@@ -1,0 +1,111 @@
+"""What a sweep checks before anything is written, beyond the config itself: each loss called
+once on a tiny batch, the memory and disk space the members need, and the schedule against the
+run's real length (which the config alone does not know)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lossjax import optimizers
+from lossjax.errors import ConfigError, ResultsError
+
+
+def check_loss(name: str, fn, num_classes: int, dtype) -> None:
+    """Calls a loss once on a (2, K) batch, and traces its gradient, so that a loss with the
+    wrong signature, output shape or dtype fails here, with its name, and not mid-sweep."""
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, num_classes)), dtype)
+    labels = jax.nn.one_hot(jnp.arange(2) % num_classes, num_classes, dtype=dtype)
+    where = f"losses: {name}"
+    try:
+        value = fn(logits, labels)
+        jax.eval_shape(jax.grad(lambda z: jnp.mean(fn(z, labels))), logits)
+    except Exception as e:  # the user's code: any failure is theirs to see, named
+        msg = " ".join(str(e).split())[:160]
+        raise ConfigError(
+            f"{where}: calling it on a (2, {num_classes}) batch of logits and one-hot labels "
+            f"raised {type(e).__name__}: {msg}; a loss takes (logits, labels) and returns one "
+            "differentiable value per example") from None
+    shape = getattr(value, "shape", None)
+    if shape != (2,):
+        raise ConfigError(f"{where}: returned shape {shape} for a (2, {num_classes}) batch; a "
+                          "loss returns one value per example, shape (2,)")
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise ConfigError(f"{where}: returned {value.dtype} values; a loss returns floats")
+    if not bool(jnp.all(jnp.isfinite(value))):
+        raise ConfigError(f"{where}: returned non-finite values for ordinary logits (standard "
+                          "normal); check the loss")
+
+
+def _param_count(features: int, hidden, num_classes: int) -> int:
+    sizes = [features, *hidden, num_classes]
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def _available_memory(device) -> int | None:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> None:
+    """Refuses a sweep whose models cannot fit in memory, or whose checkpoints cannot fit on
+    the disk, before it starts (a model too large to allocate would otherwise fail late, or
+    hang)."""
+    item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
+    # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2).
+    slots = max((optimizers.state_slots(cfg.optimizer.name, cfg.optimizer.momentum,
+                                        cfg.optimizer.args, g[0].weight_decay > 0,
+                                        cfg.model.dtype) for g in groups), default=0)
+    call = cfg.block_size * jax.device_count()
+    share = jax.local_device_count() / jax.device_count()  # of the members, on this process
+    worst_memory, worst_disk, worst_hidden = 0, 0, None
+    for g in groups:
+        per_member = _param_count(features, g[0].hidden, num_classes) * item
+        padded = -(-len(g) // call) * call
+        # Resident: every member's parameters and optimizer state; while a block trains, its
+        # gradients and updates too. Activations are small next to them for an MLP.
+        memory = share * (padded * per_member * (1 + slots) + call * per_member * 2)
+        if memory > worst_memory:
+            worst_memory, worst_hidden = memory, g[0].hidden
+        worst_disk = max(worst_disk, len(g) * per_member * (1 + slots))
+    available = _available_memory(jax.local_devices()[0])
+    if available is not None and worst_memory > available:
+        raise ConfigError(
+            f"model.hidden: {list(worst_hidden)} needs about {_gb(worst_memory)} for its "
+            f"members' parameters and optimizer state, and {_gb(available)} is available; "
+            "use smaller layers, fewer members per hidden size, or a smaller block_size")
+    # Old and new checkpoint side by side while one replaces the other, plus the table (a row is
+    # under 150 bytes, and each epoch the table is rewritten beside its old copy).
+    needed = 2 * worst_disk + sum(map(len, groups)) * cfg.epochs * 300
+    free = shutil.disk_usage(out).free
+    if needed > free:
+        raise ResultsError(f"{out} has {_gb(free)} free and the sweep's checkpoints need about "
+                           f"{_gb(needed)}; free some space or choose another output.dir")
+
+
+def check_schedule(cfg, n_train: int) -> None:
+    """The schedule's step counts against the run's real length (the config alone does not know
+    the dataset's size): a warmup as long as the run is refused before anything is written."""
+    steps = cfg.epochs * (n_train // cfg.batch_size)
+    try:
+        optimizers.check_schedule(cfg.optimizer.schedule, dict(cfg.optimizer.schedule_args), steps)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"optimizer.schedule_args: {dict(cfg.optimizer.schedule_args)} does not fit a run "
+            f"of {steps} steps ({cfg.epochs} epochs x {n_train // cfg.batch_size} batches): "
+            f"{' '.join(str(e).split())[:160]}") from None
