@@ -185,7 +185,7 @@ def _put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
 def to_host(x) -> np.ndarray:
     """Gathers a (possibly multi-process) sharded array to a numpy array on every process."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+        from jax.experimental import multihost_utils  # lazy: several processes only
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)

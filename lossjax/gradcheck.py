@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lossjax import losses, resolve
+from lossjax import interventions, losses, resolve
+from lossjax.interventions import STANDARD
 
 GradFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -343,8 +344,6 @@ def _builtin_check(name: str) -> Check:
     if name in losses.LOSSES:
         loss, grad, base = losses.LOSSES[name], losses.GRADIENTS[name], name
     else:
-        from lossjax import interventions
-
         loss, grad = interventions.variant(name), interventions.closed_form(name)
         base = interventions.Variant.parse(name).base
     return Check(
@@ -357,8 +356,6 @@ def _builtin_check(name: str) -> Check:
 
 
 def _is_variant(name: str) -> bool:
-    from lossjax import interventions
-
     return interventions.is_variant(name)
 
 
@@ -376,12 +373,7 @@ def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, 
     with jax.enable_x64(True):
         builtin = loss_ref in losses.LOSSES or _is_variant(loss_ref or "")
         if loss_ref is None or (builtin and grad_ref is None):
-            if loss_ref is None:
-                from lossjax.interventions import STANDARD
-
-                names = [*losses.LOSSES, *STANDARD]
-            else:
-                names = [loss_ref]
+            names = [*losses.LOSSES, *STANDARD] if loss_ref is None else [loss_ref]
             rows = check_closed_form([_builtin_check(n) for n in names])
             title = ("autodiff (jax.grad) vs closed-form gradient (losses.GRADIENTS; a variant: "
                      "its edit applied to its base's closed form)")

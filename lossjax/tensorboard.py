@@ -83,6 +83,7 @@ class TensorBoardLog:
     def write(self, rows: pd.DataFrame) -> None:
         """Writes ``rows`` (``epochs.csv`` rows, any members, epochs in increasing order per
         member) and flushes every file."""
+        # lazy, here and in _open: tensorboardX is loaded only by a sweep that asks for events
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.proto.summary_pb2 import Summary
 
@@ -103,7 +104,7 @@ class TensorBoardLog:
             out.flush()
 
     def _open(self, member, first_row):
-        from tensorboardX import RecordWriter
+        from tensorboardX import RecordWriter  # lazy: see write
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         run = self.folder / run_name(first_row, self.name_columns)
