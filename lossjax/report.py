@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossjax import analysis, plots, provenance, tables
+from lossjax import analysis, machine, plots, provenance, tables
 from lossjax.analysis import Results
 from lossjax.errors import ResultsError, one_line
 from lossjax.folder import require_own, write_text
@@ -437,7 +437,7 @@ def _cpu_items(env: dict, resumes: list[dict]) -> list[str]:
     items = [f"CPU: {_cpu_words(start)}" if start else "CPU not recorded"]
     for i, r in enumerate(resumes, 1):
         cpu = r.get("cpu") if isinstance(r.get("cpu"), dict) else None
-        if cpu is not None and (start is None or provenance.compare_machines(
+        if cpu is not None and (start is None or machine.compare_machines(
                 {"cpu": start}, {"cpu": cpu}) is not None):
             items.append(f"CPU of resume {i}: {_cpu_words(cpu)}")
     return items
@@ -466,7 +466,7 @@ def _machine_break(i: int, env: dict) -> list[str]:
     if not isinstance(after, list) or not all(isinstance(b, int) for b in after):
         return []  # an older resume entry: its versions are compared above
     before = resumes[i - 2] if i > 1 else env
-    differs = provenance.compare_machines(provenance.machine_of(before), provenance.machine_of(r))
+    differs = machine.compare_machines(machine.machine_of(before), machine.machine_of(r))
     if differs is None:
         return []
     total = _int(r.get("epochs")) or max(after, default=0)
