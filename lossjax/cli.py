@@ -44,15 +44,14 @@ def _sweep(args) -> int:
                     allow_other_machine=args.allow_other_machine,
                     invocation={"via": "cli", "command": command, "cwd": os.getcwd()})
     if not args.quiet and distributed.is_writer() and (out / "summary.csv").exists():
-        import pandas as pd  # lazy: at module level --help would pay for it
+        from lossjax import tables  # lazy: pandas; at module level --help would pay for it
 
-        summary = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
+        summary = tables.read_summary(out)
         # rate_choice and tied_lrs beside the rate: most choices among a few seeds are ties.
         summary = summary.rename(columns={"rate_choice": "choice", "tied_lrs": "tied_with"})
         cols = ["loss", "hidden", "learning_rate", "choice", "tied_with", "test_acc_mean",
                 "test_acc_ci95", "epochs_to_target_mean", "diverged"]
-        print(summary[cols].fillna({"tied_with": ""}).to_string(
-            index=False, float_format=lambda v: f"{v:.4g}"))
+        print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"results: {out}/epochs.csv, {out}/summary.csv")
         print(f"plots:   {out}/plots/  report: {out}/report.md")
     return 0

@@ -136,7 +136,7 @@ from typing import Any
 
 import yaml
 
-from lossjax.errors import ConfigError
+from lossjax.errors import ConfigError, one_line
 from lossjax.validate import (
     MAX_CONFIG_BYTES,
     DuplicateKeyError,
@@ -510,7 +510,7 @@ def _keyword_args(
 
 
 def _optax_failure(path: str, given: Any, function: str, e: Exception) -> ConfigError:
-    msg = " ".join(str(e).split())[:160]
+    msg = one_line(e, 160)
     return error(
         path,
         f"got {show(given)}: building {function} with it and tracing one step raised "

@@ -27,7 +27,7 @@ import threading
 import numpy as np
 
 from lossjax import interrupts
-from lossjax.errors import ConfigError, LossjaxError
+from lossjax.errors import ConfigError, LossjaxError, one_line
 from lossjax.folder import diff_keys
 
 #: JAX's variables for plain hosts: the coordinator ``host:port`` (a port process 0 can
@@ -153,7 +153,7 @@ def initialize() -> None:
     try:
         jax.distributed.initialize(**kwargs, initialization_timeout=timeout + 60)
     except (ValueError, TypeError, RuntimeError) as e:
-        raise LossjaxError(f"{problem} ({' '.join(str(e).split())[:160]})") from None
+        raise LossjaxError(f"{problem} ({one_line(e, 160)})") from None
     finally:
         started.set()
     interrupts.reclaim()  # whatever else the runtime's C++ layer installed
@@ -216,7 +216,7 @@ def stage(what: str, outcomes: tuple[type[BaseException], ...] = ()):
     if failure is not None:
         kinds = [k for k in outcomes if isinstance(failure, k)]
         code = 2 + outcomes.index(kinds[0]) if kinds else 1
-        message = " ".join(str(failure).split()) or type(failure).__name__
+        message = one_line(failure)
     codes, messages = _gather(code, message)
     if failure is not None:
         raise failure

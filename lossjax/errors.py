@@ -18,7 +18,7 @@ class ResultsError(LossjaxError):
     """A results folder is missing, incomplete, or belongs to another config."""
 
 
-def one_line(e: BaseException) -> str:
-    """An exception's message on one line (its type's name where it has none): every error
-    lossjax reports is one line."""
-    return " ".join(str(e).split()) or type(e).__name__
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (its type's name where it has none), cut to its first
+    ``limit`` characters where given: every error lossjax reports is one line."""
+    return (" ".join(str(e).split()) or type(e).__name__)[:limit]

@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lossjax import provenance
+from lossjax import machine, provenance
 from lossjax.errors import ResultsError
 from lossjax.tables import has_rows, kind_of, read_config, read_env, read_epochs, read_if_regular
 
@@ -532,11 +532,11 @@ class Claim:
         if env is None:  # the sweep starts the record again (sweep._provenance)
             return (f"{self.out}/env.json is missing or unreadable: the machine the sweep "
                     "started on is not known, so it was not compared with this one")
-        now = provenance.machine_of({"cpu": provenance.cpu_record(),
-                                     "versions": provenance.package_versions()})
-        differs = provenance.compare_machines(provenance.machine_of(env), now)
+        now = machine.machine_of({"cpu": machine.cpu_record(),
+                                  "versions": provenance.package_versions()})
+        differs = machine.compare_machines(machine.machine_of(env), now)
         if differs is None:
-            if provenance.machine_of(env)["cpu"] is None:
+            if machine.machine_of(env)["cpu"] is None:
                 return (f"{self.out} does not record the CPU it was started on (an older "
                         "lossjax): only the jax and jaxlib versions were compared")
             return None

@@ -30,6 +30,9 @@ so the figures mark it in the legend (and with crosses on the learning-rate plot
 A folder that cannot be read, or whose tables are incomplete or disagree, raises the one-line
 ``ResultsError`` of ``lossjax.analysis`` before anything is drawn; so does a plot that cannot be
 written.
+
+The four figures share one set of styles, panels and legends, which is why they stay in one
+module.
 """
 
 from __future__ import annotations

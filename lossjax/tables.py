@@ -185,7 +185,7 @@ def _read_csv(path: Path, declared: dict, required, resume: bool) -> pd.DataFram
                          dtype={c: str for c, kind in declared.items() if kind == "text"})
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
         if resume:
-            raise _table_damaged(path, f"is damaged ({' '.join(str(e).split())[:120]})") from None
+            raise _table_damaged(path, f"is damaged ({one_line(e, 120)})") from None
         raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
     if resume:
         if list(df.columns) != list(declared):
@@ -270,7 +270,7 @@ def read_config(folder: Path, *, resume: bool = False) -> dict | None:
         saved = yaml.safe_load(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         if resume:
-            problem = " ".join(str(e).split())[:120]
+            problem = one_line(e, 120)
             raise ResultsError(f"{path} is damaged ({problem}); the folder cannot be resumed: "
                                "start it over with --overwrite") from None
         raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e

@@ -13,7 +13,7 @@ import yaml
 from conftest import SMALL_SWEEP
 
 import lossjax
-from lossjax import cli, engine, provenance
+from lossjax import cli, engine, machine
 from lossjax.errors import ConfigError, ResultsError
 
 SMALL = {**SMALL_SWEEP, "seeds": [0]}
@@ -81,7 +81,7 @@ def _one_line(err: str, *needles: str) -> None:
 
 
 def _here() -> str:
-    return provenance.cpu_record()["model"] or "an unnamed CPU"
+    return machine.cpu_record()["model"] or "an unnamed CPU"
 
 
 @pytest.mark.slow
@@ -108,7 +108,7 @@ def test_the_refusal_names_this_cpu_and_lossjax_run_refuses_too(stopped, tmp_pat
     with pytest.raises(ResultsError) as e:
         lossjax.run(cfg, resume=True, progress=False)
     # Its features that the AMD machine lacks, not the ones both have (else its newest).
-    ours = provenance.cpu_record()["features"]
+    ours = machine.cpu_record()["features"]
     extra = [f for f in ours if f not in AMD["features"]] or ours[-1:]
     shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
     assert f'this is "{_here()}" ({shown}):' in str(e.value)
@@ -131,7 +131,7 @@ def test_allow_other_machine_resumes_and_the_report_names_the_break(stopped, tmp
     env = json.loads((folder / "env.json").read_text())
     (resume,) = env["resumes"]
     assert resume["resumed_after_epochs"] == [2] and resume["epochs"] == 3
-    assert resume["cpu"] == provenance.cpu_record() and env["cpu"] == AMD
+    assert resume["cpu"] == machine.cpu_record() and env["cpu"] == AMD
     assert resume["other_machine"].startswith(
         'started on "AMD EPYC 7B13" (avx2) with jaxlib 0.0.1; resumed on "')
     text = (folder / "report.md").read_text()

@@ -1,5 +1,5 @@
-"""env.json's provenance (lossjax.provenance) and how report.md shows it. The git work trees here
-are temporary repositories made by the tests; no sweep runs."""
+"""env.json's provenance (lossjax.provenance, lossjax.machine) and how report.md shows it. The
+git work trees here are temporary repositories made by the tests; no sweep runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import pytest
 from test_analysis import make_results
 
-from lossjax import analysis, provenance, report
+from lossjax import analysis, machine, provenance, report
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="no git program")
 
@@ -250,23 +250,23 @@ X86_ALL = ["sse4_2", "avx", "f16c", "fma", "avx2", "avx_vnni", "avx512f", "avx51
 
 @pytest.fixture
 def sapphire(monkeypatch):
-    monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: SAPPHIRE)
-    monkeypatch.setattr(provenance.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine, "_read_cpuinfo", lambda: SAPPHIRE)
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
     monkeypatch.delenv("XLA_FLAGS", raising=False)
 
 
 def test_this_machine_s_cpu_record_has_the_fields():
-    cpu = provenance.cpu_record()
+    cpu = machine.cpu_record()
     assert set(cpu) == {"model", "vendor", "signature", "machine", "logical_cpus",
                         "host_features", "xla_cpu_max_isa", "features", "source"}
     json.dumps(cpu)
-    if cpu["source"] == "/proc/cpuinfo" and provenance._arch() == "x86":
+    if cpu["source"] == "/proc/cpuinfo" and machine._arch() == "x86":
         assert cpu["model"] and cpu["vendor"] and "sse4_2" in cpu["host_features"]
         assert set(cpu["features"]) <= set(cpu["host_features"])
 
 
 def test_the_cpu_record_from_cpuinfo(sapphire):
-    cpu = provenance.cpu_record()
+    cpu = machine.cpu_record()
     # The first processor's entry, spaces tidied; only the features XLA's compiler uses.
     assert cpu["model"] == "Intel(R) Xeon(R) Platinum 8480+" and cpu["vendor"] == "GenuineIntel"
     assert cpu["signature"] == "family 6 model 143 stepping 8"
@@ -290,34 +290,34 @@ def test_the_cpu_record_from_cpuinfo(sapphire):
 ])
 def test_xla_flags_cap_the_features(sapphire, monkeypatch, flags, newest):
     monkeypatch.setenv("XLA_FLAGS", flags)
-    cpu = provenance.cpu_record()
+    cpu = machine.cpu_record()
     assert cpu["features"] == newest and cpu["host_features"] == X86_ALL
     assert cpu["xla_cpu_max_isa"] == flags.split("=")[-1]
 
 
 def test_aarch64_is_capped_at_neon_unless_xla_flags_say_otherwise(monkeypatch):
-    monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: GRAVITON)
-    monkeypatch.setattr(provenance.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(machine, "_read_cpuinfo", lambda: GRAVITON)
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    cpu = provenance.cpu_record()
+    cpu = machine.cpu_record()
     assert cpu["vendor"] == "ARM" and cpu["model"] == "CPU part 0xd4f"
     assert cpu["host_features"] == ["asimd", "sve", "sve2"] and cpu["features"] == ["asimd"]
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=SVE")
-    assert provenance.cpu_record()["features"] == ["asimd", "sve"]
+    assert machine.cpu_record()["features"] == ["asimd", "sve"]
 
 
 def test_an_unknown_system_gives_nones_and_never_raises(monkeypatch):
-    monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: None)
-    monkeypatch.setattr(provenance.platform, "system", lambda: "Plan9")
-    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
-    cpu = provenance.cpu_record()
+    monkeypatch.setattr(machine, "_read_cpuinfo", lambda: None)
+    monkeypatch.setattr(machine.platform, "system", lambda: "Plan9")
+    monkeypatch.setattr(machine.platform, "processor", lambda: "")
+    cpu = machine.cpu_record()
     assert cpu["model"] is cpu["vendor"] is cpu["features"] is cpu["host_features"] is None
 
     def broken():
         raise RuntimeError("no")
 
-    monkeypatch.setattr(provenance, "_read_cpu", broken)
-    assert provenance.cpu_record()["model"] is None
+    monkeypatch.setattr(machine, "_read_cpu", broken)
+    assert machine.cpu_record()["model"] is None
 
 
 def _machine(cpu=None, jax="0.10.2", jaxlib="0.10.2"):
@@ -331,24 +331,24 @@ XEON = {"model": "Intel Xeon", "vendor": "GenuineIntel", "features": X86_ALL[:11
 
 
 def test_compare_machines_names_what_differs():
-    assert provenance.compare_machines(_machine(EPYC), _machine(dict(EPYC))) is None
-    assert provenance.compare_machines(_machine(EPYC), _machine(XEON)) == (
+    assert machine.compare_machines(_machine(EPYC), _machine(dict(EPYC))) is None
+    assert machine.compare_machines(_machine(EPYC), _machine(XEON)) == (
         '"AMD EPYC 7B13" (avx2)', '"Intel Xeon" (avx_vnni, avx512f, avx512cd, ...)')
     capped = {**XEON, "features": XEON["features"][:6], "xla_cpu_max_isa": "AVX2"}
-    assert provenance.compare_machines(_machine(XEON), _machine(capped)) == (
+    assert machine.compare_machines(_machine(XEON), _machine(capped)) == (
         '"Intel Xeon" (avx512f, avx512cd, avx512dq, ...)',
         '"Intel Xeon" (avx_vnni; xla_cpu_max_isa=AVX2)')
-    assert provenance.compare_machines(_machine(EPYC), _machine(EPYC, jaxlib="0.11")) == (
+    assert machine.compare_machines(_machine(EPYC), _machine(EPYC, jaxlib="0.11")) == (
         "jaxlib 0.10.2", "jaxlib 0.11")
     # The same generic name and features on other silicon (as a hypervisor may show it).
     a, b = {**XEON, "signature": "family 6 model 143 stepping 8"}, {
         **XEON, "signature": "family 6 model 207 stepping 2"}
-    assert provenance.compare_machines(_machine(a), _machine(b)) == (
+    assert machine.compare_machines(_machine(a), _machine(b)) == (
         '"Intel Xeon" [family 6 model 143 stepping 8] (avx512vl)',
         '"Intel Xeon" [family 6 model 207 stepping 2] (avx512vl)')
     # Not recorded: only versions are compared, and the words say so.
-    assert provenance.compare_machines(_machine(None), _machine(XEON)) is None
-    assert provenance.compare_machines(_machine(None, jax="0.9"), _machine(XEON)) == (
+    assert machine.compare_machines(_machine(None), _machine(XEON)) is None
+    assert machine.compare_machines(_machine(None, jax="0.9"), _machine(XEON)) == (
         "jax 0.9 (its CPU was not recorded)", "jax 0.10.2")
 
 
@@ -356,7 +356,7 @@ def test_record_and_resume_entries_carry_the_cpu(sapphire):
     import jax
 
     env = provenance.record(jax.devices(), {}, None)
-    assert env["cpu"] == provenance.cpu_record()
+    assert env["cpu"] == machine.cpu_record()
     same = provenance.add_resume(env, None, resumed_after_epochs=[3, 0], epochs=5)
     assert same["resumes"][0]["cpu"] == env["cpu"] and "other_machine" not in same["resumes"][0]
     assert same["resumes"][0]["resumed_after_epochs"] == [3, 0]
