@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lossjax import optimizers
-from lossjax.errors import ConfigError, ResultsError
+from lossjax.errors import ConfigError, ResultsError, one_line
 
 
 def check_loss(name: str, fn, num_classes: int, dtype) -> None:
@@ -25,7 +25,7 @@ def check_loss(name: str, fn, num_classes: int, dtype) -> None:
         value = fn(logits, labels)
         jax.eval_shape(jax.grad(lambda z: jnp.mean(fn(z, labels))), logits)
     except Exception as e:  # the user's code: any failure is theirs to see, named
-        msg = " ".join(str(e).split())[:160]
+        msg = one_line(e, 160)
         raise ConfigError(
             f"{where}: calling it on a (2, {num_classes}) batch of logits and one-hot labels "
             f"raised {type(e).__name__}: {msg}; a loss takes (logits, labels) and returns one "
@@ -108,4 +108,4 @@ def check_schedule(cfg, n_train: int) -> None:
         raise ConfigError(
             f"optimizer.schedule_args: {dict(cfg.optimizer.schedule_args)} does not fit a run "
             f"of {steps} steps ({cfg.epochs} epochs x {n_train // cfg.batch_size} batches): "
-            f"{' '.join(str(e).split())[:160]}") from None
+            f"{one_line(e, 160)}") from None

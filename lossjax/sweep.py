@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lossjax import checkpoint, distributed, engine, folder, preflight, tables
+from lossjax import checkpoint, distributed, engine, folder, preflight, provenance, tables
 from lossjax import config as config_lib
-from lossjax.errors import ConfigError, LossjaxError, ResultsError
+from lossjax.errors import ConfigError, LossjaxError, ResultsError, one_line
 from lossjax.interrupts import STARTED, WRITING
 from lossjax.log import Progress
 from lossjax.losses import LOSSES
@@ -244,7 +244,7 @@ def _train_or_say_why(cfg, ds, groups, loss_fns, mesh, out: Path, resuming: bool
     except LossjaxError:
         raise
     except Exception as e:
-        msg = " ".join(str(e).split())[:200]
+        msg = one_line(e, 200)
         raise LossjaxError(f"training stopped with {type(e).__name__}: {msg}; finished "
                            f"epochs are kept in {out} (--resume continues)") from e
 
@@ -267,8 +267,6 @@ def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict, n_
     """env.json: a new record, or a resumed sweep's record with this start added, and the
     epoch each group resumes after (its checkpoint's, as train() finds it: the folder is
     locked), which is where rows stop being bit-exact if this is another machine."""
-    from lossjax import provenance
-
     if not resuming:
         return provenance.record(jax.devices(), data_meta, invocation)
     try:
