@@ -91,6 +91,39 @@ def _causal(args) -> int:
     return 0
 
 
+def _search_replay(args) -> int:
+    from lossjax import search  # lazy: pandas and scipy
+
+    alpha = search.ALPHA if args.alpha is None else args.alpha
+    table = search.replay_folders(args.results_dirs, args.rungs, alpha)
+    print(search.replay_markdown(table, alpha), end="")
+    if args.out:
+        print()
+        for path in search.save_replay(table, alpha, args.out):
+            print(path)
+    return 0
+
+
+def _rungs(text: str) -> tuple[int, ...]:
+    try:
+        rungs = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give epochs, e.g. 2,5,10") from None
+    if any(r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
+        raise argparse.ArgumentTypeError(f"{text!r}: epochs from 1 up, increasing")
+    return rungs
+
+
+def _alpha(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = -1.0
+    if not 0 < alpha < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a level between 0 and 1, e.g. 0.2")
+    return alpha
+
+
 def _data_info(args) -> int:
     """Exit status 1 if a dataset is present but fails verification, or if the one dataset
     asked for is missing; else 0 (a missing dataset among all of them is normal)."""
@@ -197,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for the figure and table across all folders "
                          "(causal_effects.png/.svg/.md)")
     ca.set_defaults(func=_causal)
+
+    se = sub.add_parser("search", help="the adaptive rate search (race)")
+    sesub = se.add_subparsers(dest="search_command", required=True)
+    sr = sesub.add_parser("replay", help="apply the race rule to finished grid folders: would "
+                                         "it choose the same rates, and with how much work?")
+    sr.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR")
+    sr.add_argument("--rungs", type=_rungs, default=None,
+                    help="epochs after which rates are compared, e.g. 2,5,10 (default: "
+                         "lossjax.search.RUNG_FRACTIONS of each folder's epochs)")
+    sr.add_argument("--alpha", type=_alpha, default=None,
+                    help="the test level per group and rung (default: lossjax.search.ALPHA)")
+    sr.add_argument("--out", help="also write search_replay.{csv,md} into this folder")
+    sr.set_defaults(func=_search_replay)
 
     d = sub.add_parser("data", help="inspect and prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -105,7 +105,8 @@ SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summar
 #: ``causal.md`` the script wrote and keeps one of yours, which was never recorded.
 EXPERIMENT_ENTRIES = ("causal.json", "causal.md", "causal_effects.md", "causal_effects.png",
                       "causal_effects.svg", "gradient_sign.json", "gradient_sign.md",
-                      "gradient_sign.png", "gradient_sign.svg")
+                      "gradient_sign.png", "gradient_sign.svg", "search_replay.csv",
+                      "search_replay.md")
 #: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` x
 #: ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
 PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "train_loss", "lr_sensitivity",

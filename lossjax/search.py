@@ -1,0 +1,241 @@
+"""The adaptive rate search: which of a group's learning rates stop training at a rung, and the
+same rule replayed on a finished grid sweep.
+
+Most of a sweep's work exists only to choose a learning rate per group (loss, hidden sizes,
+weight decay, init scale), and rates that are hopeless early train the whole schedule. A race
+stops them, by a rule that must not change the answer:
+
+- **Diverged members stop at once**, at the first epoch their loss or parameters went
+  non-finite (their parameters are frozen from then on; every later row would repeat it).
+- **At each rung** (an epoch of evaluation), within a group, the *leader* is the rate with the
+  best mean validation accuracy over its seeds (a diverged member scores 0, as in the final
+  choice, ``lossjax.stats.summarize``). Every other rate that still trains is compared with
+  it paired by seed: ``d_s`` = leader's validation accuracy minus the rate's, over the seeds
+  present at both. The rate is **dropped when the one-sided lower confidence bound of the mean
+  of d exceeds 0 at level ``alpha / m``** (Student's t with n - 1 degrees of freedom; ``m`` the
+  number of rates compared with the leader at that rung, a Bonferroni correction). With one
+  paired seed no rate is dropped; the leader never is, so a group always keeps a rate.
+
+The test's error rate is the chance of dropping a rate that is *at that rung* no worse than the
+leader: at most ``alpha`` per group and rung (Bonferroni), when the paired gaps are roughly
+normal. It does not bound the chance that a rate behind at a rung would have caught up by the
+last epoch: early rankings mislead. That is measured instead, by :func:`replay` on finished
+grids: the same rule applied to the validation accuracies the grid recorded, asking whether
+the rate chosen among the survivors is the grid's, one tied with it, or another.
+
+Test data never take part. Validation accuracy is what the final choice uses, so a race ranks
+rates by the same score the grid would choose them by.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lossjax.stats import summarize, tied_rates
+from lossjax.tables import GROUP_KEYS
+
+#: The default test level per group and rung (see the module docstring), and the default rungs
+#: as fractions of the sweep's epochs: chosen with :func:`replay` on the committed studies.
+ALPHA = 0.5
+RUNG_FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+
+DIVERGED = "diverged"
+
+
+def dropped_reason(rung: int) -> str:
+    return f"dropped at epoch {rung}"
+
+
+def default_rungs(epochs: int, fractions: Sequence[float] = RUNG_FRACTIONS) -> tuple[int, ...]:
+    """The rungs for a sweep of ``epochs``: each fraction of it, rounded, at least 1 and before
+    the last epoch (a rung at the last epoch would decide nothing)."""
+    return tuple(sorted(r for r in {max(1, round(f * epochs)) for f in fractions} if r < epochs))
+
+
+def _one_sided_t(level: float, dof: int) -> float:
+    from scipy import stats  # lazy: scipy is slow to import, and only the rule needs it
+
+    return float(stats.t.ppf(1.0 - level, dof))
+
+
+def rates_to_drop(at_rung: pd.DataFrame, alpha: float = ALPHA) -> list[float]:
+    """The rates of one group to stop at a rung, from its still-training members' rows at that
+    epoch (columns ``learning_rate``, ``seed``, ``val_acc``, ``diverged``). See the module
+    docstring for the rule."""
+    score = np.where(at_rung["diverged"].to_numpy(bool), 0.0,
+                     at_rung["val_acc"].to_numpy(float))
+    rates, r = np.unique(at_rung["learning_rate"].to_numpy(float), return_inverse=True)
+    seeds, s = np.unique(at_rung["seed"].to_numpy(), return_inverse=True)
+    if len(rates) < 2:
+        return []
+    table = np.full((len(rates), len(seeds)), np.nan)  # rate x seed (one member each)
+    table[r, s] = score
+    with np.errstate(all="ignore"):
+        means = np.nanmean(table, axis=1)
+    if np.isnan(means).all():
+        return []
+    leader = int(np.nanargmax(means))
+    level = alpha / (len(rates) * (len(rates) - 1))  # Bonferroni over ordered pairs
+    drop = []
+    for other in range(len(rates)):
+        d = table[leader] - table[other]
+        d = d[np.isfinite(d)]  # the seeds present at both
+        if other == leader or len(d) < 2:
+            continue
+        half = _one_sided_t(level, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        if d.mean() - half > 0:
+            drop.append(float(rates[other]))
+    return drop
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where a member stopped before the last epoch, and why (``DIVERGED`` or
+    ``dropped_reason(rung)``)."""
+
+    epoch: int
+    reason: str
+
+
+def stops(epochs: pd.DataFrame, rungs: Iterable[int], alpha: float = ALPHA) -> dict[int, Stop]:
+    """Every member the rule stops, from a table of rows (a grid's ``epochs.csv``, or a race's
+    rows so far): member → :class:`Stop`. A member is judged at a rung only while it still
+    trains, and only from rows up to that rung, so the decisions a race took after ``k`` epochs
+    are the same whether the table ends there or goes on (what makes a race resumable)."""
+    first_diverged = epochs[epochs["diverged"].astype(bool)].groupby("member")["epoch"].min()
+    out = {int(m): Stop(int(e), DIVERGED) for m, e in first_diverged.items()}
+    last = int(epochs["epoch"].max()) if len(epochs) else 0
+    for rung in sorted(set(rungs)):
+        if rung > last:
+            break
+        at = epochs[epochs["epoch"] == rung]
+        alive = at[[_trains_after(out.get(int(m)), rung) for m in at["member"]]]
+        for _, group in alive.groupby(GROUP_KEYS, sort=False):
+            for rate in rates_to_drop(group, alpha):
+                hit = group["member"][np.isclose(group["learning_rate"].astype(float), rate,
+                                                 rtol=1e-6, atol=0.0)]
+                out.update({int(m): Stop(rung, dropped_reason(rung)) for m in hit})
+    return out
+
+
+def _trains_after(stop: Stop | None, epoch: int) -> bool:
+    return stop is None or stop.epoch > epoch
+
+
+# ---- replay on a finished grid --------------------------------------------------------------
+
+
+def replay(epochs: pd.DataFrame, summary: pd.DataFrame, rungs: Iterable[int], target: float,
+           alpha: float = ALPHA) -> pd.DataFrame:
+    """The rule applied offline to a finished grid's tables: per group, the grid's chosen rate,
+    the rate chosen among the race's survivors, ``verdict`` ('same', 'tied': one of the grid's
+    tied rates, or 'different'), and the member-epochs the race would have trained against the
+    grid's."""
+    n_epochs = int(epochs["epoch"].max())
+    stopped = stops(epochs, rungs, alpha)
+    dropped = {m for m, s in stopped.items() if s.reason != DIVERGED}
+    raced = summarize(epochs[~epochs["member"].isin(dropped)], target)
+    members = epochs.drop_duplicates("member")
+    used = members["member"].map(lambda m: stopped[m].epoch if m in stopped else n_epochs)
+    rows = []
+    for key, grid_members in members.groupby(GROUP_KEYS, sort=False):
+        grid = _row(summary, key)
+        race = _row(raced, key)
+        grid_lr, race_lr = float(grid["learning_rate"]), float(race["learning_rate"])
+        at = used[grid_members.index]
+        rows.append({
+            **dict(zip(GROUP_KEYS, key, strict=True)),
+            "grid_lr": grid_lr, "race_lr": race_lr,
+            "verdict": _verdict(grid_lr, race_lr, tied_rates(grid.get("tied_lrs"))),
+            "rates": grid_members["learning_rate"].nunique(),
+            "member_epochs": int(at.sum()), "grid_member_epochs": len(at) * n_epochs,
+        })
+    return pd.DataFrame(rows)
+
+
+def _row(summary: pd.DataFrame, key: tuple) -> pd.Series:
+    hit = np.ones(len(summary), bool)
+    for col, value in zip(GROUP_KEYS, key, strict=True):
+        hit &= (summary[col] == value).to_numpy()
+    return summary[hit].iloc[0]
+
+
+def _verdict(grid_lr: float, race_lr: float, tied: tuple[float, ...]) -> str:
+    if math.isnan(grid_lr) and math.isnan(race_lr):
+        return "same"  # every member diverged, in both
+    if math.isclose(grid_lr, race_lr, rel_tol=1e-6):
+        return "same"
+    if any(math.isclose(race_lr, r, rel_tol=1e-6) for r in tied):
+        return "tied"
+    return "different"
+
+
+REPLAY_NAME = "search_replay"
+
+
+def replay_folders(paths: Iterable[str | os.PathLike], rungs: Sequence[int] | None = None,
+                   alpha: float = ALPHA) -> pd.DataFrame:
+    """:func:`replay` over finished grid folders, one row per group with its ``folder`` and
+    ``rungs`` (``rungs`` given, or each folder's :func:`default_rungs`). Every folder is read
+    and checked (``lossjax.analysis.load_results``) before any is replayed."""
+    from lossjax import analysis  # lazy: analysis reads configs, which the rule does not need
+
+    results = [analysis.load_results(p) for p in paths]
+    frames = []
+    for res in results:
+        n_epochs = int(res.epochs["epoch"].max())
+        at = tuple(r for r in (rungs or default_rungs(n_epochs)) if r < n_epochs)
+        target = res.config.get("eval", {}).get("target_accuracy", math.nan)
+        rows = replay(res.epochs, res.summary, at, target, alpha)
+        frames.append(rows.assign(folder=str(res.path), rungs=",".join(map(str, at))))
+    return pd.concat(frames, ignore_index=True)
+
+
+def replay_markdown(table: pd.DataFrame, alpha: float) -> str:
+    """The replay as a Markdown page: per folder, how many groups the race would answer the
+    same, tied with the grid's choice, or otherwise, and the member-epochs it would train."""
+    lines = [f"# The race rule replayed on finished grids (alpha {alpha:g})", "",
+             "Per folder: the rule of `lossjax.search` applied to the validation accuracies the "
+             "grid recorded. *same*: the rate chosen among the race's survivors is the grid's; "
+             "*tied*: it is one of the rates the grid's choice is tied with (`tied_lrs`); "
+             "*different*: neither. Member-epochs: what the race would train, against the "
+             "grid's.", "",
+             "| folder | rungs | groups | same | tied | different | member-epochs |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, g in table.groupby("folder", sort=False):
+        lines.append(_replay_row(f"`{name}`", g["rungs"].iloc[0], g))
+    if table["folder"].nunique() > 1:
+        lines.append(_replay_row("**all**", "", table))
+    different = table[table["verdict"] == "different"]
+    if len(different):
+        lines += ["", "Groups answered differently:", ""]
+        lines += [f"- `{r.folder}` {r.loss} hidden {r.hidden}: grid {r.grid_lr:g}, race "
+                  f"{r.race_lr:g}" for r in different.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def _replay_row(name: str, rungs: str, g: pd.DataFrame) -> str:
+    count = g["verdict"].value_counts()
+    used, full = int(g["member_epochs"].sum()), int(g["grid_member_epochs"].sum())
+    return (f"| {name} | {rungs} | {len(g)} | {count.get('same', 0)} | {count.get('tied', 0)} | "
+            f"{count.get('different', 0)} | {used} of {full} ({used / full:.0%}) |")
+
+
+def save_replay(table: pd.DataFrame, alpha: float, out: str | os.PathLike) -> list[Path]:
+    """Writes ``search_replay.csv`` and ``.md`` into ``out`` (created if need be), each
+    atomically; any other file there is left alone."""
+    from lossjax.folder import record_written, write_table, write_text  # lazy: only to save
+
+    out = Path(out)
+    paths = [out / f"{REPLAY_NAME}.csv", out / f"{REPLAY_NAME}.md"]
+    record_written(out, [p.name for p in paths])  # in a lossjax folder: --overwrite removes them
+    write_table(paths[0], table)
+    write_text(paths[1], replay_markdown(table, alpha))
+    return paths
