@@ -1,5 +1,8 @@
 """Sweep configs: one YAML file describes one sweep; this module loads and validates it.
 
+(Over 450 lines: about 125 of them are this docstring, the schema's reference; the rest is one
+parser per section. The schema-free checks and the YAML reader are in ``lossjax.validate``.)
+
 Every check happens here, before anything runs or is written. A bad config raises
 :class:`~lossjax.errors.ConfigError` with one line that starts with the key's full path, then
 what was given and what is allowed, e.g.::
