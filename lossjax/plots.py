@@ -31,8 +31,8 @@ A folder that cannot be read, or whose tables are incomplete or disagree, raises
 ``ResultsError`` of ``lossjax.analysis`` before anything is drawn; so does a plot that cannot be
 written.
 
-The four figures share one set of styles, panels and legends, which is why they stay in one
-module.
+(Over 450 lines: the four figures share one set of styles, panels and legends, which is why
+they stay in one module.)
 """
 
 from __future__ import annotations
