@@ -1,11 +1,10 @@
 """Reading and querying a results folder (``lossjax.analysis``): the checks that refuse a folder
 that is incomplete, cut short or inconsistent, with one line, and the runs chosen from it. The
-folder here is synthetic test data in the layout a sweep writes (config.yaml, env.json,
-epochs.csv, summary.csv); no training runs. ``tests/test_plots.py`` draws from the same."""
+folder is synthetic test data (conftest's ``make_results``) in the layout a sweep writes
+(config.yaml, env.json, epochs.csv, summary.csv); no training runs."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
@@ -13,108 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import all_diverge, make_results, resummarize
 
 from lossjax import analysis, cli, folder, stats, tables
 from lossjax.errors import ResultsError
 
 
-def make_results(
-    path,
-    losses=("cross_entropy", "mse"),
-    lrs=(0.1, 1.0),
-    seeds=(0, 1),
-    epochs=3,
-    hidden=("64-64",),
-    diverge=(("mse", 1.0, 1, 2),),
-    weight_decays=(0.0,),
-):
-    """Writes a synthetic results folder. ``diverge`` holds (loss, lr, seed, epoch) members that
-    go NaN at that epoch: their train_loss is NaN from then on, other metrics frozen. Its
-    status.json says "not complete", as a sweep's does while it draws its plots and report."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "status.json").write_text('{"complete": false}')
-    rng = np.random.default_rng(0)
-    rows, member = [], 0
-    for h, loss, lr, wd in itertools.product(hidden, losses, lrs, weight_decays):
-        for seed in seeds:
-            speed = (1.0 if loss == "cross_entropy" else 0.6) * (1 + 0.3 * math.log10(lr))
-            div_at = next((e for (lo, r, s, e) in diverge
-                           if (lo, r, s) == (loss, lr, seed)), None)
-            last = None
-            for epoch in range(1, epochs + 1):
-                if div_at is not None and epoch >= div_at:
-                    rows.append({**last, "epoch": epoch, "train_loss": math.nan,
-                                 "diverged": True, "wall_time": 0.1 * epoch})
-                    continue
-                acc = 0.1 + 0.85 * (1 - math.exp(-speed * epoch)) + 0.01 * rng.normal()
-                last = {
-                    "member": member, "loss": loss, "hidden": h, "learning_rate": lr,
-                    "weight_decay": wd, "init_scale": 1.0, "seed": seed,
-                    "epoch": epoch, "train_loss": 2.3 * math.exp(-speed * epoch),
-                    "train_acc": acc + 0.02, "val_acc": acc - 0.01, "test_acc": acc,
-                    "test_ce": 2.0 * math.exp(-speed * epoch),
-                    "wrong_frac": 0.0 if loss in ("cross_entropy", "exp_mse")
-                    else 0.4 / epoch,
-                    "grad_norm": 0.5 / epoch, "diverged": False,
-                    "wall_time": 0.1 * epoch,
-                }
-                rows.append(last)
-            member += 1
-    ep = pd.DataFrame(rows)
-    ep.to_csv(path / "epochs.csv", index=False)
-
-    final = ep[ep["epoch"] == epochs]
-    summ = []
-    for (loss, h, wd), g in final.groupby(["loss", "hidden", "weight_decay"], sort=False):
-        # The sweep's rule: best mean final validation accuracy, a diverged member scoring 0.
-        score = g["val_acc"].where(~g["diverged"], 0.0)
-        lr = float(score.groupby(g["learning_rate"]).mean().idxmax())
-        c = g[g["learning_rate"] == lr]
-        summ.append({
-            "loss": loss, "hidden": h, "weight_decay": wd, "init_scale": 1.0,
-            "learning_rate": lr, "lr_at_grid_edge": lr in (min(lrs), max(lrs)),
-            "n_seeds": len(c), "val_acc_mean": c["val_acc"].mean(),
-            "test_acc_mean": c["test_acc"].mean(), "test_acc_ci95": 0.012,
-            "epochs_to_target_mean": 2.0 if loss == "cross_entropy" else math.nan,
-            "reached_target": len(c) if loss == "cross_entropy" else 0,
-            "diverged_at_lr": int(c["diverged"].sum()), "diverged": int(g["diverged"].sum()),
-        })
-    pd.DataFrame(summ).to_csv(path / "summary.csv", index=False)
-    config = {  # the keys plots and report read, and the grids whose product is the members
-        "name": "synthetic-test", "dataset": {"name": "digits"}, "seeds": list(seeds),
-        "losses": list(losses),
-        "model": {"hidden": [[int(w) for w in h.split("-") if w.isdigit()] for h in hidden],
-                  "activation": "relu", "init_scale": [1.0]},
-        "optimizer": {"name": "momentum", "learning_rate": {loss: list(lrs) for loss in losses},
-                      "weight_decay": list(weight_decays)},
-        "batch_size": 64, "epochs": epochs, "eval": {"target_accuracy": 0.9},
-    }
-    (path / "config.yaml").write_text(yaml.safe_dump(config))
-    (path / "env.json").write_text(json.dumps({
-        "python": "3.11", "jax": "0.0-test", "devices": ["TFRT_CPU_0"], "device_kind": "cpu",
-        "process_count": 1, "x64": False, "default_matmul_precision": "default"}))
-    return path
-
-
-@pytest.fixture
-def results_dir(tmp_path):
-    return make_results(tmp_path / "sweep")
-
-
 def drop_rows(d, keep):
     ep = pd.read_csv(d / "epochs.csv")
     ep[keep(ep)].to_csv(d / "epochs.csv", index=False)
-
-
-def all_diverge(losses, lrs=(0.1, 1.0), seeds=(0, 1)):
-    return tuple((loss, lr, seed, 2) for loss in losses for lr in lrs for seed in seeds)
-
-
-def resummarize(d):
-    """Rewrites summary.csv as the sweep does, from epochs.csv."""
-    summary = stats.summarize(pd.read_csv(d / "epochs.csv", dtype={"hidden": str}), 0.9)
-    folder.write_table(d / "summary.csv", summary)
-    return summary
 
 
 def one_error_line(capsys) -> str:

@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import read_events, scalars
 from matplotlib.figure import Figure
-from test_tensorboard import read_events, scalars
 
 import lossjax
 from lossjax import cli

@@ -1,6 +1,6 @@
 """``lossjax causal`` (causal_effects, within_loss, causal_report): paired effects of
 gradient-edit interventions, within-loss rank correlations, the files and the figure. The
-folders are synthetic finished sweeps (the layout of ``test_analysis.make_results``) whose
+folders are synthetic finished sweeps (the layout of conftest's ``make_results``) whose
 per-seed test-accuracy curves are set by hand, so every expected number follows from the curves
 below by arithmetic done here; no training runs."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import all_diverge, make_results, resummarize
 from scipy import stats
-from test_analysis import all_diverge, make_results, resummarize
 
 from lossjax import causal_effects, causal_report, cli, within_loss
 

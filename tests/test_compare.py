@@ -1,5 +1,5 @@
 """Comparing sweeps (``lossjax.compare``). The folders here are synthetic test data in the layout
-a sweep writes, made by ``test_analysis.make_results``; no training runs. Figures are built on
+a sweep writes, made by conftest's ``make_results``; no training runs. Figures are built on
 ``matplotlib.figure.Figure``, so no pyplot backend is involved."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis import all_diverge, make_results, resummarize
-from test_plots import _check_files
+from conftest import all_diverge, check_files, make_results, resummarize, tie_folder
 
 from lossjax import analysis, plots, tables
 from lossjax.comparison import Comparison, compare
@@ -150,7 +149,7 @@ def test_save_writes_four_files_and_leaves_others_alone(two, tmp_path):
     paths = c.save(out)
     assert [p.name for p in paths] == [
         "comparison.csv", "comparison.md", "comparison.png", "comparison.svg"]
-    _check_files(paths[2:])
+    check_files(paths[2:])
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == sorted(["notes.txt", *(p.name for p in paths)])
     back = pd.read_csv(out / "comparison.csv", dtype={"hidden": str, "tied_lrs": str})
@@ -165,9 +164,8 @@ def test_save_writes_four_files_and_leaves_others_alone(two, tmp_path):
 
 
 def test_runner_up_gap_and_tie_in_the_table_and_markdown(tmp_path):
-    from test_plots import _tie_folder
 
-    c = compare([_tie_folder(tmp_path / "ties")])
+    c = compare([tie_folder(tmp_path / "ties")])
     t = c.table.set_index("loss")
     assert list(t["rate_choice"]) == ["decided", "tied"]
     assert list(t["runner_up_lr"]) == [0.1, 1.0] and list(t["tied_lrs"]) == ["", "1.0"]

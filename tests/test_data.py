@@ -1,23 +1,17 @@
 """lossjax.data: every published form, every failure and its one-line message, the source
 order, the cache, splits, preprocessing, and what ``lossjax data info`` / ``prepare`` report.
-Downloads are tested in test_data_download.py, the real datasets in test_data_real.py; both
-reuse the fixture builders here.
-
-Tiny fixtures are generated here. They cannot match the official checksums, so each test that
-loads one puts the fixture's own content checksums into ``data.CHECKSUMS`` (monkeypatched), with
-sha256 computed independently of lossjax from the definitions in lossjax/data/checksums.py.
+Downloads are tested in test_data_download.py, the real datasets in test_data_real.py; the tiny
+fixtures all of them load, and why their checksums are the tests' own, are in data_helpers.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import tarfile
@@ -25,181 +19,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import (
+    BATCHES,
+    STEMS,
+    cifar_batches,
+    error,
+    expect_cifar,
+    expect_mnist,
+    idx_bytes,
+    isolate,
+    py_batch,
+    run_cli,
+    same_arrays,
+    sha,
+    tiny_cifar,
+    tiny_mnist,
+    write_cifar,
+    write_idx,
+)
 
 from lossjax import data
-from lossjax.data import checksums, download, registry, sources
-from lossjax.errors import DataError
-
-STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-         "t10k-labels-idx1-ubyte")
-KEYS = ("x_train", "y_train", "x_test", "y_test")
-BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-           "test_batch")
-
-
-def isolate(tmp_path, monkeypatch):
-    """No test reads ~/.cache, ~/tensorflow_datasets, the system folders or the network unless
-    it says so."""
-    monkeypatch.setenv("LOSSJAX_DATA_DIR", str(tmp_path / "home"))
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tensorflow_datasets"))
-    monkeypatch.delenv("LOSSJAX_CACHE_DIR", raising=False)
-    monkeypatch.setattr(sources, "SYSTEM_DIRS", {})
-    monkeypatch.setattr(download, "network_reachable",
-                        lambda urls, timeout=3.0: "offline (tests)")
+from lossjax.data import checksums, registry, sources
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     isolate(tmp_path, monkeypatch)
-
-
-def sha(*chunks) -> str:
-    h = hashlib.sha256()
-    for c in chunks:
-        h.update(c if isinstance(c, bytes) else np.ascontiguousarray(c).tobytes())
-    return h.hexdigest()
-
-
-def error(fn, *args, **kwargs) -> str:
-    """The DataError message of fn(...); asserts it is one line."""
-    with pytest.raises(DataError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
-
-
-# --------------------------------------------------------------------------------------------
-# Fixture builders
-
-
-def idx_bytes(a: np.ndarray) -> bytes:
-    return struct.pack(f">BBBB{a.ndim}I", 0, 0, 8, a.ndim, *a.shape) + a.tobytes()
-
-
-def tiny_mnist(n_train=30, n_test=10, seed=0) -> dict[str, np.ndarray]:
-    """Random 28x28 images; pixel [0, 0] holds the example's index so splits can be traced."""
-    rng = np.random.default_rng(seed)
-    x_train = rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)
-    x_train[:, 0, 0] = np.arange(n_train)
-    x_test = rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)
-    x_test[:, 0, 0] = 200 + np.arange(n_test)
-    return {"x_train": x_train, "y_train": (np.arange(n_train) % 10).astype(np.uint8),
-            "x_test": x_test, "y_test": (np.arange(n_test) % 10).astype(np.uint8)}
-
-
-def expect_mnist(monkeypatch, arrays, name="mnist"):
-    monkeypatch.setitem(data.CHECKSUMS, name, {
-        s: data.Expected(sha(idx_bytes(arrays[k])), "tiny", "test fixture")
-        for s, k in zip(STEMS, KEYS, strict=True)})
-
-
-def write_idx(folder: Path, arrays, gz=True, dotted=False, mtime=0, stems=STEMS) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for s, k in zip(STEMS, KEYS, strict=True):
-        if s not in stems:
-            continue
-        name = s.replace("-idx", ".idx") if dotted else s
-        raw = idx_bytes(arrays[k])
-        if gz:
-            (folder / (name + ".gz")).write_bytes(gzip.compress(raw, mtime=mtime))
-        else:
-            (folder / name).write_bytes(raw)
-    return folder
-
-
-def tiny_cifar(per_batch=4, seed=0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    n = per_batch * 5
-    return {"x_train": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-            "y_train": (np.arange(n) % 10).astype(np.uint8),
-            "x_test": rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8),
-            "y_test": (np.arange(per_batch) % 10).astype(np.uint8)}
-
-
-def cifar_batches(arrays) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    xs = np.split(arrays["x_train"], 5) + [arrays["x_test"]]
-    ys = np.split(arrays["y_train"], 5) + [arrays["y_test"]]
-    return dict(zip(BATCHES, zip(xs, ys, strict=True), strict=True))
-
-
-def expect_cifar(monkeypatch, arrays):
-    table = {b: data.Expected(sha(x, y), "tiny", "test fixture")
-             for b, (x, y) in cifar_batches(arrays).items()}
-    table["all"] = data.Expected(sha(*(arrays[k] for k in KEYS)), "tiny", "test fixture")
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", table)
-
-
-class Py2Pickler(pickle._Pickler):
-    """Writes pickles the way Python 2 wrote the official CIFAR-10 batches: str and bytes as
-    py2 strings, numpy's functions under numpy.core."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_py2_str(self, obj):
-        b = obj.encode("latin1") if isinstance(obj, str) else obj
-        n = len(b)
-        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256
-                    else pickle.BINSTRING + struct.pack("<i", n)) + b)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-    dispatch[str] = save_py2_str
-
-    def save_global(self, obj, name=None):
-        module = obj.__module__.replace("numpy._core", "numpy.core")
-        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
-        self.memoize(obj)
-
-
-def py_batch(x, y, py2=True) -> bytes:
-    d = {"batch_label": "a batch", "labels": [int(v) for v in y],
-         "data": np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), 3072)),
-         "filenames": [f"img_{i}.png" for i in range(len(x))]}
-    if not py2:
-        return pickle.dumps({k.encode(): v for k, v in d.items()}, protocol=2)
-    buf = io.BytesIO()
-    Py2Pickler(buf, protocol=2).dump(d)
-    return buf.getvalue()
-
-
-def bin_batch(x, y) -> bytes:
-    rows = x.transpose(0, 3, 1, 2).reshape(len(x), 3072)
-    return np.concatenate([y[:, None], rows], axis=1).astype(np.uint8).tobytes()
-
-
-def write_cifar(folder: Path, arrays, form: str) -> Path:
-    """form: py-dir, py-tar, bin-dir, bin-tar or npz (keras-style, labels (N, 1))."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if form == "npz":
-        np.savez_compressed(folder / "cifar10.npz", x_train=arrays["x_train"],
-                            y_train=arrays["y_train"][:, None], x_test=arrays["x_test"],
-                            y_test=arrays["y_test"][:, None])
-        return folder
-    binary = form.startswith("bin")
-    sub = "cifar-10-batches-bin" if binary else "cifar-10-batches-py"
-    members = {b + (".bin" if binary else ""): (bin_batch if binary else py_batch)(x, y)
-               for b, (x, y) in cifar_batches(arrays).items()}
-    if form.endswith("dir"):
-        (folder / sub).mkdir(exist_ok=True)
-        for fname, payload in members.items():
-            (folder / sub / fname).write_bytes(payload)
-    else:
-        archive = "cifar-10-binary.tar.gz" if binary else "cifar-10-python.tar.gz"
-        with tarfile.open(folder / archive, "w:gz") as tf:
-            for fname, payload in {"batches.meta": b"meta", **members}.items():
-                info = tarfile.TarInfo(f"{sub}/{fname}")
-                info.size = len(payload)
-                tf.addfile(info, io.BytesIO(payload))
-    return folder
-
-
-def same_arrays(ds: data.Dataset, arrays, val_size=0):
-    assert val_size == 0
-    assert np.array_equal(ds.x_train, arrays["x_train"])
-    assert np.array_equal(ds.y_train, arrays["y_train"])
-    assert np.array_equal(ds.x_test, arrays["x_test"])
-    assert np.array_equal(ds.y_test, arrays["y_test"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -701,15 +546,6 @@ def test_preprocess_standardizes_per_channel_for_images(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------
 # info and prepare: records from lossjax.data, text from the CLI
-
-
-def run_cli(*argv: str) -> int:
-    """A ``lossjax`` subcommand as main() runs it, minus main()'s signal watcher and error
-    printing (test_cli_data_info_exit_code covers those)."""
-    from lossjax.cli import build_parser
-
-    args = build_parser().parse_args(argv)
-    return args.func(args)
 
 
 def test_prepare_then_load_from_the_cache(tmp_path, monkeypatch, capsys):

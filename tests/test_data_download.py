@@ -1,37 +1,29 @@
 """Source 5 of lossjax.data: downloads through tensorflow-datasets, against a local HTTP server
-that stands in for the dataset hosts, so tfds's real DownloadManager, requests and checksum
-validation all run; and the failures with no network, which must be fast and one line."""
+that stands in for the dataset hosts (the ``hosts`` fixture), so tfds's real DownloadManager,
+requests and checksum validation all run; and the failures with no network, which must be fast
+and one line."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import http.server
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from test_data import (
+from conftest import PROXY_VARIABLES, REAL_NETWORK_REACHABLE
+from data_helpers import (
     STEMS,
     error,
     expect_cifar,
-    expect_mnist,
     isolate,
     same_arrays,
+    serve_mnist,
     tiny_cifar,
-    tiny_mnist,
     write_cifar,
-    write_idx,
 )
 
 from lossjax import data
 from lossjax.data import download
-
-REAL_NETWORK_REACHABLE = download.network_reachable
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
-                   "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 @pytest.fixture(autouse=True)
@@ -83,65 +75,6 @@ def test_registered_checksums_through_the_public_tfds_api():
             assert int(info.size) > 0
     assert download.registered_checksums("mnist")[data.DOWNLOADS["mnist"][STEMS[0]]].checksum \
         == "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
-
-
-@pytest.fixture
-def hosts(monkeypatch):
-    """A local HTTP server in place of the dataset hosts. ``serve(name, key, path)`` points
-    ``DOWNLOADS[name][key]`` at it and registers the file's size and sha256 (or
-    ``registered_sha``) the way tfds registers the real ones; ``calls`` lists the URLs fetched."""
-    served: dict[str, Path] = {}
-    calls: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            path = served.get(self.path)
-            calls.append(self.path)
-            if path is None:
-                self.send_error(404)
-                return
-            body = path.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    for var in PROXY_VARIABLES:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(download, "network_reachable", REAL_NETWORK_REACHABLE)
-    # A UrlInfo of tfds's own making, as the template: the registry's entries are compared as
-    # such, so a look-alike of lossjax's would never match.
-    template = next(iter(download.registered_checksums("mnist").values()))
-    registry = {}
-    monkeypatch.setattr(download, "registered_checksums", lambda name: dict(registry))
-
-    def serve(name: str, key: str, path: Path, registered_sha: str | None = None) -> None:
-        url_path = f"/{name}/{path.name}"
-        served[url_path] = path
-        monkeypatch.setitem(data.DOWNLOADS, name, {**data.DOWNLOADS[name], key: base + url_path})
-        registry[base + url_path] = dataclasses.replace(
-            template, size=path.stat().st_size, filename=path.name,
-            checksum=registered_sha or hashlib.sha256(path.read_bytes()).hexdigest())
-
-    yield serve, calls
-    server.shutdown()
-    server.server_close()
-
-
-def serve_mnist(tmp_path, monkeypatch, serve, **registration):
-    """Tiny MNIST files, expected by lossjax's checksums and served over HTTP."""
-    arrays = tiny_mnist()
-    expect_mnist(monkeypatch, arrays)
-    files = write_idx(tmp_path / "server", arrays)
-    for s in STEMS:
-        serve("mnist", s, files / (s + ".gz"), **registration)
-    return arrays
 
 
 def test_download_through_tfds_then_from_the_download_folder(tmp_path, monkeypatch, hosts):

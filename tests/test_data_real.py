@@ -8,20 +8,17 @@ et al. 2017, arXiv:1708.07747), and that the cache makes a second load fast."""
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data import STEMS, isolate, sha
+from data_helpers import REAL, STEMS, isolate, sha
 
 from lossjax import data
 from lossjax.data import download, sources
 
-REAL = Path(os.environ.get("LOSSJAX_TEST_DATA")
-            or Path(__file__).resolve().parents[2] / "shared" / "data")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 REAL_SYSTEM_DIRS = dict(sources.SYSTEM_DIRS)
 

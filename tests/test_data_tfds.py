@@ -1,6 +1,6 @@
 """Source 3 of lossjax.data: what tensorflow-datasets keeps in ``$TFDS_DATA_DIR``. Each test
 builds that folder with tfds itself, without network or TensorFlow: downloads through tfds's
-DownloadManager from the local HTTP server of test_data_download.py, prepared datasets through a
+DownloadManager from the local HTTP server of the ``hosts`` fixture, prepared datasets through a
 tfds builder writing array_record. The tiny data cannot match the official checksums, so, as
 everywhere in the data tests, each test puts the tiny data's own content checksums into
 ``data.CHECKSUMS``; the order a prepared split is stored in is undone for real, since those
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_data_download
-from test_data import (
+from data_helpers import (
+    REAL,
     STEMS,
     error,
     expect_cifar,
@@ -26,17 +26,14 @@ from test_data import (
     isolate,
     run_cli,
     same_arrays,
+    serve_mnist,
     tiny_cifar,
     tiny_mnist,
     write_idx,
 )
-from test_data_download import serve_mnist
-from test_data_real import REAL
 
 from lossjax import data
 from lossjax.data import download, tfds_local
-
-hosts = test_data_download.hosts  # the local HTTP server standing in for the dataset hosts
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 import yaml
-from test_sweep import assert_same_files
+from conftest import assert_same_files
 
 DEVICE_COUNTS = (1, 2, 4, 8)
 

@@ -18,8 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_analysis import make_results
-from test_safety import _config, _one_line, _sweep
+from conftest import make_results, one_line, quiet_sweep, small_config
 
 import lossjax.folder
 from lossjax import cli, plots
@@ -83,15 +82,15 @@ def test_a_lock_linked_to_a_users_file_is_refused_untouched(tmp_path, capsys, us
     folder.mkdir(parents=True)
     (folder / ".lock").symlink_to(user / "thesis.txt")
     (folder / "notes.md").write_text("mine")
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, "not a lossjax results folder", ".lock")
+    one_line(err, "not a lossjax results folder", ".lock")
     assert (folder / ".lock").is_symlink()  # the link is kept, and its target (see `user`)
     # In a folder that is lossjax's, the link is named and refused before anything is opened.
     (folder / "status.json").write_text('{"complete": false}')
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, f"{folder / '.lock'} is a symbolic link", "remove the link")
+    one_line(err, f"{folder / '.lock'} is a symbolic link", "remove the link")
     assert (folder / ".lock").is_symlink()
     (folder / ".lock").unlink()
     _usable(folder)
@@ -100,9 +99,9 @@ def test_a_lock_linked_to_a_users_file_is_refused_untouched(tmp_path, capsys, us
 def test_a_lock_hard_linked_to_a_users_file_is_not_truncated(tmp_path, capsys, user):
     folder = _lossjax_folder(tmp_path / "runs" / "small", checkpoints=False, rows=False)
     os.link(user / "thesis.txt", folder / ".lock")
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, ".lock is not a plain file of lossjax's")
+    one_line(err, ".lock is not a plain file of lossjax's")
     (folder / ".lock").unlink()
     _usable(folder)
 
@@ -116,18 +115,18 @@ def test_a_users_own_lock_is_never_deleted(tmp_path, capsys, others):
         (folder / name).write_text("mine")
     before = _snap(folder)
     for flag in ([], ["--overwrite"], ["--resume"]):
-        code, err = _sweep(capsys, _config(tmp_path), *flag)
+        code, err = quiet_sweep(capsys, small_config(tmp_path), *flag)
         assert code == 2
-        _one_line(err, "not a lossjax results folder", ".lock")
+        one_line(err, "not a lossjax results folder", ".lock")
         assert _snap(folder) == before
 
 
 def test_a_lock_that_is_a_folder_is_refused(tmp_path, capsys):
     folder = _lossjax_folder(tmp_path / "runs" / "small", checkpoints=False, rows=False)
     (folder / ".lock").mkdir()
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, ".lock is a folder", "move it out")
+    one_line(err, ".lock is a folder", "move it out")
     (folder / ".lock").rmdir()
     _usable(folder)
 
@@ -186,12 +185,12 @@ def test_an_immutable_folder_mid_run_is_one_line_about_the_table(tmp_path, capsy
 
     monkeypatch.setattr(lossjax.folder, "write_table", no_table)
     monkeypatch.setattr(Path, "unlink", no_unlink)
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, "cannot write", "epochs.csv", "Operation not permitted")
+    one_line(err, "cannot write", "epochs.csv", "Operation not permitted")
     monkeypatch.setattr(lossjax.folder, "write_table", real_write)
     monkeypatch.setattr(Path, "unlink", real_unlink)
-    code, _ = _sweep(capsys, _config(tmp_path))  # no epoch is kept: a rerun starts over
+    code, _ = quiet_sweep(capsys, small_config(tmp_path))  # no epoch is kept: a rerun starts over
     assert code == 0 and lossjax.folder.is_complete(tmp_path / "runs" / "small")
 
 
@@ -206,9 +205,9 @@ def test_a_linked_subfolder_is_refused_and_the_users_folder_untouched(tmp_path, 
     if entry == "plots":
         (folder / "plots").rmdir()
     (folder / entry).symlink_to(user / "figures")
-    code, err = _sweep(capsys, _config(tmp_path), *flag)
+    code, err = quiet_sweep(capsys, small_config(tmp_path), *flag)
     assert code == 2
-    _one_line(err, f"{folder / entry} is a symbolic link", "remove the link")
+    one_line(err, f"{folder / entry} is a symbolic link", "remove the link")
     (folder / entry).unlink()
     _usable(folder, overwrite=True)
 
@@ -218,7 +217,7 @@ def test_plot_and_report_refuse_a_linked_plots_folder(tmp_path, capsys, user):
     (folder / "plots").symlink_to(user / "figures")
     for command in ("plot", "report"):
         assert cli.main([command, str(folder)]) == 2
-        _one_line(capsys.readouterr().err, "plots is a symbolic link")
+        one_line(capsys.readouterr().err, "plots is a symbolic link")
     assert not (folder / "report.md").exists()
 
 
@@ -228,9 +227,9 @@ def test_a_linked_file_is_refused_and_its_target_untouched(tmp_path, capsys, use
     (folder / entry).unlink()
     (folder / entry).symlink_to(user / "thesis.txt")
     for flag in ([], ["--resume"], ["--overwrite"]):
-        code, err = _sweep(capsys, _config(tmp_path), *flag)
+        code, err = quiet_sweep(capsys, small_config(tmp_path), *flag)
         assert code == 2
-        _one_line(err, f"{folder / entry} is a symbolic link")
+        one_line(err, f"{folder / entry} is a symbolic link")
         assert (folder / entry).is_symlink()
     (folder / entry).unlink()
     if entry == "status.json":
@@ -249,9 +248,9 @@ def test_a_status_json_that_is_not_lossjaxs_is_refused_without_blocking(tmp_path
     else:
         (folder / "status.json").write_text("my notes")
     before = _snap(folder)
-    code, err = _sweep(capsys, _config(tmp_path), "--overwrite")
+    code, err = quiet_sweep(capsys, small_config(tmp_path), "--overwrite")
     assert code == 2
-    _one_line(err, "status.json is not the status.json lossjax writes", "remove or fix")
+    one_line(err, "status.json is not the status.json lossjax writes", "remove or fix")
     assert _snap(folder) == before
 
 
@@ -259,7 +258,7 @@ def test_plots_a_file_is_refused(tmp_path, capsys):
     folder = make_results(tmp_path / "sweep")
     (folder / "plots").write_text("my plot list")
     assert cli.main(["plot", str(folder)]) == 2
-    _one_line(capsys.readouterr().err, "plots is a file, not a folder")
+    one_line(capsys.readouterr().err, "plots is a file, not a folder")
     assert (folder / "plots").read_text() == "my plot list"
 
 
@@ -268,14 +267,14 @@ def test_overwrite_through_a_linked_parent_is_refused(tmp_path, capsys):
     folder = _lossjax_folder(real / "small", complete=True, checkpoints=False)
     (tmp_path / "linked").symlink_to(real)
     before = _snap(real)
-    code, err = _sweep(capsys, _config(tmp_path, out=tmp_path / "linked"), "--overwrite")
+    code, err = quiet_sweep(capsys, small_config(tmp_path, out=tmp_path / "linked"), "--overwrite")
     assert code == 2
-    _one_line(err, f"{tmp_path / 'linked'} is a symbolic link", f"output.dir={real}")
+    one_line(err, f"{tmp_path / 'linked'} is a symbolic link", f"output.dir={real}")
     assert _snap(real) == before
     # Without --overwrite a linked parent is fine: the finished sweep is refused as ever.
-    code, err = _sweep(capsys, _config(tmp_path, out=tmp_path / "linked"))
+    code, err = quiet_sweep(capsys, small_config(tmp_path, out=tmp_path / "linked"))
     assert code == 2
-    _one_line(err, "already holds a finished sweep")
+    one_line(err, "already holds a finished sweep")
     _usable(folder, overwrite=True)
 
 
@@ -332,7 +331,7 @@ def test_report_and_plot_never_write_into_a_folder_lossjax_did_not_make(tmp_path
     before = _snap(folder)
     for command in ("report", "plot"):
         assert cli.main([command, str(folder)]) == 2
-        _one_line(capsys.readouterr().err, "not a lossjax results folder", "render")
+        one_line(capsys.readouterr().err, "not a lossjax results folder", "render")
     assert _snap(folder) == before and not (folder / "plots").exists()
 
 

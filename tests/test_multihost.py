@@ -8,57 +8,22 @@ devices, also after every process is killed with ``kill -9`` and the sweep resum
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-from test_sweep import assert_same_files
+from conftest import (
+    MULTIHOST_CONFIG,
+    MULTIHOST_SWEEP,
+    assert_same_files,
+    finish,
+    free_port,
+    multihost_config,
+)
 
 pytestmark = pytest.mark.slow  # every case starts two or more lossjax processes
-
-CONFIG = {
-    "name": "hosts",
-    "seeds": [0, 1],
-    "epochs": 3,
-    "batch_size": 64,
-    "losses": ["cross_entropy", "mse"],
-    "dataset": {"name": "digits"},
-    "model": {"hidden": [[16]]},
-    # 2 losses x 2 rates x 2 seeds = 8 members: two calls of one member per device.
-    "optimizer": {"learning_rate": {"cross_entropy": [0.05, 0.2], "mse": [0.05, 0.2]}},
-    "block_size": 1,
-}
-
-# The sweep, optionally slowed down after each epoch so the test can kill it mid-sweep.
-SWEEP = textwrap.dedent("""
-    import sys, time
-    from lossjax import cli, engine
-    if sys.argv[2] == "slow":
-        real = engine.Group.train_epoch
-        def slow(self, state, epoch):
-            out = real(self, state, epoch)
-            time.sleep(0.5)
-            return out
-        engine.Group.train_epoch = slow
-    sys.exit(cli.main(["sweep", sys.argv[1], "--quiet", *sys.argv[3:]]))
-""")
-
-
-def _config(tmp: Path, out: str) -> str:
-    path = tmp / f"{out}.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "output": {"dir": str(tmp / out)}}))
-    return str(path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(cfg: str, processes: int, devices: int, *args: str, speed="fast", env=None):
@@ -67,33 +32,28 @@ def _start(cfg: str, processes: int, devices: int, *args: str, speed="fast", env
     for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         base.pop(key, None)
     if processes > 1:
-        base.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}",
+        base.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}",
                     JAX_NUM_PROCESSES=str(processes), LOSSJAX_DISTRIBUTED_TIMEOUT="60")
-    return [subprocess.Popen([sys.executable, "-c", SWEEP, cfg, speed, *args],
+    return [subprocess.Popen([sys.executable, "-c", MULTIHOST_SWEEP, cfg, speed, *args],
                              env={**base, "JAX_PROCESS_ID": str(i)} if processes > 1 else base,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for i in range(processes)]
 
 
-def _finish(procs) -> list[tuple[int, str, str]]:
-    outs = [p.communicate(timeout=240) for p in procs]
-    return [(p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)]
-
-
 def _ok(procs) -> None:
-    for code, _, err in _finish(procs):
+    for code, _, err in finish(procs):
         assert code == 0, err[-3000:]
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("one")
-    _ok(_start(_config(tmp, "runs"), 1, 4))
+    _ok(_start(multihost_config(tmp, "runs"), 1, 4))
     return tmp / "runs" / "hosts"
 
 
 def test_two_processes_match_one_byte_for_byte(one_process, tmp_path):
-    _ok(_start(_config(tmp_path, "runs"), 2, 2))
+    _ok(_start(multihost_config(tmp_path, "runs"), 2, 2))
     folder = tmp_path / "runs" / "hosts"
     assert_same_files(one_process, folder)
     env = json.loads((folder / "env.json").read_text())
@@ -101,7 +61,7 @@ def test_two_processes_match_one_byte_for_byte(one_process, tmp_path):
 
 
 def test_kill_9_of_both_processes_then_resume_matches(one_process, tmp_path):
-    cfg = _config(tmp_path, "runs")
+    cfg = multihost_config(tmp_path, "runs")
     folder = tmp_path / "runs" / "hosts"
     manifest = folder / "checkpoints" / "group0.json"
     procs = _start(cfg, 2, 2, speed="slow")
@@ -109,12 +69,12 @@ def test_kill_9_of_both_processes_then_resume_matches(one_process, tmp_path):
     try:
         while not (manifest.exists() and json.loads(manifest.read_text())["epoch"] >= 1):
             assert time.time() < deadline, "the sweep never finished an epoch"
-            assert all(p.poll() is None for p in procs), _finish(procs)
+            assert all(p.poll() is None for p in procs), finish(procs)
             time.sleep(0.05)
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)
-        _finish(procs)
+        finish(procs)
     assert json.loads((folder / "status.json").read_text()) == {"complete": False}
     # Each process saved its own members: no file holds another process's state.
     assert sorted(p.name for p in (folder / "checkpoints").glob("*.npz")) == [
@@ -127,17 +87,18 @@ def test_a_folder_one_process_cannot_see_stops_every_process(tmp_path):
     # Two "hosts" whose output.dir, the same path, are different folders: the second process
     # reads its own copy of the config, which points elsewhere, as a host without the shared
     # filesystem would.
-    cfg0 = _config(tmp_path, "runs")
+    cfg0 = multihost_config(tmp_path, "runs")
     cfg1 = tmp_path / "other.yaml"
-    cfg1.write_text(yaml.safe_dump({**CONFIG, "output": {"dir": str(tmp_path / "elsewhere")}}))
-    port = _free_port()
+    cfg1.write_text(yaml.safe_dump({**MULTIHOST_CONFIG,
+                                    "output": {"dir": str(tmp_path / "elsewhere")}}))
+    port = free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
            "JAX_NUM_PROCESSES": "2", "LOSSJAX_DISTRIBUTED_TIMEOUT": "60"}
-    procs = [subprocess.Popen([sys.executable, "-c", SWEEP, cfg, "fast"],
+    procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST_SWEEP, cfg, "fast"],
                               env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for i, cfg in enumerate((cfg0, str(cfg1)))]
-    results = _finish(procs)
+    results = finish(procs)
     for code, _, err in results:
         assert code == 2, err[-3000:]
         assert "every process shares" in err.splitlines()[-1]
@@ -151,9 +112,10 @@ def test_a_folder_one_process_cannot_see_stops_every_process(tmp_path):
      "did not all meet"),
 ])
 def test_a_distributed_start_that_cannot_work_is_one_line(tmp_path, env, needle):
-    env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", **env}
+    env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}", **env}
     base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    r = subprocess.run([sys.executable, "-c", SWEEP, _config(tmp_path, "runs"), "fast"],
+    r = subprocess.run([sys.executable, "-c", MULTIHOST_SWEEP,
+                        multihost_config(tmp_path, "runs"), "fast"],
                        env={**base, "JAX_PLATFORMS": "cpu", **env}, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from test_multihost import CONFIG, SWEEP, _config, _finish, _free_port
+from conftest import MULTIHOST_CONFIG, MULTIHOST_SWEEP, finish, free_port, multihost_config
 
 INTERRUPTED = "lossjax: interrupted; finished epochs are kept (rerun with --resume)."
 
@@ -28,10 +28,10 @@ def _launch(cfg: str, per_process: list[dict], speed="fast", timeout="60", port=
     otherwise."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     base.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port or _free_port()}",
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port or free_port()}",
                 JAX_NUM_PROCESSES=str(len(per_process)), LOSSJAX_DISTRIBUTED_TIMEOUT=timeout)
     return [subprocess.Popen(
-        [sys.executable, "-c", p.get("code", "") + SWEEP, p.get("cfg", cfg), speed,
+        [sys.executable, "-c", p.get("code", "") + MULTIHOST_SWEEP, p.get("cfg", cfg), speed,
          *p.get("args", ())],
         env={**base, "JAX_PROCESS_ID": str(p.get("id", i)), **p.get("env", {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -52,7 +52,8 @@ def _one_line_each(results, needle: str, code: int = 2) -> None:
 def _run_one(tmp_path, env: dict):
     """One process, started with ``env`` (the JAX_ variables replaced by it)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    return subprocess.run([sys.executable, "-c", SWEEP, _config(tmp_path, "runs"), "fast"],
+    return subprocess.run([sys.executable, "-c", MULTIHOST_SWEEP,
+                           multihost_config(tmp_path, "runs"), "fast"],
                           env={**base, "JAX_PLATFORMS": "cpu", **env}, capture_output=True,
                           text=True, timeout=120)
 
@@ -69,8 +70,8 @@ def _run_one(tmp_path, env: dict):
 ])
 def test_configs_that_differ_stop_every_process_before_the_folder_is_claimed(
         tmp_path, setting, key):
-    cfg = _config(tmp_path, "runs")
-    results = _finish(_launch(cfg, [{}, {"args": ["--set", setting]}]))
+    cfg = multihost_config(tmp_path, "runs")
+    results = finish(_launch(cfg, [{}, {"args": ["--set", setting]}]))
     _one_line_each(results, f"process 1's config differs from process 0's at {key}")
     assert "--set values" in results[0][2].splitlines()[-1]
     assert not (tmp_path / "runs").exists()
@@ -91,8 +92,8 @@ data.preprocess = preprocess
 
 @pytest.mark.slow
 def test_data_that_differ_stop_every_process_before_training(tmp_path):
-    cfg = _config(tmp_path, "runs")
-    results = _finish(_launch(cfg, [{}, {"code": OTHER_DATA}]))
+    cfg = multihost_config(tmp_path, "runs")
+    results = finish(_launch(cfg, [{}, {"code": OTHER_DATA}]))
     _one_line_each(results, "process 1's data differs from process 0's at test; give every host")
     # The folder process 0 claimed for it is gone again: a rerun starts afresh.
     assert not (tmp_path / "runs").exists()
@@ -121,13 +122,13 @@ def test_distributed_variables_that_cannot_work_are_one_line(tmp_path, env, need
 
 @pytest.mark.slow
 def test_two_processes_with_id_0_are_one_line_each(tmp_path):
-    cfg = _config(tmp_path, "runs")
-    port = _free_port()
+    cfg = multihost_config(tmp_path, "runs")
+    port = free_port()
     one = {"id": 0, "env": {"JAX_NUM_PROCESSES": "2"}}
     procs = _launch(cfg, [one], timeout="20", port=port)
     time.sleep(5)  # the first one's coordinator is up: the second finds its port taken
     procs += _launch(cfg, [one], timeout="20", port=port)
-    results = _finish(procs)
+    results = finish(procs)
     assert [rc for rc, _, _ in results] == [2, 2], results
     first, second = (err.splitlines()[-1] for _, _, err in results)
     assert "did not all meet" in first and "own JAX_PROCESS_ID" in first
@@ -139,9 +140,9 @@ def test_two_processes_with_id_0_are_one_line_each(tmp_path):
 
 @pytest.mark.slow
 def test_three_processes_declared_and_two_started_is_one_line_each(tmp_path):
-    cfg = _config(tmp_path, "runs")
+    cfg = multihost_config(tmp_path, "runs")
     env = {"JAX_NUM_PROCESSES": "3"}
-    results = _finish(_launch(cfg, [{"env": env}, {"env": env}], timeout="10"))
+    results = finish(_launch(cfg, [{"env": env}, {"env": env}], timeout="10"))
     _one_line_each(results, "did not all meet")
     assert not (tmp_path / "runs").exists()
 
@@ -151,10 +152,11 @@ def test_a_process_with_another_output_dir_stops_every_process(tmp_path):
     # Process 1 alone told to write elsewhere (as a host whose shared filesystem is mounted
     # at another path would): its config differs only in output.dir, which the folder check
     # names; the folder process 0 claimed is left for a rerun.
-    cfg = _config(tmp_path, "runs")
+    cfg = multihost_config(tmp_path, "runs")
     other = tmp_path / "other.yaml"
-    other.write_text(yaml.safe_dump({**CONFIG, "output": {"dir": str(tmp_path / "elsewhere")}}))
-    results = _finish(_launch(cfg, [{}, {"cfg": str(other)}]))
+    other.write_text(yaml.safe_dump({**MULTIHOST_CONFIG,
+                                     "output": {"dir": str(tmp_path / "elsewhere")}}))
+    results = finish(_launch(cfg, [{}, {"cfg": str(other)}]))
     _one_line_each(results, "every process shares")
     assert not (tmp_path / "runs" / "hosts" / "epochs.csv").exists()
     assert not (tmp_path / "elsewhere").exists()
@@ -165,7 +167,7 @@ def test_a_process_with_another_output_dir_stops_every_process(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_to_process_0_stops_it_at_once_and_the_folder_resumes(tmp_path):
-    cfg = _config(tmp_path, "runs")
+    cfg = multihost_config(tmp_path, "runs")
     folder = tmp_path / "runs" / "hosts"
     manifest = folder / "checkpoints" / "group0.json"
     args = ["--set", "epochs=10"]
@@ -173,22 +175,22 @@ def test_sigterm_to_process_0_stops_it_at_once_and_the_folder_resumes(tmp_path):
     deadline = time.time() + 180
     while not (manifest.exists() and json.loads(manifest.read_text())["epoch"] >= 1):
         assert time.time() < deadline, "the sweep never finished an epoch"
-        assert all(p.poll() is None for p in procs), _finish(procs)
+        assert all(p.poll() is None for p in procs), finish(procs)
         time.sleep(0.05)
     procs[0].send_signal(signal.SIGTERM)
     # JAX's preemption service used to catch the signal, log it and let the sweep run on.
-    code, _, err = _finish(procs[:1])[0]
+    code, _, err = finish(procs[:1])[0]
     assert code == 143 and err.splitlines()[-1] == INTERRUPTED, err[-3000:]
     assert "SIGTERM caught" not in err
     # Process 1 loses its peer mid-collective: lossjax's line, then JAX's coordination
     # service aborts it (its own stack trace, from a C++ thread: nothing to catch).
-    code, _, err = _finish(procs[1:])[0]
+    code, _, err = finish(procs[1:])[0]
     assert code != 0 and len(_lossjax_lines(err)) <= 1, err[-3000:]
     assert json.loads((folder / "status.json").read_text()) == {"complete": False}
     # Each host has its own copy of the data: process 1's dataset.data_dir may differ (digits
     # is embedded, so it is not read) and the sweep still resumes.
     mine = ["--set", f"dataset.data_dir={tmp_path / 'elsewhere'}"]
-    results = _finish(_launch(cfg, [{"args": [*args, "--resume"]},
+    results = finish(_launch(cfg, [{"args": [*args, "--resume"]},
                                     {"args": [*args, "--resume", *mine]}]))
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
@@ -200,7 +202,7 @@ def test_sigterm_to_process_0_stops_it_at_once_and_the_folder_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_resuming_on_other_devices_says_so_on_the_command_line(tmp_path):
-    cfg = _config(tmp_path, "runs")
+    cfg = multihost_config(tmp_path, "runs")
     folder = tmp_path / "runs" / "hosts"
     manifest = folder / "checkpoints" / "group0.json"
     base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
@@ -208,19 +210,19 @@ def test_resuming_on_other_devices_says_so_on_the_command_line(tmp_path):
 
     def sweep(devices: int, *args: str, speed="fast"):
         env = {**base, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-        return subprocess.Popen([sys.executable, "-c", SWEEP, cfg, speed, *args], env=env,
+        return subprocess.Popen([sys.executable, "-c", MULTIHOST_SWEEP, cfg, speed, *args], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     p = sweep(4, speed="slow")
     deadline = time.time() + 120
     try:
         while not (manifest.exists() and json.loads(manifest.read_text())["epoch"] >= 1):
-            assert time.time() < deadline and p.poll() is None, _finish([p])
+            assert time.time() < deadline and p.poll() is None, finish([p])
             time.sleep(0.05)
     finally:
         p.send_signal(signal.SIGKILL)
-        _finish([p])
-    ((code, _, err),) = _finish([sweep(1, "--resume")])
+        finish([p])
+    ((code, _, err),) = finish([sweep(1, "--resume")])
     assert code == 0, err[-3000:]
     assert _lossjax_lines(err) == [
         f"lossjax: --resume: {folder} was started on 4 cpu device(s) and continues on 1 cpu "

@@ -4,21 +4,31 @@ a group still compiles once, and a bad name or argument is a one-line config err
 
 import dataclasses
 import json
-import types
 
 import jax
 import numpy as np
 import optax
 import pandas as pd
 import pytest
-import test_pinned as pinned
 import yaml
+from conftest import (
+    TOY_BATCH,
+    TOY_EPOCHS,
+    TOY_HIDDEN,
+    TOY_MOMENTUM,
+    TOY_N,
+    TOY_SEED,
+    compare_params,
+    textbook_params,
+    toy_data,
+    toy_settings,
+)
 
 from lossjax import cli, engine, losses, optimizers
 from lossjax.config import config_to_dict, parse_config
 from lossjax.errors import ConfigError
 
-TOTAL_STEPS = pinned.N // pinned.BATCH * pinned.EPOCHS
+TOTAL_STEPS = TOY_N // TOY_BATCH * TOY_EPOCHS
 F32 = lambda x: float(np.float32(x))  # noqa: E731 (the engine holds rates and decays in float32)
 
 def _error(optimizer: dict, overrides=()) -> str:
@@ -35,12 +45,12 @@ def _error(optimizer: dict, overrides=()) -> str:
 CASES = {
     # Unchanged from before: momentum's decay is L2 on the gradient, before the momentum.
     "momentum": ("momentum", {}, "constant", {}, 0.1, 1e-3, lambda lr: optax.chain(
-        optax.add_decayed_weights(F32(1e-3)), optax.sgd(lr, momentum=pinned.MOMENTUM))),
+        optax.add_decayed_weights(F32(1e-3)), optax.sgd(lr, momentum=TOY_MOMENTUM))),
     # ... and adam's is AdamW's decoupled decay.
     "adam": ("adam", {}, "constant", {}, 1e-3, 1e-2, lambda lr: optax.adamw(
         lr, weight_decay=F32(1e-2))),
     "cosine": ("momentum", {}, "cosine", {}, 0.1, 0.0, lambda lr: optax.sgd(
-        optax.cosine_decay_schedule(lr, TOTAL_STEPS), momentum=pinned.MOMENTUM)),
+        optax.cosine_decay_schedule(lr, TOTAL_STEPS), momentum=TOY_MOMENTUM)),
     # Optimizers without a decay of their own take L2 before them, with their args.
     "sgd_nesterov": ("sgd", {"momentum": 0.8, "nesterov": True}, "constant", {}, 0.1, 1e-3,
                      lambda lr: optax.chain(optax.add_decayed_weights(F32(1e-3)),
@@ -54,37 +64,34 @@ CASES = {
 
 def _engine_final(name, args, schedule, schedule_args, rate, wd):
     settings = dataclasses.replace(
-        pinned._settings("float32"), optimizer=name, optimizer_args=tuple(args.items()),
+        toy_settings("float32"), optimizer=name, optimizer_args=tuple(args.items()),
         schedule=schedule, schedule_args=tuple(schedule_args.items()), weight_decay=wd > 0)
-    member = engine.Member(0, "cross_entropy", rate, wd, 1.0, pinned.SEED, pinned.HIDDEN)
+    member = engine.Member(0, "cross_entropy", rate, wd, 1.0, TOY_SEED, TOY_HIDDEN)
     # Only the member's loss in the program: bit for bit with the loop (test_pinned says why).
     g = engine.Group(settings, [member], ["cross_entropy"], [losses.LOSSES["cross_entropy"]],
-                     pinned._data(), engine.make_mesh())
+                     toy_data(), engine.make_mesh())
     state = g.init_state()
-    for epoch in range(pinned.EPOCHS):
+    for epoch in range(TOY_EPOCHS):
         state, _ = g.train_epoch(state, epoch)
     return jax.tree.map(lambda a: np.array(a[0]), state[0]["params"])
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
-def test_engine_equals_a_plain_optax_loop(case, monkeypatch):
+def test_engine_equals_a_plain_optax_loop(case):
     name, args, schedule, schedule_args, rate, wd, make = CASES[case]
     final = _engine_final(name, args, schedule, schedule_args, rate, wd)
-    # test_pinned's loop, with its optax.sgd(rate, momentum=...) swapped for the case's
-    # transformation; it trains cross_entropy at rate 0.1, so the rate is passed through here.
-    plain = types.SimpleNamespace(sgd=lambda lr, momentum: make(F32(rate)),
-                                  apply_updates=optax.apply_updates)
-    monkeypatch.setattr(pinned, "optax", plain)
-    _, book_final = pinned.textbook_params("float32", "cross_entropy")
-    pinned._compare(book_final, final)
+    # The textbook loop (test_pinned's reference) with the case's transformation, at the case's
+    # float32 rate, in place of its optax.sgd(rate, momentum=...).
+    _, book_final = textbook_params("float32", "cross_entropy", tx=make(F32(rate)))
+    compare_params(book_final, final)
 
 # ---- one program for the whole group --------------------------------------------------------
 
 def _count(settings, rates, decays):
-    members = [engine.Member(i, "cross_entropy", lr, wd, 1.0, i, pinned.HIDDEN)
+    members = [engine.Member(i, "cross_entropy", lr, wd, 1.0, i, TOY_HIDDEN)
                for i, (lr, wd) in enumerate(zip(rates, decays, strict=True))]
     g = engine.Group(settings, members, ["cross_entropy"], [losses.LOSSES["cross_entropy"]],
-                     pinned._data(), engine.make_mesh())
+                     toy_data(), engine.make_mesh())
     state = g.init_state()
     state, _ = g.train_epoch(state, 0)
     g.evaluate(state)
@@ -96,7 +103,7 @@ def _count(settings, rates, decays):
 
 @pytest.mark.slow
 def test_a_group_of_rates_compiles_as_often_as_before():
-    base = dataclasses.replace(pinned._settings("float32"), block_size=2)
+    base = dataclasses.replace(toy_settings("float32"), block_size=2)
     before, _, _ = _count(base, [0.1], [0.0])
     rates, decays = [1e-4, 3e-4, 1e-3, 3e-3], [1e-2, 1e-3, 1e-2, 1e-3]
     lion = dataclasses.replace(base, optimizer="lion", optimizer_args=(("b1", 0.95),),
@@ -117,7 +124,7 @@ def test_a_group_of_rates_compiles_as_often_as_before():
     assert 0 < fraction[0] < 1
 
 def test_state_slots():
-    base = pinned._settings("float32")
+    base = toy_settings("float32")
     slots = {name: optimizers.state_slots(name, base.momentum, base.optimizer_args,
                                           base.weight_decay, base.dtype)
              for name in ("sgd", "momentum", "adam", "lion", "adan")}

@@ -10,107 +10,41 @@ import os
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_in_subprocess
+from conftest import (
+    TOY_EPOCHS,
+    TOY_HIDDEN,
+    TOY_SEED,
+    compare_params,
+    run_in_subprocess,
+    textbook_params,
+    toy_data,
+    toy_rate,
+    toy_settings,
+)
 
 from lossjax import cli, engine, losses
-from lossjax.model import MLP
 
 # ---- the engine is a textbook training loop ---------------------------------------------------
 
-N, FEATURES, CLASSES, HIDDEN = 240, 20, 5, (16,)
-BATCH, EPOCHS, SEED, MOMENTUM = 32, 2, 3, 0.9  # 7 steps per epoch, 14 in all
-RATES = {"cross_entropy": 0.1, "mse": 0.1, "softmax_mse": 1.0, "exp_mse": 0.02}  # others: 0.1
-
-
-def _rate(loss: str) -> float:
-    return RATES.get(loss, 0.1)
-
-
-def _data():
-    rng = np.random.default_rng(0)
-    x = rng.random((N, FEATURES), np.float32)
-    y = rng.integers(0, CLASSES, N)
-    return x, y, x[:50], y[:50], x[50:110], y[50:110]
-
-
-def _settings(dtype):
-    return engine.TrainSettings(
-        hidden=HIDDEN, num_classes=CLASSES, activation="relu", init="lecun_normal", dtype=dtype,
-        optimizer="momentum", momentum=MOMENTUM, schedule="constant", batch_size=BATCH,
-        epochs=EPOCHS, block_size=1)
-
-
 def engine_params(dtype: str, names=tuple(losses.LOSSES)):
     """Initial and final parameters of one member per loss in ``names``, trained by the engine
-    for EPOCHS, as the sweep builds a group: every loss of ``names`` in the program. With
+    for TOY_EPOCHS, as the sweep builds a group: every loss of ``names`` in the program. With
     block_size 1 each member is trained alone in its own program call (a member's numbers do
     not depend on the others: test_engine), so this is four one-member runs for one compile."""
-    members = [engine.Member(i, loss, _rate(loss), 0.0, 1.0, SEED, HIDDEN)
+    members = [engine.Member(i, loss, toy_rate(loss), 0.0, 1.0, TOY_SEED, TOY_HIDDEN)
                for i, loss in enumerate(names)]
-    g = engine.Group(_settings(dtype), members, list(names),
-                     [losses.LOSSES[n] for n in names], _data(), engine.make_mesh())
+    g = engine.Group(toy_settings(dtype), members, list(names),
+                     [losses.LOSSES[n] for n in names], toy_data(), engine.make_mesh())
     state = g.init_state()
     init = [jax.tree.map(lambda a: np.array(a[0]), st["params"]) for st in state]
-    for epoch in range(EPOCHS):
+    for epoch in range(TOY_EPOCHS):
         state, _ = g.train_epoch(state, epoch)
     final = [jax.tree.map(lambda a: np.array(a[0]), st["params"]) for st in state]
     return dict(zip(names, init, strict=True)), dict(zip(names, final, strict=True))
-
-
-def textbook_params(dtype: str, loss: str):
-    """The same member trained by the loop every optax tutorial writes, from the initial
-    parameters and on the batches that the engine's documented recipe gives:
-    init key fold_in(key(seed), 0); epoch e's batches are the first steps × batch entries of a
-    permutation drawn with fold_in(fold_in(key(seed), 1), e)."""
-    feat = jnp.float64 if dtype == "float64" else jnp.float32
-    model = MLP(hidden=HIDDEN, num_classes=CLASSES, activation="relu",
-                initializer="lecun_normal", dtype=dtype)
-    params = model.init(jax.random.fold_in(jax.random.key(SEED), 0),
-                        jnp.zeros((1, FEATURES), feat))
-    init = jax.tree.map(np.array, params)
-    # The engine holds learning rates in float32 (config.py says so); in float64 the rate is
-    # that float32 number, not the nearest float64 to 0.1.
-    tx = optax.sgd(float(np.float32(_rate(loss))), momentum=MOMENTUM)
-    loss_fn = losses.LOSSES[loss]
-
-    @jax.jit
-    def step(params, opt, x, labels):
-        def mean_loss(p):
-            return jnp.mean(loss_fn(model.apply(p, x), jax.nn.one_hot(labels, CLASSES,
-                                                                     dtype=x.dtype)))
-
-        grads = jax.grad(mean_loss)(params)
-        updates, opt = tx.update(grads, opt, params)
-        return optax.apply_updates(params, updates), opt
-
-    x_train, y_train = _data()[:2]
-    x_train = jnp.asarray(x_train, feat)
-    steps = N // BATCH
-    opt = tx.init(params)
-    for epoch in range(EPOCHS):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(SEED), 1), epoch)
-        batches = jax.random.permutation(key, N)[: steps * BATCH].reshape(steps, BATCH)
-        for idx in batches:
-            params, opt = step(params, opt, x_train[idx], jnp.asarray(y_train)[idx])
-    return init, jax.tree.map(np.array, params)
-
-
-def _compare(a, b, **tol):
-    leaves_a = jax.tree_util.tree_leaves_with_path(a)
-    leaves_b = jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    for (path, x), y in zip(leaves_a, leaves_b, strict=True):
-        assert x.dtype == y.dtype, jax.tree_util.keystr(path)
-        if tol:
-            np.testing.assert_allclose(y, x, err_msg=jax.tree_util.keystr(path), **tol)
-        else:
-            np.testing.assert_array_equal(y, x, err_msg=jax.tree_util.keystr(path))
 
 
 def check_against_textbook(dtype: str, tol: dict) -> None:
@@ -118,8 +52,8 @@ def check_against_textbook(dtype: str, tol: dict) -> None:
     init, final = engine_params(dtype)
     for loss in losses.LOSSES:
         book_init, book_final = textbook_params(dtype, loss)
-        _compare(book_init, init[loss])
-        _compare(book_final, final[loss], **tol)
+        compare_params(book_init, init[loss])
+        compare_params(book_final, final[loss], **tol)
 
 
 @pytest.mark.slow
@@ -136,12 +70,13 @@ FLOAT64 = textwrap.dedent("""
     jax.config.update("jax_enable_x64", True)
     sys.path.insert(0, {tests!r})
     import test_pinned as t
+    from conftest import compare_params, textbook_params
     # The textbook loop, and the engine with every built-in loss in the program (as a sweep
     # builds it), or with only the member's own loss: equal to float64 rounding.
     t.check_against_textbook("float64", dict(rtol=1e-13, atol=0))
     _, final = t.engine_params("float64", names=("cross_entropy",))
-    t._compare(t.textbook_params("float64", "cross_entropy")[1], final["cross_entropy"],
-               rtol=1e-13, atol=0)
+    compare_params(textbook_params("float64", "cross_entropy")[1], final["cross_entropy"],
+                   rtol=1e-13, atol=0)
     print("FLOAT64-OK")
 """)
 

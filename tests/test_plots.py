@@ -1,25 +1,17 @@
 """Plots and report drawn from a results folder. The folder here is synthetic test data in the
 layout a sweep writes (config.yaml, env.json, epochs.csv, summary.csv), made by
-``test_analysis.make_results``; no training runs. Reading and checking the folder is tested in
+conftest's ``make_results``; no training runs. Reading and checking the folder is tested in
 ``tests/test_analysis.py``."""
 
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 
 import pandas as pd
 import pytest
-from test_analysis import all_diverge, make_results, resummarize
+from conftest import all_diverge, check_files, make_results, resummarize, tie_folder
 
-from lossjax import analysis, cli, folder, plots, report, tables
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def results_dir(tmp_path):
-    return make_results(tmp_path / "sweep")
+from lossjax import analysis, cli, plots, report
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +23,12 @@ def reported(tmp_path_factory):
     return report.write_report(d)
 
 
-def _check_files(paths):
-    for p in paths:
-        assert p.is_file() and p.stat().st_size > 0, p
-        if p.suffix == ".png":
-            assert p.read_bytes()[:8] == PNG_MAGIC, p
-        else:
-            assert ET.parse(p).getroot().tag.endswith("svg"), p
-
-
 def test_plots_are_png_and_svg_of_each(reported):
     paths = plots.plot_paths(reported.parent)
     expected = {f"{n}.{f}" for n in plots.PLOT_NAMES for f in ("png", "svg")}
     assert {p.name for p in paths} == expected
     assert all(p.parent == reported.parent / "plots" for p in paths)
-    _check_files(paths)
+    check_files(paths)
     assert not list(reported.parent.glob("**/.*tmp"))  # atomic writes leave nothing behind
 
 
@@ -74,7 +57,7 @@ def test_cli_plot_and_report_and_plots_are_reproducible(reported, results_dir, c
     assert cli.main(["plot", str(results_dir)]) == 0
     out = capsys.readouterr().out.split()
     assert out == [str(p) for p in plots.plot_paths(results_dir)]
-    _check_files(plots.plot_paths(results_dir))
+    check_files(plots.plot_paths(results_dir))
     # Same tables, same SVGs (`reported` was drawn from identical synthetic data).
     for name in plots.PLOT_NAMES:
         a = (results_dir / "plots" / f"{name}.svg").read_bytes()
@@ -114,7 +97,7 @@ def test_several_hidden_groups_and_weight_decays(tmp_path):
         ("32", "cross_entropy", 0.0, "-"), ("32", "cross_entropy", 1e-4, "--"),
         ("32", "mse", 0.0, "-"), ("32", "mse", 1e-4, "--"),
     ]
-    _check_files(plots.plot_results(d))
+    check_files(plots.plot_results(d))
     text = report.write_report(d).read_text()
     assert "| Weight decay |" in text and "2 weight decays (0, 0.0001)" in text
     assert "| `mse` | 32 | 0.1 (tie: 1) † | 0.0001 |" in text
@@ -147,7 +130,7 @@ def test_seeds_stuck_at_the_same_accuracy(tmp_path):
     ep = pd.read_csv(results_dir / "epochs.csv")
     ep.loc[ep["learning_rate"] == 1.0, "val_acc"] = 0.1
     ep.to_csv(results_dir / "epochs.csv", index=False)
-    _check_files(plots.plot_results(results_dir))
+    check_files(plots.plot_results(results_dir))
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +166,7 @@ def _table_row(text, loss):
 def test_fully_diverged_loss_is_plotted_and_reported_as_diverged(tmp_path):
     d = make_results(tmp_path / "sweep", diverge=all_diverge(["mse"]))
     resummarize(d)
-    _check_files(plots.plot_results(d))
+    check_files(plots.plot_results(d))
     text = report.write_report(d).read_text()
     mse = _table_row(text, "mse")
     assert mse == "| `mse` | 64-64 | — | — | diverged (all 4 members) | — | 4 / 4 |"
@@ -207,32 +190,16 @@ def test_report_never_bolds_a_fully_diverged_loss_even_with_a_stale_summary(tmp_
 def test_every_loss_diverged(tmp_path):
     d = make_results(tmp_path / "sweep", diverge=all_diverge(["cross_entropy", "mse"]))
     resummarize(d)
-    _check_files(plots.plot_results(d))
+    check_files(plots.plot_results(d))
     text = report.write_report(d).read_text()
     assert "**" not in report.summary_table(analysis.load_results(d))  # no winner at all
     assert "diverged (all 4 members)" in _table_row(text, "cross_entropy")
     assert "diverged (all 4 members)" in _table_row(text, "mse")
 
 
-def _tie_folder(path):
-    """Three seeds; final validation accuracy set by hand: cross_entropy's lr 1 beats 0.1 on
-    every seed by about 0.1 (decided); mse's 0.1 and 1 overlap (per seed +0.02, -0.04, +0.03:
-    tied). Its summary.csv lacks the rate-choice columns, as a folder from before them."""
-    d = make_results(path, seeds=(0, 1, 2), diverge=())
-    ep = pd.read_csv(d / "epochs.csv", dtype={"hidden": str})
-    val = {("cross_entropy", 1.0): (0.90, 0.91, 0.92), ("cross_entropy", 0.1): (0.80, 0.82, 0.81),
-           ("mse", 0.1): (0.90, 0.85, 0.92), ("mse", 1.0): (0.88, 0.89, 0.89)}
-    ep["val_acc"] = [val[(r.loss, r.learning_rate)][r.seed] for r in ep.itertuples()]
-    ep.to_csv(d / "epochs.csv", index=False)
-    # summary.csv as sweeps wrote it before the rate-choice columns.
-    old = resummarize(d).drop(columns=list(tables.RATE_CHOICE_COLUMNS))
-    folder.write_table(d / "summary.csv", old)
-    return d
-
-
 @pytest.mark.parametrize("rewrite", [False, True])  # an old summary.csv, and one with ties
 def test_tied_choices_are_marked_in_legends_and_the_report(tmp_path, rewrite):
-    d = _tie_folder(tmp_path / "sweep")
+    d = tie_folder(tmp_path / "sweep")
     if rewrite:
         assert list(resummarize(d)["rate_choice"]) == ["decided", "tied"]
     res = analysis.load_results(d)

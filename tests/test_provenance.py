@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from test_analysis import make_results
+from conftest import make_results
 
 from lossjax import analysis, machine, provenance, report
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import SMALL_SWEEP
-from test_sweep import assert_same_files
+from conftest import SMALL_SWEEP, assert_same_files
 
 from lossjax import cli, engine, tables
 

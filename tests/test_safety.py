@@ -14,15 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import SMALL_SWEEP
-from test_sweep import assert_same_files
+from conftest import assert_same_files, one_line, quiet_sweep, small_config
 
 import lossjax.folder
 from lossjax import cli
 from lossjax.errors import ResultsError
 
-SMALL = SMALL_SWEEP
 LOSSES_PY = textwrap.dedent("""
     import jax.numpy as jnp
     def raises(logits, labels):
@@ -36,29 +33,11 @@ LOSSES_PY = textwrap.dedent("""
 """)
 
 
-def _config(tmp: Path, out: Path | None = None, **changes) -> str:
-    cfg = {**SMALL, **changes, "output": {"dir": str(out or tmp / "runs")}}
-    path = tmp / "small.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
-def _sweep(capsys, *args) -> tuple[int, str]:
-    code = cli.main(["sweep", *map(str, args), "--quiet"])
-    return code, capsys.readouterr().err
-
-
-def _one_line(err: str, *needles: str) -> None:
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished small sweep (its folder and its config path)."""
     tmp = tmp_path_factory.mktemp("finished")
-    cfg = _config(tmp)
+    cfg = small_config(tmp)
     assert cli.main(["sweep", cfg, "--quiet"]) == 0
     return tmp / "runs" / "small", cfg
 
@@ -76,9 +55,9 @@ def test_a_folder_lossjax_did_not_make_is_never_touched(tmp_path, capsys, flag):
     thesis = tmp_path / "runs" / "small" / "thesis"
     thesis.mkdir(parents=True)
     (thesis / "ch1.tex").write_text("precious")
-    code, err = _sweep(capsys, _config(tmp_path), *flag)
+    code, err = quiet_sweep(capsys, small_config(tmp_path), *flag)
     assert code == 2
-    _one_line(err, "not a lossjax results folder", "thesis")
+    one_line(err, "not a lossjax results folder", "thesis")
     assert (thesis / "ch1.tex").read_text() == "precious"
     assert sorted(p.name for p in thesis.parent.iterdir()) == ["thesis"]
 
@@ -91,7 +70,7 @@ def test_overwrite_replaces_only_what_lossjax_wrote(finished, tmp_path, capsys):
     shutil.copytree(finished[0], folder)
     (folder / "notes.md").write_text("mine")
     (folder / "epochs.csv").write_text("stale")
-    code, _ = _sweep(capsys, _config(tmp_path), "--overwrite")
+    code, _ = quiet_sweep(capsys, small_config(tmp_path), "--overwrite")
     assert code == 0
     assert (folder / "notes.md").read_text() == "mine"
     assert_same_files(finished[0], folder)
@@ -101,12 +80,12 @@ def test_overwrite_replaces_only_what_lossjax_wrote(finished, tmp_path, capsys):
 def test_a_finished_sweep_is_final(finished, capsys):
     folder, cfg = finished
     before = _snapshot(folder)
-    code, err = _sweep(capsys, cfg)
+    code, err = quiet_sweep(capsys, cfg)
     assert code == 2
-    _one_line(err, "already holds a finished sweep", "--overwrite")
-    code, err = _sweep(capsys, cfg, "--resume")
+    one_line(err, "already holds a finished sweep", "--overwrite")
+    code, err = quiet_sweep(capsys, cfg, "--resume")
     assert code == 0
-    _one_line(err, "finished sweep", "nothing")
+    one_line(err, "finished sweep", "nothing")
     assert _snapshot(folder) == before
 
 
@@ -130,14 +109,14 @@ def test_a_second_sweep_into_a_folder_in_use_stops_and_kill_9_frees_it(tmp_path,
                               text=True)
     try:
         assert holder.stdout.readline().strip() == "HELD"
-        code, err = _sweep(capsys, _config(tmp_path))
+        code, err = quiet_sweep(capsys, small_config(tmp_path))
         assert code == 2
-        _one_line(err, "in use by another lossjax sweep", f"pid {holder.pid}")
+        one_line(err, "in use by another lossjax sweep", f"pid {holder.pid}")
     finally:
         holder.kill()
         holder.wait()
     # The lock died with its process: nothing stale stands in the way.
-    code, _ = _sweep(capsys, _config(tmp_path))
+    code, _ = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 0 and lossjax.folder.is_complete(folder)
     assert not (folder / lossjax.folder.LOCK).exists()
 
@@ -165,9 +144,9 @@ def test_errors_found_before_training_leave_no_folder(tmp_path, capsys, monkeypa
                                                       needles):
     (tmp_path / "bad_losses.py").write_text(LOSSES_PY)
     monkeypatch.syspath_prepend(str(tmp_path))
-    code, err = _sweep(capsys, _config(tmp_path, **changes))
+    code, err = quiet_sweep(capsys, small_config(tmp_path, **changes))
     assert code == 2
-    _one_line(err, *needles)
+    one_line(err, *needles)
     assert not (tmp_path / "runs").exists()
 
 
@@ -182,11 +161,11 @@ def test_an_error_during_training_is_one_line_and_a_rerun_starts_over(tmp_path, 
         raise RuntimeError("XLA ran out of something")
 
     monkeypatch.setattr(engine.Group, "train_epoch", broken)
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, "RuntimeError", "XLA ran out of something", "--resume")
+    one_line(err, "RuntimeError", "XLA ran out of something", "--resume")
     monkeypatch.setattr(engine.Group, "train_epoch", real)
-    code, _ = _sweep(capsys, _config(tmp_path))  # no epoch had finished: nothing to lose
+    code, _ = quiet_sweep(capsys, small_config(tmp_path))  # no epoch had finished: nothing to lose
     assert code == 0
 
 
@@ -196,18 +175,18 @@ def test_an_error_during_training_is_one_line_and_a_rerun_starts_over(tmp_path, 
 def test_filesystem_problems_are_one_line(tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    code, err = _sweep(capsys, _config(tmp_path, out=a_file))
+    code, err = quiet_sweep(capsys, small_config(tmp_path, out=a_file))
     assert code == 2
-    _one_line(err, "is a file, not a folder")
+    one_line(err, "is a file, not a folder")
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "small").write_text("x")
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, "is a file, not a folder")
+    one_line(err, "is a file, not a folder")
     # Root ignores permission bits, so an unwritable place is one no one can write: /proc.
-    code, err = _sweep(capsys, _config(tmp_path, out=Path("/proc/lossjax-test")))
+    code, err = quiet_sweep(capsys, small_config(tmp_path, out=Path("/proc/lossjax-test")))
     assert code == 2
-    _one_line(err, "cannot create", "output.dir")
+    one_line(err, "cannot create", "output.dir")
 
 
 @pytest.mark.slow
@@ -215,9 +194,9 @@ def test_overwrite_does_not_follow_a_symlink(finished, tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "small").symlink_to(finished[0])
     before = _snapshot(finished[0])
-    code, err = _sweep(capsys, _config(tmp_path), "--overwrite")
+    code, err = quiet_sweep(capsys, small_config(tmp_path), "--overwrite")
     assert code == 2
-    _one_line(err, "symbolic link")
+    one_line(err, "symbolic link")
     assert _snapshot(finished[0]) == before
 
 
@@ -234,11 +213,11 @@ def test_disk_full_during_a_checkpoint_keeps_a_resumable_folder(finished, tmp_pa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(np, "savez", full)
-    code, err = _sweep(capsys, _config(tmp_path))
+    code, err = quiet_sweep(capsys, small_config(tmp_path))
     assert code == 2
-    _one_line(err, "No space left on device", "group")
+    one_line(err, "No space left on device", "group")
     monkeypatch.setattr(np, "savez", real)
-    code, _ = _sweep(capsys, _config(tmp_path), "--resume")
+    code, _ = quiet_sweep(capsys, small_config(tmp_path), "--resume")
     assert code == 0
     assert_same_files(finished[0], tmp_path / "runs" / "small")
 
@@ -261,9 +240,9 @@ def test_a_damaged_config_yaml_on_resume_is_one_line(tmp_path, capsys, content):
     folder.mkdir(parents=True)
     (folder / "status.json").write_text('{"complete": false}')
     (folder / "config.yaml").write_bytes(content)
-    code, err = _sweep(capsys, _config(tmp_path), "--resume")
+    code, err = quiet_sweep(capsys, small_config(tmp_path), "--resume")
     assert code == 2
-    _one_line(err, "config.yaml")
+    one_line(err, "config.yaml")
 
 
 @pytest.mark.slow
@@ -274,7 +253,7 @@ def test_temporaries_are_cleaned_and_files_follow_the_umask(tmp_path, capsys):
     (folder / ".epochs.csv.abc123.tmp").write_text("left by kill -9")
     old = os.umask(0o027)
     try:
-        code, _ = _sweep(capsys, _config(tmp_path))
+        code, _ = quiet_sweep(capsys, small_config(tmp_path))
     finally:
         os.umask(old)
     assert code == 0
@@ -292,7 +271,7 @@ def test_ctrl_c_at_any_moment_ends_cleanly_and_resume_is_exact(finished, tmp_pat
     # 0.5-1.5 s: importing JAX and the data stack (a KeyboardInterrupt there used to be turned
     # into an ImportError, or swallowed by a gc callback); 4 s: compiling; 8 s: training or
     # writing. (Only the interpreter's own start-up, the first ~0.1 s, is out of our hands.)
-    cfg = _config(tmp_path)
+    cfg = small_config(tmp_path)
     folder = tmp_path / "runs" / "small"
     proc = subprocess.Popen([sys.executable, "-m", "lossjax.cli", "sweep", cfg, "--quiet"],
                             stderr=subprocess.PIPE, text=True)
@@ -314,7 +293,7 @@ def test_ctrl_c_at_any_moment_ends_cleanly_and_resume_is_exact(finished, tmp_pat
 
 @pytest.mark.slow
 def test_sigterm_is_an_interrupt_too(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "lossjax.cli", "sweep", _config(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "lossjax.cli", "sweep", small_config(tmp_path),
                              "--quiet"], stderr=subprocess.PIPE, text=True)
     time.sleep(4)
     proc.send_signal(signal.SIGTERM)
@@ -335,7 +314,7 @@ def test_damaged_files_on_resume_are_one_line(tmp_path, capsys, monkeypatch, dam
         return real(self, state, epoch)
 
     monkeypatch.setattr(engine.Group, "train_epoch", interrupted)
-    assert _sweep(capsys, _config(tmp_path))[0] == 130
+    assert quiet_sweep(capsys, small_config(tmp_path))[0] == 130
     monkeypatch.setattr(engine.Group, "train_epoch", real)
     folder = tmp_path / "runs" / "small"
     if damage == "checkpoint":
@@ -345,6 +324,6 @@ def test_damaged_files_on_resume_are_one_line(tmp_path, capsys, monkeypatch, dam
         (folder / "epochs.csv").write_bytes(b"\xff\xfe\x00garbage")
     else:
         (folder / "epochs.csv").write_text("a,b\n1,2\n")
-    code, err = _sweep(capsys, _config(tmp_path), "--resume")
+    code, err = quiet_sweep(capsys, small_config(tmp_path), "--resume")
     assert code == 2
-    _one_line(err, "damaged" if damage != "table_columns" else "columns", "--overwrite")
+    one_line(err, "damaged" if damage != "table_columns" else "columns", "--overwrite")

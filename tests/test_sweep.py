@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import assert_same_files
 
 from lossjax import cli, engine
 
@@ -42,16 +43,6 @@ def _write_config(tmp: Path, **changes) -> Path:
 def _table(folder: Path) -> pd.DataFrame:
     # wall_time is a measurement of this machine, not a result: excluded from comparisons.
     return pd.read_csv(folder / "epochs.csv").drop(columns="wall_time")
-
-
-def assert_same_files(a: Path, b: Path) -> None:
-    """epochs.csv byte for byte but for the wall_time column, and summary.csv byte for byte."""
-    def text(folder):
-        lines = (folder / "epochs.csv").read_text().splitlines()
-        return [line.rsplit(",", 1)[0] for line in lines]  # wall_time is the last column
-
-    assert text(a) == text(b)
-    assert (a / "summary.csv").read_bytes() == (b / "summary.csv").read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -2,45 +2,13 @@
 framing by hand, each record decoded with tensorboardX's bundled Event proto."""
 
 import math
-import struct
 
 import numpy as np
 import pandas as pd
+from conftest import read_events, scalars
 
 from lossjax import tables
 from lossjax.tensorboard import METRICS, TensorBoardLog, run_name
-
-
-def _masked_crc(data: bytes) -> int:
-    # TFRecord's checksum: CRC-32C, rotated right by 15 and offset, as in TensorFlow's
-    # tensorflow/core/lib/hash/crc32c.h (Mask).
-    from tensorboardX.crc32c import crc32c
-
-    x = crc32c(data) & 0xFFFFFFFF
-    return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def read_events(path):
-    """Every Event of one event file: records of uint64 length, uint32 masked CRC of the length,
-    the data, uint32 masked CRC of the data (all little-endian)."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    events, buf, at = [], path.read_bytes(), 0
-    while at < len(buf):
-        header = buf[at:at + 8]
-        (length,) = struct.unpack("<Q", header)
-        (header_crc,) = struct.unpack_from("<I", buf, at + 8)
-        assert header_crc == _masked_crc(header)
-        data = buf[at + 12:at + 12 + length]
-        (data_crc,) = struct.unpack_from("<I", buf, at + 12 + length)
-        assert len(data) == length and data_crc == _masked_crc(data)
-        events.append(Event.FromString(data))
-        at += 12 + length + 4
-    return events
-
-
-def scalars(events):
-    return {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value}
 
 
 def _rows(epoch, members=(0, 1)):
