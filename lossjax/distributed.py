@@ -111,7 +111,7 @@ def initialize() -> None:
     user's module sees the final device list). A half-set environment or a coordinator that
     cannot be reached ends with one line instead of a traceback or a hang.
     """
-    import jax
+    import jax  # lazy: lossjax.load needs no JAX
 
     env = os.environ
     _check_complete()
@@ -160,7 +160,7 @@ def initialize() -> None:
 
 
 def process_index() -> int:
-    import jax
+    import jax  # lazy: lossjax.load needs no JAX
 
     return jax.process_index()
 
@@ -171,7 +171,7 @@ def is_writer() -> bool:
 
 
 def _several() -> bool:
-    import jax
+    import jax  # lazy: lossjax.load needs no JAX
 
     return jax.process_count() > 1
 
@@ -184,7 +184,7 @@ _MESSAGE_BYTES = 400
 
 
 def _gather(code: int, message: str) -> tuple[np.ndarray, list[str]]:
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # lazy: lossjax.load needs no JAX
 
     buf = np.zeros(_MESSAGE_BYTES + 1, np.int32)
     raw = message.encode()[:_MESSAGE_BYTES]
@@ -232,7 +232,7 @@ def broadcast(value: np.ndarray) -> np.ndarray:
     """Process 0's ``value`` (a fixed-shape array), on every process."""
     if not _several():
         return value
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # lazy: lossjax.load needs no JAX
 
     return np.asarray(multihost_utils.broadcast_one_to_all(value))
 
@@ -240,7 +240,7 @@ def broadcast(value: np.ndarray) -> np.ndarray:
 def barrier(name: str) -> None:
     """Returns on every process once every process has reached it (a no-op with one)."""
     if _several():
-        from jax.experimental import multihost_utils
+        from jax.experimental import multihost_utils  # lazy: lossjax.load needs no JAX
 
         multihost_utils.sync_global_devices(name)
 
