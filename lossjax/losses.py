@@ -318,7 +318,8 @@ def rescaled_mse(logits, labels, k=1.0, M=1.0) -> jax.Array:  # noqa: N803 (the 
               = \frac{1}{K} \sum_i \big(1 + (k - 1) y_i\big) (s_i - M y_i)^2
 
     The second form (the one computed) extends it to probability-vector labels. ``k = M = 1``
-    is :func:`mse`, bit for bit: the weights are exactly 1 and the target exactly ``y``.
+    is :func:`mse`: the weights are exactly 1 and the target exactly ``y``, so op by op (eager)
+    the bits are the same; compiled, XLA may fuse the class sum differently (1 ulp at K = 10).
 
     Args:
       logits: ``(..., K)`` floating-point scores.
@@ -399,7 +400,8 @@ def label_smoothing_ce(logits, labels, alpha=0.1) -> jax.Array:
 
     .. math:: \ell(s, y) = -t^\top s + \operatorname{logsumexp}(s) \textstyle\sum_i t_i
 
-    ``alpha = 0`` is :func:`cross_entropy`, bit for bit; for any ``alpha`` it equals
+    ``alpha = 0`` is :func:`cross_entropy` (``t`` is exactly ``y``: the same bits op by op,
+    to rounding compiled); for any ``alpha`` it equals
     ``optax.softmax_cross_entropy(logits, optax.smooth_labels(labels, alpha))`` to rounding.
 
     Args:
@@ -464,8 +466,9 @@ def focal(logits, labels, gamma=2.0) -> jax.Array:
     .. math:: \ell(s, y) = -\sum_i y_i (1 - p_i)^\gamma \log p_i,
               \qquad p = \operatorname{softmax}(s)
 
-    For one-hot labels, ``-(1 - p_c)^γ log p_c``. ``gamma = 0`` is :func:`cross_entropy` (to
-    rounding: ``log p`` is computed here as in :func:`_log_p_p_q`, not through logsumexp).
+    For one-hot labels, ``-(1 - p_c)^γ log p_c``. ``gamma = 0`` is :func:`cross_entropy` to
+    rounding, and more precise as ``p_c → 1``: ``log p_c = −log1p(T)`` (see :func:`_log_p_p_q`)
+    where cross-entropy's ``−s_c + logsumexp(s)`` rounds to 0, and likewise its gradient.
     Stable for any finite logits: ``log p`` comes from the logits, never ``log(softmax)``, and
     ``1 − p_c`` keeps relative precision as ``p_c → 1``.
 
