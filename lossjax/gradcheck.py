@@ -1,5 +1,8 @@
 """``lossjax check-grads``: proof that autodiff and the closed-form gradients agree.
 
+(Over 450 lines: the battery, the rules with their measured reasons, and the checks of a user's
+functions that turn each failure into one line are one command's parts, read together.)
+
 For each loss, ``jax.grad`` of the per-example loss is compared with a reference gradient over a
 fixed, deterministic battery of random logits (several scales, batch shapes and class counts,
 one-hot and soft labels). The reference is

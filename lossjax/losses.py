@@ -311,7 +311,7 @@ def _param(value, fn: str, name: str, ok: Callable[[float], bool], rule: str, dt
     return jnp.asarray(value, dtype=dtype)
 
 
-def rescaled_mse(logits, labels, k=1.0, M=1.0) -> jax.Array:  # noqa: N803 (the paper's M)
+def rescaled_mse(logits, labels, k=1.0, M=1.0) -> jax.Array:
     r"""Square loss on the logits with the true class weighted by ``k`` and its target at ``M``.
 
     .. math:: \ell(s, y) = \frac{1}{K} \Big[ k (s_c - M)^2 + \sum_{i \ne c} s_i^2 \Big]
@@ -334,19 +334,20 @@ def rescaled_mse(logits, labels, k=1.0, M=1.0) -> jax.Array:  # noqa: N803 (the 
     Array([2.75], dtype=float32)
 
     References:
-      Hui & Belkin (2021), section 3 (the rescaled square loss for many classes).
+      Hui & Belkin (2021) (see the module docstring): the rescaled square loss, ``k`` and
+      ``M`` for many classes.
     """
     s, y = _check_inputs(logits, labels, "rescaled_mse")
     k = _param(k, "rescaled_mse", "k", lambda v: v >= 1, ">= 1", s.dtype)
-    M = _param(M, "rescaled_mse", "M", lambda v: v > 0, "> 0", s.dtype)  # noqa: N806
+    M = _param(M, "rescaled_mse", "M", lambda v: v > 0, "> 0", s.dtype)
     return jnp.mean((1.0 + (k - 1.0) * y) * jnp.square(M * y - s), axis=-1)
 
 
-def rescaled_mse_grad(logits, labels, k=1.0, M=1.0) -> jax.Array:  # noqa: N803
+def rescaled_mse_grad(logits, labels, k=1.0, M=1.0) -> jax.Array:
     r"""Closed form of d rescaled_mse / d s: ``(-2/K) (1 + (k-1) y) ⊙ (M y - s)``."""
     s, y = _check_inputs(logits, labels, "rescaled_mse_grad")
     k = _param(k, "rescaled_mse_grad", "k", lambda v: v >= 1, ">= 1", s.dtype)
-    M = _param(M, "rescaled_mse_grad", "M", lambda v: v > 0, "> 0", s.dtype)  # noqa: N806
+    M = _param(M, "rescaled_mse_grad", "M", lambda v: v > 0, "> 0", s.dtype)
     return (-2.0 / s.shape[-1]) * (1.0 + (k - 1.0) * y) * (M * y - s)
 
 
@@ -418,7 +419,8 @@ def label_smoothing_ce(logits, labels, alpha=0.1) -> jax.Array:
 
     References:
       C. Szegedy, V. Vanhoucke, S. Ioffe, J. Shlens and Z. Wojna, "Rethinking the Inception
-      architecture for computer vision", CVPR 2016, section 7; optax ``smooth_labels``.
+      architecture for computer vision", CVPR 2016 (arXiv:1512.00567), section 7; optax
+      ``smooth_labels``.
     """
     s, y = _check_inputs(logits, labels, "label_smoothing_ce")
     return _xent(s, _smoothed(y, alpha, "label_smoothing_ce"))
@@ -443,9 +445,10 @@ def _log_p_p_q(s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     # z_a is 0 as a constant, not s_a − s_a: autodiff would add its two cotangents, ±O(1),
     # to the O(q) ones of the other classes and round those away as p_a → 1
     z = jnp.where(a, 0.0, s - jnp.sum(jnp.where(a, s, 0.0), axis=-1, keepdims=True))
-    t = jnp.sum(jnp.where(a, 0.0, jnp.exp(z)), axis=-1, keepdims=True)
-    inv = 1.0 / (1.0 + t)  # a multiplication, as in _softmax
-    p = jnp.exp(z) * inv
+    e = jnp.exp(z)
+    t = jnp.sum(jnp.where(a, 0.0, e), axis=-1, keepdims=True)
+    inv = 1.0 / (1.0 + t)  # times the reciprocal, as in _softmax: the same bits on any devices
+    p = e * inv
     return z - jnp.log1p(t), p, jnp.where(a, t * inv, 1.0 - p)
 
 
@@ -486,7 +489,8 @@ def focal(logits, labels, gamma=2.0) -> jax.Array:
 
     References:
       T.-Y. Lin, P. Goyal, R. Girshick, K. He and P. Dollár, "Focal loss for dense object
-      detection", ICCV 2017 (arXiv:1708.02002), equation 5 with the softmax of its appendix.
+      detection", ICCV 2017 (arXiv:1708.02002): ``FL(p_t) = −(1 − p_t)^γ log p_t``, here
+      without its α weight and with ``p_t`` the softmax probability of the true class.
     """
     s, y = _check_inputs(logits, labels, "focal")
     gamma = _check_gamma(gamma, "focal", s.dtype)
