@@ -52,8 +52,8 @@ SEED = 0
 # floor of 1e-12 (≈ 4500 ulps of an O(1) quantity) allows exactly that rounding and no more.
 # User-supplied closed forms get the same floor: we cannot know they are free of such residues.
 # The parameterized losses keep relative precision, focal too (its log p and 1 − p are computed
-# to relative precision as p → 1): on the battery, at every test value, max |d|/|g| is 1.7e-13
-# (focal, gamma = 1, soft labels), 3.5e-14 or less for the others; they get atol 0.
+# to relative precision as p → 1): on the battery, at every test value, max |d|/|g| is below
+# 2e-13 (focal, gamma = 1, soft labels), below 4e-14 for the others; they get atol 0.
 RTOL_F64 = 1e-10
 ATOL_RESIDUE = 1e-12
 
