@@ -1,10 +1,14 @@
 """``lossjax check-grads``: proof that autodiff and the closed-form gradients agree.
 
+(Over 450 lines: the battery, the rules with their measured reasons, and the checks of a user's
+functions that turn each failure into one line are one command's parts, read together.)
+
 For each loss, ``jax.grad`` of the per-example loss is compared with a reference gradient over a
 fixed, deterministic battery of random logits (several scales, batch shapes and class counts,
 one-hot and soft labels). The reference is
 
-- the closed form in ``losses.GRADIENTS`` for the four built-in losses;
+- the closed form in ``losses.GRADIENTS`` for the four built-in losses, and in
+  ``losses.PARAMETERIZED`` for the parameterized ones, at each of their test values;
 - the user's closed form for ``--loss module:fn --grad module:fn``;
 - central finite differences in float64 for ``--loss module:fn`` alone.
 
@@ -15,6 +19,7 @@ float64 rows decide the exit status; float32 rows are shown for information (see
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +51,9 @@ SEED = 0
 # leaves ~1e-17), so no formula, autodiff or closed, keeps relative precision there; the absolute
 # floor of 1e-12 (≈ 4500 ulps of an O(1) quantity) allows exactly that rounding and no more.
 # User-supplied closed forms get the same floor: we cannot know they are free of such residues.
+# The parameterized losses keep relative precision, focal too (its log p and 1 − p are computed
+# to relative precision as p → 1): on the battery, at every test value, max |d|/|g| is below
+# 2e-13 (focal, gamma = 1, soft labels), below 4e-14 for the others; they get atol 0.
 RTOL_F64 = 1e-10
 ATOL_RESIDUE = 1e-12
 
@@ -59,7 +67,8 @@ FD_ATOL = 1e-8
 # float32 rows are informational: two float32 evaluations of the same gradient round
 # differently at each of O(K) operations (exp, sums over up to 100 classes), so they can agree
 # only to some hundred ulps of float32 (eps ≈ 1.2e-7): on the built-in battery cross-entropy
-# differs by up to ~6e-6 relative and saturated softmax-MSE by ~2e-7 absolute. They show how a
+# differs by up to ~6e-6 relative, focal by up to ~1e-4 (gamma = 1) and saturated softmax-MSE by
+# ~2e-7 absolute. They show how a
 # loss behaves in the precision the trainer uses; they do not decide the exit status.
 _RULE_F32 = "info (float32 rounding)"
 
@@ -181,39 +190,65 @@ class Check:
     scales: tuple[float, ...]
     atol: float  # absolute floor of the float64 rule (0: pure relative error)
     grad_name: str = ""  # the user's 'module:function' closed form, checked for its shape
+    # A parameterized loss: loss and grad take these keyword parameters, one row pair per
+    # setting, labelled by ``labels``; the settings are vmapped, so the parameters are traced.
+    settings: tuple[dict[str, float], ...] = ()
+    labels: tuple[str, ...] = ()
+
+    def row_names(self) -> tuple[str, ...]:
+        return self.labels or (self.name,)
+
+
+def _both(check: Check):
+    """(autodiff, closed form) of one check; for settings, each with a leading settings axis."""
+    if not check.settings:
+        return lambda s, y: (_autodiff(check.loss)(s, y), check.grad(s, y))
+
+    def one(params, s, y):
+        loss = functools.partial(check.loss, **params)
+        return _autodiff(loss)(s, y), check.grad(s, y, **params)
+
+    stacked = {k: np.array([p[k] for p in check.settings], np.float64) for k in check.settings[0]}
+    return lambda s, y: jax.vmap(one, in_axes=(0, None, None))(stacked, s, y)
 
 
 def check_closed_form(checks: list[Check]) -> list[Row]:
-    """Per check, a float64 row (judged) and a float32 row (informational): autodiff vs closed form.
+    """Per check (per setting, for a parameterized loss), a float64 row (judged) and a float32
+    row (informational): autodiff vs closed form.
 
     All checks share one compiled program per battery shape and dtype: XLA compilation, not
-    arithmetic, is what this command spends its time on.
+    arithmetic, is what this command spends its time on (hence the settings are vmapped rather
+    than compiled one by one).
     """
 
-    def both(check):
-        return lambda s, y: (_autodiff(check.loss)(s, y), check.grad(s, y))
-
     def all_checks(inputs):
-        return [both(c)(s, y) for c, (s, y) in zip(checks, inputs, strict=True)]
+        return [_both(c)(s, y) for c, (s, y) in zip(checks, inputs, strict=True)]
 
     fused = jax.jit(all_checks)
     rows: dict[tuple[str, str], Row] = {}
     for dtype, label in ((np.float64, "float64"), (np.float32, "float32")):
         batteries = [_battery(c.scales, dtype) for c in checks]
-        pairs: list[list] = [[] for _ in checks]
+        pairs: dict[str, list] = {n: [] for c in checks for n in c.row_names()}
         for case in range(len(CASES)):
             inputs = [tuple(map(jnp.asarray, b[case])) for b in batteries]
             for i, (auto, closed) in enumerate(fused(inputs)):
-                if checks[i].grad_name:
+                c = checks[i]
+                if c.grad_name:
                     s = inputs[i][0]
-                    _check_shape(checks[i].grad_name, "gradient", closed, s, s.shape)
-                pairs[i].append(_errors(auto, closed))
-        for c, p in zip(checks, pairs, strict=True):
-            judged = label == "float64"
-            rows[c.name, label] = (
-                _row(c.name, label, p, RTOL_F64, c.atol) if judged else _row(c.name, label, p)
-            )
-    return [rows[c.name, d] for c in checks for d in ("float64", "float32")]
+                    _check_shape(c.grad_name, "gradient", closed, s, s.shape)
+                if c.settings:
+                    for j, n in enumerate(c.labels):
+                        pairs[n].append(_errors(auto[j], closed[j]))
+                else:
+                    pairs[c.name].append(_errors(auto, closed))
+        for c in checks:
+            for n in c.row_names():
+                judged = label == "float64"
+                rows[n, label] = (
+                    _row(n, label, pairs[n], RTOL_F64, c.atol) if judged
+                    else _row(n, label, pairs[n])
+                )
+    return [rows[n, d] for c in checks for n in c.row_names() for d in ("float64", "float32")]
 
 
 def check_finite_differences(name: str, loss, scales) -> list[Row]:
@@ -355,6 +390,19 @@ def _builtin_check(name: str) -> Check:
     )
 
 
+def _parameterized_check(name: str) -> Check:
+    """A parameterized loss against its closed form at each of its test values (traced: the
+    path a sweep over them takes), rows labelled like ``focal(gamma=0.5)``, on the full battery
+    (|s| <= 50), held to the pure relative bound (see ``RTOL_F64``)."""
+    entry = losses.PARAMETERIZED[name]
+    settings = entry.settings()
+    if settings == [{}]:  # no parameters: an ordinary check
+        return Check(name, entry.loss, entry.grad, SCALES, 0.0)
+    labels = tuple(entry.label(p) for p in settings)
+    return Check(name, entry.loss, entry.grad, SCALES, 0.0, settings=tuple(settings),
+                 labels=labels)
+
+
 def _is_variant(name: str) -> bool:
     return interventions.is_variant(name)
 
@@ -362,21 +410,34 @@ def _is_variant(name: str) -> bool:
 def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, str]:
     """The agreement table as text, and 0 if every float64 row passes, else 1.
 
-    ``loss_ref``: None for the four built-ins; a registry name for one of them; or a user loss
+    ``loss_ref``: None for the four built-ins, their standard variants and every parameterized
+    loss at each test value; a registry name for one of them (a parameterized one: at each of
+    its test values); or a user loss
     ``module:function``, checked against ``grad_ref`` (``module:function``) if given, else
     against finite differences. Raises ``ValueError`` (one line) for a bad reference.
     """
     if grad_ref and not loss_ref:
         raise ValueError("--grad needs --loss: give the loss whose gradient it is.")
+    if grad_ref and loss_ref in losses.PARAMETERIZED:
+        raise ValueError(f"--grad is for a user loss: {loss_ref} is checked against its own "
+                         "closed form at each of its test values; drop --grad.")
     # float64 only inside this call (scoped, so an in-process caller such as the test suite keeps
     # its own setting); every array is created inside the context.
     with jax.enable_x64(True):
         builtin = loss_ref in losses.LOSSES or _is_variant(loss_ref or "")
-        if loss_ref is None or (builtin and grad_ref is None):
-            names = [*losses.LOSSES, *STANDARD] if loss_ref is None else [loss_ref]
-            rows = check_closed_form([_builtin_check(n) for n in names])
+        parameterized = loss_ref in losses.PARAMETERIZED
+        if loss_ref is None or ((builtin or parameterized) and grad_ref is None):
+            if loss_ref is None:
+                checks = [_builtin_check(n) for n in [*losses.LOSSES, *STANDARD]]
+                checks += [_parameterized_check(n) for n in losses.PARAMETERIZED]
+            elif parameterized:
+                checks = [_parameterized_check(loss_ref)]
+            else:
+                checks = [_builtin_check(loss_ref)]
+            rows = check_closed_form(checks)
             title = ("autodiff (jax.grad) vs closed-form gradient (losses.GRADIENTS; a variant: "
-                     "its edit applied to its base's closed form)")
+                     "its edit applied to its base's closed form; losses.PARAMETERIZED at each "
+                     "test value)")
             scales = "|s| <= 50 (exp_mse and its variants: <= 20)"
         else:
             loss, grad = load_user_functions(loss_ref, grad_ref)

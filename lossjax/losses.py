@@ -1,5 +1,12 @@
-"""The four per-example classification losses that lossjax compares, their closed-form
-gradients, and the gradient-sign statistic that motivates ``exp_mse``.
+"""The per-example classification losses that lossjax compares, their closed-form gradients,
+and the gradient-sign statistic that motivates ``exp_mse``.
+
+(Over 450 lines: each loss is a small function with its closed-form gradient and references.)
+
+``LOSSES`` holds the four that a sweep compares; ``PARAMETERIZED`` holds four from the
+literature that take parameters (``rescaled_mse``, ``squentropy``, ``label_smoothing_ce``,
+``focal``), each with test values spanning its parameters' ranges. Their parameters may be
+given as arrays, traced under ``jit`` or ``vmap``; their ranges are checked only when concrete.
 
 Every loss follows optax's convention: ``loss(logits, labels) -> per-example array``, no
 reduction, labels one-hot (or any probability vector) over the last axis. Batch reduction is the
@@ -25,6 +32,9 @@ References:
   - L. Hui and M. Belkin, "Evaluation of neural architectures trained with square loss vs
     cross-entropy in classification tasks", ICLR 2021 (arXiv:2006.07322): the square loss on
     the logits, without a softmax (``mse``).
+  - Hui & Belkin (2021) again: the rescaled square loss (``rescaled_mse``); L. Hui, M. Belkin
+    and S. Wright (2023): ``squentropy``; C. Szegedy et al. (2016): label smoothing; T.-Y. Lin
+    et al. (2017): the focal loss (full citations in each function's docstring).
   - P. Golik, P. Doetsch and H. Ney, "Cross-entropy vs. squared error training: a theoretical
     and experimental comparison", Interspeech 2013: the squared error on softmax outputs
     (``softmax_mse``), which from random weights fails to reach a good optimum.
@@ -32,7 +42,10 @@ References:
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -137,7 +150,12 @@ def cross_entropy(logits, labels) -> jax.Array:
       optax ``softmax_cross_entropy``.
     """
     s, y = _check_inputs(logits, labels, "cross_entropy")
-    return -jnp.sum(y * s, axis=-1) + jax.nn.logsumexp(s, axis=-1) * jnp.sum(y, axis=-1)
+    return _xent(s, y)
+
+
+def _xent(s: jax.Array, t: jax.Array) -> jax.Array:
+    """Cross-entropy against any target ``t`` (the body of :func:`cross_entropy`)."""
+    return -jnp.sum(t * s, axis=-1) + jax.nn.logsumexp(s, axis=-1) * jnp.sum(t, axis=-1)
 
 
 def mse(logits, labels) -> jax.Array:
@@ -239,7 +257,11 @@ def exp_mse(logits, labels) -> jax.Array:
 def cross_entropy_grad(logits, labels) -> jax.Array:
     r"""Closed form of d cross_entropy / d s: ``softmax(s) · Σy − y`` (``p − y`` when Σy = 1)."""
     s, y = _check_inputs(logits, labels, "cross_entropy_grad")
-    return jax.nn.softmax(s, axis=-1) * jnp.sum(y, axis=-1, keepdims=True) - y
+    return _xent_grad(s, y)
+
+
+def _xent_grad(s: jax.Array, t: jax.Array) -> jax.Array:
+    return jax.nn.softmax(s, axis=-1) * jnp.sum(t, axis=-1, keepdims=True) - t
 
 
 def mse_grad(logits, labels) -> jax.Array:
@@ -271,6 +293,235 @@ def exp_mse_grad(logits, labels) -> jax.Array:
 
 
 # --------------------------------------------------------------------------------------------
+# Parameterized losses from the literature, each with its closed-form gradient. Not in LOSSES:
+# the sweep engine compiles every entry of LOSSES into one program, and these need their
+# parameters swept with them. Parameters may be traced (swept under ``jit`` or ``vmap``), so
+# nothing here branches on a parameter's value.
+
+
+def _param(value, fn: str, name: str, ok: Callable[[float], bool], rule: str, dtype) -> jax.Array:
+    """A scalar parameter as an array of the logits' dtype, its range checked when it is
+    concrete (a traced value cannot be read; a concrete array is read once, one scalar)."""
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{fn}: {name} must be a scalar, got shape {jnp.shape(value)}.")
+    if _is_concrete(value):
+        v = float(value)
+        if not (math.isfinite(v) and ok(v)):
+            raise ValueError(f"{fn}: {name} must be a finite number {rule}, got {v:g}.")
+    return jnp.asarray(value, dtype=dtype)
+
+
+def rescaled_mse(logits, labels, k=1.0, M=1.0) -> jax.Array:
+    r"""Square loss on the logits with the true class weighted by ``k`` and its target at ``M``.
+
+    .. math:: \ell(s, y) = \frac{1}{K} \Big[ k (s_c - M)^2 + \sum_{i \ne c} s_i^2 \Big]
+              = \frac{1}{K} \sum_i \big(1 + (k - 1) y_i\big) (s_i - M y_i)^2
+
+    The second form (the one computed) extends it to probability-vector labels. ``k = M = 1``
+    is :func:`mse`: the weights are exactly 1 and the target exactly ``y``, so op by op (eager)
+    the bits are the same; compiled, XLA may fuse the class sum differently (1 ulp at K = 10).
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+      k: weight of the true class, ``k >= 1``; a scalar, possibly traced.
+      M: target of the true class's logit, ``M > 0``; a scalar, possibly traced.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> rescaled_mse(jnp.array([[0.5, -1.0]]), jnp.array([[1.0, 0.0]]), k=2.0, M=2.0)
+    Array([2.75], dtype=float32)
+
+    References:
+      Hui & Belkin (2021) (see the module docstring): the rescaled square loss, ``k`` and
+      ``M`` for many classes.
+    """
+    s, y = _check_inputs(logits, labels, "rescaled_mse")
+    k = _param(k, "rescaled_mse", "k", lambda v: v >= 1, ">= 1", s.dtype)
+    M = _param(M, "rescaled_mse", "M", lambda v: v > 0, "> 0", s.dtype)
+    return jnp.mean((1.0 + (k - 1.0) * y) * jnp.square(M * y - s), axis=-1)
+
+
+def rescaled_mse_grad(logits, labels, k=1.0, M=1.0) -> jax.Array:
+    r"""Closed form of d rescaled_mse / d s: ``(-2/K) (1 + (k-1) y) ⊙ (M y - s)``."""
+    s, y = _check_inputs(logits, labels, "rescaled_mse_grad")
+    k = _param(k, "rescaled_mse_grad", "k", lambda v: v >= 1, ">= 1", s.dtype)
+    M = _param(M, "rescaled_mse_grad", "M", lambda v: v > 0, "> 0", s.dtype)
+    return (-2.0 / s.shape[-1]) * (1.0 + (k - 1.0) * y) * (M * y - s)
+
+
+def _check_two_classes(s: jax.Array, fn: str) -> None:
+    if s.shape[-1] < 2:
+        raise ValueError(f"{fn}: needs at least 2 classes, got K = {s.shape[-1]}.")
+
+
+def squentropy(logits, labels) -> jax.Array:
+    r"""Cross-entropy plus the mean square of the wrong-class logits.
+
+    .. math:: \ell(s, y) = -y^\top s + \operatorname{logsumexp}(s)
+              + \frac{1}{K - 1} \sum_i (1 - y_i)\, s_i^2
+
+    For one-hot labels the sum is :math:`\sum_{i \ne c} s_i^2`; weighting class ``i`` by
+    ``1 - y_i`` extends it to probability vectors. Needs ``K >= 2``.
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> squentropy(jnp.array([[0.0, 1.0]]), jnp.array([[1.0, 0.0]]))  # log(1 + e) + 1
+    Array([2.3132615], dtype=float32)
+
+    References:
+      L. Hui, M. Belkin and S. Wright, "Cut your losses with squentropy", ICML 2023
+      (arXiv:2302.03952).
+    """
+    s, y = _check_inputs(logits, labels, "squentropy")
+    _check_two_classes(s, "squentropy")
+    return _xent(s, y) + jnp.sum((1.0 - y) * jnp.square(s), axis=-1) / (s.shape[-1] - 1)
+
+
+def squentropy_grad(logits, labels) -> jax.Array:
+    r"""Closed form of d squentropy / d s: ``p · Σy − y + (2/(K−1)) (1 − y) ⊙ s``."""
+    s, y = _check_inputs(logits, labels, "squentropy_grad")
+    _check_two_classes(s, "squentropy_grad")
+    return _xent_grad(s, y) + (2.0 / (s.shape[-1] - 1)) * (1.0 - y) * s
+
+
+def _smoothed(y: jax.Array, alpha, fn: str) -> jax.Array:
+    alpha = _param(alpha, fn, "alpha", lambda v: 0 <= v < 1, "in [0, 1)", y.dtype)
+    return (1.0 - alpha) * y + alpha / y.shape[-1]
+
+
+def label_smoothing_ce(logits, labels, alpha=0.1) -> jax.Array:
+    r"""Cross-entropy against the smoothed target ``t = (1 − α) y + α/K``.
+
+    .. math:: \ell(s, y) = -t^\top s + \operatorname{logsumexp}(s) \textstyle\sum_i t_i
+
+    ``alpha = 0`` is :func:`cross_entropy` (``t`` is exactly ``y``: the same bits op by op,
+    to rounding compiled); for any ``alpha`` it equals
+    ``optax.softmax_cross_entropy(logits, optax.smooth_labels(labels, alpha))`` to rounding.
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+      alpha: smoothing, ``0 <= alpha < 1``; a scalar, possibly traced.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> s = jnp.array([[0.0, jnp.log(3.0)]])  # p = (1/4, 3/4); t = (3/4, 1/4)
+    >>> label_smoothing_ce(s, jnp.array([[1.0, 0.0]]), alpha=0.5)  # -(3/4)log(1/4) - (1/4)log(3/4)
+    Array([1.1116413], dtype=float32)
+
+    References:
+      C. Szegedy, V. Vanhoucke, S. Ioffe, J. Shlens and Z. Wojna, "Rethinking the Inception
+      architecture for computer vision", CVPR 2016 (arXiv:1512.00567), section 7; optax
+      ``smooth_labels``.
+    """
+    s, y = _check_inputs(logits, labels, "label_smoothing_ce")
+    return _xent(s, _smoothed(y, alpha, "label_smoothing_ce"))
+
+
+def label_smoothing_ce_grad(logits, labels, alpha=0.1) -> jax.Array:
+    r"""Closed form of d label_smoothing_ce / d s: ``p · Σt − t`` (``p − t`` when Σy = 1)."""
+    s, y = _check_inputs(logits, labels, "label_smoothing_ce_grad")
+    return _xent_grad(s, _smoothed(y, alpha, "label_smoothing_ce_grad"))
+
+
+def _log_p_p_q(s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``log p``, ``p = softmax(s)`` and ``q = 1 − p``, each to relative precision.
+
+    With ``a`` the arg-max class and ``T = Σ_{j≠a} e^{s_j − s_a}``: ``log p = s − s_a −
+    log1p(T)``, and ``q_a = T / (1 + T)``, which ``1 − p_a`` would round to 0 once ``T`` is
+    below the epsilon; every other class has ``p ≤ 1/2``, so ``1 − p`` is exact enough there.
+    ``s_a`` is picked by a mask, not by ``max``, so the identity holds at ties, and autodiff
+    through it keeps the relative precision too.
+    """
+    a = jax.nn.one_hot(jnp.argmax(s, axis=-1), s.shape[-1], dtype=bool)
+    # z_a is 0 as a constant, not s_a − s_a: autodiff would add its two cotangents, ±O(1),
+    # to the O(q) ones of the other classes and round those away as p_a → 1
+    z = jnp.where(a, 0.0, s - jnp.sum(jnp.where(a, s, 0.0), axis=-1, keepdims=True))
+    e = jnp.exp(z)
+    t = jnp.sum(jnp.where(a, 0.0, e), axis=-1, keepdims=True)
+    inv = 1.0 / (1.0 + t)  # times the reciprocal, as in _softmax: the same bits on any devices
+    p = e * inv
+    return z - jnp.log1p(t), p, jnp.where(a, t * inv, 1.0 - p)
+
+
+def _check_gamma(gamma, fn: str, dtype) -> jax.Array:
+    return _param(gamma, fn, "gamma", lambda v: v >= 0, ">= 0", dtype)
+
+
+def _pow_q(q: jax.Array, gamma: jax.Array) -> jax.Array:
+    """``q^γ`` with ``0^γ`` as its limit (1 at γ = 0, else 0) and a finite derivative at q = 0,
+    where ``γ q^{γ−1}`` is infinite for γ < 1 and autodiff would give ``inf · 0 = nan``."""
+    pos = q > 0
+    return jnp.where(pos, jnp.power(jnp.where(pos, q, 1.0), gamma), (gamma == 0).astype(q.dtype))
+
+
+def focal(logits, labels, gamma=2.0) -> jax.Array:
+    r"""Softmax focal loss: cross-entropy scaled down on well-classified examples.
+
+    .. math:: \ell(s, y) = -\sum_i y_i (1 - p_i)^\gamma \log p_i,
+              \qquad p = \operatorname{softmax}(s)
+
+    For one-hot labels, ``-(1 - p_c)^γ log p_c``. ``gamma = 0`` is :func:`cross_entropy` to
+    rounding, and more precise as ``p_c → 1``: ``log p_c = −log1p(T)`` (see :func:`_log_p_p_q`)
+    where cross-entropy's ``−s_c + logsumexp(s)`` rounds to 0, and likewise its gradient.
+    Stable for any finite logits: ``log p`` comes from the logits, never ``log(softmax)``, and
+    ``1 − p_c`` keeps relative precision as ``p_c → 1``.
+
+    Args:
+      logits: ``(..., K)`` floating-point scores.
+      labels: ``(..., K)`` one-hot or probability vectors.
+      gamma: focusing exponent, ``gamma >= 0``; a scalar, possibly traced.
+
+    Returns:
+      ``(...,)`` per-example losses.
+
+    >>> s = jnp.array([[0.0, jnp.log(3.0)]])  # p = (1/4, 3/4)
+    >>> focal(s, jnp.array([[0.0, 1.0]]), gamma=2.0)  # -(1/4)^2 log(3/4)
+    Array([0.01798013], dtype=float32)
+
+    References:
+      T.-Y. Lin, P. Goyal, R. Girshick, K. He and P. Dollár, "Focal loss for dense object
+      detection", ICCV 2017 (arXiv:1708.02002): ``FL(p_t) = −(1 − p_t)^γ log p_t``, here
+      without its α weight and with ``p_t`` the softmax probability of the true class.
+    """
+    s, y = _check_inputs(logits, labels, "focal")
+    gamma = _check_gamma(gamma, "focal", s.dtype)
+    log_p, _, q = _log_p_p_q(s)
+    return -jnp.sum(y * _pow_q(q, gamma) * log_p, axis=-1)
+
+
+def focal_grad(logits, labels, gamma=2.0) -> jax.Array:
+    r"""Closed form of d focal / d s: ``g_j = y_j h_j − p_j Σ_i y_i h_i``, with
+    ``h_i = −q_i^γ (1 + γ p_i r_i)``, ``q = 1 − p`` and ``r_i = −log p_i / q_i``.
+
+    ``h_i = p_i ∂ℓ_i/∂p_i`` for ``ℓ_i = −q_i^γ log p_i``, with ``∂ℓ_i/∂p_i = γ q_i^{γ−1} log p_i −
+    q_i^γ / p_i`` multiplied through by ``p_i``, which takes the softmax Jacobian
+    ``p_i(δ_ij − p_j)`` to the form above. Writing ``q^{γ−1} log p = −q^γ r`` removes
+    ``q^{γ−1}``, infinite at ``q = 0`` for γ < 1: ``r`` is finite everywhere (``r ≥ 1``, ``r → 1``
+    as ``q → 0``, ``p r → 0`` as ``p → 0``). At ``q_i = 0`` exactly (``p_i = 1`` in floating
+    point) ``r_i`` is its limit 1 and ``q_i^γ`` is ``0^γ``: ``h_i = 0`` for γ > 0 (the gradient
+    is 0 for a one-hot label there), and ``h_i = −1`` for γ = 0 (cross-entropy's ``p − y``).
+    """
+    s, y = _check_inputs(logits, labels, "focal_grad")
+    gamma = _check_gamma(gamma, "focal_grad", s.dtype)
+    log_p, p, q = _log_p_p_q(s)
+    pos = q > 0
+    r = jnp.where(pos, -log_p / jnp.where(pos, q, 1.0), 1.0)
+    yh = -y * _pow_q(q, gamma) * (1.0 + gamma * p * r)
+    # y_j h_j (1 − p_j) − p_j Σ_{i≠j} y_i h_i: the form of y_j h_j − p_j Σ_i y_i h_i that does
+    # not cancel at the arg-max as p_a → 1 (q, not 1 − p; exact zero for a one-hot label)
+    return yh * q - p * (jnp.sum(yh, axis=-1, keepdims=True) - yh)
+
+
+# --------------------------------------------------------------------------------------------
 # Registries: the names that configs and the CLI accept (lossjax.config reads them here). Order
 # is fixed: the engine gives each member the index of its loss in LOSSES (engine._select_loss).
 
@@ -286,6 +537,39 @@ GRADIENTS: dict[str, LossFn] = {
     "mse": mse_grad,
     "softmax_mse": softmax_mse_grad,
     "exp_mse": exp_mse_grad,
+}
+
+
+
+@dataclass(frozen=True)
+class Parameterized:
+    """A loss that takes parameters, its closed-form gradient (same parameters), and a few test
+    values per parameter spanning its range; the tests and ``lossjax check-grads`` check every
+    combination of them."""
+
+    loss: Callable[..., jax.Array]
+    grad: Callable[..., jax.Array]
+    test_values: dict[str, tuple[float, ...]]
+
+    def settings(self) -> list[dict[str, float]]:
+        """Every combination of the test values (one empty setting for no parameters)."""
+        names = list(self.test_values)
+        return [dict(zip(names, v, strict=True))
+                for v in itertools.product(*self.test_values.values())]
+
+    def label(self, params: dict[str, float]) -> str:
+        """``focal(gamma=0.5)``; no spaces, so a table row stays one field."""
+        args = ",".join(f"{k}={v:g}" for k, v in params.items())
+        return f"{self.loss.__name__}({args})" if args else self.loss.__name__
+
+
+PARAMETERIZED: dict[str, Parameterized] = {
+    "rescaled_mse": Parameterized(rescaled_mse, rescaled_mse_grad, {"k": (1, 5, 15),
+                                                                    "M": (1, 15)}),
+    "squentropy": Parameterized(squentropy, squentropy_grad, {}),
+    "label_smoothing_ce": Parameterized(label_smoothing_ce, label_smoothing_ce_grad,
+                                        {"alpha": (0, 0.1, 0.5)}),
+    "focal": Parameterized(focal, focal_grad, {"gamma": (0, 0.5, 1, 2, 5)}),
 }
 
 

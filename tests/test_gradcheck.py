@@ -1,6 +1,6 @@
-"""``lossjax check-grads`` end to end through ``lossjax.cli.main``: the built-in table, a user loss
-with and without its closed form, wrong gradients that must fail, and bad references that must
-give one line on stderr and exit 2."""
+"""``lossjax check-grads`` end to end through ``lossjax.cli.main``: the built-in table, the
+parameterized losses at their test values, a user loss with and without its closed form, wrong
+gradients that must fail, and bad references that must give one line on stderr and exit 2."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import textwrap
 import jax.numpy as jnp
 import pytest
 
-from lossjax import cli, gradcheck
+from lossjax import cli, gradcheck, losses
 
 USER_MODULE = '''
 import jax
@@ -109,6 +109,11 @@ def test_builtin_table_passes(capsys):
         assert row[-1] == "pass"
         assert float(row[4]) <= 1e-10 or name == "softmax_mse"  # max relative error
         assert any(r[0] == name and r[-1] == "info" for r in _table_rows(out, "float32"))
+    for entry in losses.PARAMETERIZED.values():  # every test value of every parameterized loss
+        for params in entry.settings():
+            row = next(r for r in _table_rows(out) if r[0] == entry.label(params))
+            assert row[-1] == "pass" and float(row[4]) <= 1e-10
+            assert any(r[0] == row[0] and r[-1] == "info" for r in _table_rows(out, "float32"))
     assert "FAIL" not in out
     assert "float64 rows decide the exit status" in out
     # float64 was switched on only for the command, not for this process
@@ -119,6 +124,35 @@ def test_single_builtin_by_name(capsys, small_battery):
     rc, out, _ = _run(capsys, "--loss", "exp_mse")
     assert rc == 0
     assert [r[0] for r in _table_rows(out)] == ["exp_mse"]
+
+
+def test_parameterized_by_name(capsys, small_battery):
+    rc, out, _ = _run(capsys, "--loss", "focal")
+    assert rc == 0, out
+    rows = _table_rows(out)
+    assert [r[0] for r in rows] == [f"focal(gamma={g})" for g in ("0", "0.5", "1", "2", "5")]
+    assert all(r[-1] == "pass" for r in rows)
+    rc, out, _ = _run(capsys, "--loss", "squentropy")
+    assert rc == 0
+    assert [r[0] for r in _table_rows(out)] == ["squentropy"]
+
+
+def test_parameterized_wrong_closed_form_fails(capsys, small_battery, monkeypatch):
+    """A closed form that ignores its parameter passes at gamma = 0 only: each setting reaches
+    both functions (vmapped, traced) and gets its own row."""
+    entry = losses.PARAMETERIZED["focal"]
+
+    def ignores_gamma(logits, labels, gamma):
+        return losses.focal_grad(logits, labels, 0.0)
+
+    monkeypatch.setitem(losses.PARAMETERIZED, "focal",
+                        losses.Parameterized(entry.loss, ignores_gamma, entry.test_values))
+    rc, out, _ = _run(capsys, "--loss", "focal")
+    assert rc == 1
+    results = {r[0]: r[-1] for r in _table_rows(out)}
+    assert results == {"focal(gamma=0)": "pass", **{f"focal(gamma={g})": "FAIL"
+                                                     for g in ("0.5", "1", "2", "5")}}
+    assert "disagree beyond tolerance" in out
 
 
 def test_user_loss_with_closed_form_passes(capsys, user_module, small_battery):
@@ -179,6 +213,7 @@ def test_wrong_autodiff_fails_against_finite_differences(capsys, user_module, sm
         ),
         (["--loss", "{m}:sigmoid_mse", "--grad", "{m}:nope"], "gradient '"),
         (["--grad", "{m}:sigmoid_mse_grad"], "--grad needs --loss"),
+        (["--loss", "focal", "--grad", "{m}:sigmoid_mse_grad"], "--grad is for a user loss"),
     ],
 )
 def test_bad_reference_is_one_line(capsys, user_module, args, message):

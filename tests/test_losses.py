@@ -1,6 +1,8 @@
 """The loss library: autodiff against the closed forms in float64, finite differences, optax,
-hand-computed values, jit/vmap, the gradient-sign facts, exp_mse's float32 overflow, input
-validation (shapes and dtypes, never values), reference resolution, and import lightness.
+hand-computed values, jit/vmap, the gradient-sign facts, exp_mse's float32 overflow, the
+parameterized losses (special cases, exactness at saturation, extreme logits, traced
+parameters, range errors), input validation (shapes and dtypes, never values), reference
+resolution, and import lightness.
 
 float64 is switched on for this module only (``jax.enable_x64`` as a context manager in a
 module-scoped fixture): pytest-xdist runs other modules in the same worker processes, and a
@@ -30,6 +32,7 @@ from lossjax import losses
 from lossjax.losses import (
     GRADIENTS,
     LOSSES,
+    PARAMETERIZED,
     gradient_sign_stats,
     one_hot,
     with_integer_labels,
@@ -421,6 +424,317 @@ def test_exp_mse_float32_overflow():
 
 
 # ---------------------------------------------------------------------------------------------
+# parameterized losses (losses.PARAMETERIZED): rescaled_mse, squentropy, label_smoothing_ce, focal
+
+P_NAMES = list(PARAMETERIZED)
+# Parameter draws for the property tests: each parameter's test values, or any value in a range
+# a little wider than theirs (inside the valid range).
+P_RANGES = {"k": (1.0, 20.0), "M": (1e-3, 30.0), "alpha": (0.0, 0.99), "gamma": (0.0, 6.0)}
+
+
+def _settings():
+    return [(n, p) for n in P_NAMES for p in PARAMETERIZED[n].settings()]
+
+
+def _setting_id(case):
+    name, params = case
+    return PARAMETERIZED[name].label(params)
+
+
+@st.composite
+def parameters(draw, name):
+    out = {}
+    for p, values in PARAMETERIZED[name].test_values.items():
+        lo, hi = P_RANGES[p]
+        out[p] = draw(st.one_of(st.sampled_from(values), st.floats(lo, hi)))
+    return out
+
+
+@functools.cache
+def _p_autodiff_and_closed(name):
+    """jit of (loss, autodiff, closed form) with the parameters as traced arguments: one
+    compilation per shape serves every parameter value."""
+    entry = PARAMETERIZED[name]
+
+    def both(s, y, params):
+        loss = functools.partial(entry.loss, **params)
+        auto = jax.grad(lambda s: jnp.sum(loss(s, y)))(s)
+        return loss(s, y), auto, entry.grad(s, y, **params)
+
+    return jax.jit(both)
+
+
+@pytest.mark.parametrize("name", P_NAMES)
+@HYP
+@given(data=st.data())
+def test_parameterized_autodiff_matches_closed_form(name, data):
+    # The pure relative bound, as for the built-ins, including focal at saturation: its log p
+    # and 1 − p keep relative precision as p → 1 (see test_focal_gradient_is_exact_at_saturation).
+    s, y = data.draw(logits_labels(max_scale=50.0))
+    params = data.draw(parameters(name))
+    value, auto, closed = _p_autodiff_and_closed(name)(f64(s), f64(y), params)
+    assert value.shape == s.shape[:-1] and auto.shape == closed.shape == s.shape
+    assert np.isfinite(value).all()
+    assert_grads_agree(auto, closed)
+
+
+@pytest.mark.parametrize("case", _settings(), ids=_setting_id)
+@pytest.mark.parametrize(("shape", "scale"), [((3, 5), 1.0), ((2, 2, 10), 4.0)])
+def test_parameterized_check_grads(case, shape, scale):
+    name, params = case
+    rng = np.random.default_rng(sum(shape))
+    s = f64(rng.uniform(-scale, scale, size=shape))
+    y = f64(np.eye(shape[-1])[rng.integers(0, shape[-1], size=shape[:-1])])
+    y = y.at[0].set(f64(rng.dirichlet(np.ones(shape[-1]), size=shape[1:-1])))  # some soft rows
+    loss = jax.jit(lambda s: PARAMETERIZED[name].loss(s, y, **params))
+    check_grads(loss, (s,), order=1, modes=("fwd", "rev"))
+
+
+def _soft_and_one_hot(rng, batch, k):
+    y = rng.dirichlet(np.ones(k), size=batch)
+    y[::2] = np.eye(k)[rng.integers(0, k, size=len(y[::2]))]
+    return y
+
+
+@pytest.mark.parametrize(("k", "batch"), [(2, 16), (10, 33)])
+def test_special_cases(k, batch):
+    """rescaled_mse(k=1, M=1) is mse and label_smoothing_ce(alpha=0) is cross_entropy: the same
+    bits op by op (the weights are exactly 1, the targets exactly y), to rounding compiled (XLA
+    may sum the classes in another order: 1 ulp seen at K = 10). focal(gamma=0) is
+    cross_entropy to rounding, where cross_entropy keeps precision (see the next test)."""
+    rng = np.random.default_rng(k)
+    s, y = f64(rng.uniform(-50, 50, size=(batch, k))), f64(_soft_and_one_hot(rng, batch, k))
+    same = [
+        (losses.rescaled_mse, {"k": 1.0, "M": 1.0}, losses.mse),
+        (losses.rescaled_mse_grad, {"k": 1, "M": 1}, losses.mse_grad),
+        (losses.label_smoothing_ce, {"alpha": 0.0}, losses.cross_entropy),
+        (losses.label_smoothing_ce_grad, {"alpha": 0}, losses.cross_entropy_grad),
+    ]
+    for fn, params, ref in same:
+        np.testing.assert_array_equal(fn(s, y, **params), ref(s, y), err_msg=fn.__name__)
+        compiled = jax.jit(functools.partial(fn, **params))(s, y)
+        np.testing.assert_allclose(compiled, jax.jit(ref)(s, y), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(losses.focal(s, y, gamma=0.0), losses.cross_entropy(s, y),
+                               rtol=1e-13, atol=1e-13)
+    # cross_entropy's p − y and −s_c + logsumexp(s) are exact only to ~eps absolute near p_c = 1
+    np.testing.assert_allclose(losses.focal_grad(s, y, gamma=0.0),
+                               losses.cross_entropy_grad(s, y), rtol=1e-13, atol=4e-16)
+
+
+@jax.jit
+def _smoothing_and_optax(s, y, alpha):
+    ref = optax.softmax_cross_entropy(s, optax.smooth_labels(y, alpha))
+    return losses.label_smoothing_ce(s, y, alpha), ref
+
+
+@HYP
+@given(data=st.data())
+def test_label_smoothing_equals_optax(data):
+    s, y = data.draw(logits_labels(max_scale=50.0))
+    alpha = data.draw(parameters("label_smoothing_ce"))["alpha"]
+    ours, ref = _smoothing_and_optax(f64(s), f64(y), alpha)
+    assert ours.shape == ref.shape == s.shape[:-1]
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def _focal_grad_exact(logits, labels, gamma):
+    """The focal gradient from its definition, dℓ/ds_j = Σ_i y_i ℓ'(p_i) p_i (δ_ij − p_j) with
+    ℓ'(p) = γ q^{γ−1} log p − q^γ / p, in 80-digit decimal arithmetic."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 80
+        e = [Decimal(v).exp() for v in logits]
+        p = [x / sum(e) for x in e]
+        g = Decimal(gamma)
+
+        def dl(pi):
+            q = 1 - pi
+            return g * q ** (g - 1) * pi.ln() - q**g / pi if gamma else -1 / pi
+
+        return np.array([
+            float(sum(Decimal(yi) * dl(pi) * pi * ((i == j) - p[j])
+                      for i, (yi, pi) in enumerate(zip(labels, p, strict=True))))
+            for j in range(len(p))
+        ])
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 5.0])
+def test_focal_gradient_is_exact_at_saturation(gamma):
+    """focal's closed form and its autodiff are within a few ulps of the true gradient even where
+    p_c is 1 to within 1e-16 and the gradient is ~1e-26; cross_entropy_grad (p − y) rounds to 0
+    there, so its relative error is 100%."""
+    cases = [
+        ([36.2, -22.9], [1.0, 0.0]),  # confidently right: q ≈ 2e-26
+        ([0.0, 30.0, 0.0], [0.0, 1.0, 0.0]),
+        ([0.0, 30.0, 0.0], [1.0, 0.0, 0.0]),  # confidently wrong
+        ([-50.0, 50.0], [1.0, 0.0]),
+        ([40.0, 0.0], [0.9, 0.1]),  # a soft label with p_a near 1
+        ([20.0, 19.9999, -3.0], [1.0, 0.0, 0.0]),  # near tie at the top
+        ([5.0, -5.0, 1.0], [0.2, 0.5, 0.3]),
+    ]
+    for s, y in cases:
+        exact = _focal_grad_exact(s, y, gamma)
+        _, auto, closed = _p_autodiff_and_closed("focal")(f64([s]), f64([y]), {"gamma": gamma})
+        for got in (closed[0], auto[0]):
+            assert np.linalg.norm(got - exact) <= 4e-15 * np.linalg.norm(exact), (s, y, got)
+    ce = losses.cross_entropy_grad(f64([[36.2, -22.9]]), f64([[1.0, 0.0]]))[0]
+    assert float(ce[0]) == 0.0  # the true value is -2e-26
+
+
+_Q = 0.25 * math.log(0.75) * 1.5 - 0.0625  # focal, gamma = 2, p_c = 3/4: h = γ q p log p − q²
+_H3 = 0.25 * math.log(0.25) - 0.75  # focal, gamma = 1, p_c = 1/4: h = p log p − q
+_E = math.e / (1 + math.e)
+HAND_PARAM = [
+    # name, parameters, logits, labels, loss, gradient
+    # (1/2)[2·(0.5 − 2)² + 1]; (−2/2)·[2·(2 − 0.5), 1·(0 + 1)]
+    ("rescaled_mse", {"k": 2.0, "M": 2.0}, [0.5, -1.0], [1.0, 0.0], 2.75, [-3.0, -1.0]),
+    # soft label: weights 1 + 3y = (1.75, 3.25), targets M·y = (1, 3): (1.75 + 3.25·9) / 2;
+    # (−2/2)·(1.75·1, 3.25·3)
+    ("rescaled_mse", {"k": 4.0, "M": 4.0}, [0.0, 0.0], [0.25, 0.75], 15.5, [-1.75, -9.75]),
+    # log(1 + e) + 1; (p − y) + 2·(1 − y) ⊙ s
+    ("squentropy", {}, [0.0, 1.0], [1.0, 0.0], math.log1p(math.e) + 1, [-_E, _E + 2]),
+    # t = (3/4, 1/4), p = (1/4, 3/4): −(3/4) log(1/4) − (1/4) log(3/4); p − t
+    (
+        "label_smoothing_ce",
+        {"alpha": 0.5},
+        [0.0, math.log(3)],
+        [1.0, 0.0],
+        -0.75 * math.log(0.25) - 0.25 * math.log(0.75),
+        [-0.5, 0.5],
+    ),
+    # p = (1/4, 3/4), y = e1, q = 1/4: −q² log(3/4); g = (−p_0 h, h q)
+    ("focal", {"gamma": 2.0}, [0.0, math.log(3)], [0.0, 1.0], -math.log(0.75) / 16,
+     [-_Q / 4, _Q / 4]),
+    # p = (1/4, 1/4, 1/2), y = e0, q = 3/4: −(3/4) log(1/4); g = (h q, −p_1 h, −p_2 h)
+    ("focal", {"gamma": 1.0}, [0.0, 0.0, math.log(2)], [1.0, 0.0, 0.0],
+     -0.75 * math.log(0.25), [0.75 * _H3, -_H3 / 4, -_H3 / 2]),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "logits", "labels", "value", "grad"), HAND_PARAM)
+def test_parameterized_hand_computed_values(name, params, logits, labels, value, grad):
+    loss, auto, closed = _p_autodiff_and_closed(name)(f64([logits]), f64([labels]), params)
+    np.testing.assert_allclose(loss, [value], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(closed, [grad], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(auto, [grad], rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("x64", [True, False], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", _settings(), ids=_setting_id)
+def test_parameterized_finite_at_extreme_logits(case, x64):
+    """Loss, closed form and autodiff finite (never nan) at ±50 and ±500, confidently right and
+    wrong, at a tie, in float64 and float32; at (500, −500, −500) every exp(s_j − s_max)
+    underflows, so focal meets q = 1 − p_c = 0 exactly, where its gradient is 0 for gamma > 0
+    (the limit) and p − y for gamma = 0."""
+    name, params = case
+    entry = PARAMETERIZED[name]
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        for v in (50.0, 500.0):
+            s = jnp.array([[v, -v, -v], [v, -v, 0], [-v, v, 0], [v, -v, -v], [v, v, -v]], dtype)
+            y = jnp.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0.5, 0.25, 0.25], [0, 1, 0]], dtype)
+            value, auto, closed = _p_autodiff_and_closed(name)(s, y, params)
+            assert value.dtype == auto.dtype == closed.dtype == dtype
+            for a in (value, auto, closed):
+                assert np.isfinite(np.asarray(a)).all(), (v, a)
+            if name == "focal" and v == 500.0:  # row 0: q = 0 exactly
+                expect = 0.0 if params["gamma"] > 0 else losses.cross_entropy_grad(s, y)[0]
+                np.testing.assert_array_equal(closed[0], expect)
+                np.testing.assert_array_equal(auto[0], expect)
+        assert np.asarray(entry.loss(s, y, **params)).dtype == dtype  # eager too
+
+
+@pytest.mark.parametrize("name", P_NAMES)
+def test_parameterized_traced_parameters(name):
+    """Parameters as arrays: traced under jit, and vmapped over an array of settings (as a sweep
+    will run them), they give what eager calls with Python numbers give; an out-of-range traced
+    value cannot be checked and gives a number, not an error."""
+    entry = PARAMETERIZED[name]
+    settings = entry.settings()
+    rng = np.random.default_rng(3)
+    s = f64(rng.uniform(-5, 5, size=(4, 6)))
+    y = f64(_soft_and_one_hot(rng, 4, 6))
+    eager = [(entry.loss(s, y, **p), entry.grad(s, y, **p)) for p in settings]
+    stacked = {k: f64([p[k] for p in settings]) for k in entry.test_values}
+
+    @jax.jit
+    def swept(stacked, s, y):
+        def one(params):
+            auto = jax.grad(lambda s: jnp.sum(entry.loss(s, y, **params)))(s)
+            return entry.loss(s, y, **params), entry.grad(s, y, **params), auto
+
+        if not stacked:  # squentropy: no parameters
+            return jax.tree.map(lambda a: a[None], one({}))
+        return jax.vmap(one)(stacked)
+
+    values, grads, autos = swept(stacked, s, y)
+    assert values.shape == (len(settings), 4) and grads.shape == (len(settings), 4, 6)
+    for j, (value, grad) in enumerate(eager):
+        np.testing.assert_allclose(values[j], value, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(grads[j], grad, rtol=1e-13, atol=1e-15)
+        assert_grads_agree(autos[j], grad)
+    for p in settings:  # one at a time, jit with the parameters as arguments
+        np.testing.assert_allclose(jax.jit(entry.loss)(s, y, **{k: f64(v) for k, v in p.items()}),
+                                   entry.loss(s, y, **p), rtol=1e-13)
+    if entry.test_values:
+        bad = dict.fromkeys(entry.test_values, -1.0)
+        assert jax.jit(entry.loss)(s, y, **bad).shape == (4,)  # not checked: traced
+
+
+BAD_PARAMS = [
+    # function, parameters, message
+    ("rescaled_mse", {"k": 0.5}, "k must be a finite number >= 1, got 0.5."),
+    ("rescaled_mse", {"M": 0.0}, "M must be a finite number > 0, got 0."),
+    ("rescaled_mse", {"M": -1.0}, "M must be a finite number > 0, got -1."),
+    ("rescaled_mse", {"k": math.inf}, "k must be a finite number >= 1, got inf."),
+    ("label_smoothing_ce", {"alpha": 1.0}, "alpha must be a finite number in [0, 1), got 1."),
+    ("label_smoothing_ce", {"alpha": -0.1}, "alpha must be a finite number in [0, 1), got -0.1."),
+    ("focal", {"gamma": -0.5}, "gamma must be a finite number >= 0, got -0.5."),
+    ("focal", {"gamma": math.nan}, "gamma must be a finite number >= 0, got nan."),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "message"), BAD_PARAMS)
+def test_parameter_range_errors(name, params, message):
+    s = f64([[0.1, 0.2, 0.3]])
+    y = f64([[1.0, 0.0, 0.0]])
+    entry = PARAMETERIZED[name]
+    for fn in (entry.loss, entry.grad):
+        for given_as in (float, f64):  # a Python number and a concrete array
+            with pytest.raises(ValueError) as e:
+                fn(s, y, **{k: given_as(v) for k, v in params.items()})
+            assert _one_line(e) == f"{fn.__name__}: {message}"
+        (param,) = params
+        with pytest.raises(ValueError) as e:
+            fn(s, y, **{param: f64([1.0, 2.0])})
+        assert _one_line(e) == f"{fn.__name__}: {param} must be a scalar, got shape (2,)."
+
+
+def test_squentropy_needs_two_classes():
+    for fn in (losses.squentropy, losses.squentropy_grad):
+        with pytest.raises(ValueError) as e:
+            fn(f64([[0.3]]), f64([[1.0]]))
+        assert _one_line(e) == f"{fn.__name__}: needs at least 2 classes, got K = 1."
+
+
+def test_parameterized_registry():
+    assert list(PARAMETERIZED) == ["rescaled_mse", "squentropy", "label_smoothing_ce", "focal"]
+    assert not set(PARAMETERIZED) & set(LOSSES)  # swept only with their parameters
+    for name, entry in PARAMETERIZED.items():
+        assert entry.loss.__name__ == name and entry.grad.__name__ == f"{name}_grad"
+        assert entry.loss is getattr(losses, name)
+    focal = PARAMETERIZED["focal"]
+    assert [focal.label(p) for p in focal.settings()] == [
+        "focal(gamma=0)", "focal(gamma=0.5)", "focal(gamma=1)", "focal(gamma=2)",
+        "focal(gamma=5)",
+    ]
+    rescaled = PARAMETERIZED["rescaled_mse"]
+    assert len(rescaled.settings()) == 6
+    assert rescaled.label(rescaled.settings()[-1]) == "rescaled_mse(k=15,M=15)"
+    assert PARAMETERIZED["squentropy"].settings() == [{}]
+    assert PARAMETERIZED["squentropy"].label({}) == "squentropy"
+
+
+# ---------------------------------------------------------------------------------------------
 # input validation: one clear line each
 
 
@@ -430,7 +744,12 @@ def _one_line(excinfo):
     return msg
 
 
-ALL_FNS = [*LOSSES.items(), *((f"{n}_grad", g) for n, g in GRADIENTS.items())]
+ALL_FNS = [
+    *LOSSES.items(),
+    *((f"{n}_grad", g) for n, g in GRADIENTS.items()),
+    *((n, e.loss) for n, e in PARAMETERIZED.items()),  # at their default parameters
+    *((f"{n}_grad", e.grad) for n, e in PARAMETERIZED.items()),
+]
 
 
 @pytest.mark.parametrize(("name", "fn"), ALL_FNS)
