@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check-grads", help="prove autodiff and closed-form gradients agree")
-    c.add_argument("--loss", help="a user loss 'module:function' (default: the four built-ins)")
+    c.add_argument("--loss", help="a user loss 'module:function', or a built-in or "
+                                  "parameterized loss by name (default: all of them)")
     c.add_argument("--grad", help="its closed-form gradient 'module:function' (optional)")
     c.set_defaults(func=_check_grads)
 
