@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,9 @@ class Results:
     config: dict
     epochs: pd.DataFrame
     summary: pd.DataFrame
+    #: Members a race stopped before the last epoch (``lossjax.search``): member → Stop. Their
+    #: rows end early; a dropped member's last row is no final result.
+    stops: dict = field(default_factory=dict)
 
 
 def load_results(results_dir: str | os.PathLike) -> Results:
@@ -75,8 +78,9 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     summary = read_summary(path)
     config = read_config(path) or {}
     epochs = epochs.sort_values(["member", "epoch"], kind="stable").reset_index(drop=True)
-    check_complete(path / "epochs.csv", epochs, config)
-    res = Results(path=path, config=config, epochs=epochs, summary=summary)
+    stopped = race_stops(config, epochs)
+    check_complete(path / "epochs.csv", epochs, config, stopped)
+    res = Results(path=path, config=config, epochs=epochs, summary=summary, stops=stopped)
     _check_summary_covers(res)
     return add_rate_choices(res)
 
@@ -136,8 +140,27 @@ def _config_epochs(config: dict) -> int | None:
     return e if isinstance(e, int) and not isinstance(e, bool) and e >= 1 else None
 
 
-def check_complete(path: Path, epochs: pd.DataFrame, config: dict) -> None:
-    """Raises ``ResultsError`` unless ``epochs`` holds exactly epochs 1..E of members 0..N-1.
+def race_stops(config: dict, epochs: pd.DataFrame) -> dict:
+    """The members a race stopped (``lossjax.search.stops`` under the config's rungs and
+    level), or {} for a grid."""
+    search = config.get("search") if isinstance(config.get("search"), dict) else {}
+    if search.get("method") != "race":
+        return {}
+    from lossjax import search as search_lib  # lazy: scipy, for race folders only
+
+    return search_lib.stops(epochs, search.get("rungs") or (), search.get("alpha"))
+
+
+def dropped(res: Results) -> set[int]:
+    """The members a race dropped at a rung (not those it stopped because they diverged)."""
+    from lossjax.search import DIVERGED  # lazy: as race_stops
+
+    return {m for m, s in res.stops.items() if s.reason != DIVERGED} if res.stops else set()
+
+
+def check_complete(path: Path, epochs: pd.DataFrame, config: dict, stops=None) -> None:
+    """Raises ``ResultsError`` unless ``epochs`` holds exactly epochs 1..E of members 0..N-1
+    (of a member a race stopped, epochs 1 to its stop; ``stops`` as :func:`race_stops`).
 
     N and E come from ``config.yaml`` when it gives them, else from the table itself. A sweep
     rewrites the table after every epoch, so an unfinished one lacks the last epochs of some
@@ -159,13 +182,16 @@ def check_complete(path: Path, epochs: pd.DataFrame, config: dict) -> None:
             f"{path} holds member {r['member']} epoch {r['epoch']}, outside the sweep's members "
             f"0-{n_members - 1} × epochs 1-{n_epochs}: {why}"
         )
-    if len(epochs) < n_members * n_epochs:
+    stops = stops or {}
+    expected = n_members * n_epochs - sum(n_epochs - s.epoch for s in stops.values())
+    if len(epochs) < expected:
         # `--resume` has nothing to do on a folder marked complete.
         fix = ("restore the file, or rerun the sweep with --overwrite" if is_complete(path.parent)
                else "finish it with `lossjax sweep CONFIG --resume`")
         raise ResultsError(
-            f"{path} has {len(epochs)} of {n_members * n_epochs} rows ({n_members} members × "
-            f"{n_epochs} epochs): the sweep is unfinished or the file was cut short; {fix}"
+            f"{path} has {len(epochs)} of {expected} rows ({n_members} members × "
+            f"{n_epochs} epochs{', less what its race stopped' if stops else ''}): the sweep is "
+            f"unfinished or the file was cut short; {fix}"
         )
 
 
@@ -343,10 +369,11 @@ def lr_note(row: pd.Series) -> str:
 
 
 def group_rows(res: Results, loss: str, hidden: str, row: pd.Series | None) -> pd.DataFrame:
-    """The ``epochs.csv`` rows of one summary group, every learning rate (``row``: its
-    ``summary.csv`` row, whose weight decay and init scale narrow the group; None: all)."""
+    """The ``epochs.csv`` rows of one summary group, every learning rate but those a race
+    dropped (``row``: its ``summary.csv`` row, whose weight decay and init scale narrow the
+    group; None: all)."""
     ep = res.epochs
-    mask = (ep["loss"] == loss) & (ep["hidden"] == hidden)
+    mask = (ep["loss"] == loss) & (ep["hidden"] == hidden) & ~ep["member"].isin(dropped(res))
     if row is not None:
         for c in _match_columns(res):
             mask &= _close(ep[c], row[c])

@@ -143,14 +143,17 @@ def checkpoint_epoch(out: Path, group: int) -> int | None:
 
 
 
-def check_resumable(out: Path, groups, epochs: int) -> None:
+def check_resumable(out: Path, groups, epochs: int, stops_of=None) -> None:
     """Refuses, in one line and before anything trains, a folder whose checkpoints and
     epochs.csv do not agree: each group's manifest, its shards and the table must say the same
     epoch E; every member has exactly the rows of epochs 1..E, in the order the sweep wrote
     them, with its own key values, the values only a sweep writes (finite keys and times, a
     loss NaN exactly where the member diverged, diverged for good once it did), and the
     checksum its manifest records. Otherwise the resume would train for minutes and then fail,
-    or finish a table that mixes numbers the checkpoints never stood behind."""
+    or finish a table that mixes numbers the checkpoints never stood behind.
+
+    ``stops_of`` (a race): rows → the members the race stopped after them; such a member has
+    rows only up to its stop."""
     table = read_epochs(out, resume=True)
     done, last = [], None
     for gid, members in enumerate(groups):
@@ -167,6 +170,6 @@ def check_resumable(out: Path, groups, epochs: int) -> None:
                 _read_shard(out / "checkpoints" / name, gid, e, len(members))
             last = manifest
         done.append(e)
-    check_kept_rows(out, table, groups, done, epochs,
+    check_kept_rows(out, table, groups, done, epochs, stops_of,
                     digest=None if last is None else last["rows"],
                     recorded_in=None if last is None else last["path"].name)

@@ -239,9 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR")
     sr.add_argument("--rungs", type=_rungs, default=None,
                     help="epochs after which rates are compared, e.g. 2,5,10 (default: "
-                         "lossjax.search.RUNG_FRACTIONS of each folder's epochs)")
+                         "lossjax.config.RUNG_FRACTIONS of each folder's epochs)")
     sr.add_argument("--alpha", type=_alpha, default=None,
-                    help="the test level per group and rung (default: lossjax.search.ALPHA)")
+                    help="the test level per group and rung (default: lossjax.config.ALPHA)")
     sr.add_argument("--out", help="also write search_replay.{csv,md} into this folder")
     sr.set_defaults(func=_search_replay)
 

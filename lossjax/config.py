@@ -61,6 +61,20 @@ The schema, with its defaults (only ``name`` is required)::
       dir: runs             # str; not results/, which holds the committed reference runs
       tensorboard: false    # also write TensorBoard event files (RESULTS_DIR/tensorboard/)
 
+A sweep trains every member every epoch unless it races its rates (``lossjax.search`` states
+the rule and its error rate)::
+
+    search:
+      method: race          # grid (the default: every member every epoch) | race
+      rungs: auto           # epochs after which each group's rates are compared, increasing,
+                            # each < epochs and an evaluation epoch (a multiple of eval.every);
+                            # auto: 10%, 20%, 30% and 50% of epochs (the resolved config
+                            # records them)
+      alpha: 0.5            # the rule's test level, in (0, 1)
+
+With ``method: grid`` (or no ``search`` section) ``rungs`` and ``alpha`` are not given, and the
+resolved config has no ``search`` section, as before races existed.
+
 The values shown, ``name`` aside, are the defaults of the dataclasses below, which the parser
 reads; tests/test_config.py checks that this block parses to them. Names are checked against
 the registries of the modules that implement them (``lossjax/losses.py``,
@@ -277,6 +291,26 @@ class EvalConfig:
     target_accuracy: float = 0.95
 
 
+#: The race's defaults (see ``lossjax.search``): the rungs as fractions of the epochs, and the
+#: test level; chosen by replaying the rule on the committed studies.
+RUNG_FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+ALPHA = 0.5
+SEARCH_METHODS = ("grid", "race")
+
+
+def default_rungs(epochs: int, fractions: Sequence[float] = RUNG_FRACTIONS) -> tuple[int, ...]:
+    """The rungs for a sweep of ``epochs``: each fraction of it, rounded, at least 1 and before
+    the last epoch (a rung at the last epoch would decide nothing)."""
+    return tuple(sorted(r for r in {max(1, round(f * epochs)) for f in fractions} if r < epochs))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    method: str = "grid"
+    rungs: tuple[int, ...] | str = "auto"  # resolved to epochs when the method is race
+    alpha: float = ALPHA
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     # Not "results": that folder holds the committed reference runs, and a sweep must never
@@ -299,6 +333,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -307,6 +342,7 @@ _SECTIONS: dict[str, type] = {
     "optimizer": OptimizerConfig,
     "eval": EvalConfig,
     "output": OutputConfig,
+    "search": SearchConfig,
 }
 _TOP_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
@@ -627,6 +663,44 @@ def _parse_eval(raw: dict) -> EvalConfig:
     )
 
 
+def _parse_search(raw: dict, epochs: int, cfg_eval: EvalConfig, optimizer) -> SearchConfig:
+    s, d = _section(raw, "search"), SearchConfig()
+    method = choice(_get(s, "method", d.method), "search.method", SEARCH_METHODS)
+    if method == "grid":
+        for key in ("rungs", "alpha"):
+            if key in s:
+                raise error(f"search.{key}", "applies to method: race only; leave it out, or "
+                                             "set search.method: race")
+        return d
+    if "val" not in cfg_eval.splits:  # cannot happen (eval requires it); said for clarity
+        raise error("search.method", "race ranks rates on validation accuracy: eval.splits "
+                                     "must include val")
+    single = [loss for loss, grid_ in optimizer.learning_rate.items() if len(grid_) < 2]
+    if single:
+        raise error("search.method", f"race compares each group's learning rates, and "
+                                     f"optimizer.learning_rate.{single[0]} has one; give it "
+                                     "several, or use method: grid")
+    rungs = _get(s, "rungs", "auto")
+    if rungs == "auto":
+        rungs = default_rungs(epochs)
+    else:
+        rungs = grid(rungs, "search.rungs", lambda x, p: integer(x, p, 1, epochs - 1,
+                                                                 f" (epochs is {epochs})"),
+                     f"epochs from 1 to {epochs - 1}", scalar_ok=False)
+        for i, (a, b) in enumerate(zip(rungs, rungs[1:], strict=False)):
+            if b <= a:
+                raise error(f"search.rungs[{i + 1}]", f"got {b} after {a}, expected rungs "
+                                                       "in increasing order")
+        for i, r in enumerate(rungs):
+            if r % cfg_eval.every:
+                raise error(f"search.rungs[{i}]", f"epoch {r} has no evaluation (eval.every "
+                                                  f"is {cfg_eval.every}); give multiples of "
+                                                  f"{cfg_eval.every}")
+    alpha = number(_get(s, "alpha", d.alpha), "search.alpha", "a number in (0, 1)",
+                   lambda x: 0 < x < 1)
+    return SearchConfig(method="race", rungs=tuple(rungs), alpha=float(alpha))
+
+
 def _parse_output(raw: dict) -> OutputConfig:
     s, d = _section(raw, "output"), OutputConfig()
     return OutputConfig(
@@ -763,6 +837,8 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     batch_size = integer(raw.get("batch_size", d.batch_size), "batch_size", 1)
     block_size = _block_size(raw.get("block_size", d.block_size))
     losses = _parse_losses(raw.get("losses", list(d.losses)))
+    optimizer = _parse_optimizer(raw, losses, lr_patches, narrowed)
+    cfg_eval = _parse_eval(raw)
     return Config(
         name=name,
         seeds=seeds,
@@ -772,9 +848,10 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
         losses=losses,
         dataset=_parse_dataset(raw),
         model=_parse_model(raw),
-        optimizer=_parse_optimizer(raw, losses, lr_patches, narrowed),
-        eval=_parse_eval(raw),
+        optimizer=optimizer,
+        eval=cfg_eval,
         output=_parse_output(raw),
+        search=_parse_search(raw, epochs, cfg_eval, optimizer),
     )
 
 
@@ -826,7 +903,10 @@ def config_to_dict(cfg: Config) -> dict:
     Defaults are filled in and ``optimizer.learning_rate`` is always the per-loss mapping, so
     ``parse_config(config_to_dict(cfg)) == cfg``.
     """
-    return _plain(dataclasses.asdict(cfg))
+    out = _plain(dataclasses.asdict(cfg))
+    if cfg.search == SearchConfig():  # a grid: the config as it was before races existed
+        del out["search"]
+    return out
 
 
 def learning_rates(cfg: Config, loss: str) -> tuple[float, ...]:

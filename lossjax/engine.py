@@ -347,24 +347,41 @@ class Group:
                                      for leaves in zip(*map(jax.tree.leaves, states),
                                                        strict=True)])
 
-    def train_epoch(self, state, epoch: int):
-        """Runs epoch ``epoch`` (0-based) for every member. Returns the new state and a dict of
-        per-member numpy arrays: train_loss, train_acc, wrong_frac, grad_norm (NaN for
-        members that diverged in or before this epoch) and diverged."""
+    def _calls_needed(self, active) -> list[bool]:
+        """Per call (a block per device), whether any of its real members is ``active`` (None:
+        all are). A call none of whose members trains is not run: a member's arithmetic is its
+        own, so the others compute the same bits without it."""
+        if active is None:
+            return [True] * len(self.hp)
+        active = np.concatenate([np.asarray(active, bool),
+                                 np.zeros(len(self.hp) * self.call_size - self.n_real, bool)])
+        return list(active.reshape(len(self.hp), self.call_size).any(axis=1))
+
+    def train_epoch(self, state, epoch: int, active=None):
+        """Runs epoch ``epoch`` (0-based) for every member, or for the calls that hold a member
+        that is ``active`` (a bool per member; a race stops the others). Returns the new state
+        and a dict of per-member numpy arrays: train_loss, train_acc, wrong_frac, grad_norm
+        (NaN for members that diverged in or before this epoch, or were not run) and
+        diverged."""
         e = jnp.asarray(epoch, jnp.int32)
-        calls = [self._epoch(st, hp, self.x_train, self.y_train, e)
-                 for st, hp in zip(state, self.hp, strict=True)]
+        nan = np.full((self.call_size, 4), np.nan, np.float32)
+        calls = [self._epoch(st, hp, self.x_train, self.y_train, e) if run else (st, None)
+                 for st, hp, run in zip(state, self.hp, self._calls_needed(active), strict=True)]
         state = [st for st, _ in calls]
-        m = np.concatenate([to_host(m) for _, m in calls])[: self.n_real]
+        m = np.concatenate([nan if m is None else to_host(m) for _, m in calls])[: self.n_real]
         out = dict(zip(("train_loss", "train_acc", "wrong_frac", "grad_norm"), m.T, strict=True))
         out["diverged"] = np.concatenate([to_host(st["diverged"]) for st in state])[: self.n_real]
         return state, out
 
-    def evaluate(self, state) -> dict[str, np.ndarray]:
-        """Accuracy and cross-entropy of softmax(logits) per member on val and test."""
+    def evaluate(self, state, active=None) -> dict[str, np.ndarray]:
+        """Accuracy and cross-entropy of softmax(logits) per member on val and test (NaN for
+        members of calls that are not run, as in :meth:`train_epoch`)."""
         out = {}
+        nan = np.full((self.call_size, 2), np.nan, np.float32)
+        needed = self._calls_needed(active)
         for name, (x, y, mask) in self.eval_data.items():
-            r = np.concatenate([to_host(self._eval(st, x, y, mask)) for st in state])
+            r = np.concatenate([to_host(self._eval(st, x, y, mask)) if run else nan
+                                for st, run in zip(state, needed, strict=True)])
             r = r[: self.n_real]
             out[f"{name}_acc"], out[f"{name}_ce"] = r[:, 0], r[:, 1]
         return out

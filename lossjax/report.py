@@ -263,9 +263,26 @@ def describe_sweep(res: Results) -> str:
     if n_div:
         was = "was" if n_div == 1 else "were"
         text += f" {_plural(n_div, 'member')} diverged (NaN or inf) and {was} frozen from then on."
+    if res.stops:
+        text += " " + _race_sentence(res, n_members, int(epochs) if epochs.isdigit() else None)
     if "wall_time" in ep.columns and np.isfinite(wall := ep["wall_time"].max()):
         text += f" Wall time of the sweep, as the table records it: {_duration(float(wall))}."
     return text
+
+
+def _race_sentence(res: Results, n_members: int, n_epochs: int | None) -> str:
+    """What a race stopped (``lossjax.search``), and the work it saved."""
+    race = res.config.get("search", {})
+    dropped = analysis.dropped(res)
+    rungs = _listing(race.get("rungs") or [])
+    text = (f"It raced its rates (rungs at epochs {rungs}, alpha {race.get('alpha')}): "
+            f"{_plural(len(dropped), 'member')} stopped at a rung as clearly behind, "
+            f"{_plural(len(res.stops) - len(dropped), 'member')} at divergence; the rates are "
+            "chosen among the rest, and the dropped rates are not drawn")
+    if n_epochs:
+        text += (f"; {len(res.epochs)} of {n_members * n_epochs} member-epochs trained "
+                 f"({len(res.epochs) / (n_members * n_epochs):.0%})")
+    return text + "."
 
 
 def _plots_stale(res: Results) -> bool:

@@ -38,25 +38,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lossjax.config import ALPHA, default_rungs
 from lossjax.stats import summarize, tied_rates
 from lossjax.tables import GROUP_KEYS
-
-#: The default test level per group and rung (see the module docstring), and the default rungs
-#: as fractions of the sweep's epochs: chosen with :func:`replay` on the committed studies.
-ALPHA = 0.5
-RUNG_FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 
 DIVERGED = "diverged"
 
 
 def dropped_reason(rung: int) -> str:
     return f"dropped at epoch {rung}"
-
-
-def default_rungs(epochs: int, fractions: Sequence[float] = RUNG_FRACTIONS) -> tuple[int, ...]:
-    """The rungs for a sweep of ``epochs``: each fraction of it, rounded, at least 1 and before
-    the last epoch (a rung at the last epoch would decide nothing)."""
-    return tuple(sorted(r for r in {max(1, round(f * epochs)) for f in fractions} if r < epochs))
 
 
 def _one_sided_t(level: float, dof: int) -> float:
@@ -123,6 +113,14 @@ def stops(epochs: pd.DataFrame, rungs: Iterable[int], alpha: float = ALPHA) -> d
                                                  rtol=1e-6, atol=0.0)]
                 out.update({int(m): Stop(rung, dropped_reason(rung)) for m in hit})
     return out
+
+
+def stops_table(stopped: dict[int, Stop]) -> pd.DataFrame:
+    """``stops.csv`` of a race: each member it stopped before the last epoch, the last epoch it
+    trained, and why (``diverged`` or ``dropped at epoch N``)."""
+    return pd.DataFrame([{"member": m, "epoch": s.epoch, "reason": s.reason}
+                         for m, s in sorted(stopped.items())],
+                        columns=["member", "epoch", "reason"])
 
 
 def _trains_after(stop: Stop | None, epoch: int) -> bool:

@@ -15,8 +15,10 @@ import pandas as pd
 from lossjax.tables import GROUP_KEYS, SUMMARY, SUMMARY_COLUMNS
 
 #: ``rate_choice`` values: decided against the runner-up, tied with it, undecidable from fewer
-#: than two paired seeds, nothing to choose between, and nothing chosen (every member diverged).
-RATE_CHOICES = ("decided", "tied", "one seed", "one rate", "none")
+#: than two paired seeds, nothing to choose between, nothing chosen (every member diverged),
+#: and decided by a race (every other rate stopped at a rung as clearly behind:
+#: ``lossjax.search``).
+RATE_CHOICES = ("decided", "tied", "one seed", "one rate", "none", "raced")
 
 
 def ci95_halfwidth(values) -> float:

@@ -32,7 +32,16 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from lossjax import checkpoint, distributed, engine, folder, preflight, provenance, tables
+from lossjax import (
+    checkpoint,
+    distributed,
+    engine,
+    folder,
+    preflight,
+    provenance,
+    search,
+    tables,
+)
 from lossjax import config as config_lib
 from lossjax.errors import ConfigError, LossjaxError, ResultsError, one_line
 from lossjax.interrupts import STARTED, WRITING
@@ -145,7 +154,8 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
             log.warning("%s", claim.machine_note)
         with distributed.stage("checking the checkpoints against epochs.csv"):
             if writer and resuming:
-                checkpoint.check_resumable(out, groups, cfg.epochs)
+                checkpoint.check_resumable(out, groups, cfg.epochs,
+                                           lambda rows: race_stops(cfg, rows))
         ds = _load_data(cfg, groups, out)
         mesh = engine.make_mesh()
         with distributed.stage("starting the results folder"):
@@ -157,7 +167,7 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                                   progress and writer, writer)
         if not writer:
             return out
-        _finish(out, claim, table, cfg.eval.target_accuracy)
+        _finish(out, claim, table, cfg)
     log.info("results: %s (epochs.csv, summary.csv, plots/, report.md)", out)
     return out
 
@@ -249,17 +259,38 @@ def _train_or_say_why(cfg, ds, groups, loss_fns, mesh, out: Path, resuming: bool
                            f"epochs are kept in {out} (--resume continues)") from e
 
 
-def _finish(out: Path, claim, table: pd.DataFrame, target: float) -> None:
-    """summary.csv, the plots and report.md from the finished table; then the folder is
-    marked complete."""
+def _finish(out: Path, claim, table: pd.DataFrame, cfg) -> None:
+    """summary.csv (of a race: from the members it did not drop), a race's stops.csv, the
+    plots and report.md from the finished table; then the folder is marked complete."""
     from lossjax import plots, report  # lazy: matplotlib, only once training is done
 
-    summary = summarize(table, target)
+    stopped = race_stops(cfg, table)
+    dropped = {m for m, s in stopped.items() if s.reason != search.DIVERGED}
+    summary = summarize(table[~table["member"].isin(dropped)], cfg.eval.target_accuracy)
+    if dropped:
+        summary = _raced_summary(summary, table)
     with WRITING:
+        if cfg.search.method == "race":
+            folder.write_table(out / "stops.csv", search.stops_table(stopped))
         folder.write_table(out / "summary.csv", summary)
         plots.plot_results(out)
         report.write_report(out)
         claim.finish()
+
+
+def _raced_summary(summary: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """A race's summary, computed from its survivors, set against the whole grid: a rate at the
+    edge of the survivors is not at the grid's edge, and a rate the race left alone was decided
+    by it ('raced'), not the only one there was."""
+    grids = table.groupby(tables.GROUP_KEYS, sort=False)["learning_rate"].unique()
+    summary = summary.copy()
+    for i, row in summary.iterrows():
+        rates = sorted(grids[tuple(row[k] for k in tables.GROUP_KEYS)])
+        summary.loc[i, "lr_at_grid_edge"] = len(rates) > 1 and row["learning_rate"] in (
+            rates[0], rates[-1])
+        if row["rate_choice"] == "one rate" and len(rates) > 1:
+            summary.loc[i, "rate_choice"] = "raced"
+    return summary
 
 
 def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict, n_groups: int,
@@ -350,19 +381,58 @@ def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bo
                                  *group_losses(members, loss_fns), data, mesh)
             start_epoch, state = _start_state(group, ckpts.pop(gid), out, gid)
             static = tables.member_keys(members)
+            # A race's members still training, decided from the rows alone (so a resume, and
+            # every process, decides the same); None: a grid, every member every epoch.
+            active = _still_training(cfg, members, table)
             for epoch in range(start_epoch, cfg.epochs):
-                state, metrics = group.train_epoch(state, epoch)
+                state, metrics = group.train_epoch(state, epoch, active)
                 last = epoch + 1 == cfg.epochs
-                evals = group.evaluate(state) if last or (epoch + 1) % cfg.eval.every == 0 else {}
+                evals = (group.evaluate(state, active)
+                         if last or (epoch + 1) % cfg.eval.every == 0 else {})
                 rows = _epoch_rows(static, epoch + 1, metrics, evals, train_acc, t0)
+                if active is not None:  # a stopped member has no rows after its stop
+                    rows = rows[active].reset_index(drop=True)
                 frames.append(rows)
                 table = pd.concat(frames, ignore_index=True)
                 _save_epoch(out, gid, epoch + 1, group, state, table, rows, events, writer)
-                bar.update(_member_epochs(groups, done, gid, epoch + 1),
-                           _progress_text(gid, len(groups), epoch + 1, cfg.epochs, metrics,
-                                          evals))
+                text = _progress_text(gid, len(groups), epoch + 1, cfg.epochs, metrics, evals)
+                if active is not None:
+                    before, active = active, _still_training(cfg, members, table)
+                    text += f" training {int(active.sum())}/{len(members)}"
+                    if writer and (before & ~active).any():
+                        log.info("epoch %d: %s", epoch + 1, _stopped_text(members, before, active))
+                bar.update(_member_epochs(groups, done, gid, epoch + 1), text)
             done[gid] = cfg.epochs
     return table.sort_values(["member", "epoch"], ignore_index=True)
+
+
+def race_stops(cfg, table: pd.DataFrame) -> dict:
+    """A race's stopped members so far (``lossjax.search.stops``), {} for a grid."""
+    if cfg.search.method != "race":
+        return {}
+    return search.stops(table, cfg.search.rungs, cfg.search.alpha)
+
+
+def _still_training(cfg, members, table: pd.DataFrame) -> np.ndarray | None:
+    """Per member of a group, whether a race still trains it after the rows in ``table``;
+    None for a grid."""
+    if cfg.search.method != "race":
+        return None
+    own = table[table["member"].isin([m.index for m in members])]
+    stopped = race_stops(cfg, own)
+    return np.array([m.index not in stopped for m in members], bool)
+
+
+def _stopped_text(members, before: np.ndarray, after: np.ndarray) -> str:
+    """What a race's decision after an epoch stopped, for the log: per loss, the rates."""
+    gone = [m for m, b, a in zip(members, before, after, strict=True) if b and not a]
+    by_loss: dict[str, set] = {}
+    for m in gone:
+        by_loss.setdefault(m.loss, set()).add(m.learning_rate)
+    what = "; ".join(f"{loss} at {', '.join(f'{r:g}' for r in sorted(rates))}"
+                     for loss, rates in by_loss.items())
+    return (f"the race stopped {len(gone)} member(s) ({what}); {int(after.sum())} of "
+            f"{len(members)} still training")
 
 
 def _resume_point(out: Path, groups, resume: bool) -> tuple[pd.DataFrame, dict, dict]:

@@ -339,15 +339,21 @@ def rows_digest(table: pd.DataFrame) -> str:
 
 
 def check_kept_rows(out: Path, table: pd.DataFrame, groups, done: list[int], epochs: int,
-                    digest: str | None, recorded_in: str | None) -> None:
+                    stops_of, digest: str | None, recorded_in: str | None) -> None:
     """Refuses (one line) a table that the checkpoints do not stand behind: ``done`` holds the
     epoch each group's checkpoint is after; every member must have exactly the rows of epochs
     1..E, in the order the sweep wrote them (then at most the next epoch of the group in
     progress), with the values only a sweep writes and the checksum ``digest`` that the manifest
     ``recorded_in`` records (None: an older lossjax recorded none)."""
     path = out / "epochs.csv"
-    expected = _expected_rows(groups, done)
-    _check_order(path, table, expected, done, groups, epochs)
+    stopped = {}
+    if stops_of is not None:  # a race: from the rows the checkpoints stand behind
+        gid_of = {m.index: g for g, ms in enumerate(groups) for m in ms}
+        behind = [e <= done[gid_of.get(m, 0)] for m, e in
+                  zip(table["member"].to_numpy(), table["epoch"].to_numpy(), strict=True)]
+        stopped = stops_of(table[behind])
+    expected = _expected_rows(groups, done, stopped)
+    _check_order(path, table, expected, done, groups, epochs, stopped)
     kept = table.iloc[:len(expected)]
     _check_values(path, kept, groups)
     if digest is not None and rows_digest(kept) != digest:
@@ -355,19 +361,25 @@ def check_kept_rows(out: Path, table: pd.DataFrame, groups, done: list[int], epo
                                    f"the checksum {recorded_in} records)")
 
 
-def _expected_rows(groups, done: list[int]) -> pd.DataFrame:
+def _trained(m, k: int, stopped: dict) -> bool:
+    return m.index not in stopped or stopped[m.index].epoch >= k
+
+
+def _expected_rows(groups, done: list[int], stopped: dict) -> pd.DataFrame:
     """(member, epoch) of the rows the checkpoints stand behind, in the order written: group by
-    group, epoch by epoch, members in order."""
+    group, epoch by epoch, members in order (of a member a race stopped, none after its
+    stop)."""
     member, epoch = [], []
     for members, e in zip(groups, done, strict=True):
         for k in range(1, e + 1):
-            member += [m.index for m in members]
-            epoch += [k] * len(members)
+            trained = [m.index for m in members if _trained(m, k, stopped)]
+            member += trained
+            epoch += [k] * len(trained)
     return pd.DataFrame({"member": member, "epoch": epoch}, dtype=np.int64)
 
 
 def _check_order(path: Path, table: pd.DataFrame, expected: pd.DataFrame, done, groups,
-                 epochs: int) -> None:
+                 epochs: int, stopped: dict) -> None:
     """The table's rows are the expected ones, in order, and then at most the next epoch of the
     group in progress (written just before its checkpoint, by a process killed between)."""
     n = min(len(table), len(expected))
@@ -389,7 +401,8 @@ def _check_order(path: Path, table: pd.DataFrame, expected: pd.DataFrame, done, 
     # The group in progress is the first one short of the last epoch.
     nxt = next((g for g in range(len(groups)) if done[g] < epochs), None)
     allowed = (np.zeros((0, 2), np.int64) if nxt is None else
-               np.array([[m.index, done[nxt] + 1] for m in groups[nxt]], np.int64))
+               np.array([[m.index, done[nxt] + 1] for m in groups[nxt]
+                         if _trained(m, done[nxt] + 1, stopped)], np.int64).reshape(-1, 2))
     if len(extra) and not (len(extra) == len(allowed) and (extra == allowed).all()):
         i = len(expected)
         raise _table_damaged(path, f"line {i + 2} holds member {got[i, 0]} epoch {got[i, 1]}, "

@@ -237,8 +237,8 @@ MULTIHOST_SWEEP = textwrap.dedent("""
     from lossjax import cli, engine
     if sys.argv[2] == "slow":
         real = engine.Group.train_epoch
-        def slow(self, state, epoch):
-            out = real(self, state, epoch)
+        def slow(self, state, epoch, active=None):
+            out = real(self, state, epoch, active)
             time.sleep(0.5)
             return out
         engine.Group.train_epoch = slow

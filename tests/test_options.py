@@ -133,8 +133,8 @@ def run_sweep(tmp: Path, changes: dict, monkeypatch) -> Run:
         groups[id(self)] = Recorded(self.settings, list(self.members), _host_state(self, state))
         return state
 
-    def train_epoch(self, state, epoch):
-        state, metrics = real_epoch(self, state, epoch)
+    def train_epoch(self, state, epoch, active=None):
+        state, metrics = real_epoch(self, state, epoch, active)
         groups[id(self)].epochs.append(_host_state(self, state))
         return state, metrics
 

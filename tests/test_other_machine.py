@@ -29,10 +29,10 @@ def stopped(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stopped")
     real = engine.Group.train_epoch
 
-    def interrupted(self, state, epoch):
+    def interrupted(self, state, epoch, active=None):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real(self, state, epoch)
+        return real(self, state, epoch, active)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine.Group, "train_epoch", interrupted)

@@ -45,11 +45,11 @@ def _one_line(err: str, *needles: str) -> None:
 def _interrupted_sweep(cfg: str) -> None:
     real, calls = engine.Group.train_epoch, []
 
-    def interrupted(self, state, epoch):
+    def interrupted(self, state, epoch, active=None):
         calls.append(1)
         if len(calls) == STOP_AT:
             raise KeyboardInterrupt
-        return real(self, state, epoch)
+        return real(self, state, epoch, active)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine.Group, "train_epoch", interrupted)

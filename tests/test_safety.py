@@ -157,7 +157,7 @@ def test_an_error_during_training_is_one_line_and_a_rerun_starts_over(tmp_path, 
 
     real = engine.Group.train_epoch
 
-    def broken(self, state, epoch):
+    def broken(self, state, epoch, active=None):
         raise RuntimeError("XLA ran out of something")
 
     monkeypatch.setattr(engine.Group, "train_epoch", broken)
@@ -308,10 +308,10 @@ def test_damaged_files_on_resume_are_one_line(tmp_path, capsys, monkeypatch, dam
 
     real = engine.Group.train_epoch
 
-    def interrupted(self, state, epoch):
+    def interrupted(self, state, epoch, active=None):
         if epoch == 1:
             raise KeyboardInterrupt
-        return real(self, state, epoch)
+        return real(self, state, epoch, active)
 
     monkeypatch.setattr(engine.Group, "train_epoch", interrupted)
     assert quiet_sweep(capsys, small_config(tmp_path))[0] == 130

@@ -1,13 +1,16 @@
 """The race rule of ``lossjax.search``: what it drops, its error rate when nothing differs, that
 its decisions depend only on rows up to each rung, and its replay on finished grids."""
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import assert_same_files
 
-from lossjax import cli, search
+from lossjax import analysis, cli, config, search
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP = {"loss": "mse", "hidden": "16", "weight_decay": 0.0, "init_scale": 1.0}
@@ -82,9 +85,9 @@ def test_decisions_depend_only_on_rows_up_to_each_rung():
 
 
 def test_default_rungs():
-    assert search.default_rungs(20) == (2, 4, 6, 10)
-    assert search.default_rungs(3) == (1, 2)
-    assert search.default_rungs(1) == ()
+    assert config.default_rungs(20) == (2, 4, 6, 10)
+    assert config.default_rungs(3) == (1, 2)
+    assert config.default_rungs(1) == ()
 
 
 def test_replay_of_the_committed_digits_sweep(tmp_path, capsys):
@@ -107,3 +110,117 @@ def test_bad_arguments_are_one_line(args, needle, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["search", "replay", "results/digits", *args])
     assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+# ---- the config ---------------------------------------------------------------------------
+
+
+def _parse(**search):
+    return config.parse_config({"name": "r", "epochs": 10, "search": search,
+                                "optimizer": {"learning_rate": [0.1, 1.0]}})
+
+
+def test_a_race_resolves_its_rungs_and_a_grid_leaves_no_trace():
+    race = _parse(method="race")
+    assert race.search == config.SearchConfig("race", (1, 2, 3, 5), 0.5)
+    assert config.config_to_dict(race)["search"] == {"method": "race", "rungs": [1, 2, 3, 5],
+                                                    "alpha": 0.5}
+    assert config.parse_config(config.config_to_dict(race)) == race
+    assert "search" not in config.config_to_dict(_parse(method="grid"))  # as before races
+
+
+@pytest.mark.parametrize(("search", "needle"), [
+    ({"method": "grid", "rungs": [2]}, "search.rungs: applies to method: race only"),
+    ({"method": "grid", "alpha": 0.1}, "search.alpha: applies to method: race only"),
+    ({"method": "swim"}, "search.method"),
+    ({"method": "race", "rungs": [5, 2]}, "search.rungs[1]: got 2 after 5"),
+    ({"method": "race", "rungs": [2, 10]}, "search.rungs[1]"),
+    ({"method": "race", "rungs": [0]}, "search.rungs[0]"),
+    ({"method": "race", "alpha": 1.0}, "search.alpha"),
+    ({"method": "race", "extend": 2}, "search.extend: unknown key"),
+])
+def test_bad_search_sections_are_one_line(search, needle):
+    with pytest.raises(config.ConfigError, match=re.escape(needle)):
+        _parse(**search)
+
+
+def test_a_race_needs_several_rates_and_rungs_at_evaluations():
+    with pytest.raises(config.ConfigError, match=r"optimizer.learning_rate.mse has one"):
+        config.parse_config({"name": "r", "losses": ["cross_entropy", "mse"],
+                             "search": {"method": "race"}, "optimizer": {"learning_rate": {
+                                 "cross_entropy": [0.1, 1.0], "mse": [0.1]}}})
+    with pytest.raises(config.ConfigError, match=r"search.rungs\[0\]: epoch 3 has no evaluation"):
+        config.parse_config({"name": "r", "eval": {"every": 2},
+                             "search": {"method": "race", "rungs": [3]}})
+
+
+# ---- a race against the grid --------------------------------------------------------------
+
+RACE = {"name": "race", "seeds": [0, 1, 2], "epochs": 6, "batch_size": 64, "block_size": 1,
+        "losses": ["cross_entropy", "mse"], "dataset": {"name": "digits"},
+        "model": {"hidden": [[16]]},
+        "optimizer": {"learning_rate": {"cross_entropy": [0.003, 0.1, 0.3],
+                                        "mse": [0.01, 0.3, 30.0]}},
+        "eval": {"target_accuracy": 0.5}}
+
+
+def _sweep(tmp: Path, name: str, *args: str) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**RACE, "name": name, "output": {"dir": str(tmp)}}))
+    assert cli.main(["sweep", str(path), "--quiet", *args]) == 0
+    return tmp / name
+
+
+@pytest.fixture(scope="module")
+def raced(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("race")
+    return (_sweep(tmp, "grid"), _sweep(tmp, "race", "--set", "search.method=race",
+                                        "--set", "search.rungs=[1,2,4]"))
+
+
+@pytest.mark.slow
+def test_a_race_trains_the_grids_numbers_and_what_its_replay_says(raced):
+    grid, race = raced
+    g = pd.read_csv(grid / "epochs.csv", dtype=str, keep_default_na=False).drop(columns="wall_time")
+    r = pd.read_csv(race / "epochs.csv", dtype=str, keep_default_na=False).drop(columns="wall_time")
+    assert len(r) < len(g)
+    # Every row the race trained is the grid's, to the last digit: a member's arithmetic is
+    # its own, so stopping others changes none of its bits.
+    merged = r.merge(g, on=["member", "epoch"], how="left", suffixes=("", "_grid"))
+    for c in r.columns.drop(["member", "epoch"]):
+        assert (merged[c] == merged[c + "_grid"]).all(), c
+    # The race chose what the replay of its rule on the grid predicts, with that work.
+    res = analysis.load_results(grid)
+    replayed = search.replay(res.epochs, res.summary, (1, 2, 4), 0.5)
+    summary = pd.read_csv(race / "summary.csv")
+    assert list(summary["learning_rate"]) == list(replayed["race_lr"])
+    assert len(r) == replayed["member_epochs"].sum()
+    stops = pd.read_csv(race / "stops.csv")
+    assert len(stops) and set(stops["reason"]) <= {"diverged", "dropped at epoch 1",
+                                                   "dropped at epoch 2", "dropped at epoch 4"}
+    last = r.astype({"member": int, "epoch": int}).groupby("member")["epoch"].max()
+    assert (last[stops["member"]].to_numpy() == stops["epoch"].to_numpy()).all()
+    assert analysis.load_results(race).stops  # a stopped member never looks finished
+
+
+@pytest.mark.slow
+def test_a_race_killed_midway_resumes_exactly(raced, tmp_path, monkeypatch):
+    from lossjax import engine
+
+    real = engine.Group.train_epoch
+
+    def interrupted(self, state, epoch, active=None):
+        if epoch == 3:  # after the rungs at epochs 1 and 2 decided
+            raise KeyboardInterrupt
+        return real(self, state, epoch, active)
+
+    path = tmp_path / "race.yaml"
+    path.write_text(yaml.safe_dump({**RACE, "output": {"dir": str(tmp_path)}}))
+    args = ["sweep", str(path), "--quiet", "--set", "search.method=race",
+            "--set", "search.rungs=[1,2,4]"]
+    monkeypatch.setattr(engine.Group, "train_epoch", interrupted)
+    assert cli.main(args) == 130
+    monkeypatch.setattr(engine.Group, "train_epoch", real)
+    assert cli.main([*args, "--resume"]) == 0
+    assert_same_files(raced[1], tmp_path / "race")
+    assert (raced[1] / "stops.csv").read_bytes() == (tmp_path / "race" / "stops.csv").read_bytes()

@@ -106,10 +106,10 @@ def test_a_member_rerun_alone_reproduces_its_rows(reference, tmp_path):
 def test_resume_after_ctrl_c(reference, tmp_path, monkeypatch):
     real = engine.Group.train_epoch
 
-    def interrupted(self, state, epoch):
+    def interrupted(self, state, epoch, active=None):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real(self, state, epoch)
+        return real(self, state, epoch, active)
 
     cfg = str(_write_config(tmp_path))
     monkeypatch.setattr(engine.Group, "train_epoch", interrupted)
@@ -127,8 +127,8 @@ KILLABLE = textwrap.dedent("""
     import sys, time
     from lossjax import cli, engine
     real = engine.Group.train_epoch
-    def slow(self, state, epoch):  # gives the test time to kill the process mid-sweep
-        out = real(self, state, epoch)
+    def slow(self, state, epoch, active=None):  # gives the test time to kill the process mid-sweep
+        out = real(self, state, epoch, active)
         time.sleep(1.0)
         return out
     engine.Group.train_epoch = slow
