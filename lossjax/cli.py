@@ -92,10 +92,12 @@ def _causal(args) -> int:
 
 
 def _search_replay(args) -> int:
-    from lossjax import search  # lazy: pandas and scipy
+    from lossjax import analysis, search  # lazy: pandas and scipy
 
     alpha = search.ALPHA if args.alpha is None else args.alpha
-    table = search.replay_folders(args.results_dirs, args.rungs, alpha)
+    # Every folder is read and checked before any is replayed.
+    results = [analysis.load_results(p) for p in args.results_dirs]
+    table = search.replay_folders(results, args.rungs, alpha)
     print(search.replay_markdown(table, alpha), end="")
     if args.out:
         print()

@@ -178,14 +178,11 @@ def _verdict(grid_lr: float, race_lr: float, tied: tuple[float, ...]) -> str:
 REPLAY_NAME = "search_replay"
 
 
-def replay_folders(paths: Iterable[str | os.PathLike], rungs: Sequence[int] | None = None,
+def replay_folders(results: Iterable, rungs: Sequence[int] | None = None,
                    alpha: float = ALPHA) -> pd.DataFrame:
-    """:func:`replay` over finished grid folders, one row per group with its ``folder`` and
-    ``rungs`` (``rungs`` given, or each folder's :func:`default_rungs`). Every folder is read
-    and checked (``lossjax.analysis.load_results``) before any is replayed."""
-    from lossjax import analysis  # lazy: analysis reads configs, which the rule does not need
-
-    results = [analysis.load_results(p) for p in paths]
+    """:func:`replay` over finished grid folders (``lossjax.analysis.Results``, as
+    ``load_results`` reads them), one row per group with its ``folder`` and ``rungs``
+    (``rungs`` given, or each folder's :func:`default_rungs`)."""
     frames = []
     for res in results:
         n_epochs = int(res.epochs["epoch"].max())
