@@ -126,6 +126,7 @@ def test_single_builtin_by_name(capsys, small_battery):
     assert [r[0] for r in _table_rows(out)] == ["exp_mse"]
 
 
+@pytest.mark.slow  # every setting of every parameterized loss
 def test_parameterized_by_name(capsys, small_battery):
     rc, out, _ = _run(capsys, "--loss", "focal")
     assert rc == 0, out

@@ -478,6 +478,7 @@ def test_parameterized_autodiff_matches_closed_form(name, data):
     assert_grads_agree(auto, closed)
 
 
+@pytest.mark.slow  # every setting of every parameterized loss
 @pytest.mark.parametrize("case", _settings(), ids=_setting_id)
 @pytest.mark.parametrize(("shape", "scale"), [((3, 5), 1.0), ((2, 2, 10), 4.0)])
 def test_parameterized_check_grads(case, shape, scale):
@@ -618,6 +619,7 @@ def test_parameterized_hand_computed_values(name, params, logits, labels, value,
     np.testing.assert_allclose(auto, [grad], rtol=1e-14, atol=1e-15)
 
 
+@pytest.mark.slow  # every setting of every parameterized loss
 @pytest.mark.parametrize("x64", [True, False], ids=["float64", "float32"])
 @pytest.mark.parametrize("case", _settings(), ids=_setting_id)
 def test_parameterized_finite_at_extreme_logits(case, x64):
@@ -643,6 +645,7 @@ def test_parameterized_finite_at_extreme_logits(case, x64):
         assert np.asarray(entry.loss(s, y, **params)).dtype == dtype  # eager too
 
 
+@pytest.mark.slow  # every setting of every parameterized loss
 @pytest.mark.parametrize("name", P_NAMES)
 def test_parameterized_traced_parameters(name):
     """Parameters as arrays: traced under jit, and vmapped over an array of settings (as a sweep
