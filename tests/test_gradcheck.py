@@ -138,6 +138,7 @@ def test_parameterized_by_name(capsys, small_battery):
     assert [r[0] for r in _table_rows(out)] == ["squentropy"]
 
 
+@pytest.mark.slow  # check-grads over every setting of a loss
 def test_parameterized_wrong_closed_form_fails(capsys, small_battery, monkeypatch):
     """A closed form that ignores its parameter passes at gamma = 0 only: each setting reaches
     both functions (vmapped, traced) and gets its own row."""

@@ -497,7 +497,7 @@ def _soft_and_one_hot(rng, batch, k):
     return y
 
 
-@pytest.mark.parametrize(("k", "batch"), [(2, 16), (10, 33)])
+@pytest.mark.parametrize(("k", "batch"), [(2, 16), pytest.param(10, 33, marks=pytest.mark.slow)])
 def test_special_cases(k, batch):
     """rescaled_mse(k=1, M=1) is mse and label_smoothing_ce(alpha=0) is cross_entropy: the same
     bits op by op (the weights are exactly 1, the targets exactly y), to rounding compiled (XLA

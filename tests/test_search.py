@@ -42,7 +42,8 @@ def test_a_diverged_member_scores_zero():
     assert search.rates_to_drop(rows) == [1.0]
 
 
-@pytest.mark.parametrize(("rates", "seeds"), [(2, 3), (5, 3), (4, 5)])
+@pytest.mark.parametrize(("rates", "seeds"), [
+    (2, 3), pytest.param(5, 3, marks=pytest.mark.slow), pytest.param(4, 5, marks=pytest.mark.slow)])
 def test_when_no_rate_differs_anything_is_dropped_at_most_alpha_of_the_time(rates, seeds):
     rng = np.random.default_rng(rates * 10 + seeds)
     trials, alpha = 1500, 0.2
