@@ -1,5 +1,8 @@
 """Querying a results folder read through ``lossjax.tables``: what its tables mean.
 
+(Over 450 lines: the checks that a folder is whole, a race's included, and the queries that the
+plots, the report, the comparison and the causal analysis share.)
+
 ``load_results(results_dir)`` reads ``epochs.csv``, ``summary.csv`` and ``config.yaml`` (absent:
 ``{}``) with the readers of ``lossjax.tables``, checks that they are whole and agree, and
 returns them as a ``Results``. The queries then answer what the plots, the report and the
