@@ -12,14 +12,16 @@ stops them, by a rule that must not change the answer:
   choice, ``lossjax.stats.summarize``). Every other rate that still trains is compared with
   it paired by seed: ``d_s`` = leader's validation accuracy minus the rate's, over the seeds
   present at both. The rate is **dropped when the one-sided lower confidence bound of the mean
-  of d exceeds 0 at level ``alpha / m``** (Student's t with n - 1 degrees of freedom; ``m`` the
-  number of rates compared with the leader at that rung, a Bonferroni correction). With one
-  paired seed no rate is dropped; the leader never is, so a group always keeps a rate.
+  of d exceeds 0 at level ``alpha / (k (k - 1))``** (Student's t with n - 1 degrees of
+  freedom; ``k`` the rates still training in the group: a Bonferroni correction over every
+  ordered pair, since the leader is itself chosen as the best). With one paired seed no rate
+  is dropped; the leader never is, so a group always keeps a rate.
 
-The test's error rate is the chance of dropping a rate that is *at that rung* no worse than the
-leader: at most ``alpha`` per group and rung (Bonferroni), when the paired gaps are roughly
-normal. It does not bound the chance that a rate behind at a rung would have caught up by the
-last epoch: early rankings mislead. That is measured instead, by :func:`replay` on finished
+The test's error rate: when no rate of a group differs at a rung, the chance that any is
+dropped there is at most ``alpha`` (each drop is a rejection of one of the k (k - 1) one-sided
+pairwise tests), when the paired gaps are roughly normal; ``tests/test_search.py`` checks it by
+simulation. It does not bound the chance that a rate behind at a rung would have caught up by
+the last epoch: early rankings mislead. That is measured instead, by :func:`replay` on finished
 grids: the same rule applied to the validation accuracies the grid recorded, asking whether
 the rate chosen among the survivors is the grid's, one tied with it, or another.
 
