@@ -149,16 +149,18 @@ def race_stops(config: dict, epochs: pd.DataFrame) -> dict:
     search = config.get("search") if isinstance(config.get("search"), dict) else {}
     if search.get("method") != "race":
         return {}
-    from lossjax import search as search_lib  # lazy: scipy, for race folders only
+    from lossjax import search as search_lib  # lazy: the config module, for race folders only
 
     return search_lib.stops(epochs, search.get("rungs") or (), search.get("alpha"))
 
 
 def dropped(res: Results) -> set[int]:
     """The members a race dropped at a rung (not those it stopped because they diverged)."""
-    from lossjax.search import DIVERGED  # lazy: as race_stops
+    if not res.stops:
+        return set()
+    from lossjax import search  # lazy: as race_stops
 
-    return {m for m, s in res.stops.items() if s.reason != DIVERGED} if res.stops else set()
+    return search.dropped(res.stops)
 
 
 def check_complete(path: Path, epochs: pd.DataFrame, config: dict, stops=None) -> None:

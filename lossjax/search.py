@@ -125,6 +125,12 @@ def stops_table(stopped: dict[int, Stop]) -> pd.DataFrame:
                         columns=["member", "epoch", "reason"])
 
 
+def dropped(stopped: dict[int, Stop]) -> set[int]:
+    """The members of ``stopped`` (as :func:`stops` returns) that were dropped at a rung, not
+    stopped because they diverged: they take no part in the choice of a rate."""
+    return {m for m, s in stopped.items() if s.reason != DIVERGED}
+
+
 def _trains_after(stop: Stop | None, epoch: int) -> bool:
     return stop is None or stop.epoch > epoch
 
@@ -140,8 +146,7 @@ def replay(epochs: pd.DataFrame, summary: pd.DataFrame, rungs: Iterable[int], ta
     grid's."""
     n_epochs = int(epochs["epoch"].max())
     stopped = stops(epochs, rungs, alpha)
-    dropped = {m for m, s in stopped.items() if s.reason != DIVERGED}
-    raced = summarize(epochs[~epochs["member"].isin(dropped)], target)
+    raced = summarize(epochs, target, dropped=dropped(stopped))
     members = epochs.drop_duplicates("member")
     used = members["member"].map(lambda m: stopped[m].epoch if m in stopped else n_epochs)
     rows = []

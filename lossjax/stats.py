@@ -8,6 +8,7 @@ is the one interval everything reports.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,14 @@ def tied_rates(text) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(";"))
 
 
-def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
+def _raced(choice: dict, n_rates: int) -> dict:
+    """A choice among one rate where the grid had several: the race left that rate alone."""
+    if choice["rate_choice"] == "one rate" and n_rates > 1:
+        return {**choice, "rate_choice": "raced"}
+    return choice
+
+
+def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = ()) -> pd.DataFrame:
     """Per (loss, hidden, weight decay, init scale): the learning rate with the best mean final
     validation accuracy over seeds, and what it gives.
 
@@ -122,7 +130,14 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
     the best mean is often a tie with the next. So the choice is set against the runner-up (the
     rate with the second best mean score, by the same rule) and every other rate, paired by
     seed.
+
+    ``dropped``: members a race stopped at a rung (``lossjax.search``). They take no part in
+    the choice or in anything reported; the grid's edges are still the whole grid's, and a rate
+    the race left alone is ``rate_choice`` 'raced', not 'one rate'.
     """
+    grid = table.groupby(GROUP_KEYS, sort=False)["learning_rate"].unique()
+    if len(dropped):
+        table = table[~table["member"].isin(dropped)]
     last = table.loc[table.groupby("member")["epoch"].idxmax()]
     rows = []
     for key, g in last.groupby(GROUP_KEYS, sort=False):
@@ -147,7 +162,7 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
             continue
         score = g["val_acc"].where(~diverged, 0.0)
         lr = float(score.groupby(g["learning_rate"]).mean().idxmax())
-        lrs = sorted(g["learning_rate"].unique())
+        lrs = sorted(grid[key])
         chosen = g[g["learning_rate"] == lr]
         # Each chosen member's first epoch at or above the target; NaN where it never got there.
         hits = table[table["member"].isin(chosen["member"]) & (table["test_acc"] >= target)]
@@ -155,7 +170,7 @@ def summarize(table: pd.DataFrame, target: float) -> pd.DataFrame:
         row.update({
             "learning_rate": lr,
             "lr_at_grid_edge": len(lrs) > 1 and lr in (lrs[0], lrs[-1]),
-            **rate_choice(g, lr),
+            **_raced(rate_choice(g, lr), len(lrs)),
             "n_seeds": len(chosen),
             "val_acc_mean": chosen["val_acc"].mean(),
             "test_acc_mean": chosen["test_acc"].mean(),

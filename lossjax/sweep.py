@@ -265,10 +265,7 @@ def _finish(out: Path, claim, table: pd.DataFrame, cfg) -> None:
     from lossjax import plots, report  # lazy: matplotlib, only once training is done
 
     stopped = race_stops(cfg, table)
-    dropped = {m for m, s in stopped.items() if s.reason != search.DIVERGED}
-    summary = summarize(table[~table["member"].isin(dropped)], cfg.eval.target_accuracy)
-    if dropped:
-        summary = _raced_summary(summary, table)
+    summary = summarize(table, cfg.eval.target_accuracy, dropped=search.dropped(stopped))
     with WRITING:
         if cfg.search.method == "race":
             folder.write_table(out / "stops.csv", search.stops_table(stopped))
@@ -276,21 +273,6 @@ def _finish(out: Path, claim, table: pd.DataFrame, cfg) -> None:
         plots.plot_results(out)
         report.write_report(out)
         claim.finish()
-
-
-def _raced_summary(summary: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """A race's summary, computed from its survivors, set against the whole grid: a rate at the
-    edge of the survivors is not at the grid's edge, and a rate the race left alone was decided
-    by it ('raced'), not the only one there was."""
-    grids = table.groupby(tables.GROUP_KEYS, sort=False)["learning_rate"].unique()
-    summary = summary.copy()
-    for i, row in summary.iterrows():
-        rates = sorted(grids[tuple(row[k] for k in tables.GROUP_KEYS)])
-        summary.loc[i, "lr_at_grid_edge"] = len(rates) > 1 and row["learning_rate"] in (
-            rates[0], rates[-1])
-        if row["rate_choice"] == "one rate" and len(rates) > 1:
-            summary.loc[i, "rate_choice"] = "raced"
-    return summary
 
 
 def _provenance(out: Path, resuming: bool, data_meta: dict, invocation: dict, n_groups: int,
