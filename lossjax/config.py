@@ -672,9 +672,6 @@ def _parse_search(raw: dict, epochs: int, cfg_eval: EvalConfig, optimizer) -> Se
                 raise error(f"search.{key}", "applies to method: race only; leave it out, or "
                                              "set search.method: race")
         return d
-    if "val" not in cfg_eval.splits:  # cannot happen (eval requires it); said for clarity
-        raise error("search.method", "race ranks rates on validation accuracy: eval.splits "
-                                     "must include val")
     single = [loss for loss, grid_ in optimizer.learning_rate.items() if len(grid_) < 2]
     if single:
         raise error("search.method", f"race compares each group's learning rates, and "
