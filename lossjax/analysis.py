@@ -42,11 +42,14 @@ from lossjax.folder import is_complete
 from lossjax.losses import LOSSES
 from lossjax.stats import rate_choice, tied_rates
 from lossjax.tables import (
+    ADDED,
     MATCH_COLUMNS,
     RATE_CHOICE_COLUMNS,
+    STOPS,
     normalize,
     read_config,
     read_epochs,
+    read_record,
     read_summary,
 )
 
@@ -68,6 +71,9 @@ class Results:
     #: Members a race stopped before the last epoch (``lossjax.search``): member → Stop. Their
     #: rows end early; a dropped member's last row is no final result.
     stops: dict = field(default_factory=dict)
+    #: Members a stage after the grid added (``lossjax.plan``): ``added.csv``, columns member,
+    #: stage, reason; empty where none were.
+    added: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(ADDED)))
 
 
 def load_results(results_dir: str | os.PathLike) -> Results:
@@ -81,9 +87,12 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     summary = read_summary(path)
     config = read_config(path) or {}
     epochs = epochs.sort_values(["member", "epoch"], kind="stable").reset_index(drop=True)
-    stopped = race_stops(config, epochs)
-    check_complete(path / "epochs.csv", epochs, config, stopped)
-    res = Results(path=path, config=config, epochs=epochs, summary=summary, stops=stopped)
+    stopped = race_stops(path, config)
+    added = read_record(path, "added.csv", ADDED)
+    added = pd.DataFrame(columns=list(ADDED)) if added is None else added
+    check_complete(path / "epochs.csv", epochs, config, stopped, n_added=len(added))
+    res = Results(path=path, config=config, epochs=epochs, summary=summary, stops=stopped,
+                  added=added)
     _check_summary_covers(res)
     return add_rate_choices(res)
 
@@ -143,15 +152,19 @@ def _config_epochs(config: dict) -> int | None:
     return e if isinstance(e, int) and not isinstance(e, bool) and e >= 1 else None
 
 
-def race_stops(config: dict, epochs: pd.DataFrame) -> dict:
-    """The members a race stopped (``lossjax.search.stops`` under the config's rungs and
-    level), or {} for a grid."""
+def race_stops(path: Path, config: dict) -> dict:
+    """The members a race stopped, as its ``stops.csv`` records them (member →
+    ``lossjax.search.Stop``), or {} for a sweep that did not race."""
     search = config.get("search") if isinstance(config.get("search"), dict) else {}
     if search.get("method") != "race":
         return {}
-    from lossjax import search as search_lib  # lazy: the config module, for race folders only
+    from lossjax.search import Stop  # lazy: the config module, for race folders only
 
-    return search_lib.stops(epochs, search.get("rungs") or (), search.get("alpha"))
+    table = read_record(path, "stops.csv", STOPS)
+    if table is None:
+        raise ResultsError(f"{path / 'stops.csv'} is missing: a race writes it when it "
+                           "finishes; finish the sweep with `lossjax sweep CONFIG --resume`")
+    return {int(r.member): Stop(int(r.epoch), str(r.reason)) for r in table.itertuples()}
 
 
 def dropped(res: Results) -> set[int]:
@@ -163,9 +176,11 @@ def dropped(res: Results) -> set[int]:
     return search.dropped(res.stops)
 
 
-def check_complete(path: Path, epochs: pd.DataFrame, config: dict, stops=None) -> None:
+def check_complete(path: Path, epochs: pd.DataFrame, config: dict, stops=None,
+                   n_added: int = 0) -> None:
     """Raises ``ResultsError`` unless ``epochs`` holds exactly epochs 1..E of members 0..N-1
-    (of a member a race stopped, epochs 1 to its stop; ``stops`` as :func:`race_stops`).
+    (of a member a race stopped, epochs 1 to its stop; ``stops`` as :func:`race_stops`); N
+    counts the ``n_added`` members that stages after the grid added.
 
     N and E come from ``config.yaml`` when it gives them, else from the table itself. A sweep
     rewrites the table after every epoch, so an unfinished one lacks the last epochs of some
@@ -173,7 +188,8 @@ def check_complete(path: Path, epochs: pd.DataFrame, config: dict, stops=None) -
     and drop losses without a word. ``status.json`` is not consulted (the sweep draws its plots
     before it marks itself complete), except to word the way out.
     """
-    n_members = expected_members(config) or int(epochs["member"].max()) + 1
+    grid = expected_members(config)
+    n_members = grid + n_added if grid else int(epochs["member"].max()) + 1
     n_epochs = _config_epochs(config) or int(epochs["epoch"].max())
     twice = epochs.duplicated(["member", "epoch"])
     if twice.any():

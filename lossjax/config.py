@@ -71,9 +71,23 @@ the rule and its error rate)::
                             # auto: 10%, 20%, 30% and 50% of epochs (the resolved config
                             # records them)
       alpha: 0.5            # the rule's test level, in (0, 1)
+      extend: 0             # int >= 0: how many rates a group may add past an edge of its grid
+                            # (grid or race; needs >= 2 rates per loss)
+    confirm:
+      seeds: []             # more seeds (ints, none of them in seeds), trained only at each
+                            # group's chosen rate; [] for none
 
-With ``method: grid`` (or no ``search`` section) ``rungs`` and ``alpha`` are not given, and the
-resolved config has no ``search`` section, as before races existed.
+With ``method: grid`` ``rungs`` and ``alpha`` are not given. A config with neither a race, an
+extension nor confirmation seeds resolves with no ``search`` and no ``confirm`` section, as
+before they existed.
+
+The stages (``lossjax.plan``): the grid trains first (raced or not). Then, while a group's
+chosen rate sits at an edge of the rates it has tried and it has added fewer than ``extend``,
+the next rate beyond that edge (the grid's neighbouring ratio) trains from epoch 0 on the
+sweep's seeds, one rate per group per stage, raced against the rates that were still training
+at each rung (only the added rate can be dropped then). Last, ``confirm.seeds`` train at each
+group's chosen rate, never dropped (a race still stops a diverged member). The chosen rate is
+decided on ``seeds`` alone; its reported mean and interval then use every seed at that rate.
 
 The values shown, ``name`` aside, are the defaults of the dataclasses below, which the parser
 reads; tests/test_config.py checks that this block parses to them. Names are checked against
@@ -309,6 +323,12 @@ class SearchConfig:
     method: str = "grid"
     rungs: tuple[int, ...] | str = "auto"  # resolved to epochs when the method is race
     alpha: float = ALPHA
+    extend: int = 0
+
+
+@dataclass(frozen=True)
+class ConfirmConfig:
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -334,6 +354,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -343,6 +364,7 @@ _SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "output": OutputConfig,
     "search": SearchConfig,
+    "confirm": ConfirmConfig,
 }
 _TOP_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
@@ -666,13 +688,18 @@ def _parse_eval(raw: dict) -> EvalConfig:
 def _parse_search(raw: dict, epochs: int, cfg_eval: EvalConfig, optimizer) -> SearchConfig:
     s, d = _section(raw, "search"), SearchConfig()
     method = choice(_get(s, "method", d.method), "search.method", SEARCH_METHODS)
+    extend = integer(_get(s, "extend", d.extend), "search.extend", 0)
+    single = [loss for loss, grid_ in optimizer.learning_rate.items() if len(grid_) < 2]
+    if extend and single:
+        raise error("search.extend", f"an extension steps past a grid's edge by its "
+                                     f"neighbouring ratio, and optimizer.learning_rate."
+                                     f"{single[0]} has one rate; give it several, or extend: 0")
     if method == "grid":
         for key in ("rungs", "alpha"):
             if key in s:
                 raise error(f"search.{key}", "applies to method: race only; leave it out, or "
                                              "set search.method: race")
-        return d
-    single = [loss for loss, grid_ in optimizer.learning_rate.items() if len(grid_) < 2]
+        return SearchConfig(extend=extend)
     if single:
         raise error("search.method", f"race compares each group's learning rates, and "
                                      f"optimizer.learning_rate.{single[0]} has one; give it "
@@ -695,7 +722,21 @@ def _parse_search(raw: dict, epochs: int, cfg_eval: EvalConfig, optimizer) -> Se
                                                   f"{cfg_eval.every}")
     alpha = number(_get(s, "alpha", d.alpha), "search.alpha", "a number in (0, 1)",
                    lambda x: 0 < x < 1)
-    return SearchConfig(method="race", rungs=tuple(rungs), alpha=float(alpha))
+    return SearchConfig(method="race", rungs=tuple(rungs), alpha=float(alpha), extend=extend)
+
+
+def _parse_confirm(raw: dict, seeds: tuple[int, ...]) -> ConfirmConfig:
+    s = _section(raw, "confirm")
+    if s.get("seeds") is None or s["seeds"] == []:  # no confirmation stage
+        return ConfirmConfig()
+    extra = grid(s["seeds"], "confirm.seeds",
+                 lambda x, p: integer(x, p, 0, SEED_MAX, " (seeds are uint32)"),
+                 f"integers in [0, {SEED_MAX}]")
+    for i, seed in enumerate(extra):
+        if seed in seeds:
+            raise error(f"confirm.seeds[{i}]", f"got {seed}, which seeds already holds; "
+                                               "confirmation seeds must be new ones")
+    return ConfirmConfig(seeds=extra)
 
 
 def _parse_output(raw: dict) -> OutputConfig:
@@ -849,6 +890,7 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
         eval=cfg_eval,
         output=_parse_output(raw),
         search=_parse_search(raw, epochs, cfg_eval, optimizer),
+        confirm=_parse_confirm(raw, seeds),
     )
 
 
@@ -901,8 +943,15 @@ def config_to_dict(cfg: Config) -> dict:
     ``parse_config(config_to_dict(cfg)) == cfg``.
     """
     out = _plain(dataclasses.asdict(cfg))
-    if cfg.search == SearchConfig():  # a grid: the config as it was before races existed
+    # A plain grid: the config as it was before races, extensions and confirmation existed.
+    if cfg.search == SearchConfig():
         del out["search"]
+    elif cfg.search.method == "grid":  # rungs and a level are a race's alone
+        out["search"] = {"method": "grid", "extend": cfg.search.extend}
+    elif not cfg.search.extend:  # a race's config as it was before extensions existed
+        del out["search"]["extend"]
+    if cfg.confirm == ConfirmConfig():
+        del out["confirm"]
     return out
 
 

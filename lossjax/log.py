@@ -64,6 +64,13 @@ class Progress:
         logging.getLogger("lossjax").info("%d/%d member-epochs  %.1fs  ETA %s  %s", done,
                                           self.total, elapsed, eta, text)
 
+    def grow(self, total: int) -> None:
+        """A new total: a sweep's later stages add members as its rows decide them."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def __enter__(self) -> Progress:
         return self
 

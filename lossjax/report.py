@@ -223,10 +223,11 @@ def describe_sweep(res: Results) -> str:
     last_epoch = int(ep["epoch"].max())
     epochs = epochs_cfg or str(last_epoch)
     losses = analysis.loss_order(ep["loss"])
-    seeds = sorted(ep["seed"].unique())
+    grid = ep[~ep["member"].isin(res.added["member"])]  # the config's product
+    seeds = sorted(grid["seed"].unique())
     grids = {
         loss: tuple(sorted(g.dropna().unique()))
-        for loss, g in ep.groupby("loss")["learning_rate"]
+        for loss, g in grid.groupby("loss")["learning_rate"]
     }
     per_member = ep.groupby("member")  # ids are 0..N-1 over the sweep (load_results checks)
     n_members = per_member.ngroups
@@ -241,7 +242,7 @@ def describe_sweep(res: Results) -> str:
     n_epochs = _plural(int(epochs), "epoch") if epochs.isdigit() else f"{epochs} epochs"
     text += (" " + ", ".join(train) if train else "") + f", for {n_epochs}. "
     text += (
-        f"It ran {_plural(n_members, 'member')} together: "
+        f"It ran {_plural(grid['member'].nunique(), 'member')} together: "
         f"{_plural(len(losses), 'loss')} ({_listing(losses, lambda v: f'`{_md(v)}`')}) × "
         f"{_rates(grids, losses)}"
     )
@@ -265,6 +266,8 @@ def describe_sweep(res: Results) -> str:
         text += f" {_plural(n_div, 'member')} diverged (NaN or inf) and {was} frozen from then on."
     if res.stops:
         text += " " + _race_sentence(res, n_members, int(epochs) if epochs.isdigit() else None)
+    if len(res.added):
+        text += " " + _added_sentence(res)
     if "wall_time" in ep.columns and np.isfinite(wall := ep["wall_time"].max()):
         text += f" Wall time of the sweep, as the table records it: {_duration(float(wall))}."
     return text
@@ -283,6 +286,25 @@ def _race_sentence(res: Results, n_members: int, n_epochs: int | None) -> str:
         text += (f"; {len(res.epochs)} of {n_members * n_epochs} member-epochs trained "
                  f"({len(res.epochs) / (n_members * n_epochs):.0%})")
     return text + "."
+
+
+def _added_sentence(res: Results) -> str:
+    """What the stages after the grid added (``lossjax.plan``): rates past a grid edge, and
+    confirmation seeds at the chosen rates."""
+    added = res.added.merge(res.epochs.drop_duplicates("member"), on="member")
+    confirm = added["reason"].str.startswith("confirmation")
+    parts = []
+    if (~confirm).any():
+        ext = added[~confirm].drop_duplicates(["loss", "hidden", "learning_rate"])
+        rates = "; ".join(f"`{_md(r.loss)}` {r.learning_rate:g}" for r in ext.itertuples())
+        parts.append(f"{_plural(len(ext), 'rate')} past a grid edge, where a group's chosen rate "
+                     f"sat at it ({rates}), trained from epoch 0 on every seed")
+    if confirm.any():
+        seeds = _listing(sorted(added.loc[confirm, "seed"].unique()))
+        parts.append(f"{_plural(int(confirm.sum()), 'member')} on the confirmation seeds "
+                     f"({seeds}) at each group's chosen rate, chosen on the other seeds alone "
+                     "(the seed counts below include them)")
+    return f"Later stages added {' and '.join(parts)}."
 
 
 def _plots_stale(res: Results) -> bool:

@@ -96,25 +96,55 @@ class Stop:
     reason: str
 
 
-def stops(epochs: pd.DataFrame, rungs: Iterable[int], alpha: float = ALPHA) -> dict[int, Stop]:
+@dataclass(frozen=True)
+class Stage:
+    """Members that a race judges together (``lossjax.plan``): ``droppable`` False for a
+    confirmation stage, whose members stop only when they diverge."""
+
+    members: frozenset[int]
+    droppable: bool = True
+
+
+def stops(epochs: pd.DataFrame, rungs: Iterable[int], alpha: float = ALPHA,
+          stages: Sequence[Stage] | None = None) -> dict[int, Stop]:
     """Every member the rule stops, from a table of rows (a grid's ``epochs.csv``, or a race's
     rows so far): member → :class:`Stop`. A member is judged at a rung only while it still
     trains, and only from rows up to that rung, so the decisions a race took after ``k`` epochs
-    are the same whether the table ends there or goes on (what makes a race resumable)."""
+    are the same whether the table ends there or goes on (what makes a race resumable).
+
+    ``stages`` (None: one stage of every member): a later stage's members are judged at each
+    rung against every member of the earlier stages that was still training there, and only
+    they can be dropped: the earlier stages' decisions were taken before it existed."""
     first_diverged = epochs[epochs["diverged"].astype(bool)].groupby("member")["epoch"].min()
     out = {int(m): Stop(int(e), DIVERGED) for m, e in first_diverged.items()}
-    last = int(epochs["epoch"].max()) if len(epochs) else 0
+    if stages is None:
+        stages = [Stage(frozenset(epochs["member"].astype(int)))]
+    seen: set[int] = set()
+    for stage in stages:
+        seen |= stage.members
+        if stage.droppable:
+            _judge(epochs[epochs["member"].isin(seen)], stage.members, rungs, alpha, out)
+    return out
+
+
+def _judge(rows: pd.DataFrame, members: frozenset[int], rungs: Iterable[int], alpha: float,
+           out: dict[int, Stop]) -> None:
+    """Adds to ``out`` the members of ``members`` that the rule drops, rung by rung, among
+    ``rows`` (theirs and those of earlier stages)."""
+    last = int(rows["epoch"].max()) if len(rows) else 0
     for rung in sorted(set(rungs)):
         if rung > last:
             break
-        at = epochs[epochs["epoch"] == rung]
+        at = rows[rows["epoch"] == rung]
         alive = at[[_trains_after(out.get(int(m)), rung) for m in at["member"]]]
         for _, group in alive.groupby(GROUP_KEYS, sort=False):
+            own = group["member"].isin(members).to_numpy()
+            if not own.any():
+                continue
             for rate in rates_to_drop(group, alpha):
-                hit = group["member"][np.isclose(group["learning_rate"].astype(float), rate,
-                                                 rtol=1e-6, atol=0.0)]
+                hit = group["member"][own & np.isclose(group["learning_rate"].astype(float),
+                                                       rate, rtol=1e-6, atol=0.0)]
                 out.update({int(m): Stop(rung, dropped_reason(rung)) for m in hit})
-    return out
 
 
 def stops_table(stopped: dict[int, Stop]) -> pd.DataFrame:

@@ -111,7 +111,20 @@ def _raced(choice: dict, n_rates: int) -> dict:
     return choice
 
 
-def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = ()) -> pd.DataFrame:
+def chosen_rate(last: pd.DataFrame) -> float:
+    """The rate with the best mean validation accuracy over a group's members at their last
+    epoch (``last``), a diverged member scoring 0; NaN when every member diverged. The one rule
+    of choice: :func:`summarize` and the extension stage (``lossjax.plan``) both apply it."""
+    diverged = last["diverged"].astype(bool)
+    if diverged.all():
+        return math.nan
+    score = last["val_acc"].where(~diverged, 0.0)
+    means = score.groupby(last["learning_rate"]).mean().dropna()
+    return float(means.idxmax()) if len(means) else math.nan
+
+
+def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
+              confirm: Collection[int] = ()) -> pd.DataFrame:
     """Per (loss, hidden, weight decay, init scale): the learning rate with the best mean final
     validation accuracy over seeds, and what it gives.
 
@@ -134,6 +147,10 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = ())
     ``dropped``: members a race stopped at a rung (``lossjax.search``). They take no part in
     the choice or in anything reported; the grid's edges are still the whole grid's, and a rate
     the race left alone is ``rate_choice`` 'raced', not 'one rate'.
+
+    ``confirm``: members of a confirmation stage (extra seeds at the chosen rate, ``lossjax.plan``).
+    They take no part in the choice or in how clearly it was made; everything reported at the
+    chosen rate uses them with the other seeds there (``n_seeds`` says how many in all).
     """
     grid = table.groupby(GROUP_KEYS, sort=False)["learning_rate"].unique()
     if len(dropped):
@@ -157,11 +174,11 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = ())
             "diverged_at_lr": n_seeds,
             "diverged": int(diverged.sum()),
         }
-        if diverged.all():
+        searched = g[~g["member"].isin(confirm)]
+        lr = chosen_rate(searched)
+        if math.isnan(lr):
             rows.append(row)
             continue
-        score = g["val_acc"].where(~diverged, 0.0)
-        lr = float(score.groupby(g["learning_rate"]).mean().idxmax())
         lrs = sorted(grid[key])
         chosen = g[g["learning_rate"] == lr]
         # Each chosen member's first epoch at or above the target; NaN where it never got there.
@@ -170,7 +187,7 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = ())
         row.update({
             "learning_rate": lr,
             "lr_at_grid_edge": len(lrs) > 1 and lr in (lrs[0], lrs[-1]),
-            **_raced(rate_choice(g, lr), len(lrs)),
+            **_raced(rate_choice(searched, lr), len(lrs)),
             "n_seeds": len(chosen),
             "val_acc_mean": chosen["val_acc"].mean(),
             "test_acc_mean": chosen["test_acc"].mean(),

@@ -37,6 +37,7 @@ from lossjax import (
     distributed,
     engine,
     folder,
+    plan,
     preflight,
     provenance,
     search,
@@ -147,27 +148,27 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
     if claim is None:  # already complete: left as it is
         return out
     STARTED.set()  # from here an interrupt leaves a folder that --resume continues
-    groups = group_members(expand_members(cfg))  # the config alone decides them
+    grid = expand_members(cfg)  # the config alone decides them; later stages the rows
     with claim:
         resuming = _agree_on_folder(out, claim, writer)
         if writer and resuming and claim.machine_note:
             log.warning("%s", claim.machine_note)
         with distributed.stage("checking the checkpoints against epochs.csv"):
             if writer and resuming:
-                checkpoint.check_resumable(out, groups, cfg.epochs,
-                                           lambda rows: race_stops(cfg, rows))
-        ds = _load_data(cfg, groups, out)
+                _check_resumable(cfg, grid, out)
+        ds = _load_data(cfg, grid, out)
         mesh = engine.make_mesh()
         with distributed.stage("starting the results folder"):
             if writer:
-                _start_folder(out, claim, config_dict, resuming, ds.meta, len(groups), cfg.epochs,
+                _start_folder(out, claim, config_dict, resuming, ds.meta,
+                              _planned_groups(cfg, grid, out, resuming), cfg.epochs,
                               {**(invocation or {}), "overrides": list(overrides),
                                "resume": resume, "config_path": _config_path(config)})
-        table = _train_or_say_why(cfg, ds, groups, loss_fns, mesh, out, resuming,
-                                  progress and writer, writer)
+        table, planned = _train_or_say_why(cfg, ds, grid, loss_fns, mesh, out, resuming,
+                                           progress and writer, writer)
         if not writer:
             return out
-        _finish(out, claim, table, cfg)
+        _finish(out, claim, table, planned, cfg)
     log.info("results: %s (epochs.csv, summary.csv, plots/, report.md)", out)
     return out
 
@@ -209,10 +210,38 @@ def _claim(out: Path, config_dict: dict, writer: bool, **how):
     return claim
 
 
-def _load_data(cfg, groups, out: Path):
+def _check_resumable(cfg, grid, out: Path) -> None:
+    """``checkpoint.check_resumable`` on the groups the folder's rows plan (``lossjax.plan``:
+    the grid's, and those of any stage its rows decided)."""
+    rows = tables.read_epochs(out, resume=True)
+    planned = plan.stages(cfg, grid, rows)
+    checkpoint.check_resumable(out, program_groups(planned), cfg.epochs,
+                               (lambda r: plan.stops(cfg, planned, r))
+                               if cfg.search.method == "race" else None)
+
+
+def _planned_groups(cfg, grid, out: Path, resuming: bool) -> int:
+    """How many program groups the folder's rows plan so far (the grid's, when starting)."""
+    rows = (tables.read_epochs(out, resume=True) if resuming
+            else pd.DataFrame(columns=tables.EPOCHS_COLUMNS))
+    return len(program_groups(plan.stages(cfg, grid, rows)))
+
+
+def program_groups(planned) -> list[list[engine.Member]]:
+    """The programs that train the planned stages, stage after stage (``group_members`` of
+    each); a group's id is its position here."""
+    return [g for stage in planned for g in group_members(list(stage.members))]
+
+
+def _load_data(cfg, grid, out: Path):
     """The dataset, checked against the config's batch size and schedule and the machine's
-    memory and disk, and proven the same on every process."""
+    memory and disk (for every member the stages could add too), and proven the same on every
+    process."""
     from lossjax import data  # lazy: see _prepare
+
+    groups = group_members(grid)
+    if extra := plan.max_added(cfg, grid):  # as one more group of the largest model's members
+        groups.append([max(grid, key=lambda m: sum(m.hidden))] * extra)
 
     with distributed.stage("loading the data"):
         ds = data.preprocess(
@@ -244,12 +273,12 @@ def _start_folder(out: Path, claim, config_dict: dict, resuming: bool, data_meta
         claim.start(config_dict, env)
 
 
-def _train_or_say_why(cfg, ds, groups, loss_fns, mesh, out: Path, resuming: bool,
-                      progress: bool, writer: bool) -> pd.DataFrame:
+def _train_or_say_why(cfg, ds, grid, loss_fns, mesh, out: Path, resuming: bool,
+                      progress: bool, writer: bool) -> tuple[pd.DataFrame, list]:
     """:func:`train`, with any failure that is not lossjax's own (a user loss that fails only
     when compiled, say) turned into one line that says the finished epochs are kept."""
     try:
-        return train(cfg, ds, groups, loss_fns, mesh, out, resume=resuming, progress=progress,
+        return train(cfg, ds, grid, loss_fns, mesh, out, resume=resuming, progress=progress,
                      writer=writer)
     except LossjaxError:
         raise
@@ -259,16 +288,20 @@ def _train_or_say_why(cfg, ds, groups, loss_fns, mesh, out: Path, resuming: bool
                            f"epochs are kept in {out} (--resume continues)") from e
 
 
-def _finish(out: Path, claim, table: pd.DataFrame, cfg) -> None:
+def _finish(out: Path, claim, table: pd.DataFrame, planned, cfg) -> None:
     """summary.csv (of a race: from the members it did not drop), a race's stops.csv, the
-    plots and report.md from the finished table; then the folder is marked complete."""
+    members later stages added (added.csv), the plots and report.md from the finished table;
+    then the folder is marked complete."""
     from lossjax import plots, report  # lazy: matplotlib, only once training is done
 
-    stopped = race_stops(cfg, table)
-    summary = summarize(table, cfg.eval.target_accuracy, dropped=search.dropped(stopped))
+    stopped = plan.stops(cfg, planned, table)
+    summary = summarize(table, cfg.eval.target_accuracy, dropped=search.dropped(stopped),
+                        confirm=plan.confirming(planned))
     with WRITING:
         if cfg.search.method == "race":
             folder.write_table(out / "stops.csv", search.stops_table(stopped))
+        if cfg.search.extend or cfg.confirm.seeds:
+            folder.write_table(out / "added.csv", plan.added_table(planned))
         folder.write_table(out / "summary.csv", summary)
         plots.plot_results(out)
         report.write_report(out)
@@ -340,68 +373,115 @@ def _agree_on_folder(out: Path, claim, writer: bool) -> bool:
     return bool(distributed.broadcast(np.int32(writer and claim.resuming)))
 
 
-def train(cfg, ds, groups, loss_fns, mesh, out: Path, resume: bool, progress: bool,
-          writer: bool) -> pd.DataFrame:
-    """Trains every group to ``cfg.epochs``, writing the table and a checkpoint after each
-    epoch. Returns the full table."""
-    table, ckpts, done = _resume_point(out, groups, resume)
-    frames = [table] if len(table) else []
+def train(cfg, ds, grid, loss_fns, mesh, out: Path, resume: bool, progress: bool,
+          writer: bool) -> tuple[pd.DataFrame, list]:
+    """Trains every planned group to ``cfg.epochs``, writing the table and a checkpoint after
+    each epoch; the stages after the grid's (``lossjax.plan``) are planned from the rows as the
+    ones before them finish. Returns the full table and the stages."""
+    planned = plan.stages(cfg, grid, _rows_on_disk(out, resume))
+    table, ckpts, done = _resume_point(out, program_groups(planned), resume)
+    planned = plan.stages(cfg, grid, table)  # from the rows the checkpoints stand behind
+    groups = program_groups(planned)
     # One clock for the sweep, its groups run one after another; a resumed sweep goes on from
     # the last time its kept rows recorded.
     t0 = time.perf_counter() - (float(table["wall_time"].max()) if len(table) else 0.0)
-
-    total = sum(len(g) for g in groups) * cfg.epochs
-    data = _group_data(cfg, ds)
-    train_acc = "train" in cfg.eval.splits
-    tensorboard = _tensorboard(cfg, out, writer)
-    with Progress(total, progress) as bar, tensorboard as events:
+    with Progress(_all_epochs(groups, cfg), progress) as bar, \
+            _tensorboard(cfg, out, writer) as events:
+        run = _Run(cfg, _group_data(cfg, ds), ds.num_classes, loss_fns, mesh, out, t0, events,
+                   bar, writer, frames=[table] if len(table) else [])
         bar.update(_member_epochs(groups, done), "")
-        for gid, members in enumerate(groups):
-            if done[gid] >= cfg.epochs:
-                continue
-            group = engine.Group(_settings(cfg, members[0], ds.num_classes), members,
-                                 *group_losses(members, loss_fns), data, mesh)
-            start_epoch, state = _start_state(group, ckpts.pop(gid), out, gid)
-            static = tables.member_keys(members)
-            # A race's members still training, decided from the rows alone (so a resume, and
-            # every process, decides the same); None: a grid, every member every epoch.
-            active = _still_training(cfg, members, table)
-            for epoch in range(start_epoch, cfg.epochs):
-                state, metrics = group.train_epoch(state, epoch, active)
-                last = epoch + 1 == cfg.epochs
-                evals = (group.evaluate(state, active)
-                         if last or (epoch + 1) % cfg.eval.every == 0 else {})
-                rows = _epoch_rows(static, epoch + 1, metrics, evals, train_acc, t0)
-                if active is not None:  # a stopped member has no rows after its stop
-                    rows = rows[active].reset_index(drop=True)
-                frames.append(rows)
-                table = pd.concat(frames, ignore_index=True)
-                _save_epoch(out, gid, epoch + 1, group, state, table, rows, events, writer)
-                text = _progress_text(gid, len(groups), epoch + 1, cfg.epochs, metrics, evals)
-                if active is not None:
-                    before, active = active, _still_training(cfg, members, table)
-                    text += f" training {int(active.sum())}/{len(members)}"
-                    if writer and (before & ~active).any():
-                        log.info("epoch %d: %s", epoch + 1, _stopped_text(members, before, active))
-                bar.update(_member_epochs(groups, done, gid, epoch + 1), text)
-            done[gid] = cfg.epochs
-    return table.sort_values(["member", "epoch"], ignore_index=True)
+        gid = 0
+        while gid < len(groups):
+            if done.get(gid, 0) < cfg.epochs:
+                table = run.group(gid, groups, planned, ckpts.pop(gid, None), table, done)
+                done[gid] = cfg.epochs
+            gid += 1
+            if gid == len(groups):  # the stages so far are finished: the rows may plan more
+                planned = plan.stages(cfg, grid, table)
+                if len(program_groups(planned)) > len(groups):
+                    groups = program_groups(planned)
+                    bar.grow(_all_epochs(groups, cfg))
+                    if writer:
+                        log.info("%s", _stage_text(planned[-1]))
+    return table.sort_values(["member", "epoch"], ignore_index=True), planned
 
 
-def race_stops(cfg, table: pd.DataFrame) -> dict:
-    """A race's stopped members so far (``lossjax.search.stops``), {} for a grid."""
-    if cfg.search.method != "race":
-        return {}
-    return search.stops(table, cfg.search.rungs, cfg.search.alpha)
+@dataclasses.dataclass
+class _Run:
+    """What every group of a sweep trains with, and the rows so far (``frames``)."""
+
+    cfg: config_lib.Config
+    data: tuple
+    num_classes: int
+    loss_fns: dict
+    mesh: object
+    out: Path
+    t0: float
+    events: object
+    bar: Progress
+    writer: bool
+    frames: list
+
+    def group(self, gid: int, groups, planned, ckpt, table: pd.DataFrame,
+              done: dict) -> pd.DataFrame:
+        """Trains group ``gid`` from its checkpoint (or from scratch) to the last epoch;
+        returns the table with its rows."""
+        cfg, out, members = self.cfg, self.out, groups[gid]
+        group = engine.Group(_settings(cfg, members[0], self.num_classes), members,
+                             *group_losses(members, self.loss_fns), self.data, self.mesh)
+        start_epoch, state = _start_state(group, ckpt, out, gid)
+        static = tables.member_keys(members)
+        train_acc = "train" in cfg.eval.splits
+        # A race's members still training, decided from the rows alone (so a resume, and every
+        # process, decides the same); None: a grid, every member every epoch.
+        active = _still_training(cfg, planned, members, table)
+        for epoch in range(start_epoch, cfg.epochs):
+            state, metrics = group.train_epoch(state, epoch, active)
+            last = epoch + 1 == cfg.epochs
+            evals = (group.evaluate(state, active)
+                     if last or (epoch + 1) % cfg.eval.every == 0 else {})
+            rows = _epoch_rows(static, epoch + 1, metrics, evals, train_acc, self.t0)
+            if active is not None:  # a stopped member has no rows after its stop
+                rows = rows[active].reset_index(drop=True)
+            self.frames.append(rows)
+            table = pd.concat(self.frames, ignore_index=True)
+            _save_epoch(out, gid, epoch + 1, group, state, table, rows, self.events,
+                        self.writer)
+            text = _progress_text(gid, len(groups), epoch + 1, cfg.epochs, metrics, evals)
+            if active is not None:
+                before, active = active, _still_training(cfg, planned, members, table)
+                text += f" training {int(active.sum())}/{len(members)}"
+                if self.writer and (before & ~active).any():
+                    log.info("epoch %d: %s", epoch + 1, _stopped_text(members, before, active))
+            self.bar.update(_member_epochs(groups, done, gid, epoch + 1), text)
+        return table
 
 
-def _still_training(cfg, members, table: pd.DataFrame) -> np.ndarray | None:
+def _all_epochs(groups, cfg) -> int:
+    return sum(map(len, groups)) * cfg.epochs
+
+
+def _rows_on_disk(out: Path, resume: bool) -> pd.DataFrame:
+    return (tables.read_epochs(out, resume=True) if resume
+            else pd.DataFrame(columns=tables.EPOCHS_COLUMNS))
+
+
+def _stage_text(stage) -> str:
+    """What a stage after the grid's adds, for the log."""
+    rates = sorted({m.learning_rate for m in stage.members})
+    losses = sorted({m.loss for m in stage.members})
+    what = ("confirmation seeds at the chosen rates" if stage.kind == plan.CONFIRM
+            else "rates past a grid edge")
+    return (f"next stage: {len(stage.members)} member(s), {what} ({', '.join(losses)}; "
+            f"rates {', '.join(f'{r:g}' for r in rates)})")
+
+
+def _still_training(cfg, planned, members, table: pd.DataFrame) -> np.ndarray | None:
     """Per member of a group, whether a race still trains it after the rows in ``table``;
     None for a grid."""
     if cfg.search.method != "race":
         return None
-    own = table[table["member"].isin([m.index for m in members])]
-    stopped = race_stops(cfg, own)
+    stopped = plan.stops(cfg, planned, table)
     return np.array([m.index not in stopped for m in members], bool)
 
 
@@ -511,7 +591,7 @@ def _save_epoch(out: Path, gid: int, epoch: int, group: engine.Group, state, tab
 def _member_epochs(groups, done: dict, gid: int | None = None, epochs: int = 0) -> int:
     """Member-epochs finished: each group's ``done`` epochs, group ``gid``'s taken as
     ``epochs``."""
-    return sum((epochs if g == gid else done[g]) * len(m) for g, m in enumerate(groups))
+    return sum((epochs if g == gid else done.get(g, 0)) * len(m) for g, m in enumerate(groups))
 
 
 def _progress_text(gid: int, n_groups: int, epoch: int, epochs: int, metrics: dict,

@@ -90,6 +90,12 @@ SUMMARY_REQUIRED = (
     "loss", "hidden", "learning_rate", "n_seeds", "val_acc_mean", "test_acc_mean",
     "test_acc_ci95", "epochs_to_target_mean", "reached_target", "diverged",
 )
+#: stops.csv of a race (``lossjax.search.stops_table``): each member stopped before the last
+#: epoch, the last epoch it trained, and why ('diverged', 'dropped at epoch N').
+STOPS = {"member": "int", "epoch": "int", "reason": "text"}
+#: added.csv of a sweep with later stages (``lossjax.plan.added_table``): each member a stage
+#: after the grid added, the stage (1 is the first after the grid) and why.
+ADDED = {"member": "int", "stage": "int", "reason": "text"}
 #: What makes a group, one summary.csv row: its members differ only in rate and seed.
 GROUP_KEYS = ["loss", "hidden", "weight_decay", "init_scale"]
 #: Swept values besides the learning rate that pick a summary row's members when present in
@@ -246,6 +252,29 @@ def read_summary(folder: Path) -> pd.DataFrame:
     """``summary.csv`` (:data:`SUMMARY`), checked as :func:`read_epochs` checks a finished
     sweep's table; a folder written before :data:`RATE_CHOICE_COLUMNS` lacks those."""
     return _read_csv(Path(folder) / "summary.csv", SUMMARY, SUMMARY_REQUIRED, resume=False)
+
+
+def read_record(folder: Path, name: str, declared: dict) -> pd.DataFrame | None:
+    """A record a finished sweep writes beside its tables (``stops.csv``: :data:`STOPS`,
+    ``added.csv``: :data:`ADDED`), exactly its columns, whole numbers where they belong; it may
+    hold no rows. None where the folder has none."""
+    path = Path(folder) / name
+    data = read_regular(path)
+    if data is None:
+        return None
+    try:
+        df = pd.read_csv(io.BytesIO(data),
+                         dtype={c: str for c, kind in declared.items() if kind == "text"})
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
+        raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
+    if list(df.columns) != list(declared) or not data.endswith(b"\n"):
+        raise ResultsError(f"{path} is not the table lossjax writes (columns "
+                           f"{', '.join(declared)}, each row ending in a line break); restore "
+                           "it, or rerun the sweep")
+    for c in (c for c, kind in declared.items() if kind == "int"):
+        if len(df) and not pd.api.types.is_integer_dtype(df[c]):
+            raise ResultsError(f"{path}: column {c} must hold integers")
+    return df.astype({c: int for c, kind in declared.items() if kind == "int"})
 
 
 def normalize(table: pd.DataFrame) -> pd.DataFrame:

@@ -138,7 +138,10 @@ def test_a_race_resolves_its_rungs_and_a_grid_leaves_no_trace():
     ({"method": "race", "rungs": [2, 10]}, "search.rungs[1]"),
     ({"method": "race", "rungs": [0]}, "search.rungs[0]"),
     ({"method": "race", "alpha": 1.0}, "search.alpha"),
-    ({"method": "race", "extend": 2}, "search.extend: unknown key"),
+    ({"method": "race", "extend": -1}, "search.extend: got -1, expected an integer >= 0"),
+    ({"method": "grid", "rungs": [2]}, "search.rungs: applies to method: race only"),
+    ({"extend": True}, "search.extend: got true"),
+    ({"method": "race", "exten": 2}, "search.exten: unknown key; did you mean 'search.extend'"),
 ])
 def test_bad_search_sections_are_one_line(search, needle):
     with pytest.raises(config.ConfigError, match=re.escape(needle)):
