@@ -124,12 +124,13 @@ def test_a_distributed_start_that_cannot_work_is_one_line(tmp_path, env, needle)
 
 
 RACE = ["--set", "search.method=race", "--set", "search.rungs=[1,2]",
-        "--set", "optimizer.learning_rate.mse=[0.05,0.2,30.0]"]
+        "--set", "optimizer.learning_rate.mse=[0.05,0.2,30.0]", "--set", "search.extend=1",
+        "--set", "confirm.seeds=[9]"]
 
 
 def test_a_race_over_two_processes_decides_as_one_process_does(tmp_path):
     # mse at 30 is hopeless at once. Every process decides from the same rows, so two processes
-    # skip the same calls and write what one process writes.
+    # skip the same calls, plan the same later stages and write what one process writes.
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     _ok(_start(multihost_config(one, "runs"), 1, 4, *RACE))
@@ -137,3 +138,5 @@ def test_a_race_over_two_processes_decides_as_one_process_does(tmp_path):
     assert_same_files(one / "runs" / "hosts", two / "runs" / "hosts")
     stops = [(f / "runs" / "hosts" / "stops.csv").read_bytes() for f in (one, two)]
     assert stops[0] == stops[1] and len(stops[0].splitlines()) > 1  # the race stopped some
+    added = [(f / "runs" / "hosts" / "added.csv").read_bytes() for f in (one, two)]
+    assert added[0] == added[1] and b"confirmation" in added[0]
