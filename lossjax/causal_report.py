@@ -54,7 +54,9 @@ def analyse(folder: str | os.PathLike, n_resamples: int = N_BOOT) -> dict:
         # The length of training is part of what an effect means (10 against 20 epochs).
         "description": f"{analysis.describe(res)}, {int(res.epochs['epoch'].max())} epochs",
         "target_accuracy": target, "comparisons": comps,
-        "within_loss": within_loss(member_table(res.epochs), n_resamples),
+        # A member a race dropped trained only to its rung: its speed would be an early one.
+        "within_loss": within_loss(member_table(
+            res.epochs[~res.epochs["member"].isin(analysis.dropped(res))]), n_resamples),
         "protocol": causal_effects.protocol(res),
         "bootstrap": {"resamples": n_resamples, "seed": BOOT_SEED, "method": "percentile"},
     }
