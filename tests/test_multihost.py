@@ -128,15 +128,41 @@ RACE = ["--set", "search.method=race", "--set", "search.rungs=[1,2]",
         "--set", "confirm.seeds=[9]"]
 
 
-def test_a_race_over_two_processes_decides_as_one_process_does(tmp_path):
+@pytest.fixture(scope="module")
+def raced_one(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("raced")
+    _ok(_start(multihost_config(tmp, "runs"), 1, 4, *RACE))
+    return tmp / "runs" / "hosts"
+
+
+def test_a_race_over_two_processes_decides_as_one_process_does(raced_one, tmp_path):
     # mse at 30 is hopeless at once. Every process decides from the same rows, so two processes
     # skip the same calls, plan the same later stages and write what one process writes.
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    _ok(_start(multihost_config(one, "runs"), 1, 4, *RACE))
-    _ok(_start(multihost_config(two, "runs"), 2, 2, *RACE))
-    assert_same_files(one / "runs" / "hosts", two / "runs" / "hosts")
-    stops = [(f / "runs" / "hosts" / "stops.csv").read_bytes() for f in (one, two)]
-    assert stops[0] == stops[1] and len(stops[0].splitlines()) > 1  # the race stopped some
-    added = [(f / "runs" / "hosts" / "added.csv").read_bytes() for f in (one, two)]
-    assert added[0] == added[1] and b"confirmation" in added[0]
+    _ok(_start(multihost_config(tmp_path, "runs"), 2, 2, *RACE))
+    two = tmp_path / "runs" / "hosts"
+    assert_same_files(raced_one, two)
+    for name in ("stops.csv", "added.csv"):
+        assert (raced_one / name).read_bytes() == (two / name).read_bytes()
+    assert len((two / "stops.csv").read_text().splitlines()) > 1  # the race stopped some
+    assert "confirmation" in (two / "added.csv").read_text()
+
+
+def test_kill_9_of_both_processes_in_a_later_stage_then_resume_matches(raced_one, tmp_path):
+    cfg = multihost_config(tmp_path, "runs")
+    folder = tmp_path / "runs" / "hosts"
+    manifest = folder / "checkpoints" / "group1.json"  # the extension stage's program
+    procs = _start(cfg, 2, 2, *RACE, speed="slow")
+    deadline = time.time() + 300
+    try:
+        while not (manifest.exists() and json.loads(manifest.read_text())["epoch"] >= 1):
+            assert time.time() < deadline, "the sweep never reached its extension stage"
+            assert all(p.poll() is None for p in procs), finish(procs)
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        finish(procs)
+    _ok(_start(cfg, 2, 2, *RACE, "--resume"))
+    assert_same_files(raced_one, folder)
+    for name in ("stops.csv", "added.csv"):
+        assert (raced_one / name).read_bytes() == (folder / name).read_bytes()
