@@ -16,7 +16,7 @@ JOBS ?= 2
 TESTS ?=
 PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadscope
 
-.PHONY: demo test test-slow bench lint
+.PHONY: demo test test-slow bench lint notebook
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,9 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# experiments/walkthrough.ipynb, executed, from experiments/walkthrough.py (jupytext, nbclient;
+# run in a temporary folder, so its runs/ land there). Run it after editing walkthrough.py: a
+# test fails while the two differ.
+notebook: $(STAMP)
+	$(BIN)/python experiments/build_notebook.py

@@ -13,12 +13,14 @@
 #
 # A worked session: run a small sweep, look at its curves, import a loss and check its
 # gradient, then plug in a loss of your own. The file is a notebook in jupytext's percent
-# format: open it in VS Code or JupyterLab with jupytext (`jupytext --to notebook
-# experiments/walkthrough.py` makes an `.ipynb`), or run it as a script. The test suite runs it
+# format: open it in VS Code or JupyterLab with jupytext, read the executed copy
+# `experiments/walkthrough.ipynb` (`make notebook` makes it from this file), or run it as a
+# script. The test suite runs it
 # (`tests/test_walkthrough.py`), so it cannot drift from the code. It trains on the digits data
 # that ship with lossjax, in under a minute on two CPU cores.
 
 # %%
+# %matplotlib inline
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,10 +64,20 @@ print("ran on", res.env["device_kind"], "with jax", res.env["jax"])
 # %% [markdown]
 # ## 2. Look at the curves
 #
-# Each plot comes back as a matplotlib figure, which a notebook shows inline.
+# Each plot comes back as a matplotlib figure, which a notebook shows inline once
+# `%matplotlib inline` has run (as in the first cell: lossjax draws without pyplot, so nothing
+# else tells the notebook how to show a figure).
 
 # %%
 res.plot("test_accuracy")
+
+# %% [markdown]
+# Near the top of the accuracy axis the differences that matter are in the errors: the
+# `test_error` plot draws 1 − test accuracy on a log axis, where 2% against 4% error is as far
+# apart as 10% against 20%.
+
+# %%
+res.plot("test_error")
 
 # %% [markdown]
 # A finished folder loads again at any time, without rerunning anything.

@@ -46,8 +46,8 @@ class Results(analysis.Results):
         return plots.figures(self)
 
     def plot(self, name: str = "test_accuracy"):
-        """One plot as a matplotlib ``Figure``: ``test_accuracy``, ``train_loss``,
-        ``lr_sensitivity`` or ``wrong_direction``."""
+        """One plot as a matplotlib ``Figure``: ``test_accuracy``, ``test_error``,
+        ``train_loss``, ``lr_sensitivity`` or ``wrong_direction``."""
         from lossjax import plots  # lazy: matplotlib, only once a figure is asked for
 
         return plots.figures(self, [name])[name]

@@ -26,7 +26,11 @@ with ``B``'s at ``B``'s, and per seed ``V − B`` is taken of
   at which both members were evaluated (``eval.every`` leaves the others NaN);
 - *epochs to target*: the first of those epochs with test accuracy ≥ ``eval.target_accuracy``;
   a pair where either member never gets there is *censored* and left out of the mean (counted);
-- *final test accuracy*, at the last epoch.
+- *final test accuracy*, at the last epoch;
+
+and, per epoch, the paired difference in test and validation accuracy (``per_epoch``: the
+curve whose last point is the final effect, drawn by ``lossjax causal`` as
+``paired_difference.png``).
 
 Each is reported as the mean over seeds with its 95% Student-t interval (``lossjax.stats.
 ci95_halfwidth``; Student 1908), with the mean wrong-direction fraction and gradient norm of both
@@ -124,27 +128,42 @@ def first_reach(curve: pd.Series, target: float) -> float:
     return float(hit.min()) if len(hit) else math.nan
 
 
-def pair_members(base_rows: pd.DataFrame, variant_rows: pd.DataFrame, target: float,
-                 ) -> pd.DataFrame:
-    """One row per seed of either side: ``status`` and, for paired seeds, each side's speed,
-    epoch to target and final test accuracy.
+def seed_pairs(base_rows: pd.DataFrame, variant_rows: pd.DataFrame,
+               ) -> list[tuple[int, str, pd.DataFrame | None, pd.DataFrame | None]]:
+    """The pairing by seed, the one every effect here is taken over: per seed of either side,
+    ``(seed, status, base member's rows, variant member's rows)``, rows sorted by epoch.
 
     ``status`` is 'paired', 'diverged' (either member diverged: left out, its frozen weights are
-    no result) or 'unpaired' (the seed has a member on one side only). Speed is the mean test
-    accuracy over the epochs at which *both* members have one, so both average the same epochs;
-    the epoch to target is taken over those epochs too (NaN: never reached); the final accuracy
-    is each member's at its last epoch.
+    no result) or 'unpaired' (the seed has a member on one side only; its missing side is None).
     """
     base, variant = _by_seed(base_rows, "the base"), _by_seed(variant_rows, "the variant")
     out = []
     for seed in sorted(set(base) | set(variant)):
-        row = {"seed": seed, "status": "paired"}
-        if seed not in base or seed not in variant:
-            out.append({**row, "status": "unpaired"})
-            continue
-        b, v = base[seed], variant[seed]
-        if b["diverged"].any() or v["diverged"].any():
-            out.append({**row, "status": "diverged"})
+        b, v = base.get(seed), variant.get(seed)
+        if b is None or v is None:
+            status = "unpaired"
+        elif b["diverged"].any() or v["diverged"].any():
+            status = "diverged"
+        else:
+            status = "paired"
+        out.append((seed, status, b, v))
+    return out
+
+
+def pair_members(base_rows: pd.DataFrame, variant_rows: pd.DataFrame, target: float,
+                 ) -> pd.DataFrame:
+    """One row per seed of either side: ``status`` (:func:`seed_pairs`) and, for paired seeds,
+    each side's speed, epoch to target and final test accuracy.
+
+    Speed is the mean test accuracy over the epochs at which *both* members have one, so both
+    average the same epochs; the epoch to target is taken over those epochs too (NaN: never
+    reached); the final accuracy is each member's at its last epoch.
+    """
+    out = []
+    for seed, status, b, v in seed_pairs(base_rows, variant_rows):
+        row = {"seed": seed, "status": status}
+        if status != "paired":
+            out.append(row)
             continue
         cb, cv = _curve(b), _curve(v)
         common = cb.index[np.isfinite(cb.to_numpy()) & cb.index.isin(cv.index[cv.notna()])]
@@ -156,6 +175,31 @@ def pair_members(base_rows: pd.DataFrame, variant_rows: pd.DataFrame, target: fl
     cols = ["seed", "status"] + [f"{s}_{m}" for s in ("base", "variant")
                                  for m in ("speed", "reach", "final")]
     return pd.DataFrame(out, columns=cols)
+
+
+#: The columns whose paired difference per epoch ``per_epoch_effects`` takes.
+PER_EPOCH_COLUMNS = ("test_acc", "val_acc")
+
+
+def per_epoch_effects(base_rows: pd.DataFrame, variant_rows: pd.DataFrame,
+                      columns: Iterable[str] = PER_EPOCH_COLUMNS) -> dict:
+    """The paired difference V − B at every epoch, over the seeds :func:`seed_pairs` pairs:
+    ``{"epoch": [...], column: {"mean": [...], "ci95": [...], "n": [...]}}``, each epoch's
+    differences summarised as by :func:`interval` (an epoch one side did not evaluate has none:
+    NaN, n 0). At the last epoch the test accuracy's entry is :func:`paired_effects`'
+    ``final_test_acc``: the same pairs, the same differences."""
+    pairs = [(b, v) for _, status, b, v in seed_pairs(base_rows, variant_rows)
+             if status == "paired"]
+    epochs = sorted({int(e) for b, v in pairs for e in (*b["epoch"], *v["epoch"])})
+    out: dict = {"epoch": epochs}
+    for column in columns:
+        diffs = pd.DataFrame(
+            {i: v.set_index("epoch")[column].astype(float)
+             - b.set_index("epoch")[column].astype(float) for i, (b, v) in enumerate(pairs)},
+            index=pd.Index(epochs, name="epoch"))
+        rows = [interval(diffs.loc[e]) for e in epochs]
+        out[column] = {k: [r[k] for r in rows] for k in ("mean", "ci95", "n")}
+    return out
 
 
 def interval(values: Iterable[float]) -> dict:
@@ -305,6 +349,7 @@ def compare(res: analysis.Results, v: Variant, base: pd.Series, variant: pd.Seri
     pairs = pair_members(b_rows, v_rows, target)
     out.update(paired_effects(pairs), note=(
         f"every member of {' and '.join(gone)} diverged at every rate" if gone else None))
+    out["per_epoch"] = per_epoch_effects(b_rows, v_rows)
     p = pairs[pairs["status"] == "paired"]
     for side, rows in (("base", b_rows), ("variant", v_rows)):
         out[f"{side}_profile"] = {**gradient_profile(rows, p["seed"]),

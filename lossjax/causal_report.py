@@ -7,9 +7,10 @@ The paired effects are :mod:`lossjax.causal_effects`, the within-loss evidence
 :mod:`lossjax.within_loss`; this module puts them together per folder (:func:`analyse`) and
 renders them. Each folder is read and checked by ``lossjax.analysis`` and must hold a finished
 sweep with at least one variant beside its base; otherwise one line on stderr, exit status 2,
-and nothing is written. Writes ``causal.json`` and ``causal.md`` into each folder, and into
-``DIR`` the figure of every folder's paired speed effects, ``causal_effects.{png,svg}``, and one
-table of them all, ``causal_effects.md``.
+and nothing is written. Writes ``causal.json``, ``causal.md`` and the figure of the paired
+difference in test accuracy per epoch, ``paired_difference.{png,svg}``, into each folder, and
+into ``DIR`` the figure of every folder's paired speed effects, ``causal_effects.{png,svg}``,
+and one table of them all, ``causal_effects.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lossjax import analysis, causal_effects, losses, plots
+from lossjax import analysis, causal_curves, causal_effects, losses, plots
+from lossjax.causal_curves import PAIRED_NAME
 from lossjax.errors import ResultsError
 from lossjax.folder import record_written, write_json, write_text
 from lossjax.tables import MATCH_COLUMNS
@@ -259,6 +261,10 @@ def markdown(out: dict, figure: Path | None = None) -> str:
     lines += _protocol_section(out)
     if figure is not None:
         lines += ["", f"Figure of the speed effects: `{figure}`"]
+        lines += ["", f"![Paired difference in test accuracy per epoch]({PAIRED_NAME}.png)", "",
+                  "Paired difference in test accuracy per epoch, variant − base, each at its "
+                  "chosen rate: mean over the paired seeds, band = 95% t-interval; the last "
+                  f"epoch's value is Δ final test acc above ([SVG]({PAIRED_NAME}.svg))."]
     return "\n".join(lines) + "\n"
 
 
@@ -385,12 +391,15 @@ def write(folders: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> l
     # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
     record_written(out_dir, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
     for out in outs:
-        record_written(Path(out["folder"]), ["causal.json", "causal.md"])
+        record_written(Path(out["folder"]), ["causal.json", "causal.md",
+                                             *(f"{PAIRED_NAME}.{f}" for f in plots.FORMATS)])
     figure = write_figure(outs, out_dir)[0]
     write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
     for out in outs:
         folder = Path(out["folder"])
         write_json(folder / "causal.json", _finite(out))
+        varying = _varying(out["comparisons"])
+        causal_curves.write_paired_figure(out, folder, lambda c, v=varying: comparison_label(c, v))
         rel = Path(os.path.relpath(figure.resolve(), folder.resolve()))
         write_text(folder / "causal.md", markdown(out, rel))
     return outs
@@ -401,7 +410,7 @@ def summary(outs: list[dict], out_dir: str | os.PathLike) -> str:
     effects, then where the figure and the table are."""
     lines = []
     for out in outs:
-        lines.append(f"{out['folder']}: causal.json, causal.md")
+        lines.append(f"{out['folder']}: causal.json, causal.md, {PAIRED_NAME}.png (+ .svg)")
         for c in out["comparisons"]:
             lines.append(f"  {comparison_label(c)}: Δ speed {_pm(c['speed'], 100)} points; "
                          f"{c['verdict']}")

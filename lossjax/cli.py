@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.set_defaults(func=_compare)
 
     ca = sub.add_parser("causal", help="paired effects of gradient-edit variants against their "
-                                       "bases, per seed (causal.json, causal.md)")
+                                       "bases, per seed (causal.json, causal.md, "
+                                       "paired_difference.png)")
     ca.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", type=Path,
                     help="finished results folders")
     ca.add_argument("--out", type=Path, required=True,

@@ -106,11 +106,12 @@ SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summar
 EXPERIMENT_ENTRIES = ("causal.json", "causal.md", "causal_effects.md", "causal_effects.png",
                       "causal_effects.svg", "gradient_sign.json", "gradient_sign.md",
                       "gradient_sign.png", "gradient_sign.svg", "search_replay.csv",
-                      "search_replay.md")
+                      "search_replay.md", "paired_difference.png", "paired_difference.svg")
 #: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` x
 #: ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
-PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "train_loss", "lr_sensitivity",
-                                         "wrong_direction") for f in ("png", "svg"))
+PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "test_error", "train_loss",
+                                         "lr_sensitivity", "wrong_direction")
+                   for f in ("png", "svg"))
 _SUBFOLDER_FILES = {
     "plots": lambda name: name in PLOT_FILES,
     "checkpoints": re.compile(r"group\d+(\.e\d+\.p\d+\.npz|\.json)").fullmatch,

@@ -1,12 +1,17 @@
 """Plots of a results folder, drawn from its tables, never the other way round.
 
 ``plot_results(results_dir)`` reads the folder through ``lossjax.analysis`` (``epochs.csv``,
-``summary.csv``, and ``config.yaml`` for the titles) and writes four figures, each as PNG and
+``summary.csv``, and ``config.yaml`` for the titles) and writes these figures, each as PNG and
 SVG, into ``RESULTS_DIR/plots/``:
 
 - ``test_accuracy``: test accuracy against epoch, one line per row of ``summary.csv`` (a loss,
   and its weight decay / init scale where those were swept) at the row's chosen learning rate;
   line = mean over seeds, band = min to max over seeds, a cross where a seed diverged.
+- ``test_error``: the same runs' test error, 1 − test accuracy, on a log axis labelled in
+  percent (1%, 2%, 5%, 10%): at 98% accuracy a difference of 1.6% against 2% error is a fifth
+  of the errors, and invisible on an accuracy axis from 10% to 100%. Line and band as above
+  (mean error = 1 − mean accuracy); an epoch where a seed makes no test error at all has no
+  place on a log axis and leaves that seed out of the epoch's mean and band.
 - ``train_loss``: training loss (each member's own loss) against epoch, log scale, same runs.
 - ``lr_sensitivity``: final validation accuracy against learning rate (log scale), one line per
   row of ``summary.csv``; mean over the seeds that did not diverge, bars = min to max, a ring on
@@ -31,7 +36,7 @@ A folder that cannot be read, or whose tables are incomplete or disagree, raises
 ``ResultsError`` of ``lossjax.analysis`` before anything is drawn; so does a plot that cannot be
 written.
 
-(Over 450 lines: the four figures share one set of styles, panels and legends, which is why
+(Over 450 lines: the figures share one set of styles, panels and legends, which is why
 they stay in one module.)
 """
 
@@ -52,7 +57,9 @@ from matplotlib.ticker import (
     FixedLocator,
     Formatter,
     FuncFormatter,
+    LogLocator,
     MaxNLocator,
+    NullFormatter,
     NullLocator,
 )
 from matplotlib.transforms import blended_transform_factory
@@ -72,7 +79,7 @@ from lossjax.analysis import (
 from lossjax.errors import ResultsError, one_line
 from lossjax.folder import atomic_write, require_own
 
-PLOT_NAMES = ("test_accuracy", "train_loss", "lr_sensitivity", "wrong_direction")
+PLOT_NAMES = ("test_accuracy", "test_error", "train_loss", "lr_sensitivity", "wrong_direction")
 FORMATS = ("png", "svg")
 PLOTS_SUBDIR = "plots"
 
@@ -375,6 +382,59 @@ def _test_accuracy(res: Results, choices: list[Choice], gone: list[Choice]) -> F
     )
 
 
+def _test_error(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
+    # 1 - accuracy of each member, then the usual band: mean over seeds = 1 - mean accuracy.
+    err = [dataclasses.replace(c, rows=c.rows.assign(test_error=1.0 - c.rows["test_acc"]))
+           for c in choices]
+    fig = _curve_figure(
+        res, err, gone, "test_error", "Test error at each loss's chosen learning rate",
+        "test error (1 − test accuracy, log scale)", log_y=True, label=_final_label(".2%"),
+    )
+    for ax in fig.axes:
+        if ax.get_visible():
+            log_percent_axis(ax)
+    return fig
+
+
+#: Where ``log_percent_axis`` puts labelled ticks: these times each power of ten.
+_LOG_TICKS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), tuple(range(1, 10)))
+
+
+def log_percent_ticks(lo: float, hi: float) -> list[float]:
+    """Labelled ticks for a log axis of fractions from ``lo`` to ``hi``: 1, 2 and 5 times each
+    power of ten (1%, 2%, 5%, 10%, ...), thinned to powers of ten past three decades and made
+    denser (3, then every digit) where that leaves fewer than two in view; at worst the two
+    ticks around the view, which ``log_percent_axis`` then widens to."""
+    if not (0 < lo < hi):
+        return []
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    sets = _LOG_TICKS if hi / lo > 1000 else _LOG_TICKS[1:]
+    ticks: list[float] = []
+    for subs in sets:
+        every = sorted(round(s * 10.0**d, 12) for d in decades for s in subs)
+        ticks = [t for t in every if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+        if len(ticks) >= 2:
+            return ticks
+    # Fewer than two digits' ticks in view: the nearest one below and above it.
+    return [max(t for t in every if t <= lo), min(t for t in every if t >= hi)]
+
+
+def log_percent_axis(ax) -> None:
+    """A log y axis of fractions labelled as percentages (``percent_label``: 1%, 2%, 5%, 10%),
+    with unlabelled minor ticks at every digit, capped at 100%. A view too narrow for two
+    labelled ticks is widened to the ticks around it."""
+    lo, hi = ax.get_ylim()
+    hi = min(hi, 1.0)
+    ticks = log_percent_ticks(lo, hi)
+    if not ticks:
+        return
+    ax.set_ylim(min(lo, ticks[0]), max(hi, ticks[-1]))
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(PercentLabels())
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10))))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _train_loss(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
     return _curve_figure(
         res, choices, gone, "train_loss", "Training loss at each loss's chosen learning rate",
@@ -544,6 +604,7 @@ def _lr_sensitivity(res: Results, choices: list[Choice], gone: list[Choice]) -> 
 
 _FIGURES: dict[str, Callable[[Results, list[Choice], list[Choice]], Figure]] = {
     "test_accuracy": _test_accuracy,
+    "test_error": _test_error,
     "train_loss": _train_loss,
     "lr_sensitivity": _lr_sensitivity,
     "wrong_direction": _wrong_direction,
@@ -574,7 +635,8 @@ def figures(res: Results, names: Iterable[str] = PLOT_NAMES) -> dict[str, Figure
 
 
 def plot_results(results_dir: str | os.PathLike) -> list[Path]:
-    """Draws the four figures of a results folder from its tables; returns the 8 file paths.
+    """Draws the figures of a results folder from its tables (``PLOT_NAMES``); returns the
+    file paths (``plot_paths``).
 
     Raises ``ResultsError`` (one line) when the folder or a table is missing, unreadable or
     incomplete, or when ``summary.csv`` and ``epochs.csv`` disagree; and, before reading

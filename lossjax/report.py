@@ -4,7 +4,7 @@
 was run, the summary table (chosen learning rate, test accuracy mean ± 95% interval, epochs to
 the target accuracy, diverged members), a "Provenance" section from ``env.json``
 (``lossjax.report_provenance``: the code, versions, devices and CPU the numbers came from) and
-the four plots as relative image links. An ``env.json`` from before provenance was recorded
+the plots as relative image links. An ``env.json`` from before provenance was recorded
 gives one "Environment" line instead. Plots that are missing, or older than the tables, are
 redrawn first.
 """
@@ -29,6 +29,11 @@ _CAPTIONS = {
         "Test accuracy",
         "Test accuracy against epoch at each loss's chosen learning rate; line = mean over seeds, "
         "band = min–max.",
+    ),
+    "test_error": (
+        "Test error",
+        "Test error (1 − test accuracy) against epoch on a log axis, where the differences "
+        "between accurate losses show; line = mean over seeds, band = min–max.",
     ),
     "train_loss": (
         "Training loss",

@@ -42,8 +42,8 @@ def test_run_returns_the_results_as_dataframes(finished):
     np.testing.assert_array_equal(finished.summary["test_acc_mean"], on_disk["test_acc_mean"])
     fig = finished.plot("test_accuracy")
     assert isinstance(fig, Figure) and fig.axes
-    assert set(finished.figures()) == {"test_accuracy", "train_loss", "lr_sensitivity",
-                                       "wrong_direction"}
+    assert set(finished.figures()) == {"test_accuracy", "test_error", "train_loss",
+                                       "lr_sensitivity", "wrong_direction"}
     assert "| `cross_entropy` |" in finished._repr_markdown_()
     assert finished.report().startswith("# api")
 

@@ -17,7 +17,9 @@ import pytest
 from conftest import all_diverge, make_results, resummarize
 from scipy import stats
 
-from lossjax import causal_effects, causal_report, cli, within_loss
+from lossjax import causal_curves, causal_effects, causal_report, cli, within_loss
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "mnist_causal"
 
 SEEDS = (0, 1, 2, 3, 4)
 EPOCHS = 5
@@ -141,6 +143,53 @@ def test_paired_effects_are_the_per_seed_differences(analysed):
     final = [VARIANT[s][-1] - BASE[s][-1] for s in PAIRED]
     assert (c["final_test_acc"]["mean"], c["final_test_acc"]["ci95"]) == pytest.approx(
         t_interval(final))
+
+
+def test_per_epoch_effects_are_the_paired_differences(analysed):
+    [c] = analysed["comparisons"]
+    per = c["per_epoch"]
+    assert per["epoch"] == list(range(1, EPOCHS + 1))
+    acc = per["test_acc"]
+    for k, e in enumerate(EVALUATED):
+        mean, half = t_interval([VARIANT[s][k] - BASE[s][k] for s in PAIRED])
+        i = per["epoch"].index(e)
+        assert acc["mean"][i] == pytest.approx(mean) and acc["ci95"][i] == pytest.approx(half)
+        assert acc["n"][i] == len(PAIRED)  # the diverged pair is left out, as in the effects
+    for e in set(per["epoch"]) - set(EVALUATED):  # not evaluated: no difference to take
+        i = per["epoch"].index(e)
+        assert acc["n"][i] == 0 and math.isnan(acc["mean"][i])
+    # The curve's last point is the final effect: the same pairs, the same differences.
+    assert acc["mean"][-1] == c["final_test_acc"]["mean"]
+    assert acc["ci95"][-1] == c["final_test_acc"]["ci95"]
+    assert per["val_acc"]["mean"] == pytest.approx([0.0] * EPOCHS)  # both sides at 0.9
+
+
+@pytest.fixture(scope="module")
+def committed():
+    """The analysis of the committed results/mnist_causal (read only; nothing is written)."""
+    return causal_report.analyse(COMMITTED, n_resamples=200)
+
+
+def test_paired_figure_of_the_committed_study_ends_at_the_final_effects(committed):
+    comps = committed["comparisons"]
+    fig = causal_curves.paired_figure(committed, causal_report.comparison_label)
+    [ax] = fig.axes
+    assert ax.get_yscale() == "symlog" and ax.get_ylim() == (-100.0, 100.0)
+    assert any(list(line.get_ydata()) == [0, 0] for line in ax.lines)  # the zero line
+    curves = [line for line in ax.lines if not line.get_label().startswith("_")]
+    paired = [c for c in comps if c["n_pairs"]]
+    assert len(curves) == len(paired) == len(comps) - 1  # cross_entropy-push_up_50: no pairs
+    for c, line in zip(paired, curves, strict=True):
+        final = c["final_test_acc"]
+        assert line.get_ydata()[-1] == pytest.approx(100 * final["mean"], abs=1e-9)
+        assert line.get_xdata()[-1] == 20  # the study's last epoch
+        assert f": last {100 * final['mean']:+.2f} ± {100 * final['ci95']:.2f} (n 3)" in (
+            line.get_label())
+    # mse-no_push_up, as causal.md's table has it: +0.16 ± 0.22 points at the last epoch.
+    label = next(line.get_label() for line in curves if "mse-no_push_up (" in line.get_label())
+    assert label.startswith("mse → mse-no_push_up (lr 0.3 → 1): last +0.16 ± 0.22")
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "cross_entropy → cross_entropy-push_up_50: no pairs" in legend
 
 
 def test_epochs_to_target_counts_censored_pairs(analysed):
@@ -283,6 +332,12 @@ def test_main_writes_json_md_and_one_figure(tmp_path, capsys):
     assert "predicted: > 0" in md
     assert len(_strict_json(second / "causal.json")["comparisons"]) == 2
     assert "predicted: < 0" in (second / "causal.md").read_text()
+    for folder in (first, second):  # each folder's paired difference per epoch, linked
+        assert (folder / "paired_difference.png").stat().st_size > 0
+        assert ET.parse(folder / "paired_difference.svg").getroot().tag.endswith("svg")
+        assert "](paired_difference.png)" in (folder / "causal.md").read_text()
+        assert {"paired_difference.png", "paired_difference.svg"} <= set(
+            _strict_json(folder / "status.json")["written"])
     assert (out / "causal_effects.png").stat().st_size > 0
     assert ET.parse(out / "causal_effects.svg").getroot().tag.endswith("svg")
     assert "causal_effects.png" in capsys.readouterr().out

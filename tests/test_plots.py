@@ -50,7 +50,7 @@ def test_write_report(reported):
     assert "Environment: jax 0.0-test, python 3.11; 1 × cpu; x64 off" in text
     for name in plots.PLOT_NAMES:
         assert f"](plots/{name}.png)" in text and f"](plots/{name}.svg)" in text
-    assert text.count("![") == 4
+    assert text.count("![") == len(plots.PLOT_NAMES)
 
 
 def test_cli_plot_and_report_and_plots_are_reproducible(reported, results_dir, capsys):
@@ -153,6 +153,39 @@ def test_accuracy_axes_use_percent_labels(results_dir):
     assert isinstance(formatter, plots.PercentLabels)
     assert formatter.format_ticks([0.125, 0.5, 0.9725]) == ["12.5%", "50%", "97.25%"]
     assert formatter(-0.05) == "\N{MINUS SIGN}5%"  # matplotlib's minus, like its other ticks
+
+
+# --------------------------------------------------------------------------------------------
+# Test error on a log axis
+
+
+def test_test_error_is_one_minus_accuracy_on_a_log_percent_axis(results_dir):
+    res = analysis.load_results(results_dir)
+    choices = analysis.chosen_runs(res)
+    fig = plots.figures(res, ["test_error"])["test_error"]
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    lo, hi = ax.get_ylim()
+    expected = [plots.percent_label(t) for t in plots.log_percent_ticks(lo, hi)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == expected and len(expected) >= 2
+    assert ax.get_ylim()[1] <= 1.0  # no error above 100%
+    for c, line in zip(choices, [x for x in ax.lines if x.get_label()[0] != "_"], strict=True):
+        mean_acc = c.rows.groupby("epoch")["test_acc"].mean()
+        assert line.get_ydata() == pytest.approx(1 - mean_acc.to_numpy(), rel=1e-6)
+        assert line.get_label().startswith(f"{c.loss} (lr ")
+        assert line.get_label().endswith(f": final {1 - mean_acc.iloc[-1]:.2%}")
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "ticks"),
+    [(0.013, 1.0, [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),  # 1, 2 and 5 times a power of ten
+     (0.0066, 0.9, [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]),
+     (0.011, 0.035, [0.02, 0.03]),  # not two of 1-2-5 in view: then 1-2-3-5
+     (0.013, 0.019, [0.01, 0.02]),  # not two digits in view: the two ticks around it
+     (1e-5, 0.5, [1e-5, 1e-4, 1e-3, 1e-2, 0.1])],  # past three decades: powers of ten
+)
+def test_log_percent_ticks(lo, hi, ticks):
+    assert plots.log_percent_ticks(lo, hi) == pytest.approx(ticks)
 
 
 # --------------------------------------------------------------------------------------------

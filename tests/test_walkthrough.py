@@ -1,6 +1,8 @@
-"""The worked notebook (experiments/walkthrough.py, jupytext percent format) runs from top to
-bottom against the current code, as a user would run it."""
+"""The worked notebook: experiments/walkthrough.py (jupytext percent format) runs from top to
+bottom against the current code, as a user would run it, as a script and as a notebook; and the
+executed copy experiments/walkthrough.ipynb is made from the current walkthrough.py."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -8,7 +10,36 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "walkthrough.py"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+NOTEBOOK = EXPERIMENTS / "walkthrough.py"
+
+
+@pytest.fixture(scope="module")
+def build():
+    """experiments/build_notebook.py (what `make notebook` runs), imported from its file."""
+    for name in ("jupytext", "nbclient", "nbformat", "ipykernel"):
+        pytest.importorskip(name, reason="`make notebook` needs the dev extra's notebook tools")
+    spec = importlib.util.spec_from_file_location("build_notebook",
+                                                  EXPERIMENTS / "build_notebook.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cells(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nb.cells]
+
+
+def test_the_committed_notebook_is_made_from_the_script(build):
+    import nbformat
+
+    committed = nbformat.read(build.NOTEBOOK, as_version=4)
+    if _cells(committed) != _cells(build.from_script(build.SCRIPT)):
+        pytest.fail("experiments/walkthrough.ipynb is not what experiments/walkthrough.py makes "
+                    "of it: run `make notebook` and commit the .ipynb", pytrace=False)
+    code = [c for c in committed.cells if c.cell_type == "code"]
+    assert all(c.outputs or c.execution_count for c in code), "committed without running"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
 
 
 @pytest.mark.slow  # the notebook trains several sweeps
@@ -20,3 +51,19 @@ def test_the_walkthrough_notebook_runs(tmp_path):
     for name in ("walkthrough", "walkthrough_smoothed"):
         assert (tmp_path / "runs" / name / "summary.csv").is_file()
     assert "pushes up 0% of the wrong-class logits" in r.stdout
+
+
+@pytest.mark.slow  # the same sweeps, in a Jupyter kernel (about 45 s on two cores)
+def test_the_notebook_executes_in_a_kernel_and_shows_its_figures(build, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # the kernel inherits the environment
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend draws
+    nb = build.strip(build.execute(build.from_script(build.SCRIPT), tmp_path), tmp_path)
+    for name in ("walkthrough", "walkthrough_smoothed"):  # in the kernel's folder, not the repo
+        assert (tmp_path / "runs" / name / "summary.csv").is_file()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "pushes up 0% of the wrong-class logits" in text
+    assert str(tmp_path) not in text
+    # res.plot("test_accuracy") and res.plot("test_error") are drawn, not '<Figure ...>'.
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+    assert not [o for o in outputs if o.get("name") == "stderr"]
