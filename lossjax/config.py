@@ -1,6 +1,6 @@
 """Sweep configs: one YAML file describes one sweep; this module loads and validates it.
 
-(Over 450 lines: about 125 of them are this docstring, the schema's reference; the rest is one
+(Over 450 lines: about 150 of them are this docstring, the schema's reference; the rest is one
 parser per section. The schema-free checks and the YAML reader are in ``lossjax.validate``.)
 
 Every check happens here, before anything runs or is written. A bad config raises
@@ -23,7 +23,8 @@ The schema, with its defaults (only ``name`` is required)::
     losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names in losses.LOSSES,
                             # gradient interventions on them ('mse-no_push_up', see
                             # lossjax.interventions) or 'module:function'; the default is all
-                            # of LOSSES, in its order
+                            # of LOSSES, in its order. Losses with parameters (below):
+                            # labels ('focal(gamma=2)') or mappings ({name: focal, gamma: [1, 2]})
     dataset:
       name: digits          # a key of lossjax.data.CLASS_NAMES
       data_dir: null        # str or null
@@ -101,6 +102,29 @@ The optimizer and its schedule:
   training examples // batch_size); ``warmup_steps`` and boundaries count optimizer steps too.
   A warmup starts from 0 and ``linear`` and ``polynomial`` end at 0 unless given otherwise.
   ``cosine`` is ``cosine_decay``.
+
+Losses with parameters (``losses.PARAMETERIZED``: ``rescaled_mse(k, M)``, ``squentropy``,
+``label_smoothing_ce(alpha)``, ``focal(gamma)``), in ``losses``::
+
+    losses: [cross_entropy, squentropy, {name: rescaled_mse, k: [1, 5], M: [1, 15]},
+             {name: focal, gamma: [1, 2], variant: no_push_up}, 'label_smoothing_ce(alpha=0.1)']
+
+- A mapping ``{name, <parameter>: number or [numbers], variant: edit or [edits]}`` is the
+  product of its lists (the parameters in the loss's own order, then ``variant``), each a loss
+  of the sweep under its label, ``rescaled_mse(k=5,M=15)``, ``focal(gamma=1)-no_push_up``: the
+  ``loss`` of every table, plot, report and comparison. A parameter left out takes its default,
+  written out in the label; a bare name is its defaults (``rescaled_mse`` is
+  ``rescaled_mse(k=1,M=1)``); ``squentropy`` takes none. A label may be written directly
+  (``'focal(gamma=2.0)'``, recorded as ``focal(gamma=2)``; the resolved config lists labels).
+- Ranges: ``k >= 1``, ``M > 0``, ``alpha`` in [0, 1), ``gamma >= 0``, each a float32 number.
+- ``variant`` is an edit with its suffixes as ``lossjax.interventions`` names them
+  (``no_push_up``, ``push_up_50-balanced``); the loss ``mse-no_push_up`` may be written
+  ``{name: mse, variant: no_push_up}``.
+- Every setting of one loss (or of one variant of it) trains in one compiled program, its
+  parameters an array per member; the four built-in losses keep theirs.
+- ``optimizer.learning_rate`` as a mapping takes, for a loss with parameters, either its label
+  (that setting) or its name without parameters (``focal``, ``focal-no_push_up``: every
+  setting of it that has no entry of its own).
 
 Swept keys (the sweep is their product; see :data:`SWEPT`): ``seeds``, ``losses``,
 ``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per loss),
@@ -439,7 +463,7 @@ def _expand_loss(x: dict, path: str, checked) -> list[str]:
 
     known = [*losses_lib.LOSSES, *losses_lib.PARAMETERIZED]
     if "name" not in x:
-        raise error(path, f"{got(x)}, a mapping without 'name'; give the loss, e.g. "
+        raise error(path, f"{got(x)} without 'name'; give the loss, e.g. "
                           "{name: focal, gamma: [1, 2]}")
     name = x["name"]
     if not isinstance(name, str) or name not in known:

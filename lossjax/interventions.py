@@ -9,7 +9,8 @@ weights and sees the same batches as the base member of the same seed (the engin
 from the seed alone), so the per-seed difference is the intervention's effect.
 
 A variant is named ``<base>-<edit>[-balanced][-norm_matched]`` (:class:`Variant` takes a name
-apart), e.g. ``mse-no_push_up`` or ``cross_entropy-push_up_50-norm_matched``, and is usable
+apart), e.g. ``mse-no_push_up`` or ``cross_entropy-push_up_50-norm_matched``, the base a built-in
+loss or a parameterized one's label (``rescaled_mse(k=5,M=15)-no_push_up``), and is usable
 wherever a loss name is (a config's ``losses``, ``lossjax check-grads --loss``) and in code
 (``interventions.no_push_up(losses.mse)``,
 ``interventions.no_push_up(losses.softmax_mse, balanced=True, norm_matched=True)``).
