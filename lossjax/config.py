@@ -482,10 +482,10 @@ def _expand_loss(x: dict, path: str, checked) -> list[str]:
         if p not in x:
             values[p] = (entry.defaults()[p],)
             continue
-        rule = entry.ranges[p][1]
+        ok, rule = entry.range(p)
         values[p] = grid(x[p], join(path, p),
-                         lambda v, q, p=p, rule=rule: number(
-                             v, q, f"a number {rule}", entry.ranges[p][0], float32=True),
+                         lambda v, q, ok=ok, rule=rule: number(
+                             v, q, f"a number {rule}", ok, float32=True),
                          f"numbers {rule}")
     variants: tuple = (None,)
     if "variant" in x:

@@ -48,7 +48,7 @@ import itertools
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -569,7 +569,11 @@ class Parameterized:
     loss: Callable[..., jax.Array]
     grad: Callable[..., jax.Array]
     test_values: dict[str, tuple[float, ...]]
-    ranges: dict[str, tuple[Callable[[float], bool], str]]
+    ranges: dict[str, tuple[Callable[[float], bool], str]] = field(default_factory=dict)
+
+    def range(self, name: str) -> tuple[Callable[[float], bool], str]:
+        """(test, rule) of parameter ``name``; any finite number where none is given."""
+        return self.ranges.get(name, (lambda v: True, "(any finite one)"))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -623,7 +627,7 @@ def parse_label(text: str) -> tuple[str, dict[str, float]]:
         if key in seen:
             raise ValueError(f"loss {text!r}: {key} is given twice")
         seen.add(key)
-        if key not in entry.ranges:
+        if key not in entry.names:
             raise ValueError(f"loss {text!r}: {parameter_problem(name, key)}")
         try:
             params[key] = float(value)
@@ -655,7 +659,7 @@ def parameter_problem(name: str, key: str) -> str:
 def range_problem(name: str, key: str, value: float) -> str | None:
     """None if ``value`` is a finite number in the range of ``name``'s parameter ``key``, else
     what it should be (``'expected a number >= 1'``)."""
-    ok, rule = PARAMETERIZED[name].ranges[key]
+    ok, rule = PARAMETERIZED[name].range(key)
     if isinstance(value, int | float) and math.isfinite(value) and ok(float(value)):
         return None
     return f"expected a number {rule}"
