@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -238,9 +239,17 @@ def _check_summary_covers(res: Results) -> None:
 
 
 def loss_order(losses: Iterable[str]) -> list[str]:
-    """The built-in losses in their canonical order, then any user losses sorted by name."""
+    """The built-in losses in their canonical order, then any other losses sorted by name, the
+    numbers in a label by value (``focal(gamma=5)`` before ``focal(gamma=15)``)."""
     present = set(losses)
-    return [n for n in BUILTIN_LOSSES if n in present] + sorted(present - set(BUILTIN_LOSSES))
+    return [n for n in BUILTIN_LOSSES if n in present] + sorted(present - set(BUILTIN_LOSSES),
+                                                                key=_natural)
+
+
+def _natural(name: str) -> tuple:
+    """Sort key: the text between numbers, and the numbers (plain decimals) by value."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", name)
+    return tuple((0, float(p)) if i % 2 else (1, p) for i, p in enumerate(parts))
 
 
 def hidden_order(hidden: Iterable[str]) -> list[str]:

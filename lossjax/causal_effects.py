@@ -64,8 +64,14 @@ from lossjax.config import EvalConfig
 from lossjax.errors import ResultsError
 from lossjax.interventions import Variant
 
-#: Bases whose wrong-class gradient can be negative (a step pushes the logit up).
-PUSHING_BASES = ("mse", "softmax_mse")
+#: Bases whose wrong-class gradient can be negative (a step pushes the logit up): of the
+#: parameterized ones, rescaled_mse ((2/K) s_j), squentropy (p_j + 2 s_j/(K-1)) and
+#: label_smoothing_ce with alpha > 0 (p_j − alpha/K); focal's, −p_j Σ y_i h_i, is never negative.
+PUSHING_BASES = ("mse", "softmax_mse", "rescaled_mse", "squentropy", "label_smoothing_ce")
+
+
+def _pushes(v: Variant) -> bool:
+    return v.base_name in PUSHING_BASES and v.params.get("alpha", 1.0) > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +93,7 @@ def prediction(v: Variant) -> str | None:
     (the edit changes no gradient), or None (the claim says nothing about it). ``-balanced``
     moves the edit's sum to the true class, which leaves the prediction as it is."""
     if v.edit == "no_push_up":
-        return "> 0" if v.base in PUSHING_BASES else "= 0"
+        return "> 0" if _pushes(v) else "= 0"
     if v.percent is not None:
         return "= 0" if v.percent == 0 else "< 0"
     return None

@@ -1,6 +1,6 @@
 """Sweep configs: one YAML file describes one sweep; this module loads and validates it.
 
-(Over 450 lines: about 125 of them are this docstring, the schema's reference; the rest is one
+(Over 450 lines: about 150 of them are this docstring, the schema's reference; the rest is one
 parser per section. The schema-free checks and the YAML reader are in ``lossjax.validate``.)
 
 Every check happens here, before anything runs or is written. A bad config raises
@@ -23,7 +23,8 @@ The schema, with its defaults (only ``name`` is required)::
     losses: [cross_entropy, mse, softmax_mse, exp_mse]   # SWEPT: names in losses.LOSSES,
                             # gradient interventions on them ('mse-no_push_up', see
                             # lossjax.interventions) or 'module:function'; the default is all
-                            # of LOSSES, in its order
+                            # of LOSSES, in its order. Losses with parameters (below):
+                            # labels ('focal(gamma=2)') or mappings ({name: focal, gamma: [1, 2]})
     dataset:
       name: digits          # a key of lossjax.data.CLASS_NAMES
       data_dir: null        # str or null
@@ -116,6 +117,29 @@ The optimizer and its schedule:
   A warmup starts from 0 and ``linear`` and ``polynomial`` end at 0 unless given otherwise.
   ``cosine`` is ``cosine_decay``.
 
+Losses with parameters (``losses.PARAMETERIZED``: ``rescaled_mse(k, M)``, ``squentropy``,
+``label_smoothing_ce(alpha)``, ``focal(gamma)``), in ``losses``::
+
+    losses: [cross_entropy, squentropy, {name: rescaled_mse, k: [1, 5], M: [1, 15]},
+             {name: focal, gamma: [1, 2], variant: no_push_up}, 'label_smoothing_ce(alpha=0.1)']
+
+- A mapping ``{name, <parameter>: number or [numbers], variant: edit or [edits]}`` is the
+  product of its lists (the parameters in the loss's own order, then ``variant``), each a loss
+  of the sweep under its label, ``rescaled_mse(k=5,M=15)``, ``focal(gamma=1)-no_push_up``: the
+  ``loss`` of every table, plot, report and comparison. A parameter left out takes its default,
+  written out in the label; a bare name is its defaults (``rescaled_mse`` is
+  ``rescaled_mse(k=1,M=1)``); ``squentropy`` takes none. A label may be written directly
+  (``'focal(gamma=2.0)'``, recorded as ``focal(gamma=2)``; the resolved config lists labels).
+- Ranges: ``k >= 1``, ``M > 0``, ``alpha`` in [0, 1), ``gamma >= 0``, each a float32 number.
+- ``variant`` is an edit with its suffixes as ``lossjax.interventions`` names them
+  (``no_push_up``, ``push_up_50-balanced``); the loss ``mse-no_push_up`` may be written
+  ``{name: mse, variant: no_push_up}``.
+- Every setting of one loss (or of one variant of it) trains in one compiled program, its
+  parameters an array per member; the four built-in losses keep theirs.
+- ``optimizer.learning_rate`` as a mapping takes, for a loss with parameters, either its label
+  (that setting) or its name without parameters (``focal``, ``focal-no_push_up``: every
+  setting of it that has no entry of its own).
+
 Swept keys (the sweep is their product; see :data:`SWEPT`): ``seeds``, ``losses``,
 ``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per loss),
 ``optimizer.weight_decay``. Each takes a list; a single value is a one-element list
@@ -170,6 +194,7 @@ import yaml
 from lossjax.errors import ConfigError, one_line
 from lossjax.validate import (
     MAX_CONFIG_BYTES,
+    MAX_LIST,
     DuplicateKeyError,
     Unreadable,
     boolean,
@@ -191,6 +216,7 @@ from lossjax.validate import (
     read_override,
     read_yaml,
     show,
+    string,
     unknown_key,
     yaml_problem,
 )
@@ -398,25 +424,104 @@ def _get(section: dict, key: str, default: Any) -> Any:
 
 
 def _parse_losses(v: Any) -> tuple[str, ...]:
-    from lossjax.losses import LOSSES  # imports JAX: only when needed
-    from lossjax.resolve import resolve_loss
+    """``losses``: each entry a name (a loss of ``LOSSES``, a parameterized loss's label, a
+    variant of either, or ``'module:function'``) or a mapping ``{name, <parameter>: value or
+    [values], variant: edit or [edits]}`` that expands into the product of its lists. Every loss
+    is recorded under its canonical name (``resolve.canonical``)."""
+    from lossjax.losses import LOSSES, PARAMETERIZED  # imports JAX: only when needed
+    from lossjax.resolve import canonical, resolve_loss
 
-    def one(x: Any, path: str) -> str:
+    def checked(name: str, path: str) -> str:
+        try:
+            resolve_loss(name)
+            return canonical(name)
+        except ValueError as e:
+            hint = ""
+            bases = [*LOSSES, *PARAMETERIZED]
+            if ":" not in name and "(" not in name and (guess := did_you_mean(name, bases)):
+                hint = f" Did you mean '{guess}'?"
+            raise error(path, f"{e}{hint}") from None
+
+    def one(x: Any, path: str) -> list[str]:
+        if isinstance(x, dict):
+            return _expand_loss(x, path, checked)
         if not isinstance(x, str) or not x.strip():
             raise error(
                 path,
-                f"{got(x)}, expected a loss name ({', '.join(LOSSES)}) or 'module:function'",
+                f"{got(x)}, expected a loss name ({', '.join(LOSSES)}, or one with parameters "
+                f"such as 'focal(gamma=2)'), a mapping {{name: focal, gamma: [1, 2]}} or "
+                "'module:function'",
             )
-        try:
-            resolve_loss(x)
-        except ValueError as e:
-            hint = ""
-            if ":" not in x and (guess := did_you_mean(x, list(LOSSES))):
-                hint = f" Did you mean '{guess}'?"
-            raise error(path, f"{e}{hint}") from None
-        return x
+        return [checked(x, path)]
 
-    return grid(v, "losses", one, "loss names or 'module:function' references")
+    expected = "a non-empty list of loss names, mappings or 'module:function' references"
+    if isinstance(v, list | tuple):
+        if not v:
+            raise error("losses", f"got [], expected {expected}")
+        entries = [(x, f"losses[{i}]") for i, x in enumerate(v)]
+    elif v is None:
+        raise error("losses", f"{got(v)}, expected {expected}")
+    else:  # one value: a list of one
+        entries = [(v, "losses")]
+    out: dict[str, str] = {}  # label -> the entry that gave it first
+    for x, path in entries:
+        for label in one(x, path):
+            if label in out:
+                gives = f", which gives {label!r}," if label != x else ","
+                raise error(path, f"got {show(x)}{gives} a duplicate of {out[label]}; each loss "
+                                  "may appear once")
+            out[label] = path
+            if len(out) > MAX_LIST:
+                raise error("losses", f"expands to more than {MAX_LIST:,} losses")
+    return tuple(out)
+
+
+def _expand_loss(x: dict, path: str, checked) -> list[str]:
+    """The labels one mapping of ``losses`` stands for, in the product of its lists (the
+    parameters in the loss's own order, then ``variant``), each checked by ``checked``."""
+    import itertools
+
+    from lossjax import losses as losses_lib  # imports JAX: only when needed
+
+    known = [*losses_lib.LOSSES, *losses_lib.PARAMETERIZED]
+    if "name" not in x:
+        raise error(path, f"{got(x)} without 'name'; give the loss, e.g. "
+                          "{name: focal, gamma: [1, 2]}")
+    name = x["name"]
+    if not isinstance(name, str) or name not in known:
+        guess = did_you_mean(name, known) if isinstance(name, str) else None
+        hint = f"; did you mean '{guess}'?" if guess else ""
+        raise error(join(path, "name"), f"{got(name)}, expected a loss name without parameters "
+                                        f"or edits, one of {', '.join(known)} (parameters are "
+                                        f"keys of the mapping, an edit goes in 'variant'){hint}")
+    entry = losses_lib.PARAMETERIZED.get(name)
+    names = entry.names if entry else ()
+    for key in x:
+        if key not in ("name", "variant", *names):
+            raise error(join(path, key), losses_lib.parameter_problem(name, str(key)))
+    values = {}
+    for p in names:
+        if p not in x:
+            values[p] = (entry.defaults()[p],)
+            continue
+        ok, rule = entry.range(p)
+        values[p] = grid(x[p], join(path, p),
+                         lambda v, q, ok=ok, rule=rule: number(
+                             v, q, f"a number {rule}", ok, float32=True),
+                         f"numbers {rule}")
+    variants: tuple = (None,)
+    if "variant" in x:
+        variants = grid(x["variant"], join(path, "variant"),
+                        lambda v, q: string(v, q, "an edit such as no_push_up"),
+                        "edits such as no_push_up")
+    out = []
+    for combo in itertools.product(*values.values()):
+        base = entry.label(dict(zip(names, combo, strict=True))) if entry else name
+        for j, edit in enumerate(variants):
+            where = path if edit is None else (
+                join(path, "variant") + (f"[{j}]" if isinstance(x["variant"], list) else ""))
+            out.append(checked(base if edit is None else f"{base}-{edit}", where))
+    return out
 
 
 def _parse_dataset(raw: dict) -> DatasetConfig:
@@ -491,6 +596,61 @@ def _parse_model(raw: dict) -> ModelConfig:
     )
 
 
+def lr_key_losses(key: Any, losses: tuple[str, ...]) -> tuple[str, ...]:
+    """The losses of the sweep a key of the ``optimizer.learning_rate`` mapping stands for: the
+    loss it names (a label is read in any spelling ``losses`` accepts: ``focal(gamma=2.0)`` is
+    ``focal(gamma=2)``), or, for a loss with parameters, its name without them, which stands
+    for every setting of it in the sweep (``focal``: ``focal(gamma=1)`` and ``focal(gamma=2)``;
+    ``focal-no_push_up``: that variant's settings). () for a key that names none."""
+    from lossjax.losses import without_params  # imports JAX: only when needed
+    from lossjax.resolve import canonical
+
+    if not isinstance(key, str):
+        return ()
+    if key in losses:
+        return (key,)
+    settings = tuple(loss for loss in losses if loss != without_params(loss)
+                     and without_params(loss) == key)
+    if settings:
+        return settings
+    try:
+        label = canonical(key)
+    except ValueError:
+        return ()
+    return (label,) if label in losses else ()
+
+
+def _lr_entries(entries: dict, losses: tuple[str, ...], path: str) -> dict[str, Any]:
+    """Per loss of the sweep covered by a key of ``entries``, that key: the loss's own entry
+    where it has one, else the entry of its name without parameters (:func:`lr_key_losses`).
+    A key that stands for no loss of the sweep is an error."""
+    from lossjax.losses import without_params  # imports JAX: only when needed
+
+    out: dict[str, Any] = {}
+    for k in entries:
+        covered = lr_key_losses(k, losses)
+        if not covered:
+            families = [f for f in dict.fromkeys(map(without_params, losses)) if f not in losses]
+            guess = did_you_mean(str(k), [*losses, *families])
+            hint = f"; did you mean '{guess}'?" if guess else ""
+            also = (f", or a loss's name without its parameters ({', '.join(families)})"
+                    if families else "")
+            raise error(
+                join(path, k),
+                f"no such loss in losses ({', '.join(losses)}); every entry must name a "
+                f"loss of the sweep{also}{hint}",
+            )
+        own = not all(loss != k and without_params(loss) == k for loss in covered)
+        for loss in covered:
+            before = out.get(loss)
+            if before is not None and before[1] == own:
+                raise error(join(path, k), f"gives the rates of {loss}, as the entry "
+                                           f"{before[0]!r} does; give each loss one entry")
+            if before is None or own:  # a loss's own entry wins over its family's
+                out[loss] = (k, own)
+    return {loss: k for loss, (k, _) in out.items()}
+
+
 def _parse_learning_rate(
     v: Any, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
 ) -> FrozenDict:
@@ -499,34 +659,25 @@ def _parse_learning_rate(
     def rates(x: Any, p: str) -> tuple[float, ...]:
         return grid(x, p, positive, "numbers > 0")
 
-    def check_entry_keys(keys: Sequence[Any]) -> None:
-        for k in keys:
-            if k not in losses:
-                guess = did_you_mean(str(k), losses)
-                hint = f"; did you mean '{guess}'?" if guess else ""
-                raise error(
-                    join(path, k),
-                    f"no such loss in losses ({', '.join(losses)}); every entry must name a "
-                    f"loss of the sweep{hint}",
-                )
-
     if isinstance(v, dict):
         if narrowed:  # --set losses=[...] keeps the entries of the losses still swept
-            v = {k: x for k, x in v.items() if k in losses}
-        check_entry_keys(list(v))
-        missing = [loss for loss in losses if loss not in v]
+            v = {k: x for k, x in v.items() if lr_key_losses(k, losses)}
+        keys = _lr_entries(v, losses, path)
+        missing = [loss for loss in losses if loss not in keys]
         if missing:
             given = ", ".join(map(str, v)) or "none"
             raise error(
                 path,
                 f"got entries for {given}; missing {', '.join(missing)}: with a per-loss "
-                "mapping every loss in losses needs its own list of rates",
+                "mapping every loss in losses needs its own list of rates (a loss with "
+                "parameters may share one, under its name without them)",
             )
-        return FrozenDict((loss, rates(v[loss], join(path, loss))) for loss in losses)
+        return FrozenDict((loss, rates(v[keys[loss]], join(path, keys[loss])))
+                          for loss in losses)
     base = rates(v, path)
-    check_entry_keys(list(patches))
+    keys = _lr_entries(patches, losses, path)
     return FrozenDict(
-        (loss, rates(patches[loss], join(path, loss)) if loss in patches else base)
+        (loss, rates(patches[keys[loss]], join(path, keys[loss])) if loss in keys else base)
         for loss in losses
     )
 

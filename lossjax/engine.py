@@ -36,7 +36,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lossjax import optimizers
-from lossjax.losses import gradient_sign_stats
+from lossjax.losses import gradient_sign_stats, without_params
 from lossjax.model import MLP
 
 EVAL_CHUNK = 1000  # examples per evaluation step: bounds memory at members × chunk × width
@@ -53,6 +53,9 @@ class Member:
     init_scale: float
     seed: int
     hidden: tuple[int, ...]
+    # A parameterized loss's parameters (lossjax.resolve.loss_params): an array per member in
+    # its program, so every setting of the loss trains in one compiled program.
+    loss_params: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,20 +78,24 @@ class TrainSettings:
     schedule_args: tuple[tuple[str, Any], ...] = ()
 
 
-def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels):
-    """Per-example loss of the member's own loss function, chosen by index.
+def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels, params=None):
+    """Per-example loss of the member's own loss function, chosen by index; ``params`` (the
+    member's ``loss_params``, traced), where given, is every function's third argument.
 
     Written as masked branches rather than ``lax.switch``: under ``vmap`` a switch on a batched
     index becomes a select that evaluates every branch anyway, and a branch that overflows for
     logits it was never meant to see (``exp_mse`` past 44) would put ``0 · inf = NaN`` into the
     gradient of members that do not use it. Unselected branches are therefore fed zeros.
+    A parameterized loss's program holds that one loss: its settings are ``params``, not
+    branches, so several settings cost one branch and one compile.
     """
+    extra = () if params is None else (params,)
     if len(loss_fns) == 1:
-        return loss_fns[0](logits, labels)
+        return loss_fns[0](logits, labels, *extra)
     total = jnp.zeros(logits.shape[:-1], logits.dtype)
     for i, fn in enumerate(loss_fns):
         on = idx == i
-        value = fn(jnp.where(on, logits, jnp.zeros_like(logits)), labels)
+        value = fn(jnp.where(on, logits, jnp.zeros_like(logits)), labels, *extra)
         total = total + jnp.where(on, value, jnp.zeros_like(value))
     return total
 
@@ -199,8 +206,10 @@ class Group:
       settings: the static part of the program (``settings.block_size`` members per device
         per call).
       members: the group's members (their ``hidden`` must equal ``settings.hidden``).
-      loss_names: the group's losses in index order (each member's ``loss`` is one of them);
-        ``loss_fns`` the matching ``loss(logits, one_hot_labels) -> (batch,)`` functions.
+      loss_names: the group's losses in index order (each member's ``loss`` is one of them, or
+        its name without parameters: ``losses.without_params``); ``loss_fns`` the matching
+        ``loss(logits, one_hot_labels) -> (batch,)`` functions, or, where the members have
+        ``loss_params``, ``loss(logits, one_hot_labels, params)``.
       data: ``(x_train, y_train, x_val, y_val, x_test, y_test)`` as float features and int
         labels (host numpy); put on the device here, once.
       mesh: the devices to spread the blocks over.
@@ -226,18 +235,22 @@ class Group:
 
         by_member = NamedSharding(mesh, PartitionSpec("members"))
         replicated = NamedSharding(mesh, PartitionSpec())
+        names = list(loss_names)
         hp = {
-            "loss": np.array([list(loss_names).index(m.loss) for m in padded], np.int32),
+            "loss": np.array([names.index(m.loss if m.loss in names else without_params(m.loss))
+                              for m in padded], np.int32),
             "lr": np.array([m.learning_rate for m in padded], np.float32),
             "wd": np.array([m.weight_decay for m in padded], np.float32),
             "scale": np.array([m.init_scale for m in padded], np.float32),
             "seed": np.array([m.seed for m in padded], np.uint32),
         }
+        feat_dtype = np.float64 if s.dtype == "float64" else np.float32
+        if any(m.loss_params for m in padded):  # only then: other programs keep their inputs
+            hp["loss_params"] = np.array([m.loss_params for m in padded], feat_dtype)
         self._hp_host = hp
         self._by_member = by_member
         self.hp = [{k: _put(v[c * self.call_size:(c + 1) * self.call_size], by_member)
                     for k, v in hp.items()} for c in range(n_calls)]
-        feat_dtype = np.float64 if s.dtype == "float64" else np.float32
         self.x_train = _put(x_train.astype(feat_dtype), replicated)
         self.y_train = _put(y_train.astype(np.int32), replicated)
         self.eval_data = {
@@ -305,7 +318,8 @@ class Group:
             logits, pullback = jax.vjp(lambda p: self.model.apply(p, x), params)
 
             def mean_loss(z):
-                return jnp.mean(_select_loss(self._loss_fns, hp["loss"], z, y.astype(z.dtype)))
+                return jnp.mean(_select_loss(self._loss_fns, hp["loss"], z, y.astype(z.dtype),
+                                             hp.get("loss_params")))
 
             loss, g_logits = jax.value_and_grad(mean_loss)(logits)
             (grads,) = pullback(g_logits)

@@ -19,6 +19,7 @@ float64 rows decide the exit status; float32 rows are shown for information (see
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -378,9 +379,12 @@ def _builtin_check(name: str) -> Check:
     the edit applied to its base's closed form, on the base's battery."""
     if name in losses.LOSSES:
         loss, grad, base = losses.LOSSES[name], losses.GRADIENTS[name], name
+    elif not _is_variant(name):  # a parameterized loss's label: that one setting
+        loss, (grad_name, params) = resolve.resolve_loss(name), losses.parse_label(name)
+        grad, base = functools.partial(losses.PARAMETERIZED[grad_name].grad, **params), grad_name
     else:
         loss, grad = interventions.variant(name), interventions.closed_form(name)
-        base = interventions.Variant.parse(name).base
+        base = interventions.Variant.parse(name).base_name
     return Check(
         name,
         loss,
@@ -391,16 +395,39 @@ def _builtin_check(name: str) -> Check:
 
 
 def _parameterized_check(name: str) -> Check:
-    """A parameterized loss against its closed form at each of its test values (traced: the
-    path a sweep over them takes), rows labelled like ``focal(gamma=0.5)``, on the full battery
+    """A parameterized loss, or a variant of one named without its parameters
+    (``focal-push_up_50``: its edit applied to the closed form), against its closed form at
+    each of its test values (traced: the path a sweep over them takes, through
+    ``interventions.family``), rows labelled like ``focal(gamma=0.5)``, on the full battery
     (|s| <= 50), held to the pure relative bound (see ``RTOL_F64``)."""
-    entry = losses.PARAMETERIZED[name]
+    v = interventions.Variant.parse(name) if _is_variant(name) else None
+    entry = losses.PARAMETERIZED[v.base_name if v else name]
+    loss, grad = interventions.family(name)
     settings = entry.settings()
+    # -balanced on a gradient that sums to 0 (label smoothing's, at one-hot labels) can cancel
+    # it exactly: K = 2, alpha = 0.5 and p_wrong < 1/4 leave (g_0 + g_1, 0) = 0, which both
+    # sides compute as a rounding residue (~1e-17); the floor of saturated softmax-MSE covers
+    # that residue (measured: max |d| 1.2e-16), and nothing more.
+    atol = ATOL_RESIDUE if v is not None and v.balanced else 0.0
     if settings == [{}]:  # no parameters: an ordinary check
-        return Check(name, entry.loss, entry.grad, SCALES, 0.0)
-    labels = tuple(entry.label(p) for p in settings)
-    return Check(name, entry.loss, entry.grad, SCALES, 0.0, settings=tuple(settings),
+        return Check(name, loss, grad, SCALES, atol)
+
+    def by_name(fn):
+        return lambda s, y, **p: fn(s, y, *(p[n] for n in entry.names))
+
+    labels = tuple(str(dataclasses.replace(v, base=entry.label(p))) if v else entry.label(p)
+                   for p in settings)
+    return Check(name, by_name(loss), by_name(grad), SCALES, atol, settings=tuple(settings),
                  labels=labels)
+
+
+def _is_family(name: str) -> bool:
+    """A parameterized loss or a variant of one, named without parameters: checked at each of
+    its test values."""
+    if name in losses.PARAMETERIZED:
+        return True
+    return (_is_variant(name) and "(" not in name
+            and losses.without_params(name.partition("-")[0]) in losses.PARAMETERIZED)
 
 
 def _is_variant(name: str) -> bool:
@@ -418,18 +445,22 @@ def run(loss_ref: str | None = None, grad_ref: str | None = None) -> tuple[int, 
     """
     if grad_ref and not loss_ref:
         raise ValueError("--grad needs --loss: give the loss whose gradient it is.")
-    if grad_ref and loss_ref in losses.PARAMETERIZED:
+    if grad_ref and loss_ref and _is_family(loss_ref):
         raise ValueError(f"--grad is for a user loss: {loss_ref} is checked against its own "
                          "closed form at each of its test values; drop --grad.")
     # float64 only inside this call (scoped, so an in-process caller such as the test suite keeps
     # its own setting); every array is created inside the context.
     with jax.enable_x64(True):
-        builtin = loss_ref in losses.LOSSES or _is_variant(loss_ref or "")
-        parameterized = loss_ref in losses.PARAMETERIZED
+        parameterized = _is_family(loss_ref or "")
+        label = ("(" in (loss_ref or "") and ":" not in loss_ref
+                 and losses.without_params(loss_ref) in losses.PARAMETERIZED)
+        builtin = (loss_ref in losses.LOSSES or _is_variant(loss_ref or "") or label) and not (
+            parameterized)
         if loss_ref is None or ((builtin or parameterized) and grad_ref is None):
             if loss_ref is None:
                 checks = [_builtin_check(n) for n in [*losses.LOSSES, *STANDARD]]
-                checks += [_parameterized_check(n) for n in losses.PARAMETERIZED]
+                checks += [_parameterized_check(n) for n in
+                           [*losses.PARAMETERIZED, *interventions.STANDARD_PARAMETERIZED]]
             elif parameterized:
                 checks = [_parameterized_check(loss_ref)]
             else:

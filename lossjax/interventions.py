@@ -9,7 +9,8 @@ weights and sees the same batches as the base member of the same seed (the engin
 from the seed alone), so the per-seed difference is the intervention's effect.
 
 A variant is named ``<base>-<edit>[-balanced][-norm_matched]`` (:class:`Variant` takes a name
-apart), e.g. ``mse-no_push_up`` or ``cross_entropy-push_up_50-norm_matched``, and is usable
+apart), e.g. ``mse-no_push_up`` or ``cross_entropy-push_up_50-norm_matched``, the base a built-in
+loss or a parameterized one's label (``rescaled_mse(k=5,M=15)-no_push_up``), and is usable
 wherever a loss name is (a config's ``losses``, ``lossjax check-grads --loss``) and in code
 (``interventions.no_push_up(losses.mse)``,
 ``interventions.no_push_up(losses.softmax_mse, balanced=True, norm_matched=True)``).
@@ -50,6 +51,7 @@ tests/test_interventions.py compare against autodiff in float64.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -115,21 +117,23 @@ def edit_gradient(loss: losses.LossFn, edit: Edit) -> losses.LossFn:
 
     The loss must be per-example (example ``i``'s value depends on logits ``i`` only, as every
     lossjax loss is), so that the gradient of the summed loss is the per-example gradient. The
-    labels get no gradient.
+    labels get no gradient. Arguments after the labels (a parameterized loss's parameters, as
+    arrays, traced in a sweep) are passed on to ``loss`` and get no gradient either.
     """
 
     @jax.custom_vjp
-    def variant(logits, labels):
-        return loss(logits, labels)
+    def variant(logits, labels, *params):
+        return loss(logits, labels, *params)
 
-    def forward(logits, labels):
-        value, pullback = jax.vjp(lambda s: loss(s, labels), logits)
+    def forward(logits, labels, *params):
+        value, pullback = jax.vjp(lambda s: loss(s, labels, *params), logits)
         (g,) = pullback(jnp.ones_like(value))
-        return value, (edit(g, logits, labels), labels)
+        return value, (edit(g, logits, labels), labels, params)
 
     def backward(saved, cotangent):
-        g, labels = saved
-        return cotangent[..., None] * g, jnp.zeros_like(labels)
+        g, labels, params = saved
+        return (cotangent[..., None] * g, jnp.zeros_like(labels),
+                *(jnp.zeros_like(p) for p in params))
 
     variant.defvjp(forward, backward)
     return variant
@@ -161,22 +165,27 @@ def true_pull(loss: losses.LossFn, *, norm_matched: bool = False) -> losses.Loss
     return edit_gradient(loss, _with_suffixes(_true_pull, False, norm_matched))
 
 
-_NAME = re.compile(r"^(?P<base>[a-z_]+?)-(?P<edit>no_push_up|push_up_(?P<pct>\d{1,3})|true_pull)"
+_NAME = re.compile(r"^(?P<base>[a-z_]+?(?:\([^()]*\))?)"  # a parameterized base's label
+                   r"-(?P<edit>no_push_up|push_up_(?P<pct>\d{1,3})|true_pull)"
                    r"(?P<balanced>-balanced)?(?P<matched>-norm_matched)?$")
 EDITS = ("no_push_up", "push_up_<P>", "true_pull")
 
 
 def is_variant(name: str) -> bool:
-    """Whether ``name`` looks like ``<base>-<edit>...`` (not whether it is valid)."""
-    return ":" not in name and "-" in name
+    """Whether ``name`` looks like ``<base>-<edit>...`` (not whether it is valid); a ``-`` in a
+    label's parameters (``label_smoothing_ce(alpha=1e-05)``) does not count."""
+    return ":" not in name and "-" in losses.without_params(name)
 
 
 @dataclass(frozen=True)
 class Variant:
     """A variant's name taken apart: ``<base>-<edit>[-balanced][-norm_matched]``, with
-    ``str(Variant.parse(name)) == name``."""
+    ``str(Variant.parse(name)) == name`` for a name in canonical form. The base is a name in
+    ``losses.LOSSES`` or a parameterized loss's label (``rescaled_mse(k=5,M=15)-no_push_up``;
+    the bare name ``squentropy``, or ``rescaled_mse`` for its defaults, made canonical:
+    ``rescaled_mse(k=1,M=1)``)."""
 
-    base: str  # a name in losses.LOSSES
+    base: str  # a name in losses.LOSSES, or a canonical label of losses.PARAMETERIZED
     edit: str  # 'no_push_up', 'push_up_<P>' or 'true_pull'
     balanced: bool = False
     norm_matched: bool = False
@@ -185,10 +194,18 @@ class Variant:
     def parse(cls, name: str) -> Variant:
         """``ValueError`` (one line) for a name that does not follow the scheme."""
         m = _NAME.match(name)
+        bases = [*losses.LOSSES, *(losses.signature(n) for n in losses.PARAMETERIZED)]
         scheme = (f"a variant is <base>-<edit>[-balanced][-norm_matched], "
-                  f"base one of {', '.join(losses.LOSSES)}, edit one of {', '.join(EDITS)} "
-                  "(P a percentage), e.g. 'mse-no_push_up'")
-        if not m or m["base"] not in losses.LOSSES:
+                  f"base one of {', '.join(bases)}, edit one of {', '.join(EDITS)} "
+                  "(P a percentage), e.g. 'mse-no_push_up' or 'focal(gamma=2)-push_up_50'")
+        base = m["base"] if m else ""
+        if losses.without_params(base) in losses.PARAMETERIZED:
+            try:
+                loss_name, params = losses.parse_label(base)
+            except ValueError as e:
+                raise ValueError(f"loss {name!r}: {str(e).partition(': ')[2]}") from None
+            base = losses.PARAMETERIZED[loss_name].label(params)
+        elif base not in losses.LOSSES:
             raise ValueError(f"unknown loss {name!r}; {scheme}")
         if m["pct"] is not None and int(m["pct"]) > 100:
             # 0 edits nothing: a control with the variants' program path
@@ -196,12 +213,29 @@ class Variant:
         if m["edit"] == "true_pull" and m["base"] != "exp_mse":
             raise ValueError(f"loss {name!r}: true_pull edits exp_mse's true-class gradient; "
                              "use exp_mse-true_pull")
-        return cls(m["base"], m["edit"], bool(m["balanced"]), bool(m["matched"]))
+        return cls(base, m["edit"], bool(m["balanced"]), bool(m["matched"]))
 
     def __str__(self) -> str:
         suffixes = [s for s, on in (("balanced", self.balanced),
                                     ("norm_matched", self.norm_matched)) if on]
         return "-".join([self.base, self.edit, *suffixes])
+
+    @property
+    def base_name(self) -> str:
+        """The base's registry name: ``rescaled_mse`` for ``rescaled_mse(k=5,M=15)``."""
+        return losses.without_params(self.base)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The base's parameters ({} for a loss without any)."""
+        return losses.parse_label(self.base)[1] if self.base_name in losses.PARAMETERIZED else {}
+
+    def base_functions(self) -> tuple[losses.LossFn, losses.LossFn]:
+        """The base loss and its closed-form gradient, with the base's parameters set."""
+        if self.base_name in losses.LOSSES:
+            return losses.LOSSES[self.base], losses.GRADIENTS[self.base]
+        entry, params = losses.PARAMETERIZED[self.base_name], self.params
+        return (functools.partial(entry.loss, **params), functools.partial(entry.grad, **params))
 
     @property
     def percent(self) -> int | None:
@@ -224,18 +258,20 @@ class Variant:
 def variant(name: str) -> losses.LossFn:
     """The loss a variant name stands for."""
     v = Variant.parse(name)
-    return edit_gradient(losses.LOSSES[v.base], v.gradient_edit())
+    return edit_gradient(v.base_functions()[0], v.gradient_edit())
 
 
 def closed_form(name: str) -> losses.LossFn:
-    """The variant's gradient from its base's closed form: ``edit(GRADIENTS[base])``."""
+    """The variant's gradient from its base's closed form: ``edit(GRADIENTS[base])`` (a
+    parameterized base: its ``PARAMETERIZED`` closed form at the base's parameters)."""
     v = Variant.parse(name)
     edit = v.gradient_edit()
+    base_grad = v.base_functions()[1]
 
     def grad(logits, labels):
         s = jnp.asarray(logits)
         y = jnp.asarray(labels, s.dtype)
-        return edit(losses.GRADIENTS[v.base](s, y), s, y)
+        return edit(base_grad(s, y), s, y)
 
     return grad
 
@@ -246,3 +282,36 @@ STANDARD = ("mse-no_push_up", "softmax_mse-no_push_up", "cross_entropy-push_up_5
             "cross_entropy-push_up_50-norm_matched", "softmax_mse-no_push_up-balanced",
             "cross_entropy-push_up_50-balanced", "softmax_mse-no_push_up-balanced-norm_matched",
             "exp_mse-true_pull")
+
+#: Variants of the parameterized losses that ``lossjax check-grads`` checks by default, each at
+#: every test value of its base (``losses.PARAMETERIZED``).
+STANDARD_PARAMETERIZED = ("rescaled_mse-no_push_up", "squentropy-no_push_up",
+                          "label_smoothing_ce-no_push_up-balanced",
+                          "focal-push_up_50-norm_matched")
+
+
+def family(name: str) -> tuple[Callable, Callable]:
+    """A parameterized loss, or a variant of one, named without its parameters (``'focal'``,
+    ``'rescaled_mse-no_push_up'``): the loss and its closed-form gradient, each taking the
+    parameters as arguments after the labels, in ``PARAMETERIZED[...].names`` order. The
+    parameters may be traced, so one program serves every setting (a sweep's members, the
+    settings ``lossjax check-grads`` vmaps over)."""
+    v = Variant.parse(name) if is_variant(name) else None
+    entry = losses.PARAMETERIZED[v.base_name if v else name]
+
+    def base(s, y, *values):
+        return entry.loss(s, y, **dict(zip(entry.names, values, strict=True)))
+
+    def base_grad(s, y, *values):
+        return entry.grad(s, y, **dict(zip(entry.names, values, strict=True)))
+
+    if v is None:
+        return base, base_grad
+    edit = v.gradient_edit()
+
+    def grad(logits, labels, *values):
+        s = jnp.asarray(logits)
+        y = jnp.asarray(labels, s.dtype)
+        return edit(base_grad(s, y, *values), s, y)
+
+    return edit_gradient(base, edit), grad

@@ -42,10 +42,13 @@ References:
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import itertools
 import math
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -311,6 +314,14 @@ def _param(value, fn: str, name: str, ok: Callable[[float], bool], rule: str, dt
     return jnp.asarray(value, dtype=dtype)
 
 
+# Each parameter's range, (test, rule): the functions check a concrete value against it, and a
+# config checks its values against the same rule (``Parameterized.ranges``).
+_K = (lambda v: v >= 1, ">= 1")
+_M = (lambda v: v > 0, "> 0")
+_ALPHA = (lambda v: 0 <= v < 1, "in [0, 1)")
+_GAMMA = (lambda v: v >= 0, ">= 0")
+
+
 def rescaled_mse(logits, labels, k=1.0, M=1.0) -> jax.Array:
     r"""Square loss on the logits with the true class weighted by ``k`` and its target at ``M``.
 
@@ -338,16 +349,16 @@ def rescaled_mse(logits, labels, k=1.0, M=1.0) -> jax.Array:
       ``M`` for many classes.
     """
     s, y = _check_inputs(logits, labels, "rescaled_mse")
-    k = _param(k, "rescaled_mse", "k", lambda v: v >= 1, ">= 1", s.dtype)
-    M = _param(M, "rescaled_mse", "M", lambda v: v > 0, "> 0", s.dtype)
+    k = _param(k, "rescaled_mse", "k", *_K, s.dtype)
+    M = _param(M, "rescaled_mse", "M", *_M, s.dtype)
     return jnp.mean((1.0 + (k - 1.0) * y) * jnp.square(M * y - s), axis=-1)
 
 
 def rescaled_mse_grad(logits, labels, k=1.0, M=1.0) -> jax.Array:
     r"""Closed form of d rescaled_mse / d s: ``(-2/K) (1 + (k-1) y) ⊙ (M y - s)``."""
     s, y = _check_inputs(logits, labels, "rescaled_mse_grad")
-    k = _param(k, "rescaled_mse_grad", "k", lambda v: v >= 1, ">= 1", s.dtype)
-    M = _param(M, "rescaled_mse_grad", "M", lambda v: v > 0, "> 0", s.dtype)
+    k = _param(k, "rescaled_mse_grad", "k", *_K, s.dtype)
+    M = _param(M, "rescaled_mse_grad", "M", *_M, s.dtype)
     return (-2.0 / s.shape[-1]) * (1.0 + (k - 1.0) * y) * (M * y - s)
 
 
@@ -392,7 +403,7 @@ def squentropy_grad(logits, labels) -> jax.Array:
 
 
 def _smoothed(y: jax.Array, alpha, fn: str) -> jax.Array:
-    alpha = _param(alpha, fn, "alpha", lambda v: 0 <= v < 1, "in [0, 1)", y.dtype)
+    alpha = _param(alpha, fn, "alpha", *_ALPHA, y.dtype)
     return (1.0 - alpha) * y + alpha / y.shape[-1]
 
 
@@ -453,7 +464,7 @@ def _log_p_p_q(s: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _check_gamma(gamma, fn: str, dtype) -> jax.Array:
-    return _param(gamma, fn, "gamma", lambda v: v >= 0, ">= 0", dtype)
+    return _param(gamma, fn, "gamma", *_GAMMA, dtype)
 
 
 def _pow_q(q: jax.Array, gamma: jax.Array) -> jax.Array:
@@ -541,15 +552,37 @@ GRADIENTS: dict[str, LossFn] = {
 
 
 
+def format_param(v: float) -> str:
+    """A parameter's value as a label writes it: the shortest text that reads back as the same
+    float (``repr``), a whole number without its ``.0`` (``5``, ``0.1``, ``1e-05``)."""
+    v = float(v)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+
+
 @dataclass(frozen=True)
 class Parameterized:
     """A loss that takes parameters, its closed-form gradient (same parameters), and a few test
     values per parameter spanning its range; the tests and ``lossjax check-grads`` check every
-    combination of them."""
+    combination of them. ``ranges`` holds each parameter's (test, rule), as the loss checks a
+    concrete value; the parameters' order is ``test_values``'s, their defaults the loss's."""
 
     loss: Callable[..., jax.Array]
     grad: Callable[..., jax.Array]
     test_values: dict[str, tuple[float, ...]]
+    ranges: dict[str, tuple[Callable[[float], bool], str]] = field(default_factory=dict)
+
+    def range(self, name: str) -> tuple[Callable[[float], bool], str]:
+        """(test, rule) of parameter ``name``; any finite number where none is given."""
+        return self.ranges.get(name, (lambda v: True, "(any finite one)"))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.test_values)
+
+    def defaults(self) -> dict[str, float]:
+        """Each parameter's default, from the loss's signature."""
+        sig = inspect.signature(self.loss).parameters
+        return {n: float(sig[n].default) for n in self.names}
 
     def settings(self) -> list[dict[str, float]]:
         """Every combination of the test values (one empty setting for no parameters)."""
@@ -558,19 +591,84 @@ class Parameterized:
                 for v in itertools.product(*self.test_values.values())]
 
     def label(self, params: dict[str, float]) -> str:
-        """``focal(gamma=0.5)``; no spaces, so a table row stays one field."""
-        args = ",".join(f"{k}={v:g}" for k, v in params.items())
+        """``focal(gamma=0.5)``, the parameters in their order (``format_param``); no spaces,
+        so a table row stays one field. ``parse_label`` reads it back."""
+        args = ",".join(f"{k}={format_param(params[k])}" for k in self.names if k in params)
         return f"{self.loss.__name__}({args})" if args else self.loss.__name__
 
 
 PARAMETERIZED: dict[str, Parameterized] = {
-    "rescaled_mse": Parameterized(rescaled_mse, rescaled_mse_grad, {"k": (1, 5, 15),
-                                                                    "M": (1, 15)}),
-    "squentropy": Parameterized(squentropy, squentropy_grad, {}),
+    "rescaled_mse": Parameterized(rescaled_mse, rescaled_mse_grad,
+                                  {"k": (1, 5, 15), "M": (1, 15)}, {"k": _K, "M": _M}),
+    "squentropy": Parameterized(squentropy, squentropy_grad, {}, {}),
     "label_smoothing_ce": Parameterized(label_smoothing_ce, label_smoothing_ce_grad,
-                                        {"alpha": (0, 0.1, 0.5)}),
-    "focal": Parameterized(focal, focal_grad, {"gamma": (0, 0.5, 1, 2, 5)}),
+                                        {"alpha": (0, 0.1, 0.5)}, {"alpha": _ALPHA}),
+    "focal": Parameterized(focal, focal_grad, {"gamma": (0, 0.5, 1, 2, 5)}, {"gamma": _GAMMA}),
 }
+
+_LABEL = re.compile(r"^(?P<name>[a-z_]+)(?:\((?P<args>[^()]*)\))?$")
+
+
+def parse_label(text: str) -> tuple[str, dict[str, float]]:
+    """A parameterized loss's label taken apart, checked and completed: ``'focal(gamma=2)'``
+    gives ``('focal', {'gamma': 2.0})``; a parameter left out takes its default (the bare name
+    ``'rescaled_mse'`` is ``k = M = 1``), so ``PARAMETERIZED[name].label(params)`` is the
+    canonical label. ``ValueError`` (one line) for an unknown loss or parameter, a value that is
+    not a number or outside its range."""
+    m = _LABEL.match(text)
+    if not m or m["name"] not in PARAMETERIZED:
+        raise ValueError(f"unknown loss {text!r}; a loss with parameters is one of "
+                         f"{', '.join(signature(n) for n in PARAMETERIZED)}, e.g. "
+                         "'rescaled_mse(k=5,M=15)'")
+    name, entry = m["name"], PARAMETERIZED[m["name"]]
+    params, seen = entry.defaults(), set()
+    for part in m["args"].split(",") if m["args"] else ():
+        key, _, value = part.partition("=")
+        if key in seen:
+            raise ValueError(f"loss {text!r}: {key} is given twice")
+        seen.add(key)
+        if key not in entry.names:
+            raise ValueError(f"loss {text!r}: {parameter_problem(name, key)}")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            params[key] = math.nan
+        if problem := range_problem(name, key, params[key]):
+            raise ValueError(f"loss {text!r}: {key}: got {value or 'nothing'}, {problem}")
+    return name, params
+
+
+def signature(name: str) -> str:
+    """``rescaled_mse(k, M)``, ``squentropy``: a parameterized loss and its parameters."""
+    names = PARAMETERIZED[name].names
+    return f"{name}({', '.join(names)})" if names else name
+
+
+def parameter_problem(name: str, key: str) -> str:
+    """Why ``key`` is no parameter of loss ``name`` (any name), with the closest one if any."""
+    entry = PARAMETERIZED.get(name)
+    if entry is None or not entry.names:
+        takes = ", ".join(signature(n) for n in PARAMETERIZED if PARAMETERIZED[n].names)
+        return f"{name} takes no parameters; the losses that do are {takes}"
+    close = difflib.get_close_matches(key, entry.names, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"{key!r} is not a parameter of {name}; {hint}its parameters are "
+            f"{', '.join(entry.names)}")
+
+
+def range_problem(name: str, key: str, value: float) -> str | None:
+    """None if ``value`` is a finite number in the range of ``name``'s parameter ``key``, else
+    what it should be (``'expected a number >= 1'``)."""
+    ok, rule = PARAMETERIZED[name].range(key)
+    if isinstance(value, int | float) and math.isfinite(value) and ok(float(value)):
+        return None
+    return f"expected a number {rule}"
+
+
+def without_params(label: str) -> str:
+    """A loss name with the parameters taken out of its label: ``'focal(gamma=2)-no_push_up'``
+    is ``'focal-no_push_up'``, the name of the program all its settings share."""
+    return re.sub(r"\([^()]*\)", "", label)
 
 
 def get_loss(name: str) -> LossFn:
@@ -579,7 +677,9 @@ def get_loss(name: str) -> LossFn:
         return LOSSES[name]
     except KeyError:
         raise ValueError(
-            f"unknown loss {name!r}; choose one of {', '.join(LOSSES)} or give 'module:function'."
+            f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}, a loss with parameters "
+            f"({', '.join(signature(n) for n in PARAMETERIZED)}; e.g. 'focal(gamma=2)') or "
+            "give 'module:function'."
         ) from None
 
 

@@ -78,6 +78,7 @@ from lossjax.analysis import (
 )
 from lossjax.errors import ResultsError, one_line
 from lossjax.folder import atomic_write, require_own
+from lossjax.losses import without_params
 
 PLOT_NAMES = ("test_accuracy", "test_error", "train_loss", "lr_sensitivity", "wrong_direction")
 FORMATS = ("png", "svg")
@@ -111,19 +112,30 @@ _DPI = 150
 
 
 def loss_styles(losses: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """``{loss: (colour, marker)}``: fixed for the built-ins, then the next free ones in order."""
+    """``{loss: (colour, marker)}``: fixed for the built-ins, then the next free ones in order.
+    The settings of one loss with parameters (``focal(gamma=1)``, ``focal(gamma=2)``) share a
+    colour, their family's, and differ in their marker."""
     styles = {}
-    extra = 0
+    family_color: dict[str, str] = {}
+    family_size: dict[str, int] = {}
     for name in loss_order(losses):
         if name in _BUILTIN_STYLE:
             styles[name] = _BUILTIN_STYLE[name]
-        else:
-            styles[name] = (
-                _EXTRA_COLORS[extra % len(_EXTRA_COLORS)],
-                _EXTRA_MARKERS[extra % len(_EXTRA_MARKERS)],
-            )
-            extra += 1
+            continue
+        family = without_params(name)
+        if family not in family_color:
+            family_color[family] = _EXTRA_COLORS[len(family_color) % len(_EXTRA_COLORS)]
+        n = family_size[family] = family_size.get(family, -1) + 1
+        # a family of one takes the marker its colour's position gives, as before families
+        first = (len(family_color) - 1) % len(_EXTRA_MARKERS)
+        styles[name] = (family_color[family],
+                        _FAMILY_MARKERS[(_FAMILY_MARKERS.index(_EXTRA_MARKERS[first]) + n)
+                                        % len(_FAMILY_MARKERS)])
     return styles
+
+
+# Markers for the settings of one family: the extras', then the built-ins', distinct.
+_FAMILY_MARKERS = (*_EXTRA_MARKERS, "o", "s", "^", "D", "<", ">", "d")
 
 
 _LINESTYLES = ("-", "--", ":", "-.")

@@ -16,17 +16,68 @@ from lossjax import interventions, losses
 
 
 def resolve_loss(spec: str) -> losses.LossFn:
-    """A registry name, a variant of one (``'mse-no_push_up'``, see ``lossjax.interventions``),
+    """A registry name, a parameterized loss's label (``'focal(gamma=2)'``; a bare name takes
+    the defaults), a variant of either (``'mse-no_push_up'``, see ``lossjax.interventions``),
     or ``'module:function'`` naming a user loss on the import path.
 
-    Raises ``ValueError`` with one line naming what was wrong (unknown name, no such module or
-    attribute, not callable), so the config and the CLI can report it without a traceback.
+    Raises ``ValueError`` with one line naming what was wrong (unknown name or parameter, a
+    parameter out of its range, no such module or attribute, not callable), so the config and
+    the CLI can report it without a traceback.
     """
     if interventions.is_variant(spec):  # an intervention on a built-in loss's gradient
         return interventions.variant(spec)
-    if ":" not in spec:
-        return losses.get_loss(spec)
-    return import_callable(spec, what="loss")
+    if ":" in spec:
+        return import_callable(spec, what="loss")
+    if losses.without_params(spec) in losses.PARAMETERIZED:
+        name, params = losses.parse_label(spec)
+        return functools.partial(losses.PARAMETERIZED[name].loss, **params)
+    return losses.get_loss(spec)
+
+
+def canonical(spec: str) -> str:
+    """The name a loss is recorded under: a parameterized loss's label with every parameter
+    written out in its order (``'rescaled_mse'`` is ``'rescaled_mse(k=1,M=1)'``, ``'focal(
+    gamma=2.0)'`` is ``'focal(gamma=2)'``), also as a variant's base; any other name as given.
+    ``ValueError`` as :func:`resolve_loss`."""
+    if interventions.is_variant(spec):
+        return str(interventions.Variant.parse(spec))
+    if ":" not in spec and losses.without_params(spec) in losses.PARAMETERIZED:
+        name, params = losses.parse_label(spec)
+        return losses.PARAMETERIZED[name].label(params)
+    return spec
+
+
+def loss_params(spec: str) -> tuple[float, ...]:
+    """The parameters a canonical loss name sets, in its loss's order; () for none."""
+    base = interventions.Variant.parse(spec).base if interventions.is_variant(spec) else spec
+    if ":" in base or losses.without_params(base) not in losses.PARAMETERIZED:
+        return ()
+    return tuple(losses.parse_label(base)[1].values())
+
+
+def has_params(spec: str) -> bool:
+    """Whether ``spec`` names a loss that takes parameters (``rescaled_mse``,
+    ``label_smoothing_ce``, ``focal``) or a variant of one: a sweep trains all its settings in
+    one program, :func:`family_loss`, the parameters an array per member. (``squentropy``
+    takes none: a program of its own, as a user loss.)"""
+    if ":" in spec:
+        return False
+    base = interventions.Variant.parse(spec).base_name if interventions.is_variant(spec) else (
+        losses.without_params(spec))
+    return base in losses.PARAMETERIZED and bool(losses.PARAMETERIZED[base].names)
+
+
+def family_loss(name: str) -> Callable:
+    """The loss that every setting of ``name`` (a parameterized loss or a variant of one,
+    without parameters) shares: ``loss(logits, labels, params)`` with ``params`` the
+    ``(P,)`` array of :func:`loss_params`, possibly traced."""
+    loss, _ = interventions.family(name)
+
+    def with_array(logits, labels, params):
+        return loss(logits, labels, *(params[i] for i in range(params.shape[-1])))
+
+    with_array.__name__ = name
+    return with_array
 
 
 # A module path as Python spells it: dotted identifiers. Anything else ('../x', 'a/b', '.x')

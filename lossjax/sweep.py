@@ -47,8 +47,8 @@ from lossjax import config as config_lib
 from lossjax.errors import ConfigError, LossjaxError, ResultsError, one_line
 from lossjax.interrupts import STARTED, WRITING
 from lossjax.log import Progress
-from lossjax.losses import LOSSES
-from lossjax.resolve import resolve_loss
+from lossjax.losses import LOSSES, without_params
+from lossjax.resolve import family_loss, has_params, loss_params, resolve_loss
 from lossjax.stats import summarize
 
 log = logging.getLogger("lossjax")
@@ -65,26 +65,40 @@ def expand_members(cfg) -> list[engine.Member]:
             config_lib.learning_rates(cfg, loss), cfg.optimizer.weight_decay,
             cfg.model.init_scale, cfg.seeds)
     ]
-    return [engine.Member(i, loss, float(lr), float(wd), float(scale), int(seed), tuple(hidden))
+    return [engine.Member(i, loss, float(lr), float(wd), float(scale), int(seed), tuple(hidden),
+                          loss_params(loss))
             for i, (hidden, loss, lr, wd, scale, seed) in enumerate(combos)]
 
 
 def group_members(members: list[engine.Member]) -> list[list[engine.Member]]:
     """Members that share one program, in order of first appearance: same hidden sizes, same
-    use of weight decay, and either any of the built-in losses (one program holds them all)
-    or the same user loss."""
+    use of weight decay, and either any of the built-in losses (one program holds them all),
+    any setting of one loss with parameters (its parameters an array per member; a variant of
+    it is another loss), or the same other loss."""
     groups: dict[tuple, list[engine.Member]] = {}
     for m in members:
-        losses_key = "builtin" if m.loss in LOSSES else m.loss
+        losses_key = "builtin" if m.loss in LOSSES else _program_loss(m.loss)
         groups.setdefault((m.hidden, m.weight_decay > 0, losses_key), []).append(m)
     return list(groups.values())
 
 
 def group_losses(group: list[engine.Member], loss_fns: dict) -> tuple[list[str], list]:
     """The losses a group's program holds: every built-in one in the registry's order (so a
-    member computes the same whichever losses its sweep names), or its one user loss."""
-    names = list(LOSSES) if group[0].loss in LOSSES else [group[0].loss]
-    return names, [loss_fns.get(n) or LOSSES[n] for n in names]
+    member computes the same whichever losses its sweep names), or its one other loss; a loss
+    with parameters under its name without them (``losses.without_params``), taking them as
+    an array (``resolve.family_loss``). The built-in program holds none of those: its members'
+    bits stay what they were, and a parameterized member pays for no other loss's branch."""
+    if group[0].loss in LOSSES:
+        names = list(LOSSES)
+        return names, [loss_fns.get(n) or LOSSES[n] for n in names]
+    name = _program_loss(group[0].loss)
+    return [name], [family_loss(name) if has_params(name) else loss_fns[name]]
+
+
+def _program_loss(loss: str) -> str:
+    """The loss a member's program is built for: its name without parameters where it has
+    any (one program serves every setting), else the loss itself."""
+    return without_params(loss) if has_params(loss) else loss
 
 
 def _settings(cfg, first: engine.Member, num_classes) -> engine.TrainSettings:

@@ -402,8 +402,15 @@ def read_override(text: str) -> tuple[str, Any]:
             f"--set {show(text)}: expected KEY=VALUE, e.g. --set epochs=5 "
             "or --set optimizer.learning_rate.mse=[0.1,0.3]"
         )
-    key, _, value_text = text.partition("=")
-    key = key.strip()
+    # The key ends at the first '=' outside parentheses: a loss's label is a key, and it
+    # holds its parameters' '=' (optimizer.learning_rate.focal(gamma=2)=[0.1]).
+    depth, cut = 0, text.index("=")
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "=" and depth <= 0:
+            cut = i
+            break
+    key, value_text = text[:cut].strip(), text[cut + 1:]
     if len(text) > MAX_CONFIG_BYTES:
         raise error(key[:80], f"--set of {len(text):,} characters; at most {MAX_CONFIG_BYTES:,}"
                               " are read (put a long value in the config file)")

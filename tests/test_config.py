@@ -936,3 +936,153 @@ def test_digits_config_contents():
     assert c.model.hidden == ((64, 64),) and c.optimizer.name == "momentum"
     assert c.block_size == "auto"
     assert all(len(learning_rates(c, loss)) == 5 for loss in c.losses)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses with parameters: labels, mappings expanded into their product, ranges, variants
+
+PARAM_LOSSES = ["cross_entropy", "squentropy",
+                {"name": "rescaled_mse", "k": [1, 5], "M": [1, 15]},
+                {"name": "focal", "gamma": [1, 2]},
+                {"name": "label_smoothing_ce", "alpha": 0.1}]
+PARAM_LABELS = ("cross_entropy", "squentropy", "rescaled_mse(k=1,M=1)", "rescaled_mse(k=1,M=15)",
+                "rescaled_mse(k=5,M=1)", "rescaled_mse(k=5,M=15)", "focal(gamma=1)",
+                "focal(gamma=2)", "label_smoothing_ce(alpha=0.1)")
+
+
+def test_mappings_expand_into_labels_and_round_trip():
+    c = cfg(losses=PARAM_LOSSES)
+    assert c.losses == PARAM_LABELS
+    assert tuple(c.optimizer.learning_rate) == PARAM_LABELS
+    assert parse_config(config_to_dict(c)) == c
+    assert parse_config(yaml.safe_load(yaml.safe_dump(config_to_dict(c)))) == c
+
+
+@pytest.mark.parametrize(
+    ("given", "label"),
+    [
+        ("rescaled_mse", "rescaled_mse(k=1,M=1)"),  # a bare name: its defaults, written out
+        ("focal", "focal(gamma=2)"),
+        ("focal(gamma=2.0)", "focal(gamma=2)"),
+        ("rescaled_mse(M=15)", "rescaled_mse(k=1,M=15)"),
+        ("label_smoothing_ce(alpha=0.00001)", "label_smoothing_ce(alpha=1e-05)"),
+        ("squentropy-no_push_up", "squentropy-no_push_up"),
+        ("rescaled_mse-no_push_up", "rescaled_mse(k=1,M=1)-no_push_up"),
+        ("focal(gamma=1)-push_up_50-balanced", "focal(gamma=1)-push_up_50-balanced"),
+        ({"name": "rescaled_mse", "k": 5, "M": 15, "variant": "no_push_up"},
+         "rescaled_mse(k=5,M=15)-no_push_up"),
+        ({"name": "mse", "variant": "no_push_up"}, "mse-no_push_up"),
+    ],
+)
+def test_loss_labels_are_canonical(given, label):
+    c = cfg(losses=[given])
+    assert c.losses == (label,)
+    assert parse_config(config_to_dict(c)) == c
+
+
+def test_variant_list_is_swept_after_the_parameters():
+    c = cfg(losses=[{"name": "focal", "gamma": [1, 2], "variant": ["no_push_up", "push_up_50"]}])
+    assert c.losses == ("focal(gamma=1)-no_push_up", "focal(gamma=1)-push_up_50",
+                        "focal(gamma=2)-no_push_up", "focal(gamma=2)-push_up_50")
+
+
+def test_a_config_of_today_resolves_as_before():
+    raw = {"losses": ["cross_entropy", "mse-no_push_up", "exp_mse"],
+           "optimizer": {"learning_rate": {"cross_entropy": 0.1, "mse-no_push_up": [0.01],
+                                           "exp_mse": [0.03, 0.1]}}}
+    d = config_to_dict(cfg(**raw))
+    assert d["losses"] == ["cross_entropy", "mse-no_push_up", "exp_mse"]
+    assert d["optimizer"]["learning_rate"] == {"cross_entropy": [0.1], "mse-no_push_up": [0.01],
+                                               "exp_mse": [0.03, 0.1]}
+
+
+@pytest.mark.parametrize(
+    ("losses", "want"),
+    [
+        ([{"name": "rescaled_mse", "k": [1, 5]}, "mse", {"name": "rescaled_mse", "k": [1, 0.5]}],
+         "losses[2].k[1]: got 0.5, expected a number >= 1"),
+        ([{"name": "rescaled_mse", "M": 0}], "losses[0].M: got 0, expected a number > 0"),
+        ([{"name": "label_smoothing_ce", "alpha": [0.1, 1]}],
+         "losses[0].alpha[1]: got 1, expected a number in [0, 1)"),
+        ([{"name": "focal", "gamma": -1}], "losses[0].gamma: got -1, expected a number >= 0"),
+        ([{"name": "focal", "gamma": True}], "losses[0].gamma: got true (a boolean)"),
+        ([{"name": "focal", "gamma": []}], "losses[0].gamma: got [], expected a non-empty list"),
+        ([{"name": "focal", "gamma": [1, 1.0]}], "losses[0].gamma[1]: got 1.0, a duplicate of"),
+        ([{"name": "focal", "gama": 1}],
+         "losses[0].gama: 'gama' is not a parameter of focal; did you mean 'gamma'? its "
+         "parameters are gamma"),
+        ([{"name": "squentropy", "k": 1}], "losses[0].k: squentropy takes no parameters; the "
+                                           "losses that do are rescaled_mse(k, M)"),
+        ([{"name": "cross_entropy", "alpha": 0.1}], "losses[0].alpha: cross_entropy takes no "
+                                                    "parameters"),
+        (["mse", {"gamma": 1}], "losses[1]: got {'gamma': 1} (a mapping) without 'name'"),
+        ([{"name": "focall"}], "losses[0].name: got 'focall', expected a loss name without"),
+        ([{"name": "focal(gamma=1)"}], "losses[0].name: got 'focal(gamma=1)', expected a loss"),
+        ([{"name": "focal", "variant": "bogus"}], "losses[0].variant: unknown loss "
+                                                  "'focal(gamma=2)-bogus'; a variant is"),
+        ([{"name": "focal", "variant": [1]}], "losses[0].variant[0]: got 1, expected an edit"),
+        (["rescaled_mse(k=1,M=0)"],
+         "losses[0]: loss 'rescaled_mse(k=1,M=0)': M: got 0, expected a number > 0"),
+        (["rescaled_mse(k=2,Mx=1)"], "losses[0]: loss 'rescaled_mse(k=2,Mx=1)': 'Mx' is not a "
+                                     "parameter of rescaled_mse; did you mean 'M'?"),
+        (["focal(gamma=x)"], "losses[0]: loss 'focal(gamma=x)': gamma: got x, expected a number"),
+        (["focal(gamma=1,gamma=2)"], "losses[0]: loss 'focal(gamma=1,gamma=2)': gamma is given "
+                                     "twice"),
+        (["squentropy(k=1)"], "losses[0]: loss 'squentropy(k=1)': squentropy takes no "
+                              "parameters"),
+        (["focal(gamma=-1)-no_push_up"], "losses[0]: loss 'focal(gamma=-1)-no_push_up': gamma: "
+                                         "got -1, expected a number >= 0"),
+        ([{"name": "rescaled_mse", "k": [1, 5]}, "rescaled_mse(k=5)"],
+         "losses[1]: got 'rescaled_mse(k=5)', which gives 'rescaled_mse(k=5,M=1)', a duplicate "
+         "of losses[0]"),
+        (["focal", "focal(gamma=2)"], "losses[1]: got 'focal(gamma=2)', a duplicate of losses[0]"),
+    ],
+)
+def test_bad_loss_parameters(losses, want):
+    assert error(losses=losses).startswith(want)
+
+
+def test_learning_rates_by_label_or_by_name_without_parameters():
+    losses = ["mse", {"name": "focal", "gamma": [1, 2]},
+              {"name": "rescaled_mse", "k": [1, 5], "variant": "no_push_up"}]
+    lr = {"mse": 0.1, "focal": [0.3], "focal(gamma=2.0)": [1.0],  # a label's own entry wins
+          "rescaled_mse-no_push_up": [0.01]}
+    c = cfg(losses=losses, optimizer={"learning_rate": lr})
+    assert dict(c.optimizer.learning_rate) == {
+        "mse": (0.1,), "focal(gamma=1)": (0.3,), "focal(gamma=2)": (1.0,),
+        "rescaled_mse(k=1,M=1)-no_push_up": (0.01,), "rescaled_mse(k=5,M=1)-no_push_up": (0.01,)}
+    assert parse_config(config_to_dict(c)) == c
+    over = cfg(["optimizer.learning_rate.focal=[0.5]",
+                "optimizer.learning_rate.focal(gamma=2)=[0.7]"], losses=losses)
+    assert over.optimizer.learning_rate["focal(gamma=1)"] == (0.5,)
+    assert over.optimizer.learning_rate["focal(gamma=2)"] == (0.7,)
+    assert over.optimizer.learning_rate["mse"] == (0.01, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("lr", "want"),
+    [
+        ({"mse": [0.1], "focal": [0.3]},
+         "optimizer.learning_rate: got entries for mse, focal; missing "
+         "rescaled_mse(k=1,M=1)-no_push_up"),
+        ({"mse": [0.1], "focal": [0.3], "rescaled_mse": [1]},  # the variant is another loss
+         "optimizer.learning_rate.rescaled_mse: no such loss in losses"),
+        ({"mse": [0.1], "focal(gamma=1)": [0.3], "focal(gamma=1.0)": [1], "focal": [1],
+          "rescaled_mse-no_push_up": [0.01]},
+         "optimizer.learning_rate.focal(gamma=1.0): gives the rates of focal(gamma=1), as the "
+         "entry 'focal(gamma=1)' does"),
+        ({"mse": [0.1], "focal": [0.3, 0], "rescaled_mse-no_push_up": [0.01]},
+         "optimizer.learning_rate.focal[1]: got 0, expected a number > 0"),
+    ],
+)
+def test_bad_learning_rate_keys_for_parameterized_losses(lr, want):
+    losses = ["mse", {"name": "focal", "gamma": [1, 2]},
+              {"name": "rescaled_mse", "k": [1, 5], "variant": "no_push_up"}]
+    assert error(losses=losses, optimizer={"learning_rate": lr}).startswith(want)
+
+
+def test_narrowing_losses_keeps_the_entries_of_a_family():
+    raw = {"losses": ["mse", {"name": "focal", "gamma": [1, 2]}],
+           "optimizer": {"learning_rate": {"mse": [0.1], "focal": [0.3]}}}
+    c = cfg(["losses=[{name: focal, gamma: 5}]"], **raw)
+    assert dict(c.optimizer.learning_rate) == {"focal(gamma=5)": (0.3,)}
