@@ -79,13 +79,14 @@ def _finite(obj):
 
 def comparison_label(c: dict, varying: Iterable[str] = ()) -> str:
     """'mse → mse-no_push_up', with the group where more than one was swept."""
-    extra = [f"hidden {c['hidden']}" if k == "hidden" else f"{k} {c[k]:g}" for k in varying]
+    extra = [f"hidden {c['hidden']}" if k == "hidden" else
+             str(c[k]) if k == "optimizer" else f"{k} {c[k]:g}" for k in varying]
     tail = f" [{', '.join(extra)}]" if extra else ""
     return f"{c['base']} → {c['variant']}{tail}"
 
 
 def _varying(comps: list[dict]) -> list[str]:
-    keys = ["hidden", *(k for k in MATCH_COLUMNS if k in comps[0])]
+    keys = ["hidden", *(k for k in ("optimizer", *MATCH_COLUMNS) if k in comps[0])]
     return [k for k in keys if len({c[k] for c in comps}) > 1]
 
 
@@ -209,8 +210,8 @@ def _within_section(out: dict, varying: list[str]) -> list[str]:
         "| loss | hidden | n | ρ | note |", "| --- | --- | ---: | ---: | --- |",
     ]
     for g in w["groups"]:
-        extra = "".join(f", {k} {g[k]:g}" for k in MATCH_COLUMNS
-                        if k in g and k in varying)
+        extra = "".join(f", {g[k]}" if k == "optimizer" else f", {k} {g[k]:g}"
+                        for k in ("optimizer", *MATCH_COLUMNS) if k in g and k in varying)
         lines.append(f"| `{g['loss']}`{extra} | {g['hidden']} | {g['n']} | "
                      f"{_num(g['spearman'], '.2f')} | {g['note'] or ''} |")
     p, x = w["pooled_within_loss"], w["pooled_across_losses_confounded"]

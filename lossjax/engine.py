@@ -53,6 +53,7 @@ class Member:
     init_scale: float
     seed: int
     hidden: tuple[int, ...]
+    optimizer: str = "momentum"  # a key of optimizers.OPTIMIZERS; a group's members share one
 
 
 @dataclasses.dataclass(frozen=True)
