@@ -692,16 +692,25 @@ def _rates_by_optimizer(v: Any, patches: dict[str, Any], names: tuple[str, ...]
     """optimizer.learning_rate split per optimizer, each as the value, the per-loss patches
     and the key path that :func:`_parse_learning_rate` reads. A mapping keyed by optimizer
     gives each its own (a list for every loss, or {loss: rates}); any other value is every
-    optimizer's.
-    Loss and optimizer names never overlap (a test checks it), so the keys tell the forms
-    apart; a mapping holding both is refused."""
+    optimizer's. Loss and optimizer names never overlap (a test checks it), so the keys tell
+    the forms apart; a mapping holding both is refused."""
     from lossjax import optimizers  # imports JAX: only once a config is validated
 
     path = "optimizer.learning_rate"
     known = optimizers.OPTIMIZERS
     if isinstance(v, dict):
         v = _fold_dotted(v, known)
-    loose = _fold_dotted(patches, known)  # --set ...learning_rate.adam=[..] on a plain list
+    # --set patches on a value that is no mapping by optimizer: 'adam' (its grid), 'adam.mse'
+    # (its grid for one loss) or 'mse' (that loss's grid, for every optimizer).
+    base, per_loss, shared = {}, {}, {}
+    for k, x in patches.items():
+        head, dot, rest = str(k).partition(".")
+        if k in known:
+            base[k] = x
+        elif dot and rest and head in known:
+            per_loss.setdefault(head, {})[rest] = x
+        else:
+            shared[k] = x
     if isinstance(v, dict) and any(k in known for k in v):
         for k in v:
             if k not in known:
@@ -718,16 +727,14 @@ def _rates_by_optimizer(v: Any, patches: dict[str, Any], names: tuple[str, ...]
                               f"{', '.join(missing)}: with a mapping keyed by optimizer every "
                               "optimizer in optimizer.name needs its own grid")
         return {n: (v[n], {}, join(path, n)) for n in names}
+    for k in (*base, *per_loss):
+        if k not in names:
+            raise error(join(path, k), f"no such optimizer in optimizer.name ({', '.join(names)})")
     out = {}
     for n in names:
-        own = loose.get(n, v)
-        per_loss = {k: x for k, x in loose.items() if k not in known}
-        if isinstance(own, dict) and not isinstance(v, dict):  # --set ...adam.mse=[..]
-            own, per_loss = v, {**per_loss, **own}
-        out[n] = (own, per_loss, join(path, n) if n in loose or len(names) > 1 else path)
-    for k in loose:
-        if k in known and k not in names:
-            raise error(join(path, k), f"no such optimizer in optimizer.name ({', '.join(names)})")
+        own = n in base or n in per_loss
+        out[n] = (base.get(n, v), {**shared, **per_loss.get(n, {})},
+                  join(path, n) if own or len(names) > 1 else path)
     return out
 
 

@@ -20,7 +20,8 @@ A legend label names a chosen rate that the seeds do not decide ('mse (lr 0.3 ti
 one of several that the data cannot tell apart.
 
 Each loss keeps one colour and marker in every figure (several optimizers, swept weight decay
-or init scale change the line style, and the legend names the optimizer then). Several hidden-size groups get one panel each. Figures are built on
+or init scale change the line style, and the legend names the optimizer then). Several
+hidden-size groups get one panel each. Figures are built on
 ``matplotlib.figure.Figure`` directly, so no pyplot state and no global backend are touched;
 styles go through ``rc_context``.
 
