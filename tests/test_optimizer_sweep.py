@@ -32,10 +32,10 @@ CONFIG = {
 KEYS = ["optimizer", "loss", "learning_rate", "seed", "epoch"]
 
 
-def _write(tmp: Path, name: str, **optimizer) -> str:
-    cfg = {**CONFIG, "name": name, "optimizer": {**CONFIG["optimizer"], **optimizer},
+def _write(tmp: Path, sweep_name: str, **optimizer) -> str:
+    cfg = {**CONFIG, "name": sweep_name, "optimizer": {**CONFIG["optimizer"], **optimizer},
            "output": {"dir": str(tmp)}}
-    path = tmp / f"{name}.yaml"
+    path = tmp / f"{sweep_name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
 
