@@ -290,11 +290,13 @@ def effects_table(outs: list[dict]) -> str:
         name = Path(out["folder"]).name
         for c in out["comparisons"]:
             b, v = c["base_profile"], c["variant_profile"]
+            # Under which optimizer, where the folder swept several.
+            variant = f"`{c['variant']}`" + (f" ({c['optimizer']})" if "optimizer" in c else "")
             if not c["n_pairs"]:
-                lines.append(f"| `{name}` | `{c['variant']}` | no pairs | | | | |")
+                lines.append(f"| `{name}` | {variant} | no pairs | | | | |")
                 continue
             lines.append(
-                f"| `{name}` | `{c['variant']}` | {_pm(c['speed'], 100)} | "
+                f"| `{name}` | {variant} | {_pm(c['speed'], 100)} | "
                 f"{_pm(c['final_test_acc'], 100)} | {_num(100 * b['wrong_frac'], '.1f')}% → "
                 f"{_num(100 * v['wrong_frac'], '.1f')}% | {_num(b['grad_norm'], '.3g')} → "
                 f"{_num(v['grad_norm'], '.3g')} | {_tied_cell(c)} |")
@@ -402,8 +404,8 @@ def summary(outs: list[dict], out_dir: str | os.PathLike) -> str:
     for out in outs:
         lines.append(f"{out['folder']}: causal.json, causal.md")
         for c in out["comparisons"]:
-            lines.append(f"  {comparison_label(c)}: Δ speed {_pm(c['speed'], 100)} points; "
-                         f"{c['verdict']}")
+            label = comparison_label(c, [k for k in ("optimizer",) if k in c])
+            lines.append(f"  {label}: Δ speed {_pm(c['speed'], 100)} points; {c['verdict']}")
     out_dir = Path(out_dir)
     lines.append(f"figure: {out_dir / FIGURE_NAME}.png (+ .svg), table: {out_dir / FIGURE_NAME}.md")
     return "\n".join(lines)
