@@ -1,5 +1,7 @@
 """The results folder's schema: each table's columns and types, and the one reader of each file.
 
+(Over 450 lines: the readers and the resume checks apply one schema and are read together.)
+
 Every reader in lossjax goes through the readers here (``read_epochs``, ``read_summary``,
 ``read_config``, ``read_env``), and every file through :func:`read_regular`: the sweep's resume
 path (``resume=True``: a refusal says the folder cannot be resumed) and ``lossjax.analysis``
