@@ -130,16 +130,22 @@ def _float(v) -> float:
 
 def expected_members(config: dict) -> int | None:
     """The number of members ``config.yaml`` implies (the sweep's product: hidden sizes × the
-    learning rates of every loss × weight decays × init scales × seeds), or None where it lacks
+    learning rates of every loss and optimizer × weight decays × init scales × seeds), or None
+    where it lacks
     one of those grids (a hand-written config)."""
     grids = [config_value(config, k) for k in (
         "model.hidden", "optimizer.weight_decay", "model.init_scale", "seeds")]
     losses = config_value(config, "losses")
     rates = config_value(config, "optimizer.learning_rate")
+    names = config_value(config, "optimizer.name")
     if not isinstance(losses, list):
         return None
-    # The resolved config stores a grid per loss; a hand-written one may give a single list.
-    if isinstance(rates, dict):
+    # The resolved config stores a grid per loss (per optimizer and loss where it sweeps
+    # several); a hand-written one may give a single list.
+    if isinstance(names, list) and isinstance(rates, dict):
+        per_loss = [g.get(loss) if isinstance(g, dict) else None
+                    for g in (rates.get(n) for n in names) for loss in losses]
+    elif isinstance(rates, dict):
         per_loss = [rates.get(loss) for loss in losses]
     else:
         per_loss = [rates] * len(losses)
@@ -220,11 +226,14 @@ def check_complete(path: Path, epochs: pd.DataFrame, config: dict, stops=None,
 def _check_summary_covers(res: Results) -> None:
     """Raises ``ResultsError`` if a group of ``epochs.csv`` has no ``summary.csv`` row (a
     summary cut short would silently drop a loss from the plots and the report)."""
-    keys = ["loss", "hidden", *_match_columns(res)]
+    text = ["loss", "hidden", *_text_columns(res)]
+    keys = [*text, *_match_columns(res)]
     s = res.summary
     for g in res.epochs[keys].drop_duplicates().itertuples(index=False):
-        mask = (s["loss"] == g.loss) & (s["hidden"] == g.hidden)
-        for c in keys[2:]:
+        mask = pd.Series(True, index=s.index)
+        for c in text:
+            mask &= s[c] == getattr(g, c)
+        for c in keys[len(text):]:
             mask &= _close(s[c], getattr(g, c))
         if not mask.any():
             where = ", ".join(f"{k} {getattr(g, k)}" for k in keys)
@@ -326,9 +335,37 @@ def _match_columns(res: Results) -> list[str]:
     return [c for c in MATCH_COLUMNS if c in res.epochs.columns and c in res.summary.columns]
 
 
+def _text_columns(res: Results) -> list[str]:
+    """The swept names besides loss and hidden sizes that pick a group (the optimizer, which
+    the readers give every folder's tables; absent only from tables built by hand)."""
+    return [c for c in ("optimizer",) if c in res.epochs.columns and c in res.summary.columns]
+
+
+def optimizer_order(res: Results) -> list[str]:
+    """The sweep's optimizers in config.yaml's order (optimizer.name), any others after them
+    by name."""
+    if "optimizer" not in res.epochs.columns:
+        return []
+    given = config_value(res.config, "optimizer.name")
+    given = [given] if isinstance(given, str) else list(given or [])
+    present = set(res.epochs["optimizer"].dropna())
+    if "optimizer" in res.summary.columns:
+        present |= set(res.summary["optimizer"].dropna())
+    return [o for o in given if o in present] + sorted(present - set(given))
+
+
 def varying_columns(res: Results) -> list[str]:
-    """The swept values besides the learning rate that take more than one value in the sweep."""
-    return [c for c in _match_columns(res) if res.epochs[c].nunique(dropna=False) > 1]
+    """The swept values besides the learning rate that take more than one value in the sweep:
+    ``optimizer`` (a name) first where several were swept, then the numbers."""
+    return [c for c in (*_text_columns(res), *_match_columns(res))
+            if res.epochs[c].nunique(dropna=False) > 1]
+
+
+def variant_key(res: Results, row: pd.Series, varying: Iterable[str]) -> tuple:
+    """A summary row's values of the ``varying`` columns, as a sortable tuple (an optimizer by
+    its place in :func:`optimizer_order`)."""
+    order = optimizer_order(res)
+    return tuple(order.index(row[c]) if c == "optimizer" else float(row[c]) for c in varying)
 
 
 @dataclass(frozen=True)
@@ -356,12 +393,15 @@ class Choice:
         return tied_rates(self.row.get("tied_lrs"))
 
     def label(self, with_lr: bool = True) -> str:
-        """'mse (lr 0.1)', or 'mse (lr 0.1, wd 0.0001)' where weight decay was swept; a rate
+        """'mse (lr 0.1)', or 'mse (lr 0.1, wd 0.0001)' where weight decay was swept, 'mse
+        (adam, lr 0.01)' where several optimizers were; a rate
         that is no clear choice says so: 'mse (lr 0.1 tied with 0.3)', 'mse (lr 0.1 from one
         seed)' (see :func:`undecided`)."""
         short = {"weight_decay": "wd", "init_scale": "init"}
-        parts = [f"lr {self.learning_rate:g}{lr_note(self.row)}"] if with_lr else []
-        parts += [f"{short[c]} {self.row[c]:g}" for c in self.varying]
+        # The optimizer, where several were swept, comes first: 'mse (adam, lr 0.01)'.
+        parts = [str(self.row[c]) for c in self.varying if c == "optimizer"]
+        parts += [f"lr {self.learning_rate:g}{lr_note(self.row)}"] if with_lr else []
+        parts += [f"{short[c]} {self.row[c]:g}" for c in self.varying if c != "optimizer"]
         return f"{self.loss} ({', '.join(parts)})" if parts else self.loss
 
 
@@ -400,11 +440,13 @@ def lr_note(row: pd.Series) -> str:
 
 def group_rows(res: Results, loss: str, hidden: str, row: pd.Series | None) -> pd.DataFrame:
     """The ``epochs.csv`` rows of one summary group, every learning rate but those a race
-    dropped (``row``: its ``summary.csv`` row, whose weight decay and init scale narrow the
-    group; None: all)."""
+    dropped (``row``: its ``summary.csv`` row, whose optimizer, weight decay and init scale
+    narrow the group; None: all)."""
     ep = res.epochs
     mask = (ep["loss"] == loss) & (ep["hidden"] == hidden) & ~ep["member"].isin(dropped(res))
     if row is not None:
+        for c in _text_columns(res):
+            mask &= ep[c] == row[c]
         for c in _match_columns(res):
             mask &= _close(ep[c], row[c])
     return ep[mask]
@@ -412,12 +454,13 @@ def group_rows(res: Results, loss: str, hidden: str, row: pd.Series | None) -> p
 
 def summary_rows(res: Results) -> list[pd.Series]:
     """The rows of ``summary.csv`` in the order the plots and the report show them: hidden
-    sizes, loss, then weight decay and init scale.
+    sizes, loss, optimizer (:func:`optimizer_order`), then weight decay and init scale.
 
-    Raises ``ResultsError`` if two rows share loss, hidden, weight decay and init scale.
+    Raises ``ResultsError`` if two rows share loss, optimizer, hidden, weight decay and init
+    scale.
     """
     summary = res.summary
-    keys = ["loss", "hidden", *_match_columns(res)]
+    keys = ["loss", *_text_columns(res), "hidden", *_match_columns(res)]
     dup = summary.duplicated(keys, keep=False)
     if dup.any():
         r = summary[dup].iloc[0]
@@ -425,11 +468,11 @@ def summary_rows(res: Results) -> list[pd.Series]:
         raise ResultsError(f"{res.path / 'summary.csv'} has several rows for {where}")
     order = {h: i for i, h in enumerate(hidden_order(summary["hidden"]))}
     losses = loss_order(summary["loss"])
-    extra = _match_columns(res)
+    extra = [*_text_columns(res), *_match_columns(res)]
     return sorted(
         (r for _, r in summary.iterrows()),
         key=lambda r: (order[r["hidden"]], losses.index(r["loss"]),
-                       *(float(r[c]) for c in extra)),
+                       *variant_key(res, r, extra)),
     )
 
 
@@ -442,7 +485,7 @@ def chosen_runs(res: Results) -> list[Choice]:
     choices = []
     varying = tuple(varying_columns(res))
     rows = summary_rows(res)
-    combos = sorted({tuple(float(r[c]) for c in varying) for r in rows})
+    combos = sorted({variant_key(res, r, varying) for r in rows})
     for r in rows:
         if math.isnan(r["learning_rate"]):
             continue  # every member diverged: see diverged_groups
@@ -453,7 +496,7 @@ def chosen_runs(res: Results) -> list[Choice]:
                 f"{res.path / 'summary.csv'}: the row for loss {r['loss']}, hidden {r['hidden']}, "
                 f"learning rate {r['learning_rate']:g} matches no member of epochs.csv"
             )
-        variant = combos.index(tuple(float(r[c]) for c in varying))
+        variant = combos.index(variant_key(res, r, varying))
         choices.append(Choice(r["loss"], r["hidden"], r, sel, varying, variant))
     return choices
 

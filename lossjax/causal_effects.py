@@ -287,12 +287,17 @@ def verdict(effect: dict, prediction: str | None) -> str:
 
 
 def _match_values(res: analysis.Results, row: pd.Series) -> dict:
-    return {c: float(row[c]) for c in analysis._match_columns(res)}
+    # The optimizer where several were swept (a comparison names it then; a sweep of one keeps
+    # the comparison as before optimizers were swept), then the numbers.
+    names = {c: str(row[c]) for c in analysis.varying_columns(res) if c == "optimizer"}
+    return {**names, **{c: float(row[c]) for c in analysis._match_columns(res)}}
 
 
 def _group_key(res: analysis.Results, row: pd.Series) -> tuple:
     # A dictionary key: formatted, so that float noise in a CSV round trip never splits a group.
-    return (row["hidden"], *(f"{v:.10g}" for v in _match_values(res, row).values()))
+    # A variant pairs with its base under the same optimizer.
+    return (row["hidden"], *(str(row[c]) for c in analysis._text_columns(res)),
+            *(f"{float(row[c]):.10g}" for c in analysis._match_columns(res)))
 
 
 def direction(effect: dict) -> str:
@@ -374,8 +379,8 @@ def compare(res: analysis.Results, v: Variant, base: pd.Series, variant: pd.Seri
 
 
 def comparisons(res: analysis.Results, target: float) -> list[dict]:
-    """Every variant in ``res`` beside its base (same hidden sizes, weight decay and init
-    scale), ordered by hidden sizes (as ``summary_rows``), then :func:`loss_key`."""
+    """Every variant in ``res`` beside its base (same hidden sizes, optimizer, weight decay and
+    init scale), ordered by hidden sizes (as ``summary_rows``), then :func:`loss_key`."""
     rows = analysis.summary_rows(res)
     by_key = {(r["loss"], *_group_key(res, r)): r for r in rows}
     chosen = {(c.loss, *_group_key(res, c.row)): c for c in analysis.chosen_runs(res)}

@@ -83,13 +83,14 @@ def _finite(obj):
 
 def comparison_label(c: dict, varying: Iterable[str] = ()) -> str:
     """'mse → mse-no_push_up', with the group where more than one was swept."""
-    extra = [f"hidden {c['hidden']}" if k == "hidden" else f"{k} {c[k]:g}" for k in varying]
+    extra = [f"hidden {c['hidden']}" if k == "hidden" else
+             str(c[k]) if k == "optimizer" else f"{k} {c[k]:g}" for k in varying]
     tail = f" [{', '.join(extra)}]" if extra else ""
     return f"{c['base']} → {c['variant']}{tail}"
 
 
 def _varying(comps: list[dict]) -> list[str]:
-    keys = ["hidden", *(k for k in MATCH_COLUMNS if k in comps[0])]
+    keys = ["hidden", *(k for k in ("optimizer", *MATCH_COLUMNS) if k in comps[0])]
     return [k for k in keys if len({c[k] for c in comps}) > 1]
 
 
@@ -213,8 +214,8 @@ def _within_section(out: dict, varying: list[str]) -> list[str]:
         "| loss | hidden | n | ρ | note |", "| --- | --- | ---: | ---: | --- |",
     ]
     for g in w["groups"]:
-        extra = "".join(f", {k} {g[k]:g}" for k in MATCH_COLUMNS
-                        if k in g and k in varying)
+        extra = "".join(f", {g[k]}" if k == "optimizer" else f", {k} {g[k]:g}"
+                        for k in ("optimizer", *MATCH_COLUMNS) if k in g and k in varying)
         lines.append(f"| `{g['loss']}`{extra} | {g['hidden']} | {g['n']} | "
                      f"{_num(g['spearman'], '.2f')} | {g['note'] or ''} |")
     p, x = w["pooled_within_loss"], w["pooled_across_losses_confounded"]
@@ -297,11 +298,13 @@ def effects_table(outs: list[dict]) -> str:
         name = Path(out["folder"]).name
         for c in out["comparisons"]:
             b, v = c["base_profile"], c["variant_profile"]
+            # Under which optimizer, where the folder swept several.
+            variant = f"`{c['variant']}`" + (f" ({c['optimizer']})" if "optimizer" in c else "")
             if not c["n_pairs"]:
-                lines.append(f"| `{name}` | `{c['variant']}` | no pairs | | | | |")
+                lines.append(f"| `{name}` | {variant} | no pairs | | | | |")
                 continue
             lines.append(
-                f"| `{name}` | `{c['variant']}` | {_pm(c['speed'], 100)} | "
+                f"| `{name}` | {variant} | {_pm(c['speed'], 100)} | "
                 f"{_pm(c['final_test_acc'], 100)} | {_num(100 * b['wrong_frac'], '.1f')}% → "
                 f"{_num(100 * v['wrong_frac'], '.1f')}% | {_num(b['grad_norm'], '.3g')} → "
                 f"{_num(v['grad_norm'], '.3g')} | {_tied_cell(c)} |")
@@ -412,8 +415,8 @@ def summary(outs: list[dict], out_dir: str | os.PathLike) -> str:
     for out in outs:
         lines.append(f"{out['folder']}: causal.json, causal.md, {PAIRED_NAME}.png (+ .svg)")
         for c in out["comparisons"]:
-            lines.append(f"  {comparison_label(c)}: Δ speed {_pm(c['speed'], 100)} points; "
-                         f"{c['verdict']}")
+            label = comparison_label(c, [k for k in ("optimizer",) if k in c])
+            lines.append(f"  {label}: Δ speed {_pm(c['speed'], 100)} points; {c['verdict']}")
     out_dir = Path(out_dir)
     lines.append(f"figure: {out_dir / FIGURE_NAME}.png (+ .svg), table: {out_dir / FIGURE_NAME}.md")
     return "\n".join(lines)

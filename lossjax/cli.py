@@ -49,8 +49,10 @@ def _sweep(args) -> int:
         summary = tables.read_summary(out)
         # rate_choice and tied_lrs beside the rate: most choices among a few seeds are ties.
         summary = summary.rename(columns={"rate_choice": "choice", "tied_lrs": "tied_with"})
-        cols = ["loss", "hidden", "learning_rate", "choice", "tied_with", "test_acc_mean",
-                "test_acc_ci95", "epochs_to_target_mean", "diverged"]
+        several = summary["optimizer"].nunique() > 1  # then each loss has a row per optimizer
+        cols = ["loss", *(["optimizer"] if several else []), "hidden", "learning_rate",
+                "choice", "tied_with", "test_acc_mean", "test_acc_ci95",
+                "epochs_to_target_mean", "diverged"]
         print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(f"results: {out}/epochs.csv, {out}/summary.csv")
         print(f"plots:   {out}/plots/  report: {out}/report.md")

@@ -40,6 +40,7 @@ from lossjax.analysis import (
     load_results,
     summary_rows,
     tie_mark,
+    varying_columns,
 )
 from lossjax.folder import write_table, write_text
 from lossjax.plots import (
@@ -93,17 +94,20 @@ class Comparison:
         """The table in Markdown: accuracies in percent with two decimals, as in ``report.md``;
         a row whose every member diverged shows no rate and no accuracy."""
         extra = [c for c in MATCH_COLUMNS if c in self.table.columns]
-        head = ["Sweep", "Dataset", "Loss", "Hidden", "Learning rate"]
+        names = [c for c in ("optimizer",) if c in self.table.columns]
+        head = ["Sweep", "Dataset", "Loss", *(c.capitalize() for c in names), "Hidden",
+                "Learning rate"]
         head += [c.replace("_", " ").capitalize() for c in extra]
         head += ["Runner-up (val gap, points)", "Rate choice"]
         head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI", "Epochs to target", "Diverged"]
-        align = ["---" if h in ("Sweep", "Dataset", "Loss", "Hidden", "Rate choice") else "---:"
-                 for h in head]
+        align = ["---" if h in ("Sweep", "Dataset", "Loss", "Optimizer", "Hidden", "Rate choice")
+                 else "---:" for h in head]
         lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
         for r in self.table.itertuples(index=False):
             dataset = "—" if pd.isna(r.dataset) else _md(r.dataset)
             row = pd.Series(r._asdict())
-            cells = [_md(r.sweep), dataset, f"`{_md(r.loss)}`", _md(r.hidden),
+            cells = [_md(r.sweep), dataset, f"`{_md(r.loss)}`",
+                     *(_md(getattr(r, c)) for c in names), _md(r.hidden),
                      _number(r.learning_rate) + tie_mark(row)]
             cells += [_number(getattr(r, c)) for c in extra]
             cells += [_runner_up(r), str(r.rate_choice)]
@@ -209,9 +213,13 @@ def _table(labels, results) -> pd.DataFrame:
     # the one value changed between a base sweep and its variant.
     extra = [c for c in MATCH_COLUMNS
              if c in table.columns and table[c].nunique(dropna=False) > 1]
+    # The optimizer where a sweep swept several (then its rows differ by it); a sweep of one
+    # names it in its panel's title (describe), and its table stays as before optimizers were
+    # swept.
+    names = ["optimizer"] if any("optimizer" in varying_columns(r) for r in results) else []
     loss, hidden, *rest = SUMMARY_REQUIRED
-    return table[["sweep", "dataset", loss, hidden, rest[0], *extra, *RATE_CHOICE_COLUMNS,
-                  *rest[1:]]]
+    return table[["sweep", "dataset", loss, *names, hidden, rest[0], *extra,
+                  *RATE_CHOICE_COLUMNS, *rest[1:]]]
 
 
 def _draw_sweep(ax, res: Results, styles) -> list[Line2D]:

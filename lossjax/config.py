@@ -39,15 +39,19 @@ The schema, with its defaults (only ``name`` is required)::
       init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
       dtype: float32        # a key of model.DTYPES
     optimizer:
-      name: momentum        # a key of optimizers.OPTIMIZERS: any optax optimizer by its name
-                            # (sgd, adam, adamw, lamb, lion, rmsprop, adagrad, adafactor,
-                            # nadam, ...), or momentum: optax.sgd with optimizer.momentum
+      name: momentum        # SWEPT: keys of optimizers.OPTIMIZERS: any optax optimizer by its
+                            # name (sgd, adam, adamw, lamb, lion, rmsprop, adagrad, adafactor,
+                            # nadam, ...), or momentum: optax.sgd with optimizer.momentum;
+                            # [momentum, adam] sweeps both
       momentum: 0.9         # number in [0, 1); used by 'momentum' only (other optimizers take
                             # a momentum, sgd's included, through args)
       args: {}              # more keyword arguments of the optax optimizer, by their optax
-                            # names: {b1: 0.95}, {momentum: 0.9, nesterov: true} for sgd
+                            # names: {b1: 0.95}, {momentum: 0.9, nesterov: true} for sgd; with
+                            # several optimizers, per optimizer: {adam: {b1: 0.95}}
       learning_rate: [0.01, 0.1]   # SWEPT: numbers > 0 for every loss, or a mapping
-                                   # {loss: [numbers > 0]} with exactly one entry per loss
+                                   # {loss: [numbers > 0]} with exactly one entry per loss; or
+                                   # either per optimizer: {adam: [...], momentum: {mse: [...],
+                                   # ...}} with exactly one entry per optimizer
       weight_decay: [0.0]   # SWEPT: numbers >= 0; what decay means depends on the optimizer
                             # (below); 0 is none, whatever the optimizer's own default
       schedule: constant    # a key of optimizers.SCHEDULES: constant, cosine (to 0 over all
@@ -140,10 +144,24 @@ Losses with parameters (``losses.PARAMETERIZED``: ``rescaled_mse(k, M)``, ``sque
   (that setting) or its name without parameters (``focal``, ``focal-no_push_up``: every
   setting of it that has no entry of its own).
 
+Several optimizers (``optimizer.name: [momentum, adam]``; one name, or a one-element list,
+is one optimizer as before):
+
+- Each (loss, optimizer) is a group with its own chosen learning rate. ``optimizer.args`` is
+  then keyed by optimizer (``{adam: {b1: 0.95}}``; one left out takes optax's defaults), as no
+  argument list suits every optimizer; a key that is no optimizer of the list is refused.
+  ``optimizer.momentum``, the weight decays and the schedule are shared.
+- ``optimizer.learning_rate`` is a list or a per-loss mapping for every optimizer, or a mapping
+  keyed by optimizer, each entry one of those two forms. Loss and optimizer names never
+  overlap, so the keys tell the forms apart; a mapping that mixes them is refused.
+- The resolved config holds ``name`` as a list, ``args`` as ``{optimizer: {...}}`` and
+  ``learning_rate`` as ``{optimizer: {loss: (rates, ...)}}``; with one optimizer all three are
+  as they were before optimizers were swept.
+
 Swept keys (the sweep is their product; see :data:`SWEPT`): ``seeds``, ``losses``,
-``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per loss),
-``optimizer.weight_decay``. Each takes a list; a single value is a one-element list
-(``seeds: 3`` is ``seeds: [3]``). Lists must be non-empty and hold no duplicates.
+``optimizer.name``, ``model.hidden``, ``model.init_scale``, ``optimizer.learning_rate`` (per
+loss and optimizer), ``optimizer.weight_decay``. Each takes a list; a single value is a
+one-element list (``seeds: 3`` is ``seeds: [3]``). Lists must be non-empty and hold no duplicates.
 
 Other rules:
 
@@ -159,17 +177,20 @@ Other rules:
 
 Overrides (``lossjax sweep CONFIG --set KEY=VALUE``, as Flax's config flags): ``KEY`` is a
 dotted path (``epochs``, ``optimizer.name``, ``optimizer.learning_rate.mse``,
-``optimizer.args.b1``), ``VALUE`` is parsed as YAML (``seeds=[0,1]``,
+``optimizer.args.b1``, ``optimizer.args.adam.b1``), ``VALUE`` is parsed as YAML (``seeds=[0,1]``,
 ``dataset.data_dir=null``). An override replaces the value at its path (a section given whole,
 ``model={hidden: [[32]]}``, replaces the section). Overrides apply in order, to the file's
 values, before validation. ``optimizer.learning_rate.LOSS=[..]`` sets one loss's grid; when
-the file gives one list for all losses, the others keep it. Narrowing ``losses`` with ``--set``
-drops the learning-rate entries of the losses left out.
+the file gives one list for all losses, the others keep it;
+``optimizer.learning_rate.OPT=[..]`` and ``optimizer.learning_rate.OPT.LOSS=[..]`` set one
+optimizer's grids likewise. Narrowing ``losses`` with ``--set`` drops the learning-rate entries
+of the losses left out.
 
 The resolved :class:`Config` is a tree of frozen dataclasses with the YAML names; lists are
 tuples, ``optimizer.learning_rate`` is always a read-only mapping ``{loss: (rates, ...)}`` in the
-order of ``losses``, and ``optimizer.args`` and ``optimizer.schedule_args`` are read-only
-mappings too. :func:`config_to_dict` gives it back as plain YAML-dumpable types, and
+order of ``losses`` (with several optimizers, one such per optimizer), and ``optimizer.args``
+and ``optimizer.schedule_args`` are read-only mappings too. :func:`config_to_dict` gives it
+back as plain YAML-dumpable types, and
 ``parse_config(config_to_dict(cfg)) == cfg``. Constructing the dataclasses directly skips
 validation; go through :func:`parse_config` or :func:`load_config`.
 
@@ -233,6 +254,7 @@ DEFAULT_LEARNING_RATES: tuple[float, ...] = (0.01, 0.1)  # for every loss
 SWEPT: tuple[str, ...] = (
     "seeds",
     "losses",
+    "optimizer.name",
     "model.hidden",
     "model.init_scale",
     "optimizer.learning_rate",
@@ -315,13 +337,35 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "momentum"
+    # One optimizer: its name, its args and {loss: rates}, as before optimizers were swept.
+    # Several: a tuple of names, args {name: args} and learning_rate {name: {loss: rates}}.
+    name: str | tuple[str, ...] = "momentum"
     momentum: float = 0.9
     args: FrozenDict = field(default_factory=FrozenDict)
     learning_rate: FrozenDict = field(default_factory=_default_learning_rate)
     weight_decay: tuple[float, ...] = (0.0,)
     schedule: str = "constant"
     schedule_args: FrozenDict = field(default_factory=FrozenDict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The swept optimizers, in the config's order (one or several)."""
+        return (self.name,) if isinstance(self.name, str) else tuple(self.name)
+
+    def args_of(self, name: str) -> FrozenDict:
+        """optimizer.args of optimizer ``name``."""
+        return self.args if isinstance(self.name, str) else self.args[name]
+
+    def rates_of(self, name: str) -> FrozenDict:
+        """The learning-rate grids {loss: rates} of optimizer ``name``."""
+        return self.learning_rate if isinstance(self.name, str) else self.learning_rate[name]
+
+    def grids(self) -> list[tuple[str, tuple[float, ...]]]:
+        """Every learning-rate grid with its key path under optimizer.learning_rate
+        ('mse', or 'adam.mse' with several optimizers)."""
+        if isinstance(self.name, str):
+            return list(self.learning_rate.items())
+        return [(f"{o}.{loss}", r) for o in self.name for loss, r in self.learning_rate[o].items()]
 
 
 @dataclass(frozen=True)
@@ -652,9 +696,9 @@ def _lr_entries(entries: dict, losses: tuple[str, ...], path: str) -> dict[str, 
 
 
 def _parse_learning_rate(
-    v: Any, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
+    v: Any, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool,
+    path: str = "optimizer.learning_rate",
 ) -> FrozenDict:
-    path = "optimizer.learning_rate"
 
     def rates(x: Any, p: str) -> tuple[float, ...]:
         return grid(x, p, positive, "numbers > 0")
@@ -730,11 +774,65 @@ def _optax_failure(path: str, given: Any, function: str, e: Exception) -> Config
     )
 
 
-def _optimizer_and_args(s: dict, d: OptimizerConfig) -> tuple[str, float, FrozenDict]:
-    """optimizer.name, .momentum and .args, checked against optax: one step is traced."""
+def _optimizer_names(s: dict, d: OptimizerConfig) -> tuple[str, ...]:
+    """optimizer.name: one name, or a list of them (a swept key)."""
     from lossjax import optimizers  # imports JAX: only once a config is validated
 
-    name = choice(_get(s, "name", d.name), "optimizer.name", optimizers.OPTIMIZERS)
+    return grid(_get(s, "name", d.name), "optimizer.name",
+                lambda x, p: choice(x, p, optimizers.OPTIMIZERS),
+                "optimizer names (keys of optimizers.OPTIMIZERS)")
+
+
+def _fold_dotted(v: dict, names: Sequence[str]) -> dict:
+    """{'adam.b1': x} as {'adam': {'b1': x}}: what ``--set optimizer.args.adam.b1=x`` (or
+    ``optimizer.learning_rate.adam.mse=[..]``) leaves in the mapping."""
+    out: dict = {}
+    for k, x in v.items():
+        head, dot, rest = str(k).partition(".")
+        if dot and rest and head in names and k not in names:
+            inner = out.get(head)
+            out[head] = {**(inner if isinstance(inner, dict) else {}), rest: x}
+        elif isinstance(out.get(k), dict) and isinstance(x, dict):
+            out[k] = {**x, **out[k]}
+        else:
+            out[k] = x
+    return out
+
+
+def _args_by_optimizer(given: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """optimizer.args split per optimizer: with one optimizer the mapping is its arguments
+    (or {name: arguments}); with several it must be keyed by optimizer, {adam: {b1: 0.95}}
+    (an optimizer left out takes optax's defaults). Keys are never both: 'momentum' is an
+    optimizer and an argument of sgd."""
+    path = "optimizer.args"
+    if given is None or not isinstance(given, dict):
+        if len(names) > 1 and given is not None:
+            raise error(path, f"{got(given)}, expected a mapping {{optimizer: {{argument: "
+                              f"value}}}} over the optimizers {', '.join(names)}")
+        return {names[0]: given} if len(names) == 1 else dict.fromkeys(names)
+    given = _fold_dotted(given, names)
+    keyed = bool(given) and all(k in names and isinstance(x, dict | None)
+                                for k, x in given.items())
+    if len(names) == 1 and not keyed:
+        return {names[0]: given}
+    for k in given:
+        if k not in names:
+            guess = did_you_mean(str(k), names)
+            hint = f"; did you mean '{join(path, guess)}'?" if guess else ""
+            raise error(join(path, k), f"not an optimizer of optimizer.name ({', '.join(names)}); "
+                                       "with several optimizers, args are given per optimizer, "
+                                       f"e.g. optimizer.args: {{{names[-1]}: {{{k}: ...}}}}{hint}")
+    return {n: given.get(n) for n in names}
+
+
+def _optimizer_and_args(s: dict, d: OptimizerConfig
+                        ) -> tuple[str | tuple[str, ...], float, FrozenDict]:
+    """optimizer.name, .momentum and .args, checked against optax: one step of each optimizer
+    is traced. One optimizer: its name and its arguments, as before optimizers were swept;
+    several: their names and {name: arguments}."""
+    from lossjax import optimizers  # imports JAX: only once a config is validated
+
+    names = _optimizer_names(s, d)
     momentum = number(
         _get(s, "momentum", d.momentum),
         "optimizer.momentum",
@@ -742,17 +840,75 @@ def _optimizer_and_args(s: dict, d: OptimizerConfig) -> tuple[str, float, Frozen
         lambda x: 0 <= x < 1,
         float32=True,
     )
-    # Every name is optax's own but 'momentum', which is optax.sgd.
-    function = "optax.sgd (as 'momentum')" if name == "momentum" else f"optax.{name}"
-    given = _get(s, "args", None)
-    args = _keyword_args(given, "optimizer.args", function,
-                         *optimizers.optimizer_arguments(name))
-    try:
-        optimizers.check_optimizer(name, momentum, dict(args))
-    except Exception as e:  # whatever optax makes of the arguments, named
-        where = "optimizer.args" if args else "optimizer.name"
-        raise _optax_failure(where, given if args else name, function, e) from None
-    return name, momentum, args
+    several = len(names) > 1
+    by_name = _args_by_optimizer(_get(s, "args", None), names)
+    resolved = {}
+    for i, name in enumerate(names):
+        # Every name is optax's own but 'momentum', which is optax.sgd.
+        function = "optax.sgd (as 'momentum')" if name == "momentum" else f"optax.{name}"
+        where = join("optimizer.args", name) if several else "optimizer.args"
+        given = by_name[name]
+        args = _keyword_args(given, where, function, *optimizers.optimizer_arguments(name))
+        try:
+            optimizers.check_optimizer(name, momentum, dict(args))
+        except Exception as e:  # whatever optax makes of the arguments, named
+            at = where if args else (f"optimizer.name[{i}]" if several else "optimizer.name")
+            raise _optax_failure(at, given if args else name, function, e) from None
+        resolved[name] = args
+    if not several:
+        return names[0], momentum, resolved[names[0]]
+    return names, momentum, FrozenDict(resolved)
+
+
+def _rates_by_optimizer(v: Any, patches: dict[str, Any], names: tuple[str, ...]
+                        ) -> dict[str, tuple[Any, dict[str, Any], str]]:
+    """optimizer.learning_rate split per optimizer, each as the value, the per-loss patches
+    and the key path that :func:`_parse_learning_rate` reads. A mapping keyed by optimizer
+    gives each its own (a list for every loss, or {loss: rates}); any other value is every
+    optimizer's. Loss and optimizer names never overlap (a test checks it), so the keys tell
+    the forms apart; a mapping holding both is refused."""
+    from lossjax import optimizers  # imports JAX: only once a config is validated
+
+    path = "optimizer.learning_rate"
+    known = optimizers.OPTIMIZERS
+    if isinstance(v, dict):
+        v = _fold_dotted(v, known)
+    # --set patches on a value that is no mapping by optimizer: 'adam' (its grid), 'adam.mse'
+    # (its grid for one loss) or 'mse' (that loss's grid, for every optimizer).
+    base, per_loss, shared = {}, {}, {}
+    for k, x in patches.items():
+        head, dot, rest = str(k).partition(".")
+        if k in known:
+            base[k] = x
+        elif dot and rest and head in known:
+            per_loss.setdefault(head, {})[rest] = x
+        else:
+            shared[k] = x
+    if isinstance(v, dict) and any(k in known for k in v):
+        for k in v:
+            if k not in known:
+                raise error(join(path, k), f"a mapping keyed by optimizer ({', '.join(names)}) "
+                                           f"cannot also hold a loss; give {k}'s rates under "
+                                           "each optimizer")
+            if k not in names:
+                raise error(join(path, k), f"no such optimizer in optimizer.name "
+                                           f"({', '.join(names)}); every entry must name one of "
+                                           "them")
+        missing = [n for n in names if n not in v]
+        if missing:
+            raise error(path, f"got entries for {', '.join(map(str, v))}; missing "
+                              f"{', '.join(missing)}: with a mapping keyed by optimizer every "
+                              "optimizer in optimizer.name needs its own grid")
+        return {n: (v[n], {}, join(path, n)) for n in names}
+    for k in (*base, *per_loss):
+        if k not in names:
+            raise error(join(path, k), f"no such optimizer in optimizer.name ({', '.join(names)})")
+    out = {}
+    for n in names:
+        own = n in base or n in per_loss
+        out[n] = (base.get(n, v), {**shared, **per_loss.get(n, {})},
+                  join(path, n) if own or len(names) > 1 else path)
+    return out
 
 
 def _schedule_and_args(s: dict, d: OptimizerConfig) -> tuple[str, FrozenDict]:
@@ -788,9 +944,12 @@ def _parse_optimizer(
 ) -> OptimizerConfig:
     s, d = _section(raw, "optimizer"), OptimizerConfig()
     name, momentum, args = _optimizer_and_args(s, d)
-    learning_rate = _parse_learning_rate(
-        _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), losses, patches, narrowed
-    )
+    names = (name,) if isinstance(name, str) else name
+    given = _rates_by_optimizer(
+        _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), patches, names)
+    by_name = FrozenDict((n, _parse_learning_rate(v, losses, p, narrowed, where))
+                         for n, (v, p, where) in given.items())
+    learning_rate = by_name[name] if isinstance(name, str) else by_name
     weight_decay = grid(
         _get(s, "weight_decay", list(d.weight_decay)),
         "optimizer.weight_decay",
@@ -840,7 +999,7 @@ def _parse_search(raw: dict, epochs: int, cfg_eval: EvalConfig, optimizer) -> Se
     s, d = _section(raw, "search"), SearchConfig()
     method = choice(_get(s, "method", d.method), "search.method", SEARCH_METHODS)
     extend = integer(_get(s, "extend", d.extend), "search.extend", 0)
-    single = [loss for loss, grid_ in optimizer.learning_rate.items() if len(grid_) < 2]
+    single = [key for key, grid_ in optimizer.grids() if len(grid_) < 2]
     if extend and single:
         raise error("search.extend", f"an extension steps past a grid's edge by its "
                                      f"neighbouring ratio, and optimizer.learning_rate."
@@ -1106,10 +1265,11 @@ def config_to_dict(cfg: Config) -> dict:
     return out
 
 
-def learning_rates(cfg: Config, loss: str) -> tuple[float, ...]:
-    """The learning-rate grid of one loss of the sweep."""
+def learning_rates(cfg: Config, loss: str, optimizer: str | None = None) -> tuple[float, ...]:
+    """The learning-rate grid of one loss of the sweep, under ``optimizer`` (None: the sweep's
+    first, its only one unless optimizer.name lists several)."""
     try:
-        return cfg.optimizer.learning_rate[loss]
+        return cfg.optimizer.rates_of(optimizer or cfg.optimizer.names[0])[loss]
     except KeyError:
         raise error(
             "optimizer.learning_rate",

@@ -56,6 +56,7 @@ class Member:
     # A parameterized loss's parameters (lossjax.resolve.loss_params): an array per member in
     # its program, so every setting of the loss trains in one compiled program.
     loss_params: tuple[float, ...] = ()
+    optimizer: str = "momentum"  # a key of optimizers.OPTIMIZERS; a group's members share one
 
 
 @dataclasses.dataclass(frozen=True)

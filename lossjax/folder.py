@@ -9,7 +9,8 @@
                         chosen on validation accuracy, test accuracy mean ± 95% interval, ...
       status.json       {"complete": bool}: marks the folder as lossjax's (written first, never
                         removed); an unfinished sweep can be resumed. "written" lists the
-                        files experiments/ scripts added (--overwrite removes those too)
+                        files experiments/ scripts added (--overwrite removes those too);
+                        "format" the tables' format (``tables.FORMAT``; absent: 1)
       checkpoints/      per-group training state after the last finished epoch (removed when
                         the sweep completes)
       plots/, report.md written by ``lossjax.plots`` and ``lossjax.report`` from the tables
@@ -43,7 +44,15 @@ import yaml
 
 from lossjax import machine, provenance
 from lossjax.errors import ResultsError
-from lossjax.tables import has_rows, kind_of, read_config, read_env, read_epochs, read_if_regular
+from lossjax.tables import (
+    FORMAT,
+    has_rows,
+    kind_of,
+    read_config,
+    read_env,
+    read_epochs,
+    read_if_regular,
+)
 
 # ---- atomic writes -----------------------------------------------------------------------
 
@@ -582,7 +591,7 @@ class Claim:
                                                                     else {})})
         self.started = True
         _clear_previous(self.out, old)
-        write_json(self.out / "status.json", {"complete": False})
+        write_json(self.out / "status.json", {"complete": False, "format": FORMAT})
         write_text(self.out / "config.yaml", yaml.safe_dump(config_dict, sort_keys=False))
         write_json(self.out / "env.json", env)
 

@@ -24,8 +24,9 @@ A legend label names a chosen rate that the seeds do not decide ('mse (lr 0.3 ti
 'mse (lr 0.3 from one seed)': ``analysis.undecided``); the rate is an estimate, and the curve is
 one of several that the data cannot tell apart.
 
-Each loss keeps one colour and marker in every figure (swept weight decay / init scale change
-the line style). Several hidden-size groups get one panel each. Figures are built on
+Each loss keeps one colour and marker in every figure (several optimizers, swept weight decay
+or init scale change the line style, and the legend names the optimizer then). Several
+hidden-size groups get one panel each. Figures are built on
 ``matplotlib.figure.Figure`` directly, so no pyplot state and no global backend are touched;
 styles go through ``rc_context``.
 

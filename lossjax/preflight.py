@@ -67,14 +67,15 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> 
     the disk, before it starts (a model too large to allocate would otherwise fail late, or
     hang)."""
     item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
-    # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2).
-    slots = max((optimizers.state_slots(cfg.optimizer.name, cfg.optimizer.momentum,
-                                        cfg.optimizer.args, g[0].weight_decay > 0,
-                                        cfg.model.dtype) for g in groups), default=0)
     call = cfg.block_size * jax.device_count()
     share = jax.local_device_count() / jax.device_count()  # of the members, on this process
     worst_memory, worst_disk, worst_hidden = 0, 0, None
     for g in groups:
+        # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2): a group's
+        # own optimizer's, so a sweep of momentum and adam counts adam's two for adam's groups.
+        opt = g[0].optimizer
+        slots = optimizers.state_slots(opt, cfg.optimizer.momentum, cfg.optimizer.args_of(opt),
+                                       g[0].weight_decay > 0, cfg.model.dtype)
         per_member = _param_count(features, g[0].hidden, num_classes) * item
         padded = -(-len(g) // call) * call
         # Resident: every member's parameters and optimizer state; while a block trains, its

@@ -98,6 +98,12 @@ def _rates(grids: dict[str, tuple[float, ...]], losses: list[str]) -> str:
     return f"{n} learning rates per loss ({per})"
 
 
+def _grids(ep) -> dict[str, tuple[float, ...]]:
+    """Each loss's learning-rate grid among the rows ``ep``."""
+    return {loss: tuple(sorted(g.dropna().unique()))
+            for loss, g in ep.groupby("loss")["learning_rate"]}
+
+
 def _listing(values, fmt=str) -> str:
     return ", ".join(fmt(v) for v in values)
 
@@ -125,10 +131,13 @@ def summary_table(res: Results) -> str:
     gone = [analysis.all_diverged(g) for g in groups]
     best = _best_per_hidden([r for r, g in zip(rows, gone, strict=True) if not g])
 
-    head = ["Loss", "Hidden", "Learning rate"]
+    # The optimizer, where several were swept, is a name: beside the loss, left-aligned.
+    names = [c for c in varying if c == "optimizer"]
+    varying = [c for c in varying if c != "optimizer"]
+    head = ["Loss", *(c.capitalize() for c in names), "Hidden", "Learning rate"]
     head += [c.replace("_", " ").capitalize() for c in varying]
     head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI", "Epochs to target", "Diverged"]
-    align = ["---"] * 2 + ["---:"] * (len(head) - 2)
+    align = ["---"] * (2 + len(names)) + ["---:"] * (len(head) - 2 - len(names))
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     edge_seen = False
     for r, group, all_gone in zip(rows, groups, gone, strict=True):
@@ -139,7 +148,7 @@ def summary_table(res: Results) -> str:
         if not all_gone and _truthy(r.get("lr_at_grid_edge", "")):
             lr_s += " †"
             edge_seen = True
-        cells = [f"`{_md(r['loss'])}`", _md(r["hidden"]), lr_s]
+        cells = [f"`{_md(r['loss'])}`", *(_md(r[c]) for c in names), _md(r["hidden"]), lr_s]
         cells += ["—" if math.isnan(_num(r[c])) else f"{_num(r[c]):g}" for c in varying]
         total = group["member"].nunique()
         if all_gone:
@@ -230,10 +239,7 @@ def describe_sweep(res: Results) -> str:
     losses = analysis.loss_order(ep["loss"])
     grid = ep[~ep["member"].isin(res.added["member"])]  # the config's product
     seeds = sorted(grid["seed"].unique())
-    grids = {
-        loss: tuple(sorted(g.dropna().unique()))
-        for loss, g in grid.groupby("loss")["learning_rate"]
-    }
+    grids = _grids(grid)
     per_member = ep.groupby("member")  # ids are 0..N-1 over the sweep (load_results checks)
     n_members = per_member.ngroups
     n_div = int(per_member["diverged"].any().sum())
@@ -251,7 +257,15 @@ def describe_sweep(res: Results) -> str:
         f"{_plural(len(losses), 'loss')} ({_listing(losses, lambda v: f'`{_md(v)}`')}) × "
         f"{_rates(grids, losses)}"
     )
-    for c in analysis.varying_columns(res):
+    varying = analysis.varying_columns(res)
+    if "optimizer" in varying:  # each optimizer has its own grids: no product with the rates
+        opts = analysis.optimizer_order(res)
+        text = text[:-len(_rates(grids, losses))] + f"{len(opts)} optimizers ("
+        text += "; ".join(f"{_md(o)} with {_rates(_grids(ep[ep['optimizer'] == o]), losses)}"
+                          for o in opts) + ")"
+    for c in varying:
+        if c == "optimizer":
+            continue
         vals = sorted(ep[c].dropna().unique())
         text += f" × {len(vals)} {c.replace('_', ' ')}s ({_listing(vals, lambda v: f'{v:g}')})"
     if len(hidden) > 1:

@@ -125,8 +125,10 @@ def chosen_rate(last: pd.DataFrame) -> float:
 
 def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
               confirm: Collection[int] = ()) -> pd.DataFrame:
-    """Per (loss, hidden, weight decay, init scale): the learning rate with the best mean final
-    validation accuracy over seeds, and what it gives.
+    """Per (loss, optimizer, hidden, weight decay, init scale): the learning rate with the best
+    mean final validation accuracy over seeds, and what it gives. A table without an
+    ``optimizer`` column, or with an empty one (one built as before optimizers were swept),
+    gives a summary without one.
 
     A member that diverged scores 0 in that choice (its frozen accuracy would flatter a rate
     that blows up); test data play no part in it. Reported at the chosen rate: validation and
@@ -152,16 +154,18 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
     They take no part in the choice or in how clearly it was made; everything reported at the
     chosen rate uses them with the other seeds there (``n_seeds`` says how many in all).
     """
-    grid = table.groupby(GROUP_KEYS, sort=False)["learning_rate"].unique()
+    keys = [k for k in GROUP_KEYS
+            if k != "optimizer" or k in table.columns and table[k].notna().any()]
+    grid = table.groupby(keys, sort=False)["learning_rate"].unique()
     if len(dropped):
         table = table[~table["member"].isin(dropped)]
     last = table.loc[table.groupby("member")["epoch"].idxmax()]
     rows = []
-    for key, g in last.groupby(GROUP_KEYS, sort=False):
+    for key, g in last.groupby(keys, sort=False):
         diverged = g["diverged"].astype(bool)
         n_seeds = g["seed"].nunique()
         row = {
-            **dict(zip(GROUP_KEYS, key, strict=True)),
+            **dict(zip(keys, key, strict=True)),
             "learning_rate": math.nan,
             "lr_at_grid_edge": False,
             **rate_choice(g, math.nan),
@@ -198,5 +202,6 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
         })
         rows.append(row)
     # Means of float32 metrics, written as float32 (float64 text would add only noise digits).
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype(
+    columns = [c for c in SUMMARY_COLUMNS if c in keys or c not in GROUP_KEYS]
+    return pd.DataFrame(rows, columns=columns).astype(
         {c: np.float32 for c, kind in SUMMARY.items() if kind == "float32"})

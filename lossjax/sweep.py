@@ -55,30 +55,33 @@ log = logging.getLogger("lossjax")
 
 
 def expand_members(cfg) -> list[engine.Member]:
-    """The sweep's product, in a fixed order: hidden × loss × learning rate × weight decay ×
-    init scale × seed. Member ids are positions in this list."""
+    """The sweep's product, in a fixed order: hidden × optimizer × loss × learning rate ×
+    weight decay × init scale × seed (with one optimizer, the order and ids from before
+    optimizers were swept). Member ids are positions in this list."""
     combos = [
-        (hidden, loss, lr, wd, scale, seed)
+        (hidden, opt, loss, lr, wd, scale, seed)
         for hidden in cfg.model.hidden
+        for opt in cfg.optimizer.names
         for loss in cfg.losses
         for lr, wd, scale, seed in itertools.product(
-            config_lib.learning_rates(cfg, loss), cfg.optimizer.weight_decay,
+            config_lib.learning_rates(cfg, loss, opt), cfg.optimizer.weight_decay,
             cfg.model.init_scale, cfg.seeds)
     ]
     return [engine.Member(i, loss, float(lr), float(wd), float(scale), int(seed), tuple(hidden),
-                          loss_params(loss))
-            for i, (hidden, loss, lr, wd, scale, seed) in enumerate(combos)]
+                          loss_params(loss), opt)
+            for i, (hidden, opt, loss, lr, wd, scale, seed) in enumerate(combos)]
 
 
 def group_members(members: list[engine.Member]) -> list[list[engine.Member]]:
     """Members that share one program, in order of first appearance: same hidden sizes, same
-    use of weight decay, and either any of the built-in losses (one program holds them all),
-    any setting of one loss with parameters (its parameters an array per member; a variant of
-    it is another loss), or the same other loss."""
+    optimizer, same use of weight decay, and either any of the built-in losses (one program
+    holds them all), any setting of one loss with parameters (its parameters an array per
+    member; a variant of it is another loss), or the same other loss."""
     groups: dict[tuple, list[engine.Member]] = {}
     for m in members:
         losses_key = "builtin" if m.loss in LOSSES else _program_loss(m.loss)
-        groups.setdefault((m.hidden, m.weight_decay > 0, losses_key), []).append(m)
+        groups.setdefault((m.hidden, m.optimizer, m.weight_decay > 0, losses_key),
+                          []).append(m)
     return list(groups.values())
 
 
@@ -104,11 +107,11 @@ def _program_loss(loss: str) -> str:
 def _settings(cfg, first: engine.Member, num_classes) -> engine.TrainSettings:
     return engine.TrainSettings(
         hidden=first.hidden, num_classes=num_classes, activation=cfg.model.activation,
-        init=cfg.model.init, dtype=cfg.model.dtype, optimizer=cfg.optimizer.name,
+        init=cfg.model.init, dtype=cfg.model.dtype, optimizer=first.optimizer,
         momentum=cfg.optimizer.momentum, schedule=cfg.optimizer.schedule,
         batch_size=cfg.batch_size, epochs=cfg.epochs, block_size=cfg.block_size,
         weight_decay=first.weight_decay > 0,
-        optimizer_args=tuple(cfg.optimizer.args.items()),
+        optimizer_args=tuple(cfg.optimizer.args_of(first.optimizer).items()),
         schedule_args=tuple(cfg.optimizer.schedule_args.items()))
 
 
@@ -544,9 +547,9 @@ def _group_data(cfg, ds) -> tuple:
 def _tensorboard(cfg, out: Path, writer: bool):
     """Process 0's TensorBoard log where the config asks for one, else a context of None."""
     if writer and cfg.output.tensorboard:
-        from lossjax.tensorboard import TensorBoardLog  # opt-in: loaded only when asked for
+        from lossjax.tensorboard import TensorBoardLog, name_columns  # opt-in: only when asked
 
-        return TensorBoardLog(out / "tensorboard")
+        return TensorBoardLog(out / "tensorboard", name_columns(len(cfg.optimizer.names) > 1))
     return contextlib.nullcontext()
 
 

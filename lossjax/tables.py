@@ -1,5 +1,7 @@
 """The results folder's schema: each table's columns and types, and the one reader of each file.
 
+(Over 450 lines: the readers and the resume checks apply one schema and are read together.)
+
 Every reader in lossjax goes through the readers here (``read_epochs``, ``read_summary``,
 ``read_config``, ``read_env``), and every file through :func:`read_regular`: the sweep's resume
 path (``resume=True``: a refusal says the folder cannot be resumed) and ``lossjax.analysis``
@@ -51,7 +53,8 @@ from lossjax.errors import ResultsError, one_line
 
 #: epochs.csv: one row per member and epoch, in this column order.
 EPOCHS = {
-    "member": "int", "loss": "text", "hidden": "text", "learning_rate": "float",
+    "member": "int", "loss": "text", "optimizer": "text", "hidden": "text",
+    "learning_rate": "float",
     "weight_decay": "float", "init_scale": "float", "seed": "int", "epoch": "int",
     "train_loss": "float32", "train_acc": "float32", "val_acc": "float32", "val_ce": "float32",
     "test_acc": "float32", "test_ce": "float32", "wrong_frac": "float32", "grad_norm": "float32",
@@ -77,8 +80,8 @@ RATE_CHOICE = {
 RATE_CHOICE_COLUMNS = tuple(RATE_CHOICE)
 #: summary.csv: one row per group, in this column order.
 SUMMARY = {
-    "loss": "text", "hidden": "text", "weight_decay": "float", "init_scale": "float",
-    "learning_rate": "float", "lr_at_grid_edge": "bool", **RATE_CHOICE,
+    "loss": "text", "optimizer": "text", "hidden": "text", "weight_decay": "float",
+    "init_scale": "float", "learning_rate": "float", "lr_at_grid_edge": "bool", **RATE_CHOICE,
     "n_seeds": "int", "val_acc_mean": "float32", "test_acc_mean": "float32",
     "test_acc_ci95": "float", "epochs_to_target_mean": "float", "reached_target": "int",
     "diverged_at_lr": "int", "diverged": "int",
@@ -96,8 +99,12 @@ STOPS = {"member": "int", "epoch": "int", "reason": "text"}
 #: added.csv of a sweep with later stages (``lossjax.plan.added_table``): each member a stage
 #: after the grid added, the stage (1 is the first after the grid) and why.
 ADDED = {"member": "int", "stage": "int", "reason": "text"}
+#: The results folder's format, recorded in status.json (``"format": 2``): from 2 on, both
+#: tables name each member's optimizer (optimizer.name may sweep several). A folder without
+#: one is format 1, of a single optimizer: its readers fill the column in from config.yaml.
+FORMAT = 2
 #: What makes a group, one summary.csv row: its members differ only in rate and seed.
-GROUP_KEYS = ["loss", "hidden", "weight_decay", "init_scale"]
+GROUP_KEYS = ["loss", "optimizer", "hidden", "weight_decay", "init_scale"]
 #: Swept values besides the learning rate that pick a summary row's members when present in
 #: both tables (floats, compared with a relative tolerance because they round-trip through CSV).
 MATCH_COLUMNS = ("weight_decay", "init_scale")
@@ -194,6 +201,11 @@ def _read_csv(path: Path, declared: dict, required, resume: bool) -> pd.DataFram
             raise _table_damaged(path, f"is damaged ({one_line(e, 120)})") from None
         raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
     if resume:
+        if list(df.columns) == [c for c in declared if c != "optimizer"]:
+            raise ResultsError(f"{path} was written by an earlier lossjax (folder format 1, "
+                               "without the optimizer column), and this one cannot append to "
+                               "it; finish the sweep with the lossjax that started it, or "
+                               "start it over with --overwrite")
         if list(df.columns) != list(declared):
             raise _table_damaged(path, "does not have lossjax's columns")
         if df.empty:
@@ -214,7 +226,7 @@ def _read_csv(path: Path, declared: dict, required, resume: bool) -> pd.DataFram
                             "sweep"))
     if not resume:
         # A resume finds these as cells other than the member's own (check_kept_rows).
-        for c in ("loss", "hidden"):
+        for c in (c for c in ("loss", "optimizer", "hidden") if c in df.columns):
             if df[c].isna().any():  # a crash later on, in the sorting by name
                 line = df.index[df[c].isna()][0] + 2  # 1-based, after the header
                 raise ResultsError(f"{path}: line {line} has no {c}")
@@ -245,13 +257,33 @@ def read_epochs(folder: Path, *, resume: bool = False) -> pd.DataFrame:
     numbers where they belong, loss and hidden sizes in every row. For a resume, an empty table
     where no epoch finished yet; otherwise the file must hold rows."""
     table = _read_csv(Path(folder) / "epochs.csv", EPOCHS, EPOCHS_REQUIRED, resume)
-    return pd.DataFrame(columns=EPOCHS_COLUMNS) if table is None else table
+    if table is None:
+        return pd.DataFrame(columns=EPOCHS_COLUMNS)
+    return table if resume else with_optimizer(table, folder, "epochs.csv")
 
 
 def read_summary(folder: Path) -> pd.DataFrame:
     """``summary.csv`` (:data:`SUMMARY`), checked as :func:`read_epochs` checks a finished
-    sweep's table; a folder written before :data:`RATE_CHOICE_COLUMNS` lacks those."""
-    return _read_csv(Path(folder) / "summary.csv", SUMMARY, SUMMARY_REQUIRED, resume=False)
+    sweep's table; a folder written before :data:`RATE_CHOICE_COLUMNS` lacks those, and one
+    of format 1 the optimizer column (filled in, :func:`with_optimizer`)."""
+    table = _read_csv(Path(folder) / "summary.csv", SUMMARY, SUMMARY_REQUIRED, resume=False)
+    return with_optimizer(table, folder, "summary.csv")
+
+
+def with_optimizer(table: pd.DataFrame, folder: Path, name: str) -> pd.DataFrame:
+    """``table`` with its ``optimizer`` column after ``loss``: as read, or, in a folder of
+    format 1 (written before optimizers were swept, with one optimizer), filled in with
+    config.yaml's ``optimizer.name`` (the default, momentum, where config.yaml has none)."""
+    if "optimizer" in table.columns:
+        return table
+    opt = (read_config(folder) or {}).get("optimizer")
+    given = opt.get("name", "momentum") if isinstance(opt, dict) else "momentum"
+    if not isinstance(given, str):
+        raise ResultsError(f"{Path(folder) / name} lacks the optimizer column, which a sweep "
+                           f"of several optimizers (config.yaml: {given}) writes")
+    table = table.copy()
+    table.insert(list(table.columns).index("loss") + 1, "optimizer", given)
+    return table
 
 
 def read_record(folder: Path, name: str, declared: dict) -> pd.DataFrame | None:
@@ -334,6 +366,7 @@ def member_keys(members) -> pd.DataFrame:
     return pd.DataFrame({
         "member": [m.index for m in members],
         "loss": [m.loss for m in members],
+        "optimizer": [m.optimizer for m in members],
         "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in members],
         "learning_rate": [m.learning_rate for m in members],
         "weight_decay": [m.weight_decay for m in members],

@@ -45,8 +45,15 @@ METRICS = ("train_loss", "train_acc", "val_acc", "val_ce", "test_acc", "test_ce"
 NAME_COLUMNS = ("loss", "hidden", "learning_rate", "weight_decay", "init_scale", "seed")
 # Numbers the files this process opens (see TensorBoardLog._open).
 _OPENED = itertools.count()
-_PREFIX = {"loss": "", "hidden": "h", "learning_rate": "lr", "weight_decay": "wd",
+_PREFIX = {"loss": "", "optimizer": "", "hidden": "h", "learning_rate": "lr", "weight_decay": "wd",
            "init_scale": "init", "seed": "seed"}
+
+
+def name_columns(several_optimizers: bool) -> tuple[str, ...]:
+    """The columns that name a run: :data:`NAME_COLUMNS`, with the optimizer after the loss
+    where a sweep swept several ('m0003-mse-adam-h64-lr0.01-...')."""
+    return (NAME_COLUMNS[:1] + ("optimizer",) + NAME_COLUMNS[1:] if several_optimizers
+            else NAME_COLUMNS)
 
 
 def run_name(row, columns=NAME_COLUMNS) -> str:

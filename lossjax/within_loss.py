@@ -30,11 +30,17 @@ BOOT_SEED = 0
 
 
 
+def _optimizer(table: pd.DataFrame) -> list[str]:
+    """['optimizer'] where the sweep swept several, else [] (a sweep of one groups as it did
+    before optimizers were swept)."""
+    return ["optimizer"] if "optimizer" in table and table["optimizer"].nunique() > 1 else []
+
+
 def member_table(epochs: pd.DataFrame) -> pd.DataFrame:
     """One row per member: its group (loss, hidden, weight decay, init scale where present),
     rate and seed, whether it diverged, its mean wrong-direction fraction over epochs and its
     speed (mean test accuracy over its evaluated epochs)."""
-    keys = ["member", "loss", "hidden", "learning_rate",
+    keys = ["member", "loss", *_optimizer(epochs), "hidden", "learning_rate",
             *(c for c in MATCH_COLUMNS if c in epochs.columns), "seed"]
     return epochs.groupby(keys, as_index=False, dropna=False).agg(
         diverged=("diverged", "any"), wrong_frac=("wrong_frac", "mean"),
@@ -129,7 +135,8 @@ def within_loss(members: pd.DataFrame, n_resamples: int = N_BOOT) -> dict:
     the pooled ρ across losses, confounded by loss, with a paired bootstrap interval."""
     ok = members[~members["diverged"] & members["wrong_frac"].notna()
                  & members["speed"].notna()]
-    keys = ["loss", "hidden", *(c for c in MATCH_COLUMNS if c in members.columns)]
+    keys = ["loss", "hidden", *_optimizer(members),
+            *(c for c in MATCH_COLUMNS if c in members.columns)]
     hidden = analysis.hidden_order(members["hidden"])
     groups, xs, ys = [], [], []
     for key, g in sorted(ok.groupby(keys, sort=False),

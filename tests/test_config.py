@@ -1086,3 +1086,116 @@ def test_narrowing_losses_keeps_the_entries_of_a_family():
            "optimizer": {"learning_rate": {"mse": [0.1], "focal": [0.3]}}}
     c = cfg(["losses=[{name: focal, gamma: 5}]"], **raw)
     assert dict(c.optimizer.learning_rate) == {"focal(gamma=5)": (0.3,)}
+
+
+# ---- several optimizers ------------------------------------------------------------------------
+
+TWO = {"name": ["momentum", "adam"]}
+
+
+def test_one_optimizer_given_as_a_list_resolves_as_a_name():
+    for name in ("adam", ["adam"]):
+        c = cfg(losses=["mse"], optimizer={"name": name, "args": {"b1": 0.8}})
+        assert c.optimizer.name == "adam" and c.optimizer.names == ("adam",)
+        assert config_to_dict(c)["optimizer"] == config_to_dict(
+            cfg(losses=["mse"], optimizer={"name": "adam", "args": {"b1": 0.8}}))["optimizer"]
+        assert c.optimizer.learning_rate == {"mse": (0.01, 0.1)}
+        assert c.optimizer.args == {"b1": 0.8}
+
+
+def test_committed_configs_resolve_as_before():
+    # A single-optimizer config keeps its resolved dict, so an old folder's config.yaml matches.
+    for name in ("digits", "mnist_causal", "cifar10_causal"):
+        saved = yaml.safe_load((CONFIGS.parent / "results" / name / "config.yaml").read_text())
+        assert config_to_dict(parse_config(saved)) == saved, name
+
+
+def test_several_optimizers_resolve_per_optimizer_and_round_trip():
+    c = cfg(losses=["cross_entropy", "mse"], optimizer={
+        **TWO, "args": {"adam": {"b1": 0.95}},
+        "learning_rate": {"adam": {"cross_entropy": [1e-4, 1e-3], "mse": [1e-3]},
+                          "momentum": [0.01, 0.1]}})
+    assert c.optimizer.name == ("momentum", "adam")
+    assert c.optimizer.args == {"momentum": {}, "adam": {"b1": 0.95}}
+    assert c.optimizer.args_of("adam") == {"b1": 0.95}
+    assert c.optimizer.learning_rate == {
+        "momentum": {"cross_entropy": (0.01, 0.1), "mse": (0.01, 0.1)},
+        "adam": {"cross_entropy": (1e-4, 1e-3), "mse": (1e-3,)}}
+    assert learning_rates(c, "mse", "adam") == (1e-3,)
+    d = config_to_dict(c)
+    assert d["optimizer"]["name"] == ["momentum", "adam"]
+    assert parse_config(d) == c and parse_config(yaml.safe_load(yaml.safe_dump(d))) == c
+    hash(c)
+
+
+def test_a_shared_grid_applies_to_every_optimizer():
+    c = cfg(losses=["mse", "exp_mse"], optimizer={**TWO, "learning_rate": {
+        "mse": [0.1], "exp_mse": [0.01, 0.03]}})
+    assert c.optimizer.learning_rate == {o: {"mse": (0.1,), "exp_mse": (0.01, 0.03)}
+                                         for o in ("momentum", "adam")}
+
+
+def test_overrides_set_one_optimizers_grid_or_argument():
+    c = cfg(["optimizer.name=[momentum, adam]", "optimizer.learning_rate.adam=[0.001]",
+             "optimizer.learning_rate.adam.exp_mse=[0.002]", "optimizer.args.adam.b1=0.8"],
+            losses=["mse", "exp_mse"])
+    assert c.optimizer.learning_rate == {"momentum": {"mse": (0.01, 0.1),
+                                                      "exp_mse": (0.01, 0.1)},
+                                         "adam": {"mse": (0.001,), "exp_mse": (0.002,)}}
+    assert c.optimizer.args == {"momentum": {}, "adam": {"b1": 0.8}}
+
+
+def test_loss_and_optimizer_names_do_not_overlap():
+    # What lets optimizer.learning_rate's keys tell a loss from an optimizer.
+    from lossjax import losses, optimizers
+
+    names = set(losses.LOSSES) | set(getattr(losses, "PARAMETERIZED", ()))
+    assert not names & set(optimizers.OPTIMIZERS)
+    # Variants hold '-' and user losses ':', which no optimizer name holds.
+    assert not any("-" in o or ":" in o for o in optimizers.OPTIMIZERS)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "want"),
+    [
+        ({"name": ["momentum", "adma"]},
+         "optimizer.name[1]: got 'adma', expected one of sgd, momentum, adam, "),
+        ({"name": ["adam", "adam"]},
+         "optimizer.name[1]: got 'adam', a duplicate of optimizer.name[0]"),
+        ({"name": []}, "optimizer.name: got [], expected a non-empty list of optimizer names"),
+        ({**TWO, "args": {"b1": 0.9}},
+         "optimizer.args.b1: not an optimizer of optimizer.name (momentum, adam); with several "
+         "optimizers, args are given per optimizer, e.g. optimizer.args: {adam: {b1: ...}}"),
+        ({**TWO, "args": {"adam": {"b9": 0.9}}},
+         "optimizer.args.adam.b9: not an argument of optax.adam; its arguments are b1, b2"),
+        ({**TWO, "args": [0.9]},
+         "optimizer.args: got [0.9], expected a mapping {optimizer: {argument: value}} over "
+         "the optimizers momentum, adam"),
+        ({**TWO, "args": {"adam": {"b1": "x"}}}, "optimizer.args.adam: got {'b1': 'x'}: "),
+        ({**TWO, "learning_rate": {"adamw": [0.1], "adam": [0.1], "momentum": [0.1]}},
+         "optimizer.learning_rate.adamw: no such optimizer in optimizer.name (momentum, adam); "
+         "every entry must name one of them"),
+        ({**TWO, "learning_rate": {"adam": [0.1]}},
+         "optimizer.learning_rate: got entries for adam; missing momentum: with a mapping "
+         "keyed by optimizer every optimizer in optimizer.name needs its own grid"),
+        ({**TWO, "learning_rate": {"adam": [0.1], "mse": [0.1]}},
+         "optimizer.learning_rate.mse: a mapping keyed by optimizer (momentum, adam) cannot "
+         "also hold a loss"),
+        ({**TWO, "learning_rate": {"adam": {"msee": [0.1]}, "momentum": [0.1]}},
+         "optimizer.learning_rate.adam.msee: no such loss in losses (mse); every entry must "
+         "name a loss of the sweep; did you mean 'mse'?"),
+        ({**TWO, "learning_rate": {"adam": [-1], "momentum": [0.1]}},
+         "optimizer.learning_rate.adam[0]: got -1, expected a number > 0"),
+        ({"name": "adam", "learning_rate": {"momentum": [0.1]}},
+         "optimizer.learning_rate.momentum: no such optimizer in optimizer.name (adam)"),
+    ],
+)
+def test_bad_optimizer_lists(optimizer, want):
+    assert error(losses=["mse"], optimizer=optimizer).startswith(want)
+
+
+def test_race_checks_every_optimizers_grids():
+    msg = error(losses=["mse"], search={"method": "race"},
+                optimizer={**TWO, "learning_rate": {"adam": [0.1], "momentum": [0.1, 1.0]}})
+    assert msg.startswith("search.method: race compares each group's learning rates, and "
+                          "optimizer.learning_rate.adam.mse has one")

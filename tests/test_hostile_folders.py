@@ -309,7 +309,7 @@ def test_overwrite_removes_only_what_lossjax_wrote(tmp_path):
     gone = ["gradient_sign.md", "gradient_sign.json", "epochs.csv", "summary.csv", "report.md",
             ".epochs.csv.k2j4.tmp"]
     assert not any((folder / name).exists() for name in gone)
-    assert json.loads((folder / "status.json").read_text()) == {"complete": False}
+    assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
     assert json.loads((folder / "env.json").read_text()) == {"new": True}
 
 

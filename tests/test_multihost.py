@@ -75,7 +75,7 @@ def test_kill_9_of_both_processes_then_resume_matches(one_process, tmp_path):
         for p in procs:
             p.send_signal(signal.SIGKILL)
         finish(procs)
-    assert json.loads((folder / "status.json").read_text()) == {"complete": False}
+    assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
     # Each process saved its own members: no file holds another process's state.
     assert sorted(p.name for p in (folder / "checkpoints").glob("*.npz")) == [
         "group0.e1.p0.npz", "group0.e1.p1.npz"]

@@ -186,7 +186,7 @@ def test_sigterm_to_process_0_stops_it_at_once_and_the_folder_resumes(tmp_path):
     # service aborts it (its own stack trace, from a C++ thread: nothing to catch).
     code, _, err = finish(procs[1:])[0]
     assert code != 0 and len(_lossjax_lines(err)) <= 1, err[-3000:]
-    assert json.loads((folder / "status.json").read_text()) == {"complete": False}
+    assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
     # Each host has its own copy of the data: process 1's dataset.data_dir may differ (digits
     # is embedded, so it is not read) and the sweep still resumes.
     mine = ["--set", f"dataset.data_dir={tmp_path / 'elsewhere'}"]
@@ -194,7 +194,7 @@ def test_sigterm_to_process_0_stops_it_at_once_and_the_folder_resumes(tmp_path):
                                     {"args": [*args, "--resume", *mine]}]))
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
-    assert json.loads((folder / "status.json").read_text()) == {"complete": True}
+    assert json.loads((folder / "status.json").read_text()) == {"complete": True, "format": 2}
 
 
 # ---- devices ----------------------------------------------------------------------------------

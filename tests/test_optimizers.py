@@ -215,7 +215,7 @@ def test_lion_sweep_on_digits(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     assert cli.main(["sweep", str(path), "--quiet"]) == 0
     folder = tmp_path / "lion"
-    assert json.loads((folder / "status.json").read_text()) == {"complete": True}
+    assert json.loads((folder / "status.json").read_text()) == {"complete": True, "format": 2}
     saved = yaml.safe_load((folder / "config.yaml").read_text())["optimizer"]
     assert (saved["name"], saved["args"], saved["schedule"]) == ("lion", {"b1": 0.9}, "cosine")
 

@@ -162,7 +162,7 @@ def test_pinned_digits_sweep(tmp_path):
     assert cli.main(["sweep", str(path), "--quiet"]) == 0
     folder = tmp_path / "pinned"
     # The whole pipeline ran (the fast tier's one sweep with plots and report drawn).
-    assert json.loads((folder / "status.json").read_text()) == {"complete": True}
+    assert json.loads((folder / "status.json").read_text()) == {"complete": True, "format": 2}
     for name in ("summary.csv", "report.md", "config.yaml", "env.json"):
         assert (folder / name).stat().st_size > 0, name
     assert list((folder / "plots").glob("*.png"))

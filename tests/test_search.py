@@ -13,7 +13,8 @@ from conftest import assert_same_files
 from lossjax import analysis, cli, config, search
 
 REPO = Path(__file__).resolve().parents[1]
-GROUP = {"loss": "mse", "hidden": "16", "weight_decay": 0.0, "init_scale": 1.0}
+GROUP = {"loss": "mse", "optimizer": "momentum", "hidden": "16", "weight_decay": 0.0,
+         "init_scale": 1.0}
 
 
 def _at_rung(accs: dict[float, list[float]], diverged=()) -> pd.DataFrame:

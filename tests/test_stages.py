@@ -26,8 +26,8 @@ def _cfg(extend=2, confirm=(), method="grid"):
 
 def _rows(members, acc: dict[float, float], epochs=2, diverged=()) -> pd.DataFrame:
     """Each member's rows: validation accuracy by rate (plus a little per seed), every epoch."""
-    return pd.DataFrame([{"member": m.index, "loss": m.loss, "hidden": "16",
-                          "learning_rate": m.learning_rate, "weight_decay": 0.0,
+    return pd.DataFrame([{"member": m.index, "loss": m.loss, "optimizer": m.optimizer,
+                          "hidden": "16", "learning_rate": m.learning_rate, "weight_decay": 0.0,
                           "init_scale": 1.0, "seed": m.seed, "epoch": e,
                           "val_acc": acc[m.learning_rate] + 0.001 * m.seed,
                           "test_acc": acc[m.learning_rate],

@@ -56,7 +56,7 @@ def reference(tmp_path_factory):
 def test_sweep_writes_a_complete_folder(reference):
     for name in ("config.yaml", "env.json", "epochs.csv", "summary.csv", "report.md"):
         assert (reference / name).stat().st_size > 0, name
-    assert json.loads((reference / "status.json").read_text()) == {"complete": True}
+    assert json.loads((reference / "status.json").read_text()) == {"complete": True, "format": 2}
     assert not (reference / "checkpoints").exists()
     assert len(list((reference / "plots").glob("*.png"))) >= 4
     table = pd.read_csv(reference / "epochs.csv")
@@ -154,7 +154,7 @@ def test_resume_after_kill_9(reference, tmp_path):
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert json.loads((folder / "status.json").read_text()) == {"complete": False}
+    assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
     assert cli.main(["sweep", cfg, "--quiet", "--resume"]) == 0
     assert_same_files(reference, folder)
 

@@ -14,7 +14,8 @@ from lossjax.tensorboard import METRICS, TensorBoardLog, run_name
 def _rows(epoch, members=(0, 1)):
     rng = np.random.default_rng(epoch)
     rows = pd.DataFrame({
-        "member": list(members), "loss": ["cross_entropy", "mse"], "hidden": "64-64",
+        "member": list(members), "loss": ["cross_entropy", "mse"], "optimizer": "momentum",
+        "hidden": "64-64",
         "learning_rate": [0.1, 0.03], "weight_decay": 0.0, "init_scale": 1.0, "seed": 0,
         "epoch": epoch, **{m: rng.random(len(members)) for m in METRICS},
         "diverged": False, "wall_time": 1.0 * epoch,
