@@ -99,7 +99,7 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 #: ``plots/``, ``checkpoints/`` and ``tensorboard/`` only the files lossjax names so) and the
 #: files of :data:`EXPERIMENT_ENTRIES` that ``status.json`` lists: nothing else.
 SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
-                 "stops.csv", "report.md", "plots", "checkpoints", "tensorboard")
+                 "final.csv", "stops.csv", "report.md", "plots", "checkpoints", "tensorboard")
 #: What ``experiments/`` scripts may write into a results folder. Each records its names in
 #: ``status.json`` (:func:`record_written`) before writing, so ``--overwrite`` removes a
 #: ``causal.md`` the script wrote and keeps one of yours, which was never recorded.
