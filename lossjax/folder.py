@@ -107,10 +107,11 @@ EXPERIMENT_ENTRIES = ("causal.json", "causal.md", "causal_effects.md", "causal_e
                       "causal_effects.svg", "gradient_sign.json", "gradient_sign.md",
                       "gradient_sign.png", "gradient_sign.svg", "search_replay.csv",
                       "search_replay.md")
-#: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` x
-#: ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
+#: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` and
+#: ``DATA_PLOTS`` x ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
 PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "train_loss", "lr_sensitivity",
-                                         "wrong_direction") for f in ("png", "svg"))
+                                         "wrong_direction", "reliability")
+                   for f in ("png", "svg"))
 _SUBFOLDER_FILES = {
     "plots": lambda name: name in PLOT_FILES,
     "checkpoints": re.compile(r"group\d+(\.e\d+\.p\d+\.npz|\.json)").fullmatch,
