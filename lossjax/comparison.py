@@ -99,7 +99,8 @@ class Comparison:
         head += [c.replace("_", " ").capitalize() for c in extra]
         head += ["Runner-up (val gap, points)", "Rate choice"]
         head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI"]
-        calibrated = all(c in self.table.columns for c in CALIBRATION_SHOWN)
+        calibrated = (all(c in self.table.columns for c in CALIBRATION_SHOWN)
+                      and bool(self.table[list(CALIBRATION_SHOWN)].notna().any().any()))
         if calibrated:
             head += ["Test NLL, T-scaled", "Test ECE, T-scaled (%)"]
         head += ["Epochs to target", "Diverged"]

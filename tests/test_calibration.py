@@ -83,8 +83,10 @@ def test_a_confidence_on_a_bin_edge_goes_to_the_lower_bin():
 
 
 def _nll(s, y, t):
-    p = np_softmax(np.asarray(s, np.float64) / t)
-    return float(np.mean(-np.log(p[np.arange(len(y)), y])))
+    z = np.asarray(s, np.float64) / t
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(np.mean(-logp[np.arange(len(y)), y]))
 
 
 @pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
@@ -140,6 +142,7 @@ def evaluated():
     return out, logits, {"val": ds.y_val, "test": ds.y_test}
 
 
+@pytest.mark.slow  # a group compiled and trained: ~10-25 s on 2 cores
 def test_engine_metrics_match_numpy_on_padded_chunks(evaluated):
     out, logits, labels = evaluated
     assert engine.EVAL_CHUNK == 1000
@@ -153,6 +156,7 @@ def test_engine_metrics_match_numpy_on_padded_chunks(evaluated):
             assert out[f"{split}_bins"][i][0].sum() == len(labels[split])
 
 
+@pytest.mark.slow  # a group compiled and trained: ~10-25 s on 2 cores
 def test_engine_temperature_is_fitted_on_val_and_applied_to_test(evaluated):
     out, logits, labels = evaluated
     for i in range(2):
@@ -184,6 +188,7 @@ def swept(tmp_path_factory):
     return tmp / "small"
 
 
+@pytest.mark.slow  # a group compiled and trained: ~10-25 s on 2 cores
 def test_sweep_writes_the_calibration_columns(swept):
     table = tables.read_epochs(swept, resume=True)
     assert list(table.columns) == tables.EPOCHS_COLUMNS
@@ -198,6 +203,7 @@ def test_sweep_writes_the_calibration_columns(swept):
     assert (table.loc[last, "test_ce_ts"] < table.loc[last, "test_ce"] * 1.2).all()
 
 
+@pytest.mark.slow  # a group compiled and trained: ~10-25 s on 2 cores
 def test_sweep_writes_final_csv(swept):
     final = tables.read_final(swept, resume=True)
     table = tables.read_epochs(swept)
@@ -223,6 +229,7 @@ def test_sweep_writes_final_csv(swept):
     assert sorted(final["member"].unique()) == sorted(table["member"].unique())
 
 
+@pytest.mark.slow  # a group compiled and trained: ~10-25 s on 2 cores
 def test_summary_has_the_calibration_means_at_the_chosen_rate(swept):
     summary = tables.read_summary(swept)
     table = tables.read_epochs(swept)
