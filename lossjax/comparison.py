@@ -92,16 +92,23 @@ class Comparison:
 
     def to_markdown(self) -> str:
         """The table in Markdown: accuracies in percent with two decimals, as in ``report.md``;
-        a row whose every member diverged shows no rate and no accuracy."""
+        a row whose every member diverged shows no rate and no accuracy. Where a sweep has them,
+        the test NLL and ECE after temperature scaling follow the test accuracy ('—' for a
+        sweep from before them)."""
         extra = [c for c in MATCH_COLUMNS if c in self.table.columns]
         names = [c for c in ("optimizer",) if c in self.table.columns]
         head = ["Sweep", "Dataset", "Loss", *(c.capitalize() for c in names), "Hidden",
                 "Learning rate"]
         head += [c.replace("_", " ").capitalize() for c in extra]
         head += ["Runner-up (val gap, points)", "Rate choice"]
-        head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI", "Epochs to target", "Diverged"]
-        align = ["---" if h in ("Sweep", "Dataset", "Loss", "Optimizer", "Hidden", "Rate choice")
-                 else "---:" for h in head]
+        head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI"]
+        calibrated = (all(c in self.table.columns for c in CALIBRATION_SHOWN)
+                      and bool(self.table[list(CALIBRATION_SHOWN)].notna().any().any()))
+        if calibrated:
+            head += ["Test NLL, T-scaled", "Test ECE, T-scaled (%)"]
+        head += ["Epochs to target", "Diverged"]
+        align = ["---" if h in ("Sweep", "Dataset", "Loss", "Optimizer", "Hidden",
+                                   "Rate choice") else "---:" for h in head]
         lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
         for r in self.table.itertuples(index=False):
             dataset = "—" if pd.isna(r.dataset) else _md(r.dataset)
@@ -112,7 +119,7 @@ class Comparison:
             cells += [_number(getattr(r, c)) for c in extra]
             cells += [_runner_up(r), str(r.rate_choice)]
             if math.isnan(r.learning_rate):
-                cells += ["—", "every member diverged", "—"]
+                cells += ["—", "every member diverged", *["—"] * (2 * calibrated), "—"]
             else:
                 test = _pct(r.test_acc_mean)
                 if not math.isnan(r.test_acc_ci95):
@@ -120,7 +127,12 @@ class Comparison:
                 ett = r.epochs_to_target_mean
                 ett_s = "—" if math.isnan(ett) else f"{ett:.1f}"
                 reached = f"{ett_s} ({_int(r.reached_target)}/{_int(r.n_seeds)} seeds)"
-                cells += [_pct(r.val_acc_mean), test, reached]
+                cells += [_pct(r.val_acc_mean), test]
+                if calibrated:
+                    nll, ece = r.test_nll_ts_mean, r.test_ece_ts_mean
+                    cells += ["—" if pd.isna(nll) else f"{nll:.4f}",
+                              "—" if pd.isna(ece) else f"{100 * ece:.2f}"]
+                cells.append(reached)
             cells.append(str(_int(r.diverged)))
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -218,8 +230,14 @@ def _table(labels, results) -> pd.DataFrame:
     # swept.
     names = ["optimizer"] if any("optimizer" in varying_columns(r) for r in results) else []
     loss, hidden, *rest = SUMMARY_REQUIRED
+    # Probability quality after temperature scaling, where any sweep has it (older ones: NaN).
+    calibrated = [c for c in CALIBRATION_SHOWN if c in table.columns]
     return table[["sweep", "dataset", loss, *names, hidden, rest[0], *extra,
-                  *RATE_CHOICE_COLUMNS, *rest[1:]]]
+                  *RATE_CHOICE_COLUMNS, *rest[1:], *calibrated]]
+
+
+#: summary.csv's calibration means a comparison shows beside the accuracy, where present.
+CALIBRATION_SHOWN = ("test_nll_ts_mean", "test_ece_ts_mean")
 
 
 def _draw_sweep(ax, res: Results, styles) -> list[Line2D]:

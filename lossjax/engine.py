@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lossjax import calibration as calib
 from lossjax import optimizers
 from lossjax.losses import gradient_sign_stats, without_params
 from lossjax.model import MLP
@@ -214,14 +215,19 @@ class Group:
       data: ``(x_train, y_train, x_val, y_val, x_test, y_test)`` as float features and int
         labels (host numpy); put on the device here, once.
       mesh: the devices to spread the blocks over.
+      calibration: whether an evaluation also measures the probabilities' quality (Brier
+        score, ECE, reliability bins, per-class accuracy: ``lossjax.calibration``); off only
+        to measure what that costs.
 
     The members are padded to whole calls (``block_size`` × devices) with copies of the first
     member: real work whose results are dropped. A state is a list with one entry per call.
     """
 
     def __init__(self, settings: TrainSettings, members: Sequence[Member],
-                 loss_names: Sequence[str], loss_fns: Sequence[Callable], data, mesh: Mesh):
+                 loss_names: Sequence[str], loss_fns: Sequence[Callable], data, mesh: Mesh,
+                 calibration: bool = True):
         self.settings = s = settings
+        self.calibration = calibration
         self.members = list(members)
         x_train, y_train, x_val, y_val, x_test, y_test = data
         self.n_train = len(x_train)
@@ -284,6 +290,13 @@ class Group:
         self._eval = self._compiles.counted(jax.jit(
             jax.shard_map(evaluate, mesh=mesh, in_specs=(members_spec, rep, rep, rep),
                           out_specs=members_spec, check_vma=False)))
+        # Temperature scaling, at the last epoch only: val, then test where it is evaluated.
+        n_final = 3 * len(self.eval_data)
+        final = _over_members(self._member_final, (0, *[None] * n_final), s.block_size)
+        self._final = self._compiles.counted(jax.jit(
+            jax.shard_map(final, mesh=mesh, in_specs=(members_spec, *[rep] * n_final),
+                          out_specs=members_spec, check_vma=False)))
+        self._shapes: dict[str, Any] = {}
 
     # ---- per-member programs (vmapped above) -------------------------------------------
 
@@ -342,16 +355,68 @@ class Group:
         return state, jnp.where(ok, metrics, jnp.nan)
 
     def _member_eval(self, state, x, y, mask):
+        """Over one split's chunks: ``totals`` (accuracy, mean NLL of softmax(logits)) and, with
+        ``calibration``, :func:`lossjax.calibration.finish` of the summed
+        :func:`lossjax.calibration.chunk_sums` (padding masked out, so exact over the split)."""
+        k = self.settings.num_classes
+
         def body(acc, chunk):
             xc, yc, mc = chunk
             logits = self.model.apply(state["params"], xc).astype(jnp.float32)
             correct = jnp.sum((jnp.argmax(logits, -1) == yc) & mc)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, yc)
-            return acc + jnp.stack([correct, jnp.sum(jnp.where(mc, ce, 0.0))]), None
+            acc = {**acc, "totals": acc["totals"] + jnp.stack(
+                [correct, jnp.sum(jnp.where(mc, ce, 0.0))])}
+            if self.calibration:
+                acc["sums"] = jax.tree.map(jnp.add, acc["sums"],
+                                           calib.chunk_sums(logits, yc, mc))
+            return acc, None
 
-        totals, _ = jax.lax.scan(body, jnp.zeros(2, jnp.float32), (x, y, mask))
+        init = {"totals": jnp.zeros(2, jnp.float32)}
+        if self.calibration:
+            init["sums"] = {"brier": jnp.zeros((), jnp.float32),
+                            "bins": jnp.zeros((3, calib.NUM_BINS), jnp.float32),
+                            "classes": jnp.zeros((2, k), jnp.float32)}
+        acc, _ = jax.lax.scan(body, init, (x, y, mask))
         # A multiplication by the reciprocal, not a division: see losses._softmax.
-        return totals * (1.0 / jnp.sum(mask))
+        out = {"totals": acc["totals"] * (1.0 / jnp.sum(mask))}
+        if self.calibration:
+            out.update(calib.finish(acc["sums"], jnp.sum(mask)))
+        return out
+
+    def _member_final(self, state, xv, yv, mv, *test):
+        """Temperature scaling: ``temperature`` fitted on val (its logits computed once, then
+        :func:`lossjax.calibration.fit_inverse_temperature`) and, where test is given, the test
+        split's NLL, Brier score, ECE and reliability bins of softmax(logits / T). NaN for a
+        diverged member."""
+        def logits_of(x):
+            def body(_, xc):
+                return None, self.model.apply(state["params"], xc).astype(jnp.float32)
+            return jax.lax.scan(body, None, x)[1]
+
+        beta = calib.fit_inverse_temperature(logits_of(xv), yv, mv)
+        ok = ~state["diverged"] & jnp.isfinite(beta)
+        out = {"temperature": 1.0 / beta}
+        if test:
+            xt, yt, mt = test
+
+            def body(acc, chunk):
+                logits, yc, mc = chunk
+                scaled = logits * beta
+                ce = optax.softmax_cross_entropy_with_integer_labels(scaled, yc)
+                sums = calib.chunk_sums(scaled, yc, mc)
+                return jax.tree.map(jnp.add, acc, {**sums, "ce": jnp.sum(jnp.where(mc, ce, 0.0))}
+                                    ), None
+
+            zeros = {"brier": jnp.zeros((), jnp.float32), "ce": jnp.zeros((), jnp.float32),
+                     "bins": jnp.zeros((3, calib.NUM_BINS), jnp.float32),
+                     "classes": jnp.zeros((2, self.settings.num_classes), jnp.float32)}
+            acc, _ = jax.lax.scan(body, zeros, (logits_of(xt), yt, mt))
+            n = jnp.sum(mt)
+            done = calib.finish(acc, n)
+            out.update({"ce": acc["ce"] * (1.0 / n), "brier": done["brier"],
+                        "ece": done["ece"], "bins": done["bins"]})
+        return jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), out)
 
     # ---- host API ----------------------------------------------------------------------
 
@@ -388,17 +453,40 @@ class Group:
         out["diverged"] = np.concatenate([to_host(st["diverged"]) for st in state])[: self.n_real]
         return state, out
 
-    def evaluate(self, state, active=None) -> dict[str, np.ndarray]:
-        """Accuracy and cross-entropy of softmax(logits) per member on val and test (NaN for
-        members of calls that are not run, as in :meth:`train_epoch`)."""
+    def _gathered(self, name: str, fn, state, needed, *args) -> dict[str, np.ndarray]:
+        """``fn`` called per call that is ``needed``, each output leaf gathered to the host over
+        the real members; NaN for the members of calls that are not run."""
+        if name not in self._shapes:  # traced once, not compiled
+            self._shapes[name] = jax.eval_shape(fn, state[0], *args)
+        nan = jax.tree.map(lambda sd: np.full(sd.shape, np.nan, np.float32), self._shapes[name])
+        parts = [jax.tree.map(to_host, fn(st, *args)) if run else nan
+                 for st, run in zip(state, needed, strict=True)]
+        return jax.tree.map(lambda *a: np.concatenate(a)[: self.n_real], *parts)
+
+    def evaluate(self, state, active=None, final: bool = False) -> dict[str, np.ndarray]:
+        """Per member on val and test: ``{split}_acc`` and ``{split}_ce`` (the NLL of
+        softmax(logits)) and, with ``calibration``, ``{split}_brier``, ``{split}_ece``,
+        ``{split}_bins`` (members × 3 × NUM_BINS: count, confidence sum, right per confidence
+        bin) and ``{split}_classes`` (members × 2 × K: count and right per true class); NaN for
+        members of calls that are not run, as in :meth:`train_epoch`.
+
+        ``final`` (the last epoch) adds temperature scaling (``lossjax.calibration``):
+        ``temperature`` fitted on val, and with test ``test_ce_ts``, ``test_brier_ts``,
+        ``test_ece_ts`` and ``test_bins_ts`` at that temperature (NaN for a diverged member).
+        It compiles one more program."""
         out = {}
-        nan = np.full((self.call_size, 2), np.nan, np.float32)
         needed = self._calls_needed(active)
         for name, (x, y, mask) in self.eval_data.items():
-            r = np.concatenate([to_host(self._eval(st, x, y, mask)) if run else nan
-                                for st, run in zip(state, needed, strict=True)])
-            r = r[: self.n_real]
-            out[f"{name}_acc"], out[f"{name}_ce"] = r[:, 0], r[:, 1]
+            r = self._gathered(name, self._eval, state, needed, x, y, mask)
+            out[f"{name}_acc"], out[f"{name}_ce"] = r["totals"][:, 0], r["totals"][:, 1]
+            for key in ("brier", "ece", "bins", "classes") if self.calibration else ():
+                out[f"{name}_{key}"] = r[key]
+        if final and self.calibration and "val" in self.eval_data:
+            splits = [a for name in ("val", "test") if name in self.eval_data
+                      for a in self.eval_data[name]]
+            r = self._gathered("final", self._final, state, needed, *splits)
+            out["temperature"] = r.pop("temperature")
+            out.update({f"test_{k}_ts": v for k, v in r.items()})
         return out
 
     def compiled_count(self) -> int:

@@ -108,7 +108,8 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 #: ``plots/``, ``checkpoints/`` and ``tensorboard/`` only the files lossjax names so) and the
 #: files of :data:`EXPERIMENT_ENTRIES` that ``status.json`` lists: nothing else.
 SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
-                 "stops.csv", "added.csv", "report.md", "plots", "checkpoints", "tensorboard")
+                 "final.csv", "stops.csv", "added.csv", "report.md", "plots", "checkpoints",
+                 "tensorboard")
 #: What ``experiments/`` scripts may write into a results folder. Each records its names in
 #: ``status.json`` (:func:`record_written`) before writing, so ``--overwrite`` removes a
 #: ``causal.md`` the script wrote and keeps one of yours, which was never recorded.
@@ -116,10 +117,10 @@ EXPERIMENT_ENTRIES = ("causal.json", "causal.md", "causal_effects.md", "causal_e
                       "causal_effects.svg", "gradient_sign.json", "gradient_sign.md",
                       "gradient_sign.png", "gradient_sign.svg", "search_replay.csv",
                       "search_replay.md", "paired_difference.png", "paired_difference.svg")
-#: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` x
-#: ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
+#: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` and
+#: ``DATA_PLOTS`` x ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
 PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "test_error", "train_loss",
-                                         "lr_sensitivity", "wrong_direction")
+                                         "lr_sensitivity", "wrong_direction", "reliability")
                    for f in ("png", "svg"))
 _SUBFOLDER_FILES = {
     "plots": lambda name: name in PLOT_FILES,

@@ -1,8 +1,8 @@
 """Plots of a results folder, drawn from its tables, never the other way round.
 
 ``plot_results(results_dir)`` reads the folder through ``lossjax.analysis`` (``epochs.csv``,
-``summary.csv``, and ``config.yaml`` for the titles) and writes these figures, each as PNG and
-SVG, into ``RESULTS_DIR/plots/``:
+``summary.csv``, and ``config.yaml`` for the titles) and writes these figures (the last one
+only with ``final.csv``), each as PNG and SVG, into ``RESULTS_DIR/plots/``:
 
 - ``test_accuracy``: test accuracy against epoch, one line per row of ``summary.csv`` (a loss,
   and its weight decay / init scale where those were swept) at the row's chosen learning rate;
@@ -19,6 +19,10 @@ SVG, into ``RESULTS_DIR/plots/``:
   the bottom.
 - ``wrong_direction``: fraction of wrong-class logits whose gradient is negative, i.e. that a
   gradient step pushes up, against epoch.
+- ``reliability`` (only where the folder has ``final.csv``): the reliability diagram of each
+  loss at its chosen rate, one panel per hidden size: test accuracy against mean confidence
+  per confidence bin at the last epoch, the seeds' bins pooled, before (solid) and after
+  (dashed) temperature scaling, and the diagonal of perfect calibration.
 
 A legend label names a chosen rate that the seeds do not decide ('mse (lr 0.3 tied with 1)',
 'mse (lr 0.3 from one seed)': ``analysis.undecided``); the rate is an estimate, and the curve is
@@ -65,6 +69,7 @@ from matplotlib.ticker import (
 )
 from matplotlib.transforms import blended_transform_factory
 
+from lossjax import calibration_tables
 from lossjax.analysis import (
     Choice,
     Results,
@@ -82,6 +87,8 @@ from lossjax.folder import atomic_write, require_own
 from lossjax.losses import without_params
 
 PLOT_NAMES = ("test_accuracy", "test_error", "train_loss", "lr_sensitivity", "wrong_direction")
+#: Figures drawn only where a folder holds their data: ``reliability`` from final.csv.
+DATA_PLOTS = ("reliability",)
 FORMATS = ("png", "svg")
 PLOTS_SUBDIR = "plots"
 
@@ -624,6 +631,52 @@ _FIGURES: dict[str, Callable[[Results, list[Choice], list[Choice]], Figure]] = {
 }
 
 
+def _reliability(res: Results, choices: list[Choice], gone: list[Choice]) -> Figure:
+    final = calibration_tables.final_table(res.path)
+    hidden = hidden_order(c.hidden for c in choices) or ["—"]
+    styles = loss_styles(c.loss for c in choices)
+    fig, axes = panels(hidden)
+    handles: dict[str, list[Line2D]] = {h: [] for h in hidden}
+    for c in choices:
+        ax = axes[c.hidden]
+        color, marker = styles[c.loss]
+        for kind, ls, text in (("reliability", "-", ""), ("reliability_ts", "--", ", T-scaled")):
+            b = calibration_tables.pooled_bins(final, c.rows["member"].unique(), kind)
+            b = b[b["count"] > 0]
+            if b.empty:
+                continue
+            (line,) = ax.plot(b["confidence"], b["accuracy"], color=color, marker=marker,
+                              linestyle=ls, markersize=4, label=f"{c.label()}{text}")
+            handles[c.hidden].append(line)
+    rows = 1
+    for h, ax in axes.items():
+        ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, zorder=0)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean confidence in bin (max softmax probability)")
+        ax.set_ylabel("test accuracy in bin")
+        if len(axes) > 1:
+            ax.set_title(f"hidden {h}")
+        if handles[h]:
+            rows = max(rows, legend_below(ax, handles[h], _panel_width(len(axes))))
+    fig.suptitle(f"Reliability at the last epoch, chosen rates: {describe(res)}")
+    fit_panels(fig, axes, rows)
+    return fig
+
+
+_FIGURES["reliability"] = _reliability
+
+
+def figure_names(res: Results) -> tuple[str, ...]:
+    """The figures of a folder: :data:`PLOT_NAMES`, then those of :data:`DATA_PLOTS` whose
+    data it holds."""
+    return PLOT_NAMES + (("reliability",) if _has_final(res.path) else ())
+
+
+def _has_final(results_dir) -> bool:
+    return (Path(results_dir) / "final.csv").is_file()
+
+
 def save_figure(fig: Figure, path: Path, fmt: str) -> None:
     # No date in SVGs: the same tables give byte-identical files.
     metadata = {"Date": None} if fmt == "svg" else None
@@ -631,9 +684,11 @@ def save_figure(fig: Figure, path: Path, fmt: str) -> None:
 
 
 def plot_paths(results_dir: str | os.PathLike) -> list[Path]:
-    """Where ``plot_results`` writes: ``RESULTS_DIR/plots/{name}.{png,svg}``, in that order."""
+    """Where ``plot_results`` writes: ``RESULTS_DIR/plots/{name}.{png,svg}``, in that order
+    (``reliability`` too where the folder has final.csv)."""
     out = Path(results_dir) / PLOTS_SUBDIR
-    return [out / f"{name}.{fmt}" for name in PLOT_NAMES for fmt in FORMATS]
+    names = PLOT_NAMES + (("reliability",) if _has_final(results_dir) else ())
+    return [out / f"{name}.{fmt}" for name in names for fmt in FORMATS]
 
 
 def figures(res: Results, names: Iterable[str] = PLOT_NAMES) -> dict[str, Figure]:
@@ -642,7 +697,11 @@ def figures(res: Results, names: Iterable[str] = PLOT_NAMES) -> dict[str, Figure
     choices, gone = chosen_runs(res), diverged_groups(res)
     unknown = [n for n in names if n not in _FIGURES]
     if unknown:
-        raise ValueError(f"no plot named {unknown[0]!r}; the plots are {', '.join(PLOT_NAMES)}")
+        raise ValueError(f"no plot named {unknown[0]!r}; the plots are "
+                         f"{', '.join(PLOT_NAMES + DATA_PLOTS)}")
+    if "reliability" in names and not _has_final(res.path):
+        raise ValueError(f"no reliability plot: {res.path} has no final.csv (a sweep without a "
+                         "test split, or from before lossjax wrote one)")
     with rc_context(STYLE):
         return {name: _FIGURES[name](res, choices, gone) for name in names}
 
@@ -666,7 +725,7 @@ def plot_results(results_dir: str | os.PathLike) -> list[Path]:
         raise ResultsError(f"cannot create {out}: {one_line(e)}") from e
     written = []
     with rc_context(STYLE):
-        for name in PLOT_NAMES:
+        for name in figure_names(res):
             fig = _FIGURES[name](res, choices, gone)
             for fmt in FORMATS:
                 path = out / f"{name}.{fmt}"

@@ -4,7 +4,9 @@
 was run, the summary table (chosen learning rate, test accuracy mean ± 95% interval, epochs to
 the target accuracy, diverged members), a "Provenance" section from ``env.json``
 (``lossjax.report_provenance``: the code, versions, devices and CPU the numbers came from) and
-the plots as relative image links. An ``env.json`` from before provenance was recorded
+a calibration and a per-class accuracy table where the folder has them
+(``lossjax.report_calibration``), and the plots as relative image links. An ``env.json`` from
+before provenance was recorded
 gives one "Environment" line instead. Plots that are missing, or older than the tables, are
 redrawn first.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossjax import analysis, plots, report_provenance, tables
+from lossjax import analysis, plots, report_calibration, report_provenance, tables
 from lossjax.analysis import Results
 from lossjax.errors import ResultsError, one_line
 from lossjax.folder import require_own, write_text
@@ -25,6 +27,12 @@ from lossjax.folder import require_own, write_text
 REPORT_NAME = "report.md"
 
 _CAPTIONS = {
+    "reliability": (
+        "Reliability",
+        "Test accuracy against mean confidence per confidence bin (15 bins) at the last epoch, "
+        "at each loss's chosen rate, seeds pooled; solid before, dashed after temperature "
+        "scaling; the diagonal is perfect calibration.",
+    ),
     "test_accuracy": (
         "Test accuracy",
         "Test accuracy against epoch at each loss's chosen learning rate; line = mean over seeds, "
@@ -348,13 +356,15 @@ def render(res: Results) -> str:
         "seeds. Epochs to target: mean over the seeds that reached it (seeds that reached it / "
         "seeds). Diverged: members that diverged over the whole learning-rate grid / members."
     )
+    if calibration := report_calibration.sections(res):
+        out += ["", *calibration[:-1]]
     env = tables.read_env(res.path)
     if section := report_provenance.section(env):
         out += ["", *section]
     elif env is not None and (line := report_provenance.environment_line(env)):
         out += ["", f"Environment: {_md(line)}."]
     out += ["", "## Plots", ""]
-    for name in plots.PLOT_NAMES:
+    for name in plots.figure_names(res):
         title, caption = _CAPTIONS[name]
         out += [
             f"### {title}",

@@ -13,7 +13,7 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
-from lossjax.tables import GROUP_KEYS, SUMMARY, SUMMARY_COLUMNS
+from lossjax.tables import CALIBRATION_SOURCES, GROUP_KEYS, SUMMARY, SUMMARY_COLUMNS
 
 #: ``rate_choice`` values: decided against the runner-up, tied with it, undecidable from fewer
 #: than two paired seeds, nothing to choose between, nothing chosen (every member diverged),
@@ -153,6 +153,11 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
     ``confirm``: members of a confirmation stage (extra seeds at the chosen rate, ``lossjax.plan``).
     They take no part in the choice or in how clearly it was made; everything reported at the
     chosen rate uses them with the other seeds there (``n_seeds`` says how many in all).
+
+    Probability quality at the chosen rate (:data:`lossjax.tables.CALIBRATION_SUMMARY`): means
+    over its seeds of the last epoch's test NLL, Brier score and ECE, the temperature fitted on
+    val and the test metrics after temperature scaling (NaN where the table lacks them); a
+    mean skips the NaN of a diverged member, as the accuracy's keeps its frozen value.
     """
     keys = [k for k in GROUP_KEYS
             if k != "optimizer" or k in table.columns and table[k].notna().any()]
@@ -177,6 +182,7 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
             "reached_target": 0,
             "diverged_at_lr": n_seeds,
             "diverged": int(diverged.sum()),
+            **dict.fromkeys(CALIBRATION_SOURCES, math.nan),
         }
         searched = g[~g["member"].isin(confirm)]
         lr = chosen_rate(searched)
@@ -199,6 +205,9 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
             "epochs_to_target_mean": np.nanmean(reach) if np.isfinite(reach).any() else math.nan,
             "reached_target": int(np.isfinite(reach).sum()),
             "diverged_at_lr": int(chosen["diverged"].astype(bool).sum()),
+            # Tables written before these columns lack their sources: NaN.
+            **{c: chosen[src].mean() if src in chosen.columns else math.nan
+               for c, src in CALIBRATION_SOURCES.items()},
         })
         rows.append(row)
     # Means of float32 metrics, written as float32 (float64 text would add only noise digits).

@@ -399,13 +399,14 @@ def train(cfg, ds, grid, loss_fns, mesh, out: Path, resume: bool, progress: bool
     table, ckpts, done = _resume_point(out, program_groups(planned), resume)
     planned = plan.stages(cfg, grid, table)  # from the rows the checkpoints stand behind
     groups = program_groups(planned)
+    finals = _kept_finals(out, groups, done, cfg, resume)
     # One clock for the sweep, its groups run one after another; a resumed sweep goes on from
     # the last time its kept rows recorded.
     t0 = time.perf_counter() - (float(table["wall_time"].max()) if len(table) else 0.0)
     with Progress(_all_epochs(groups, cfg), progress) as bar, \
             _tensorboard(cfg, out, writer) as events:
         run = _Run(cfg, _group_data(cfg, ds), ds.num_classes, loss_fns, mesh, out, t0, events,
-                   bar, writer, frames=[table] if len(table) else [])
+                   bar, writer, frames=[table] if len(table) else [], finals=finals)
         bar.update(_member_epochs(groups, done), "")
         gid = 0
         while gid < len(groups):
@@ -425,7 +426,8 @@ def train(cfg, ds, grid, loss_fns, mesh, out: Path, resume: bool, progress: bool
 
 @dataclasses.dataclass
 class _Run:
-    """What every group of a sweep trains with, and the rows so far (``frames``)."""
+    """What every group of a sweep trains with, and the rows so far (``frames``; ``finals``:
+    final.csv's)."""
 
     cfg: config_lib.Config
     data: tuple
@@ -438,6 +440,7 @@ class _Run:
     bar: Progress
     writer: bool
     frames: list
+    finals: pd.DataFrame
 
     def group(self, gid: int, groups, planned, ckpt, table: pd.DataFrame,
               done: dict) -> pd.DataFrame:
@@ -455,15 +458,17 @@ class _Run:
         for epoch in range(start_epoch, cfg.epochs):
             state, metrics = group.train_epoch(state, epoch, active)
             last = epoch + 1 == cfg.epochs
-            evals = (group.evaluate(state, active)
+            evals = (group.evaluate(state, active, final=last)
                      if last or (epoch + 1) % cfg.eval.every == 0 else {})
             rows = _epoch_rows(static, epoch + 1, metrics, evals, train_acc, self.t0)
             if active is not None:  # a stopped member has no rows after its stop
                 rows = rows[active].reset_index(drop=True)
             self.frames.append(rows)
             table = pd.concat(self.frames, ignore_index=True)
+            if last and "test_bins" in evals:  # final.csv gains this group's rows
+                self.finals = _joined(self.finals, _final_rows(members, evals, active))
             _save_epoch(out, gid, epoch + 1, group, state, table, rows, self.events,
-                        self.writer)
+                        self.writer, self.finals if last else None)
             text = _progress_text(gid, len(groups), epoch + 1, cfg.epochs, metrics, evals)
             if active is not None:
                 before, active = active, _still_training(cfg, planned, members, table)
@@ -580,19 +585,26 @@ def _epoch_rows(static: pd.DataFrame, epoch: int, metrics: dict, evals: dict, tr
         test_ce=evals.get("test_ce", nan),
         wrong_frac=metrics["wrong_frac"],
         grad_norm=metrics["grad_norm"],
+        **{c: evals.get(c, nan) for c in ("val_brier", "val_ece", "test_brier", "test_ece",
+                                          "temperature", "test_ce_ts", "test_brier_ts",
+                                          "test_ece_ts")},
         diverged=metrics["diverged"].astype(bool),
         wall_time=round(time.perf_counter() - t0, 3),
     ))
 
 
 def _save_epoch(out: Path, gid: int, epoch: int, group: engine.Group, state, table: pd.DataFrame,
-                rows: pd.DataFrame, events, writer: bool) -> None:
-    """After a group's epoch: the table, then every process's shard of the checkpoint, then
-    (once all are saved) the checkpoint committed."""
-    # The table first: on resume, rows beyond the checkpoint are dropped.
+                rows: pd.DataFrame, events, writer: bool, finals: pd.DataFrame | None = None
+                ) -> None:
+    """After a group's epoch: the table (at a group's last epoch also ``finals``, final.csv),
+    then every process's shard of the checkpoint, then (once all are saved) the checkpoint
+    committed."""
+    # The tables first: on resume, rows beyond the checkpoint are dropped (_kept_finals).
     if writer:
         with WRITING:
             folder.write_table(out / "epochs.csv", table)
+            if finals is not None and len(finals):
+                folder.write_table(out / "final.csv", finals)
             if events is not None:  # this epoch's rows only, before the checkpoint
                 events.write(rows)
     positions, leaves = group.local_state(state)
@@ -603,6 +615,66 @@ def _save_epoch(out: Path, gid: int, epoch: int, group: engine.Group, state, tab
         with WRITING:
             checkpoint.commit_checkpoint(out, gid, epoch, jax.process_count(),
                                       rows=tables.rows_digest(table))
+
+
+def _final_rows(members, evals: dict, active) -> pd.DataFrame:
+    """final.csv's rows (:data:`lossjax.tables.FINAL`) of a group's last epoch, from its test
+    evaluation with temperature scaling: per member still training, per class its count and
+    accuracy, then its reliability bins before and after scaling (those only where it did not
+    diverge)."""
+    def ratio(a, b):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(b > 0, a / b, np.nan).astype(np.float32)
+
+    frames = []
+    for i, m in enumerate(members):
+        if active is not None and not active[i]:
+            continue
+        classes = evals["test_classes"][i]
+        parts = [("class", classes[0], np.full(len(classes[0]), np.nan, np.float32),
+                  ratio(classes[1], classes[0]))]
+        for kind, key in (("reliability", "test_bins"), ("reliability_ts", "test_bins_ts")):
+            bins = evals.get(key)
+            if bins is not None and np.isfinite(bins[i]).all():
+                parts.append((kind, bins[i][0], ratio(bins[i][1], bins[i][0]),
+                              ratio(bins[i][2], bins[i][0])))
+        frames += [pd.DataFrame({"member": np.int64(m.index), "kind": kind,
+                                 "index": np.arange(len(count), dtype=np.int64),
+                                 "count": count.astype(np.int64), "confidence": conf,
+                                 "accuracy": acc})
+                   for kind, count, conf, acc in parts]
+    return _joined(pd.DataFrame(columns=tables.FINAL_COLUMNS), *frames)
+
+
+def _joined(*frames: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frames`` in order, typed as :data:`lossjax.tables.FINAL` (an empty frame's
+    object columns would otherwise turn the others' numbers into objects)."""
+    full = [f for f in frames if len(f)]
+    if not full:
+        return frames[0].iloc[:0]
+    return pd.concat(full, ignore_index=True).astype(
+        {"member": np.int64, "index": np.int64, "count": np.int64,
+         "confidence": np.float32, "accuracy": np.float32})
+
+
+def _kept_finals(out: Path, groups, done: dict, cfg, resume: bool) -> pd.DataFrame:
+    """final.csv's rows a resume keeps: those of the groups whose checkpoint is after the last
+    epoch (a process killed between writing final.csv and its checkpoint left rows of a group
+    that trains its last epoch again). A finished group of a grid must have them all."""
+    empty = pd.DataFrame(columns=tables.FINAL_COLUMNS)
+    kept = tables.read_final(out, resume=True) if resume else None
+    finished = [g for g, ms in enumerate(groups) if done.get(g, 0) >= cfg.epochs]
+    if kept is None or not len(kept):
+        kept = empty
+    kept = kept[kept["member"].isin([m.index for g in finished for m in groups[g]])]
+    if resume and "test" in cfg.eval.splits and cfg.search.method != "race":
+        have = set(kept["member"])
+        lacking = [g for g in finished if any(m.index not in have for m in groups[g])]
+        if lacking:
+            raise ResultsError(f"{out}/final.csv lacks the last epoch of group {lacking[0]}, "
+                               "whose checkpoint is after it; put back the final.csv lossjax "
+                               "wrote, or start the sweep over with --overwrite")
+    return _joined(empty, kept.reset_index(drop=True))
 
 
 def _member_epochs(groups, done: dict, gid: int | None = None, epochs: int = 0) -> int:

@@ -9,12 +9,17 @@ path (``resume=True``: a refusal says the folder cannot be resumed) and ``lossja
 columns, ``diverged`` only True/False, metrics as the float32 the sweep holds) or a finished
 sweep's reader accepts what older or hand-made folders hold (a subset of the columns, a
 ``diverged`` of 0/1). The writers build their tables from the same declarations
-(:data:`EPOCHS`, :data:`SUMMARY`).
+(:data:`EPOCHS`, :data:`SUMMARY`, :data:`FINAL`).
 
 ``epochs.csv`` columns, per member and epoch: the member's swept values; ``train_loss`` (mean of
 its own loss over the epoch's batches); ``train_acc`` (running accuracy over those batches, as in
 Flax's MNIST example, not a second pass); ``val_acc``/``val_ce`` and ``test_acc``/``test_ce``
-(accuracy and cross-entropy of softmax(logits), comparable across losses); ``wrong_frac`` (the
+(accuracy and cross-entropy of softmax(logits), comparable across losses: the cross-entropy is
+the negative log-likelihood, NLL); ``val_brier``/``val_ece`` and ``test_brier``/``test_ece``
+(Brier score and expected calibration error of softmax(logits), ``lossjax.calibration``);
+``temperature`` (fitted on val at the last epoch only) and ``test_ce_ts``/``test_brier_ts``/
+``test_ece_ts`` (the test NLL, Brier score and ECE of softmax(logits / temperature); NaN except
+at the last epoch, and for a diverged member); ``wrong_frac`` (the
 fraction of wrong-class logits whose gradient was negative, i.e. that a step pushed up, averaged
 over batches: the quantity the exp-MSE argument is about); ``grad_norm`` (mean per-example
 norm of d loss / d logits); ``diverged`` (true from the epoch the member's loss or parameters
@@ -58,6 +63,9 @@ EPOCHS = {
     "weight_decay": "float", "init_scale": "float", "seed": "int", "epoch": "int",
     "train_loss": "float32", "train_acc": "float32", "val_acc": "float32", "val_ce": "float32",
     "test_acc": "float32", "test_ce": "float32", "wrong_frac": "float32", "grad_norm": "float32",
+    **{c: "float32" for c in (
+        "val_brier", "val_ece", "test_brier", "test_ece",
+        "temperature", "test_ce_ts", "test_brier_ts", "test_ece_ts")},
     "diverged": "bool", "wall_time": "float",
 }
 EPOCHS_COLUMNS = list(EPOCHS)
@@ -78,6 +86,21 @@ RATE_CHOICE = {
     "rate_tied": "bool", "rate_choice": "text", "tied_lrs": "text",
 }
 RATE_CHOICE_COLUMNS = tuple(RATE_CHOICE)
+#: The summary.csv columns of probability quality at the chosen rate, means over its seeds of
+#: epochs.csv's last epoch: ``test_nll_mean`` of ``test_ce``, the others of the column without
+#: ``_mean`` (``_ts``: after temperature scaling). They follow the other columns; folders written
+#: before them lack them, and everything that reads a summary goes on without them.
+CALIBRATION_SUMMARY = {
+    "test_nll_mean": "float32", "test_brier_mean": "float32", "test_ece_mean": "float32",
+    "temperature_mean": "float32", "test_nll_ts_mean": "float32",
+    "test_brier_ts_mean": "float32", "test_ece_ts_mean": "float32",
+}
+#: Where each comes from in epochs.csv.
+CALIBRATION_SOURCES = {
+    "test_nll_mean": "test_ce", "test_brier_mean": "test_brier", "test_ece_mean": "test_ece",
+    "temperature_mean": "temperature", "test_nll_ts_mean": "test_ce_ts",
+    "test_brier_ts_mean": "test_brier_ts", "test_ece_ts_mean": "test_ece_ts",
+}
 #: summary.csv: one row per group, in this column order.
 SUMMARY = {
     "loss": "text", "optimizer": "text", "hidden": "text", "weight_decay": "float",
@@ -85,6 +108,7 @@ SUMMARY = {
     "n_seeds": "int", "val_acc_mean": "float32", "test_acc_mean": "float32",
     "test_acc_ci95": "float", "epochs_to_target_mean": "float", "reached_target": "int",
     "diverged_at_lr": "int", "diverged": "int",
+    **CALIBRATION_SUMMARY,
 }
 SUMMARY_COLUMNS = list(SUMMARY)
 #: The columns of summary.csv that reading a finished sweep needs, in the order a comparison
@@ -103,6 +127,16 @@ ADDED = {"member": "int", "stage": "int", "reason": "text"}
 #: tables name each member's optimizer (optimizer.name may sweep several). A folder without
 #: one is format 1, of a single optimizer: its readers fill the column in from config.yaml.
 FORMAT = 2
+#: final.csv: the test split at each member's last epoch, one row per member and ``kind``:
+#: 'class' (``index`` a true class: its test ``count`` and ``accuracy``; ``confidence`` empty),
+#: 'reliability' and 'reliability_ts' (``index`` a confidence bin of
+#: ``lossjax.calibration.NUM_BINS``, before and after temperature scaling: the ``count`` of its
+#: examples, their mean ``confidence`` and ``accuracy``, empty where the bin is). Members in the
+#: order they train, kinds in this order; no 'reliability_ts' rows for a diverged member.
+FINAL = {"member": "int", "kind": "text", "index": "int", "count": "int",
+         "confidence": "float32", "accuracy": "float32"}
+FINAL_COLUMNS = list(FINAL)
+FINAL_KINDS = ("class", "reliability", "reliability_ts")
 #: What makes a group, one summary.csv row: its members differ only in rate and seed.
 GROUP_KEYS = ["loss", "optimizer", "hidden", "weight_decay", "init_scale"]
 #: Swept values besides the learning rate that pick a summary row's members when present in
@@ -201,7 +235,7 @@ def _read_csv(path: Path, declared: dict, required, resume: bool) -> pd.DataFram
             raise _table_damaged(path, f"is damaged ({one_line(e, 120)})") from None
         raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
     if resume:
-        if list(df.columns) == [c for c in declared if c != "optimizer"]:
+        if "optimizer" in declared and "optimizer" not in df.columns:
             raise ResultsError(f"{path} was written by an earlier lossjax (folder format 1, "
                                "without the optimizer column), and this one cannot append to "
                                "it; finish the sweep with the lossjax that started it, or "
@@ -307,6 +341,16 @@ def read_record(folder: Path, name: str, declared: dict) -> pd.DataFrame | None:
         if len(df) and not pd.api.types.is_integer_dtype(df[c]):
             raise ResultsError(f"{path}: column {c} must hold integers")
     return df.astype({c: int for c, kind in declared.items() if kind == "int"})
+
+
+def read_final(folder: Path, *, resume: bool = False) -> pd.DataFrame | None:
+    """``final.csv`` (:data:`FINAL`), checked as the other tables; None where there is none (a
+    folder written before it, a sweep without a test split, or a resume before any group
+    finished). For a resume, exactly the declared columns, the metrics in float32."""
+    path = Path(folder) / "final.csv"
+    if read_regular(path) is None:
+        return None
+    return _read_csv(path, FINAL, FINAL_COLUMNS, resume)
 
 
 def normalize(table: pd.DataFrame) -> pd.DataFrame:

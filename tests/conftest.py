@@ -186,13 +186,17 @@ def check_files(paths):
 
 
 def assert_same_files(a: Path, b: Path) -> None:
-    """epochs.csv byte for byte but for the wall_time column, and summary.csv byte for byte."""
+    """epochs.csv byte for byte but for the wall_time column, summary.csv and final.csv byte for
+    byte."""
     def text(folder):
         lines = (folder / "epochs.csv").read_text().splitlines()
         return [line.rsplit(",", 1)[0] for line in lines]  # wall_time is the last column
 
     assert text(a) == text(b)
     assert (a / "summary.csv").read_bytes() == (b / "summary.csv").read_bytes()
+    assert (a / "final.csv").is_file() == (b / "final.csv").is_file()
+    if (a / "final.csv").is_file():
+        assert (a / "final.csv").read_bytes() == (b / "final.csv").read_bytes()
 
 
 def small_config(tmp: Path, out: Path | None = None, **changes) -> str:

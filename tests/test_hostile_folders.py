@@ -315,7 +315,7 @@ def test_overwrite_removes_only_what_lossjax_wrote(tmp_path):
 
 def test_experiment_entries_name_what_the_scripts_write():
     assert set(lossjax.folder.PLOT_FILES) == {f"{n}.{f}" for n in plots.PLOT_NAMES
-                                       for f in plots.FORMATS}
+                                              + plots.DATA_PLOTS for f in plots.FORMATS}
     for script in ("lossjax/causal_report", "experiments/gradient_sign"):
         text = (Path(__file__).parents[1] / f"{script}.py").read_text()
         assert "record_written(" in text, script

@@ -221,7 +221,9 @@ def test_new_columns_follow_lr_at_grid_edge_and_the_old_ones_keep_their_order():
         "loss", "hidden", "weight_decay", "init_scale", "learning_rate", "lr_at_grid_edge",
         "runner_up_lr", "val_gap_mean", "val_gap_ci95", "rate_tied", "rate_choice", "tied_lrs",
         "n_seeds", "val_acc_mean", "test_acc_mean", "test_acc_ci95", "epochs_to_target_mean",
-        "reached_target", "diverged_at_lr", "diverged"]
+        "reached_target", "diverged_at_lr", "diverged",
+        "test_nll_mean", "test_brier_mean", "test_ece_mean", "temperature_mean",
+        "test_nll_ts_mean", "test_brier_ts_mean", "test_ece_ts_mean"]
 
 
 def test_a_clear_winner_is_decided():

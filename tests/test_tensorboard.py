@@ -19,7 +19,7 @@ def _rows(epoch, members=(0, 1)):
         "learning_rate": [0.1, 0.03], "weight_decay": 0.0, "init_scale": 1.0, "seed": 0,
         "epoch": epoch, **{m: rng.random(len(members)) for m in METRICS},
         "diverged": False, "wall_time": 1.0 * epoch,
-    })[tables.EPOCHS_COLUMNS]
+    }).reindex(columns=tables.EPOCHS_COLUMNS)  # the metrics TensorBoard does not show: NaN
     rows.loc[1, "val_acc"] = math.nan  # not evaluated, or diverged: left out
     return tables.normalize(rows)
 

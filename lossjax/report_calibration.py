@@ -1,0 +1,84 @@
+"""report.md's probability-quality sections: a calibration table at the chosen rates (from
+``summary.csv``'s calibration means) and a per-class test accuracy table (from ``final.csv``).
+A folder without those columns or that file gets neither, and its report is what it was.
+"""
+
+from __future__ import annotations
+
+import math
+
+from lossjax import analysis, calibration_tables
+from lossjax.analysis import Results
+
+
+def _cell(v, fmt: str) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if math.isnan(f) else format(f, fmt)
+
+
+def _name(r) -> list[str]:
+    return [f"`{r['loss']}`", str(r["hidden"]), _cell(r["learning_rate"], "g")]
+
+
+def calibration_table(res: Results) -> list[str]:
+    """The calibration means at each summary row's chosen rate, or nothing where
+    ``summary.csv`` lacks them."""
+    if not calibration_tables.has_summary_columns(res.summary):
+        return []
+    head = ["Loss", "Hidden", "Learning rate", "Test NLL", "Brier", "ECE (%)", "Temperature",
+            "NLL, scaled", "Brier, scaled", "ECE, scaled (%)"]
+    lines = ["## Calibration", "",
+             "| " + " | ".join(head) + " |",
+             "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |"]
+    for r in analysis.summary_rows(res):
+        if math.isnan(float(r["learning_rate"])):
+            continue
+        cells = _name(r) + [
+            _cell(r["test_nll_mean"], ".4f"), _cell(r["test_brier_mean"], ".4f"),
+            _cell(100 * float(r["test_ece_mean"]), ".2f"), _cell(r["temperature_mean"], ".3g"),
+            _cell(r["test_nll_ts_mean"], ".4f"), _cell(r["test_brier_ts_mean"], ".4f"),
+            _cell(100 * float(r["test_ece_ts_mean"]), ".2f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Means over the chosen rate's seeds at the last epoch, on the test split, of "
+              "softmax(logits) whatever the loss: NLL (the test cross-entropy), Brier score "
+              "(summed over classes) and expected calibration error (15 equal-width confidence "
+              "bins, Guo et al. 2017); then with one temperature per model fitted on the "
+              "validation split (temperature scaling), which changes no accuracy."]
+    return lines
+
+
+def class_table(res: Results) -> list[str]:
+    """Per-class test accuracy (%) at each loss's chosen rate, or nothing without final.csv."""
+    final = calibration_tables.final_table(res.path)
+    if final is None:
+        return []
+    rows = []
+    for c in analysis.chosen_runs(res):
+        acc = calibration_tables.class_accuracy(final, c.rows["member"].unique())
+        if len(acc):
+            rows.append((c, acc))
+    if not rows:
+        return []
+    classes = sorted({int(k) for _, acc in rows for k in acc.index})
+    head = ["Loss", "Hidden", "Learning rate", *map(str, classes)]
+    lines = ["## Per-class test accuracy", "",
+             "| " + " | ".join(head) + " |",
+             "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |"]
+    for c, acc in rows:
+        lines.append("| " + " | ".join(_name(c.row) + [_cell(100 * acc.get(k, math.nan), ".1f")
+                                                      for k in classes]) + " |")
+    lines += ["", "Test accuracy (%) per true class at the last epoch, mean over the chosen "
+              "rate's seeds."]
+    return lines
+
+
+def sections(res: Results) -> list[str]:
+    """Both tables, each followed by a blank line; nothing where there is nothing to show."""
+    out = []
+    for part in (calibration_table(res), class_table(res)):
+        if part:
+            out += [*part, ""]
+    return out
