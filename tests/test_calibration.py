@@ -246,6 +246,7 @@ def test_summary_has_the_calibration_means_at_the_chosen_rate(swept):
     assert (swept / "plots" / "reliability.png").exists()
 
 
+@pytest.mark.slow  # redraws every plot of results/digits
 def test_an_old_folder_loads_and_reports_as_before(tmp_path):
     old = REPO / "results" / "digits"
     copy = tmp_path / "digits"

@@ -22,8 +22,8 @@ SETTINGS = engine.TrainSettings(hidden=(16,), num_classes=5, activation="relu",
                                 block_size=2)
 
 
-@pytest.mark.parametrize("family", ["focal", pytest.param("rescaled_mse-no_push_up",
-                                                         marks=pytest.mark.slow)])
+@pytest.mark.slow  # a 2-epoch sweep per family, 7 s and more each
+@pytest.mark.parametrize("family", ["focal", "rescaled_mse-no_push_up"])
 def test_every_setting_of_a_loss_trains_in_one_program(family):
     labels = {"focal": ["focal(gamma=0)", "focal(gamma=1)", "focal(gamma=2)", "focal(gamma=5)"],
               "rescaled_mse-no_push_up": ["rescaled_mse(k=1,M=1)-no_push_up",

@@ -464,7 +464,10 @@ def _p_autodiff_and_closed(name):
     return jax.jit(both)
 
 
-@pytest.mark.parametrize("name", P_NAMES)
+# The slowest two (about 4-7 s each) run in the slow tier; check-grads covers all four there too.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n in ("focal", "label_smoothing_ce") else n
+                                  for n in P_NAMES])
 @HYP
 @given(data=st.data())
 def test_parameterized_autodiff_matches_closed_form(name, data):
