@@ -105,7 +105,7 @@ class Comparison:
         calibrated = (all(c in self.table.columns for c in CALIBRATION_SHOWN)
                       and bool(self.table[list(CALIBRATION_SHOWN)].notna().any().any()))
         if calibrated:
-            head += ["Test NLL, T-scaled", "Test ECE, T-scaled (%)"]
+            head += ["Test NLL", "Test ECE (%)", "Test NLL, T-scaled", "Test ECE, T-scaled (%)"]
         head += ["Epochs to target", "Diverged"]
         align = ["---" if h in ("Sweep", "Dataset", "Loss", "Optimizer", "Hidden",
                                    "Rate choice") else "---:" for h in head]
@@ -119,7 +119,7 @@ class Comparison:
             cells += [_number(getattr(r, c)) for c in extra]
             cells += [_runner_up(r), str(r.rate_choice)]
             if math.isnan(r.learning_rate):
-                cells += ["—", "every member diverged", *["—"] * (2 * calibrated), "—"]
+                cells += ["—", "every member diverged", *["—"] * (4 * calibrated), "—"]
             else:
                 test = _pct(r.test_acc_mean)
                 if not math.isnan(r.test_acc_ci95):
@@ -129,9 +129,10 @@ class Comparison:
                 reached = f"{ett_s} ({_int(r.reached_target)}/{_int(r.n_seeds)} seeds)"
                 cells += [_pct(r.val_acc_mean), test]
                 if calibrated:
-                    nll, ece = r.test_nll_ts_mean, r.test_ece_ts_mean
-                    cells += ["—" if pd.isna(nll) else f"{nll:.4f}",
-                              "—" if pd.isna(ece) else f"{100 * ece:.2f}"]
+                    for nll, ece in ((r.test_nll_mean, r.test_ece_mean),
+                                     (r.test_nll_ts_mean, r.test_ece_ts_mean)):
+                        cells += ["—" if pd.isna(nll) else f"{nll:.4f}",
+                                  "—" if pd.isna(ece) else f"{100 * ece:.2f}"]
                 cells.append(reached)
             cells.append(str(_int(r.diverged)))
             lines.append("| " + " | ".join(cells) + " |")
@@ -236,8 +237,9 @@ def _table(labels, results) -> pd.DataFrame:
                   *RATE_CHOICE_COLUMNS, *rest[1:], *calibrated]]
 
 
-#: summary.csv's calibration means a comparison shows beside the accuracy, where present.
-CALIBRATION_SHOWN = ("test_nll_ts_mean", "test_ece_ts_mean")
+#: summary.csv's calibration means a comparison shows beside the accuracy, where present:
+#: test NLL and ECE, then both after temperature scaling.
+CALIBRATION_SHOWN = ("test_nll_mean", "test_ece_mean", "test_nll_ts_mean", "test_ece_ts_mean")
 
 
 def _draw_sweep(ax, res: Results, styles) -> list[Line2D]:

@@ -12,6 +12,7 @@ import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 NOTEBOOK = EXPERIMENTS / "walkthrough.py"
+SWEEPS = ("walkthrough", "walkthrough_smoothed", "walkthrough_literature")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_the_walkthrough_notebook_runs(tmp_path):
     r = subprocess.run([sys.executable, str(NOTEBOOK)], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("walkthrough", "walkthrough_smoothed"):
+    for name in SWEEPS:
         assert (tmp_path / "runs" / name / "summary.csv").is_file()
     assert "pushes up 0% of the wrong-class logits" in r.stdout
 
@@ -58,7 +59,7 @@ def test_the_notebook_executes_in_a_kernel_and_shows_its_figures(build, tmp_path
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # the kernel inherits the environment
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend draws
     nb = build.strip(build.execute(build.from_script(build.SCRIPT), tmp_path), tmp_path)
-    for name in ("walkthrough", "walkthrough_smoothed"):  # in the kernel's folder, not the repo
+    for name in SWEEPS:  # in the kernel's folder, not the repo
         assert (tmp_path / "runs" / name / "summary.csv").is_file()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = "".join(o.get("text", "") for o in outputs)
