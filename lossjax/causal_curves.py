@@ -94,12 +94,5 @@ def paired_figure(out: dict, label: Callable[[dict], str], column: str = "test_a
 
 def write_paired_figure(out: dict, folder: Path, label: Callable[[dict], str]) -> list[Path]:
     """Draws :func:`paired_figure` and writes it into ``folder`` as PNG and SVG."""
-    written = []
     with rc_context(plots.STYLE):
-        fig = paired_figure(out, label)
-        for fmt in plots.FORMATS:
-            path = Path(folder) / f"{PAIRED_NAME}.{fmt}"
-            plots.save_figure(fig, path, fmt)
-            written.append(path)
-            fig.set_layout_engine("none")  # keep the first save's layout for the other format
-    return written
+        return plots.save_formats(paired_figure(out, label), Path(folder), PAIRED_NAME)

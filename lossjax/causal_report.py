@@ -369,15 +369,8 @@ def effects_figure(outs: list[dict]) -> Figure:
 
 def write_figure(outs: list[dict], folder: Path) -> list[Path]:
     """Draws :func:`effects_figure` and writes it as PNG and SVG into ``folder``."""
-    written = []
     with rc_context(plots.STYLE):
-        fig = effects_figure(outs)
-        for fmt in plots.FORMATS:
-            path = Path(folder) / f"{FIGURE_NAME}.{fmt}"
-            plots.save_figure(fig, path, fmt)
-            written.append(path)
-            fig.set_layout_engine("none")  # keep the first save's layout for the other format
-    return written
+        return plots.save_formats(effects_figure(outs), Path(folder), FIGURE_NAME)
 
 
 # --------------------------------------------------------------------------------------------

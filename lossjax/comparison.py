@@ -53,7 +53,7 @@ from lossjax.plots import (
     linestyle,
     loss_styles,
     panels,
-    save_figure,
+    save_formats,
 )
 from lossjax.tables import MATCH_COLUMNS, RATE_CHOICE_COLUMNS, SUMMARY_REQUIRED
 
@@ -148,11 +148,7 @@ class Comparison:
         write_table(paths[0], self.table)
         write_text(paths[1], self._document())
         with rc_context(STYLE):  # also at save time: the SVG's hash salt is read then
-            fig = self.figure()
-            for path in paths[2:]:
-                save_figure(fig, path, path.suffix[1:])
-                # Keep the first save's layout for the other format, as plot_results does.
-                fig.set_layout_engine("none")
+            save_formats(self.figure(), out, NAME)
         return paths
 
     def _document(self) -> str:

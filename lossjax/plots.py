@@ -683,6 +683,23 @@ def save_figure(fig: Figure, path: Path, fmt: str) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=_DPI, metadata=metadata))
 
 
+def save_formats(fig: Figure, folder: Path, name: str) -> list[Path]:
+    """Saves ``fig`` as ``folder/name`` in every format of :data:`FORMATS`; call it inside
+    ``rc_context(STYLE)`` (the SVG's hash salt is read at save time)."""
+    written = []
+    for fmt in FORMATS:
+        path = Path(folder) / f"{name}.{fmt}"
+        try:
+            save_figure(fig, path, fmt)
+        except OSError as e:
+            raise ResultsError(f"cannot write {path}: {one_line(e)}") from e
+        written.append(path)
+        # The first save laid the figure out; keep that layout for the other formats
+        # (identical positions, and about a third less time per figure).
+        fig.set_layout_engine("none")
+    return written
+
+
 def plot_paths(results_dir: str | os.PathLike) -> list[Path]:
     """Where ``plot_results`` writes: ``RESULTS_DIR/plots/{name}.{png,svg}``, in that order
     (``reliability`` too where the folder has final.csv)."""
@@ -726,15 +743,5 @@ def plot_results(results_dir: str | os.PathLike) -> list[Path]:
     written = []
     with rc_context(STYLE):
         for name in figure_names(res):
-            fig = _FIGURES[name](res, choices, gone)
-            for fmt in FORMATS:
-                path = out / f"{name}.{fmt}"
-                try:
-                    save_figure(fig, path, fmt)
-                except OSError as e:
-                    raise ResultsError(f"cannot write {path}: {one_line(e)}") from e
-                written.append(path)
-                # The first save laid the figure out; keep that layout for the other formats
-                # (identical positions, and about a third less time per figure).
-                fig.set_layout_engine("none")
+            written += save_formats(_FIGURES[name](res, choices, gone), out, name)
     return written

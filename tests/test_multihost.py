@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -60,21 +61,26 @@ def test_two_processes_match_one_byte_for_byte(one_process, tmp_path):
     assert env["process_count"] == 2 and len(env["devices"]) == 4
 
 
-def test_kill_9_of_both_processes_then_resume_matches(one_process, tmp_path):
-    cfg = multihost_config(tmp_path, "runs")
-    folder = tmp_path / "runs" / "hosts"
-    manifest = folder / "checkpoints" / "group0.json"
-    procs = _start(cfg, 2, 2, speed="slow")
-    deadline = time.time() + 120
+def _kill_9_after_an_epoch(procs, manifest: Path, timeout: float) -> None:
+    """Kills every process with SIGKILL once ``manifest`` (a group's checkpoint) is after an
+    epoch."""
+    deadline = time.time() + timeout
     try:
         while not (manifest.exists() and json.loads(manifest.read_text())["epoch"] >= 1):
-            assert time.time() < deadline, "the sweep never finished an epoch"
+            assert time.time() < deadline, f"{manifest.name} never recorded an epoch"
             assert all(p.poll() is None for p in procs), finish(procs)
             time.sleep(0.05)
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)
         finish(procs)
+
+
+def test_kill_9_of_both_processes_then_resume_matches(one_process, tmp_path):
+    cfg = multihost_config(tmp_path, "runs")
+    folder = tmp_path / "runs" / "hosts"
+    manifest = folder / "checkpoints" / "group0.json"
+    _kill_9_after_an_epoch(_start(cfg, 2, 2, speed="slow"), manifest, 120)
     assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
     # Each process saved its own members: no file holds another process's state.
     assert sorted(p.name for p in (folder / "checkpoints").glob("*.npz")) == [
@@ -151,17 +157,7 @@ def test_kill_9_of_both_processes_in_a_later_stage_then_resume_matches(raced_one
     cfg = multihost_config(tmp_path, "runs")
     folder = tmp_path / "runs" / "hosts"
     manifest = folder / "checkpoints" / "group1.json"  # the extension stage's program
-    procs = _start(cfg, 2, 2, *RACE, speed="slow")
-    deadline = time.time() + 300
-    try:
-        while not (manifest.exists() and json.loads(manifest.read_text())["epoch"] >= 1):
-            assert time.time() < deadline, "the sweep never reached its extension stage"
-            assert all(p.poll() is None for p in procs), finish(procs)
-            time.sleep(0.05)
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-        finish(procs)
+    _kill_9_after_an_epoch(_start(cfg, 2, 2, *RACE, speed="slow"), manifest, 300)
     _ok(_start(cfg, 2, 2, *RACE, "--resume"))
     assert_same_files(raced_one, folder)
     for name in ("stops.csv", "added.csv"):
