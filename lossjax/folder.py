@@ -116,7 +116,8 @@ SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summar
 EXPERIMENT_ENTRIES = ("causal.json", "causal.md", "causal_effects.md", "causal_effects.png",
                       "causal_effects.svg", "gradient_sign.json", "gradient_sign.md",
                       "gradient_sign.png", "gradient_sign.svg", "search_replay.csv",
-                      "search_replay.md", "paired_difference.png", "paired_difference.svg")
+                      "search_replay.md", "paired_difference.png", "paired_difference.svg",
+                      "local_step.json", "local_step.md", "local_step.png", "local_step.svg")
 #: The figures ``lossjax.plots`` writes into ``plots/`` (kept equal to its ``PLOT_NAMES`` and
 #: ``DATA_PLOTS`` x ``FORMATS`` by a test): the only files ``--overwrite`` removes there.
 PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "test_error", "train_loss",
