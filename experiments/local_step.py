@@ -7,7 +7,9 @@ elsewhere, and from epoch 1 on the variant's gradients are taken at other parame
 base's: a paired difference in speed mixes the edit's direct effect on a step with where the
 edited run has gone (trajectory drift). This removes the drift. It trains one base member
 (:class:`lossjax.model.MLP`, optax SGD with momentum, initial weights and batch order derived
-from the seed as the sweep engine derives them), keeps its parameters θ after the epochs of
+from the seed as the sweep engine derives them: on digits, MLP 64-64, mse at 0.3, seed 0, its
+validation accuracy and cross-entropy after epochs 1 and 2 are results/digits' member's to the
+digits epochs.csv keeps), keeps its parameters θ after the epochs of
 ``--at`` (0 is the initialization) and, at each θ and for each of ``--batches`` training batches
 (drawn once with ``--batch-seed``, the same for every state and both directions), takes
 
@@ -52,10 +54,10 @@ results/mnist/summary.csv (:data:`CHOSEN_RATES`; other losses need ``--learning-
 ``--lr``, the local step's size, defaults to the training rate. The N steps of one state run in
 one compiled program (``lax.map`` over batches, ``--chunk`` of them vmapped at a time), their
 validation metrics included. Writes ``local_step.json`` (everything, per batch too),
-``local_step.md`` (the table) and ``local_step.{png,svg}`` (Δ validation loss and accuracy
-against the state's epoch) into ``--out``, each atomically; any other file there is left alone,
-and in a lossjax results folder ``--overwrite`` removes these four. Bad arguments: one line,
-exit 2, nothing written.
+``local_step.md`` (the table) and ``local_step.{png,svg}`` (Δ validation loss, cross-entropy
+and accuracy against the state's epoch) into ``--out``, each atomically; any other file there
+is left alone, and in a lossjax results folder ``--overwrite`` removes these four. Bad
+arguments: one line, exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -309,10 +311,10 @@ def measure(s: dict, ds) -> dict:
             "states": rows}
 
 
-def _pm(m: dict, scale: float = 1.0, digits: int = 4) -> str:
+def _pm(m: dict, spec: str, scale: float = 1.0) -> str:
     half = m["delta_ci95"]
-    ci = f" ± {half * scale:.{digits}f}" if math.isfinite(half) else ""
-    return f"{m['delta_mean'] * scale:+.{digits}f}{ci}"
+    ci = f" ± {abs(half * scale):{spec.lstrip('+')}}" if math.isfinite(half) else ""
+    return f"{m['delta_mean'] * scale:{spec}}{ci}"
 
 
 def markdown(out: dict) -> str:
@@ -325,20 +327,23 @@ def markdown(out: dict) -> str:
              "edited one rescaled to the base's norm. Δ = metric(θ_e) − metric(θ_b) on the "
              f"whole validation split ({out['sizes']['val']} examples): mean ± 95% t-interval "
              "over batches; accuracy in points. 'edit better': fraction of batches where the "
-             "edited step gave the lower loss / higher accuracy. 'base step': the base step's "
-             "mean change of the validation loss from θ (its scale).", "",
+             "edited step gave the lower loss, cross-entropy, accuracy (and where the accuracies "
+             "tied). 'base step': the base step's mean change of the validation loss and "
+             "accuracy from θ (the step's scale).", "",
              "| epoch | val acc at θ | cos(g_b, g_e) mean [min, max] | ‖g_e‖/‖g_b‖ mean | "
-             "base step Δ loss | Δ val loss | Δ val CE | Δ val acc (points) | "
-             "edit better (loss, acc) | n |",
+             "base step: Δ loss, Δ acc | Δ val loss | Δ val CE | Δ val acc (points) | "
+             "edit better: loss, CE, acc (tied) | n |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in out["states"]:
         c = r["cosine"]
         lines.append(
             f"| {r['epoch']} | {r['acc']['at_theta']:.4f} | {c['mean']:.3f} "
             f"[{c['min']:.3f}, {c['max']:.3f}] | {r['norm_ratio']['mean']:.3f} | "
-            f"{r['loss']['base_step_change']:+.2e} | {_pm(r['loss'], digits=5)} | "
-            f"{_pm(r['nll'])} | {_pm(r['acc'], 100, 3)} | "
-            f"{r['loss']['edit_better']:.2f}, {r['acc']['edit_better']:.2f} | {r['n']} |")
+            f"{r['loss']['base_step_change']:+.2e}, {100 * r['acc']['base_step_change']:+.2f} | "
+            f"{_pm(r['loss'], '+.1e')} | {_pm(r['nll'], '+.1e')} | "
+            f"{_pm(r['acc'], '+.3f', 100)} | {r['loss']['edit_better']:.2f}, "
+            f"{r['nll']['edit_better']:.2f}, {r['acc']['edit_better']:.2f} "
+            f"({r['acc']['tied']:.2f}) | {r['n']} |")
     sec = out["seconds"]
     lines += ["", f"Time: training {sec['train']:.1f} s, local steps "
               f"{sum(sec['local_steps_per_state']):.1f} s "
@@ -350,10 +355,10 @@ def markdown(out: dict) -> str:
 def figure(out: dict):
     s = out["settings"]
     epochs = np.array([r["epoch"] for r in out["states"]])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
-    for ax, (key, label, scale) in zip(axes, (("loss", "Δ val base loss", 1.0),
-                                               ("acc", "Δ val accuracy (points)", 100.0)),
-                                       strict=True):
+    panels = (("loss", f"Δ val {s['loss']} loss", 1.0), ("nll", "Δ val cross-entropy", 1.0),
+              ("acc", "Δ val accuracy (points)", 100.0))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
+    for ax, (key, label, scale) in zip(axes, panels, strict=True):
         mean = np.array([r[key]["delta_mean"] for r in out["states"]]) * scale
         half = np.array([r[key]["delta_ci95"] for r in out["states"]]) * scale
         ax.plot(epochs, mean, marker="o", color="#ff7f0e")
@@ -361,12 +366,19 @@ def figure(out: dict):
         ax.fill_between(epochs[band], (mean - half)[band], (mean + half)[band],
                         color="#ff7f0e", alpha=0.2, linewidth=0)
         ax.axhline(0, color="0.3", linewidth=1)
+        # The first steps move far more than the later ones: symlog, linear below the
+        # smallest state's reach, so every state's mean and band can be read.
+        reach = np.abs(mean) + np.nan_to_num(half)
+        if (reach > 0).any():
+            lin = 10.0 ** math.floor(math.log10(reach[reach > 0].min()))
+            ax.set_yscale("symlog", linthresh=lin)
+            label += f"\n(symlog axis, linear within ±{lin:g})"
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch of the base run (state θ)")
-        ax.set_ylabel(f"{label}, edit − base")
-    fig.suptitle(f"One step at the same θ: {s['variant']} − {s['loss']} ({s['dataset']}, "
-                 f"lr {s['lr']:g}, steps of equal length)\nmean over {s['batches']} batches, "
-                 "band: 95% t-interval", fontsize=10)
+        ax.set_ylabel(label)
+    fig.suptitle(f"One step at the same θ, edited − base: {s['variant']} − {s['loss']} "
+                 f"({s['dataset']}, lr {s['lr']:g}, steps of equal length)\nmean over "
+                 f"{s['batches']} batches, band: 95% t-interval", fontsize=10)
     return fig
 
 
