@@ -53,11 +53,14 @@ validation 10% of training, split seed 0) and the base loss's chosen rate in
 results/mnist/summary.csv (:data:`CHOSEN_RATES`; other losses need ``--learning-rate``).
 ``--lr``, the local step's size, defaults to the training rate. The N steps of one state run in
 one compiled program (``lax.map`` over batches, ``--chunk`` of them vmapped at a time), their
-validation metrics included. Writes ``local_step.json`` (everything, per batch too),
-``local_step.md`` (the table) and ``local_step.{png,svg}`` (Δ validation loss, cross-entropy
-and accuracy against the state's epoch) into ``--out``, each atomically; any other file there
-is left alone, and in a lossjax results folder ``--overwrite`` removes these four. Bad
-arguments: one line, exit 2, nothing written.
+validation metrics included: the command above took 86 s on two busy CPU cores (training 14 s,
+the 4 × 100 local steps with 6,000 validation examples each 66 s).
+
+Writes ``local_step.json`` (everything, per batch too), ``local_step.md`` (the table) and
+``local_step.{png,svg}`` (Δ validation loss, cross-entropy and accuracy against the state's
+epoch) into ``--out``, each atomically; any other file there is left alone, and in a lossjax
+results folder ``--overwrite`` removes these four. Bad arguments: one line, exit 2, nothing
+written.
 """
 
 from __future__ import annotations
