@@ -235,7 +235,9 @@ def _read_csv(path: Path, declared: dict, required, resume: bool) -> pd.DataFram
             raise _table_damaged(path, f"is damaged ({one_line(e, 120)})") from None
         raise ResultsError(f"{path} is unreadable: {one_line(e)}") from e
     if resume:
-        if "optimizer" in declared and "optimizer" not in df.columns:
+        # A lossjax table but for the optimizer column: an older lossjax's.
+        if ("optimizer" in declared and "optimizer" not in df.columns
+                and {"member", "loss", "epoch"} <= set(df.columns)):
             raise ResultsError(f"{path} was written by an earlier lossjax (folder format 1, "
                                "without the optimizer column), and this one cannot append to "
                                "it; finish the sweep with the lossjax that started it, or "

@@ -65,6 +65,6 @@ def test_the_notebook_executes_in_a_kernel_and_shows_its_figures(build, tmp_path
     text = "".join(o.get("text", "") for o in outputs)
     assert "pushes up 0% of the wrong-class logits" in text
     assert str(tmp_path) not in text
-    # res.plot("test_accuracy") and res.plot("test_error") are drawn, not '<Figure ...>'.
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+    # res.plot(...) of test_accuracy, test_error and reliability are drawn, not '<Figure ...>'.
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
     assert not [o for o in outputs if o.get("name") == "stderr"]
