@@ -931,7 +931,9 @@ def test_shipped_config_validates(path):
 def test_digits_config_contents():
     c = load_config(CONFIGS / "digits.yaml")
     assert c.dataset.name == "digits"
-    assert c.losses == ("cross_entropy", "mse", "softmax_mse", "exp_mse")
+    assert c.losses == ("cross_entropy", "mse", "softmax_mse", "exp_mse",
+                        "rescaled_mse(k=1,M=1)", "squentropy", "label_smoothing_ce(alpha=0.1)",
+                        "focal(gamma=2)")
     assert c.seeds == (0, 1, 2) and c.epochs == 30 and c.batch_size == 64
     assert c.model.hidden == ((64, 64),) and c.optimizer.name == "momentum"
     assert c.block_size == "auto"
