@@ -45,6 +45,7 @@ def _local(script, digits, variant):
     return jax.tree.map(np.asarray, out)
 
 
+@pytest.mark.slow  # trains a base run and compiles the step program (about 6 s)
 def test_the_base_as_its_own_variant_changes_nothing(script, digits):
     per = _local(script, digits, "mse")
     np.testing.assert_array_equal(per["edit"], per["base"])  # Δ exactly 0, every metric
@@ -69,6 +70,7 @@ def written(script, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a whole run of the script (about 5 s)
 def test_outputs_are_written_and_leave_a_users_file_alone(script, written):
     assert all((written / n).is_file() for n in NAMES)
     out = json.loads((written / "local_step.json").read_text())
