@@ -73,6 +73,13 @@ def chunk_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[st
     return {"brier": brier, "bins": bins, "classes": classes}
 
 
+def zero_sums(num_classes: int) -> dict[str, jax.Array]:
+    """The sums of :func:`chunk_sums` over no example: a scan's start."""
+    return {"brier": jnp.zeros((), jnp.float32),
+            "bins": jnp.zeros((3, NUM_BINS), jnp.float32),
+            "classes": jnp.zeros((2, num_classes), jnp.float32)}
+
+
 def finish(sums: dict[str, jax.Array], n) -> dict[str, jax.Array]:
     """The split's ``brier`` (mean Brier score) and ``ece`` from its summed :func:`chunk_sums`
     over its ``n`` examples; ``bins`` and ``classes`` stay sums. ``n_b/n |acc_b - conf_b|`` is

@@ -204,6 +204,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -523,8 +524,6 @@ def _parse_losses(v: Any) -> tuple[str, ...]:
 def _expand_loss(x: dict, path: str, checked) -> list[str]:
     """The labels one mapping of ``losses`` stands for, in the product of its lists (the
     parameters in the loss's own order, then ``variant``), each checked by ``checked``."""
-    import itertools
-
     from lossjax import losses as losses_lib  # imports JAX: only when needed
 
     known = [*losses_lib.LOSSES, *losses_lib.PARAMETERIZED]

@@ -374,9 +374,7 @@ class Group:
 
         init = {"totals": jnp.zeros(2, jnp.float32)}
         if self.calibration:
-            init["sums"] = {"brier": jnp.zeros((), jnp.float32),
-                            "bins": jnp.zeros((3, calib.NUM_BINS), jnp.float32),
-                            "classes": jnp.zeros((2, k), jnp.float32)}
+            init["sums"] = calib.zero_sums(k)
         acc, _ = jax.lax.scan(body, init, (x, y, mask))
         # A multiplication by the reciprocal, not a division: see losses._softmax.
         out = {"totals": acc["totals"] * (1.0 / jnp.sum(mask))}
@@ -408,9 +406,8 @@ class Group:
                 return jax.tree.map(jnp.add, acc, {**sums, "ce": jnp.sum(jnp.where(mc, ce, 0.0))}
                                     ), None
 
-            zeros = {"brier": jnp.zeros((), jnp.float32), "ce": jnp.zeros((), jnp.float32),
-                     "bins": jnp.zeros((3, calib.NUM_BINS), jnp.float32),
-                     "classes": jnp.zeros((2, self.settings.num_classes), jnp.float32)}
+            zeros = {**calib.zero_sums(self.settings.num_classes),
+                     "ce": jnp.zeros((), jnp.float32)}
             acc, _ = jax.lax.scan(body, zeros, (logits_of(xt), yt, mt))
             n = jnp.sum(mt)
             done = calib.finish(acc, n)

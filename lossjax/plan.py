@@ -32,6 +32,7 @@ import pandas as pd
 from lossjax import search
 from lossjax.engine import Member
 from lossjax.stats import chosen_rate
+from lossjax.tables import ADDED
 
 GRID, EXTEND, CONFIRM = "grid", "extend", "confirm"
 
@@ -49,8 +50,10 @@ def stages(cfg, grid: Sequence[Member], table: pd.DataFrame) -> list[Stage]:
     """The stages the rows in ``table`` decide: the grid's, then each one whose predecessors
     have all finished in ``table``."""
     out = [Stage(GRID, tuple(grid), ("",) * len(grid))]
-    while out[-1].kind != CONFIRM and _finished(cfg, out, table):
+    while out[-1].kind != CONFIRM:
         stopped = stops(cfg, out, table)
+        if not _finished(cfg, out, table, stopped):
+            break
         members = [m for s in out for m in s.members]
         next_id = len(members)
         added = []
@@ -84,7 +87,7 @@ def added_table(planned: Sequence[Stage]) -> pd.DataFrame:
     the grid) and why."""
     rows = [{"member": m.index, "stage": i, "reason": r}
             for i, s in enumerate(planned) if i for m, r in zip(s.members, s.reasons, strict=True)]
-    return pd.DataFrame(rows, columns=["member", "stage", "reason"])
+    return pd.DataFrame(rows, columns=list(ADDED))
 
 
 def max_added(cfg, grid: Sequence[Member]) -> int:
@@ -96,10 +99,10 @@ def max_added(cfg, grid: Sequence[Member]) -> int:
 # ---- the decisions --------------------------------------------------------------------------
 
 
-def _finished(cfg, planned: Sequence[Stage], table: pd.DataFrame) -> bool:
-    """Whether every planned member has its last row: the last epoch, or a race's stop."""
+def _finished(cfg, planned: Sequence[Stage], table: pd.DataFrame, stopped: dict) -> bool:
+    """Whether every planned member has its last row: the last epoch, or a race's stop
+    (``stopped``, as :func:`stops` gives it)."""
     last = table.groupby("member")["epoch"].max()
-    stopped = stops(cfg, planned, table)
     return all(m.index in stopped or last.get(m.index, 0) >= cfg.epochs
                for s in planned for m in s.members)
 

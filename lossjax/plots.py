@@ -670,7 +670,7 @@ _FIGURES["reliability"] = _reliability
 def figure_names(res: Results) -> tuple[str, ...]:
     """The figures of a folder: :data:`PLOT_NAMES`, then those of :data:`DATA_PLOTS` whose
     data it holds."""
-    return PLOT_NAMES + (("reliability",) if _has_final(res.path) else ())
+    return PLOT_NAMES + (DATA_PLOTS if _has_final(res.path) else ())
 
 
 def _has_final(results_dir) -> bool:

@@ -42,7 +42,7 @@ import pandas as pd
 
 from lossjax.config import ALPHA, default_rungs
 from lossjax.stats import summarize, tied_rates
-from lossjax.tables import GROUP_KEYS
+from lossjax.tables import GROUP_KEYS, STOPS
 
 DIVERGED = "diverged"
 
@@ -152,7 +152,7 @@ def stops_table(stopped: dict[int, Stop]) -> pd.DataFrame:
     trained, and why (``diverged`` or ``dropped at epoch N``)."""
     return pd.DataFrame([{"member": m, "epoch": s.epoch, "reason": s.reason}
                          for m, s in sorted(stopped.items())],
-                        columns=["member", "epoch", "reason"])
+                        columns=list(STOPS))
 
 
 def dropped(stopped: dict[int, Stop]) -> set[int]:

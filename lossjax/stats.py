@@ -77,11 +77,9 @@ def rate_choice(last: pd.DataFrame, lr: float) -> dict:
     """
     out = {"runner_up_lr": math.nan, "val_gap_mean": math.nan, "val_gap_ci95": math.nan,
            "rate_tied": False, "rate_choice": "none", "tied_lrs": ""}
-    diverged = last["diverged"].astype(bool)
-    if diverged.all() or not math.isfinite(lr):
+    if last["diverged"].astype(bool).all() or not math.isfinite(lr):
         return out
-    score = last["val_acc"].where(~diverged, 0.0)
-    means = score.groupby(last["learning_rate"].astype(float)).mean().dropna()
+    score, means = _scores(last)
     others = means[~np.isclose(means.index.to_numpy(float), lr, rtol=1e-6, atol=0.0)]
     if others.empty:
         return {**out, "rate_choice": "one rate"}
@@ -115,12 +113,17 @@ def chosen_rate(last: pd.DataFrame) -> float:
     """The rate with the best mean validation accuracy over a group's members at their last
     epoch (``last``), a diverged member scoring 0; NaN when every member diverged. The one rule
     of choice: :func:`summarize` and the extension stage (``lossjax.plan``) both apply it."""
-    diverged = last["diverged"].astype(bool)
-    if diverged.all():
+    if last["diverged"].astype(bool).all():
         return math.nan
-    score = last["val_acc"].where(~diverged, 0.0)
-    means = score.groupby(last["learning_rate"]).mean().dropna()
+    _, means = _scores(last)
     return float(means.idxmax()) if len(means) else math.nan
+
+
+def _scores(last: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each member's score, its final validation accuracy or 0 where it diverged, and the
+    mean score of each rate (rates without one left out)."""
+    score = last["val_acc"].where(~last["diverged"].astype(bool), 0.0)
+    return score, score.groupby(last["learning_rate"].astype(float)).mean().dropna()
 
 
 def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),

@@ -239,9 +239,7 @@ def _check_resumable(cfg, grid, out: Path) -> None:
 
 def _planned_groups(cfg, grid, out: Path, resuming: bool) -> int:
     """How many program groups the folder's rows plan so far (the grid's, when starting)."""
-    rows = (tables.read_epochs(out, resume=True) if resuming
-            else pd.DataFrame(columns=tables.EPOCHS_COLUMNS))
-    return len(program_groups(plan.stages(cfg, grid, rows)))
+    return len(program_groups(plan.stages(cfg, grid, _rows_on_disk(out, resuming))))
 
 
 def program_groups(planned) -> list[list[engine.Member]]:
@@ -416,8 +414,8 @@ def train(cfg, ds, grid, loss_fns, mesh, out: Path, resume: bool, progress: bool
             gid += 1
             if gid == len(groups):  # the stages so far are finished: the rows may plan more
                 planned = plan.stages(cfg, grid, table)
-                if len(program_groups(planned)) > len(groups):
-                    groups = program_groups(planned)
+                if len(more := program_groups(planned)) > len(groups):
+                    groups = more
                     bar.grow(_all_epochs(groups, cfg))
                     if writer:
                         log.info("%s", _stage_text(planned[-1]))
@@ -585,9 +583,7 @@ def _epoch_rows(static: pd.DataFrame, epoch: int, metrics: dict, evals: dict, tr
         test_ce=evals.get("test_ce", nan),
         wrong_frac=metrics["wrong_frac"],
         grad_norm=metrics["grad_norm"],
-        **{c: evals.get(c, nan) for c in ("val_brier", "val_ece", "test_brier", "test_ece",
-                                          "temperature", "test_ce_ts", "test_brier_ts",
-                                          "test_ece_ts")},
+        **{c: evals.get(c, nan) for c in tables.CALIBRATION_COLUMNS},
         diverged=metrics["diverged"].astype(bool),
         wall_time=round(time.perf_counter() - t0, 3),
     ))
@@ -653,8 +649,8 @@ def _joined(*frames: pd.DataFrame) -> pd.DataFrame:
     if not full:
         return frames[0].iloc[:0]
     return pd.concat(full, ignore_index=True).astype(
-        {"member": np.int64, "index": np.int64, "count": np.int64,
-         "confidence": np.float32, "accuracy": np.float32})
+        {c: np.int64 if kind == "int" else np.float32
+         for c, kind in tables.FINAL.items() if kind in ("int", "float32")})
 
 
 def _kept_finals(out: Path, groups, done: dict, cfg, resume: bool) -> pd.DataFrame:

@@ -56,6 +56,9 @@ from lossjax.errors import ResultsError, one_line
 # float32: kept so in memory and after reading back for a resume, so that a resumed sweep writes
 # the same text as an uninterrupted one; a finished sweep's reader reads every float as float64).
 
+#: epochs.csv's probability-quality columns (``lossjax.calibration``): NaN where not evaluated.
+CALIBRATION_COLUMNS = ("val_brier", "val_ece", "test_brier", "test_ece", "temperature",
+                       "test_ce_ts", "test_brier_ts", "test_ece_ts")
 #: epochs.csv: one row per member and epoch, in this column order.
 EPOCHS = {
     "member": "int", "loss": "text", "optimizer": "text", "hidden": "text",
@@ -63,9 +66,7 @@ EPOCHS = {
     "weight_decay": "float", "init_scale": "float", "seed": "int", "epoch": "int",
     "train_loss": "float32", "train_acc": "float32", "val_acc": "float32", "val_ce": "float32",
     "test_acc": "float32", "test_ce": "float32", "wrong_frac": "float32", "grad_norm": "float32",
-    **{c: "float32" for c in (
-        "val_brier", "val_ece", "test_brier", "test_ece",
-        "temperature", "test_ce_ts", "test_brier_ts", "test_ece_ts")},
+    **{c: "float32" for c in CALIBRATION_COLUMNS},
     "diverged": "bool", "wall_time": "float",
 }
 EPOCHS_COLUMNS = list(EPOCHS)
