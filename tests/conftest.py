@@ -4,6 +4,7 @@ in data_helpers.py."""
 import dataclasses
 import hashlib
 import http.server
+import importlib.util
 import itertools
 import json
 import math
@@ -43,6 +44,16 @@ SMALL_SWEEP = {
     "optimizer": {"learning_rate": [0.1]},
     "eval": {"target_accuracy": 0.5},
 }
+
+
+def experiment(name: str):
+    """The script ``experiments/<name>.py``, imported from its file (experiments/ is no
+    package)."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_in_subprocess(code: str, marker: str) -> None:

@@ -1,19 +1,14 @@
 """The statistics of ``experiments/gradient_sign.py``: scipy's Spearman and bootstrap, as used."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import experiment
 
 
 @pytest.fixture(scope="module")
 def study():
-    path = Path(__file__).parents[1] / "experiments" / "gradient_sign.py"
-    spec = importlib.util.spec_from_file_location("gradient_sign", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return experiment("gradient_sign")
 
 
 def test_spearman_of_monotone_series_is_one(study):

@@ -1,14 +1,13 @@
 """``experiments/local_step.py``: one step along a base and an edited gradient at the same
 parameters (digits, hidden [16], one epoch, a few batches)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import experiment
 
 from lossjax import data, folder
 from lossjax.model import MLP
@@ -20,11 +19,7 @@ SMALL = ["--dataset", "digits", "--loss", "mse", "--hidden", "16", "--epochs", "
 
 @pytest.fixture(scope="module")
 def script():
-    path = Path(__file__).parents[1] / "experiments" / "local_step.py"
-    spec = importlib.util.spec_from_file_location("local_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return experiment("local_step")
 
 
 @pytest.fixture(scope="module")

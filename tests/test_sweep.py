@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import assert_same_files
+from conftest import assert_same_files, experiment
 
 from lossjax import cli, engine
 
@@ -194,13 +194,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch,
 
 @pytest.mark.slow
 def test_gradient_sign_study_runs_on_a_sweep(reference, tmp_path):
-    import importlib.util
     import shutil
 
-    path = Path(__file__).parents[1] / "experiments" / "gradient_sign.py"
-    spec = importlib.util.spec_from_file_location("gradient_sign", path)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = experiment("gradient_sign")
     folder = tmp_path / "copy"
     shutil.copytree(reference, folder)
     out = study.analyse(folder)

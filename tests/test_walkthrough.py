@@ -2,13 +2,13 @@
 bottom against the current code, as a user would run it, as a script and as a notebook; and the
 executed copy experiments/walkthrough.ipynb is made from the current walkthrough.py."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 NOTEBOOK = EXPERIMENTS / "walkthrough.py"
@@ -20,11 +20,7 @@ def build():
     """experiments/build_notebook.py (what `make notebook` runs), imported from its file."""
     for name in ("jupytext", "nbclient", "nbformat", "ipykernel"):
         pytest.importorskip(name, reason="`make notebook` needs the dev extra's notebook tools")
-    spec = importlib.util.spec_from_file_location("build_notebook",
-                                                  EXPERIMENTS / "build_notebook.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return experiment("build_notebook")
 
 
 def _cells(nb) -> list[tuple[str, str]]:
