@@ -22,7 +22,10 @@ class ``c``, ``K`` classes):
 - ``push_up_<P>``: the components of ``⌊P/100 · (K-1) + ½⌋`` wrong classes change sign, the
   classes ``c+1, c+2, ... (mod K)``; on cross-entropy, whose wrong-class components ``p_j`` are
   all positive, those classes are then pushed up by exactly as much as they were pushed down.
-  If the argument is right, this slows cross-entropy down.
+  If the argument is right, this slows cross-entropy down. ``push_up_<P>x<A>`` is a graded
+  dose: the flipped components are also scaled by ``A`` in (0, 1) (``g_j → -A·g_j``), so a
+  push of a tenth (``push_up_11x0.1``) can be set beside the full flip and beside the pushes
+  MSE makes.
 - ``true_pull``: (``exp_mse`` only) the true-class component
   ``(2/K)(e^{s_c} - 1) e^{s_c}``, which vanishes as ``s_c → -∞`` (a confidently wrong example
   stops being corrected), becomes ``(2/K)(e^{s_c} - 1) · max(e^{s_c}, 1)``: unchanged for
@@ -77,9 +80,9 @@ def _flipped_classes(y, fraction: float):
     return (offset >= 1) & (offset <= m)
 
 
-def _push_up(fraction: float) -> Edit:
+def _push_up(fraction: float, scale: float = 1.0) -> Edit:
     def edit(g, s, y):
-        return jnp.where(_flipped_classes(y, fraction), -g, g)
+        return jnp.where(_flipped_classes(y, fraction), -scale * g, g)
 
     return edit
 
@@ -153,11 +156,12 @@ def no_push_up(loss: losses.LossFn, *, balanced: bool = False,
     return edit_gradient(loss, _with_suffixes(_no_push_up, balanced, norm_matched))
 
 
-def push_up(loss: losses.LossFn, fraction: float, *, balanced: bool = False,
+def push_up(loss: losses.LossFn, fraction: float, *, scale: float = 1.0, balanced: bool = False,
             norm_matched: bool = False) -> losses.LossFn:
     """``loss`` with the gradient components of a ``fraction`` of the wrong classes negated
-    (``push_up_<P>`` with P = 100 · fraction); suffixes as in ``no_push_up``."""
-    return edit_gradient(loss, _with_suffixes(_push_up(fraction), balanced, norm_matched))
+    and scaled by ``scale`` (``push_up_<P>x<A>`` with P = 100 · fraction, A = scale; no ``x``
+    when the scale is 1); suffixes as in ``no_push_up``."""
+    return edit_gradient(loss, _with_suffixes(_push_up(fraction, scale), balanced, norm_matched))
 
 
 def true_pull(loss: losses.LossFn, *, norm_matched: bool = False) -> losses.LossFn:
@@ -166,9 +170,9 @@ def true_pull(loss: losses.LossFn, *, norm_matched: bool = False) -> losses.Loss
 
 
 _NAME = re.compile(r"^(?P<base>[a-z_]+?(?:\([^()]*\))?)"  # a parameterized base's label
-                   r"-(?P<edit>no_push_up|push_up_(?P<pct>\d{1,3})|true_pull)"
+                   r"-(?P<edit>no_push_up|push_up_(?P<pct>\d{1,3})(?:x(?P<scale>[0-9.e+-]+?))?|true_pull)"
                    r"(?P<balanced>-balanced)?(?P<matched>-norm_matched)?$")
-EDITS = ("no_push_up", "push_up_<P>", "true_pull")
+EDITS = ("no_push_up", "push_up_<P>", "push_up_<P>x<A>", "true_pull")
 
 
 def is_variant(name: str) -> bool:
@@ -186,7 +190,7 @@ class Variant:
     ``rescaled_mse(k=1,M=1)``)."""
 
     base: str  # a name in losses.LOSSES, or a canonical label of losses.PARAMETERIZED
-    edit: str  # 'no_push_up', 'push_up_<P>' or 'true_pull'
+    edit: str  # 'no_push_up', 'push_up_<P>', 'push_up_<P>x<A>' or 'true_pull'
     balanced: bool = False
     norm_matched: bool = False
 
@@ -197,7 +201,8 @@ class Variant:
         bases = [*losses.LOSSES, *(losses.signature(n) for n in losses.PARAMETERIZED)]
         scheme = (f"a variant is <base>-<edit>[-balanced][-norm_matched], "
                   f"base one of {', '.join(bases)}, edit one of {', '.join(EDITS)} "
-                  "(P a percentage), e.g. 'mse-no_push_up' or 'focal(gamma=2)-push_up_50'")
+                  "(P a percentage, A a scale in (0, 1)), e.g. 'mse-no_push_up', "
+                  "'focal(gamma=2)-push_up_50' or 'cross_entropy-push_up_11x0.1'")
         base = m["base"] if m else ""
         if losses.without_params(base) in losses.PARAMETERIZED:
             try:
@@ -210,10 +215,20 @@ class Variant:
         if m["pct"] is not None and int(m["pct"]) > 100:
             # 0 edits nothing: a control with the variants' program path
             raise ValueError(f"loss {name!r}: push_up_<P> takes P in 0..100; {scheme}")
+        edit = m["edit"]
+        if m["scale"] is not None:
+            try:
+                scale = float(m["scale"])
+            except ValueError:
+                scale = float("nan")
+            if not 0 < scale < 1:
+                raise ValueError(f"loss {name!r}: push_up_<P>x<A> takes A in (0, 1) (without "
+                                 f"x<A> the flip is whole); {scheme}")
+            edit = f"push_up_{m['pct']}x{scale:g}"
         if m["edit"] == "true_pull" and m["base"] != "exp_mse":
             raise ValueError(f"loss {name!r}: true_pull edits exp_mse's true-class gradient; "
                              "use exp_mse-true_pull")
-        return cls(base, m["edit"], bool(m["balanced"]), bool(m["matched"]))
+        return cls(base, edit, bool(m["balanced"]), bool(m["matched"]))
 
     def __str__(self) -> str:
         suffixes = [s for s, on in (("balanced", self.balanced),
@@ -242,12 +257,17 @@ class Variant:
         """P of ``push_up_<P>``; None for the other edits."""
         if not self.edit.startswith("push_up_"):
             return None
-        return int(self.edit.removeprefix("push_up_"))
+        return int(self.edit.removeprefix("push_up_").partition("x")[0])
+
+    @property
+    def scale(self) -> float:
+        """A of ``push_up_<P>x<A>``: 1 for a whole flip and for the other edits."""
+        return float(self.edit.partition("x")[2] or 1.0)
 
     def gradient_edit(self) -> Edit:
         """The edit with its suffixes, as :func:`edit_gradient` takes it."""
         if self.percent is not None:
-            edit = _push_up(self.percent / 100)
+            edit = _push_up(self.percent / 100, self.scale)
         elif self.edit == "true_pull":
             edit = _true_pull
         else:

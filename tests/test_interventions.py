@@ -49,6 +49,26 @@ def test_cross_entropy_push_up(batch, pct, flipped):
     assert float(frac) == pytest.approx(flipped / (K - 1))
 
 
+@pytest.mark.parametrize("scale", [0.1, 0.3])
+def test_a_graded_push_up_scales_the_flipped_components(batch, scale):
+    s, y = batch
+    p = jax.nn.softmax(s)
+    offset = (jnp.arange(K) - jnp.argmax(y, -1)[:, None]) % K
+    expected = jnp.where(offset == 1, -scale * p, p - y)  # 11% of 9 wrong classes: one
+    g = _grad(f"cross_entropy-push_up_11x{scale}", s, y)
+    np.testing.assert_allclose(g, expected, rtol=1e-13, atol=1e-300)
+    f = interventions.push_up(losses.cross_entropy, 0.11, scale=scale)
+    np.testing.assert_array_equal(jax.grad(lambda z: jnp.sum(f(z, y)))(s), g)
+
+
+def test_a_graded_push_up_name_is_canonical():
+    v = interventions.Variant.parse("cross_entropy-push_up_11x0.30-balanced")
+    assert (v.percent, v.scale, v.balanced) == (11, 0.3, True)
+    assert str(v) == "cross_entropy-push_up_11x0.3-balanced"
+    assert resolve.canonical("cross_entropy-push_up_11x0.30") == "cross_entropy-push_up_11x0.3"
+    assert interventions.Variant.parse("cross_entropy-push_up_11").scale == 1.0
+
+
 def test_exp_mse_true_pull(batch):
     s, y = batch
     e = jnp.exp(s)
@@ -145,6 +165,9 @@ def test_package_level_names(batch):
     ("mse-no_push", "edit one of"),
     ("hinge-no_push_up", "base one of"),
     ("cross_entropy-push_up_150", "P in 0..100"),
+    ("cross_entropy-push_up_11x1", r"A in \(0, 1\)"),
+    ("cross_entropy-push_up_11x0", r"A in \(0, 1\)"),
+    ("cross_entropy-push_up_11x.1.", r"A in \(0, 1\)"),
     ("mse-true_pull", "exp_mse-true_pull"),
 ])
 def test_a_bad_variant_name_is_one_line(name, needle):
