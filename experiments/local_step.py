@@ -173,7 +173,7 @@ def check_args(args) -> dict:
             "batch_size": args.batch_size, "epochs": at[-1], "at": at, "seed": args.seed,
             "batches": args.batches, "batch_seed": args.batch_seed, "chunk": args.chunk,
             "val_size": v if v < 1 else int(v), "split_seed": args.split_seed,
-            "base_fn": base_fn, "variant_fn": variant_fn}
+            "standardize": args.standardize, "base_fn": base_fn, "variant_fn": variant_fn}
 
 
 def _tree_dot(a, b):
@@ -224,6 +224,14 @@ def train_base(model: MLP, loss_fn, x: np.ndarray, y: np.ndarray, s: dict) -> di
     return kept
 
 
+def push_share(g, onehot):
+    """The size of a batch's pushes: per example, the norm of the logit gradient's pushing
+    components (wrong class, ``g_j < 0``) over the whole gradient's norm, averaged."""
+    pushes = jnp.where((onehot == 0) & (g < 0), g, 0)
+    whole = jnp.linalg.norm(g, axis=-1)
+    return jnp.mean(jnp.linalg.norm(pushes, axis=-1) / jnp.where(whole > 0, whole, 1))
+
+
 def make_local_steps(model: MLP, base_fn, variant_fn, lr: float, chunk: int):
     """``f(params, xb, yb, xv, yv)``: for each batch ``(xb[i], yb[i])`` the cosine and norm ratio
     of the two gradients, the rescaled edited gradient's norm over the base's, and the
@@ -247,6 +255,9 @@ def make_local_steps(model: MLP, base_fn, variant_fn, lr: float, chunk: int):
 
         gb, ge = grad(base_fn), grad(variant_fn)
         nb, ne = _tree_norm(gb), _tree_norm(ge)
+        logits = model.apply(params, xb)
+        shares = [push_share(jax.grad(lambda z, f=f: jnp.sum(f(z, onehot)))(logits), onehot)
+                  for f in (base_fn, variant_fn)]
         scale = jnp.where(ne > 0, nb / jnp.where(ne > 0, ne, 1), 0)
         # Both steps by one formula, the base's at scale 1: the null control is exact.
         steps = [jax.tree.map(lambda p, g, c=c: p - (lr * c) * g, params, g)
@@ -255,7 +266,8 @@ def make_local_steps(model: MLP, base_fn, variant_fn, lr: float, chunk: int):
         after = jax.vmap(metrics, in_axes=(0, None, None))(stacked, xv, yv)
         rescaled = _tree_norm(jax.tree.map(lambda g: scale * g, ge))
         return {"cosine": _tree_dot(gb, ge) / (nb * ne), "norm_ratio": ne / nb,
-                "rescaled_norm_ratio": rescaled / nb, "base": after[0], "edit": after[1]}
+                "rescaled_norm_ratio": rescaled / nb, "base_push_share": shares[0],
+                "edit_push_share": shares[1], "base": after[0], "edit": after[1]}
 
     @jax.jit
     def local_steps(params, xb, yb, xv, yv):
@@ -266,7 +278,8 @@ def make_local_steps(model: MLP, base_fn, variant_fn, lr: float, chunk: int):
 
 def _summary(per: dict, at_theta: np.ndarray) -> dict:
     out = {"n": len(per["cosine"])}
-    for name in ("cosine", "norm_ratio", "rescaled_norm_ratio"):
+    for name in ("cosine", "norm_ratio", "rescaled_norm_ratio", "base_push_share",
+                 "edit_push_share"):
         v = per[name]
         out[name] = {"mean": float(np.mean(v)), "min": float(np.min(v)),
                      "max": float(np.max(v))}
@@ -323,7 +336,8 @@ def _pm(m: dict, spec: str, scale: float = 1.0) -> str:
 def markdown(out: dict) -> str:
     s = out["settings"]
     lines = [f"# One step at the same parameters: `{s['variant']}` vs `{s['loss']}`", "",
-             f"{s['dataset']}, MLP {'-'.join(map(str, s['hidden'])) or 'linear'}, base run at "
+             f"{s['dataset']}{' (standardized)' if s.get('standardize') else ''}, MLP "
+             f"{'-'.join(map(str, s['hidden'])) or 'linear'}, base run at "
              f"lr {s['learning_rate']:g} (momentum {s['momentum']:g}, batch {s['batch_size']}, "
              f"seed {s['seed']}); at each state θ, {s['batches']} training batches (seed "
              f"{s['batch_seed']}), one SGD step of lr {s['lr']:g} along each gradient, the "
@@ -332,16 +346,20 @@ def markdown(out: dict) -> str:
              "over batches; accuracy in points. 'edit better': fraction of batches where the "
              "edited step gave the lower loss, cross-entropy, accuracy (and where the accuracies "
              "tied). 'base step': the base step's mean change of the validation loss and "
-             "accuracy from θ (the step's scale).", "",
+             "accuracy from θ (the step's scale). 'pushes': per example, the norm of the logit "
+             "gradient's pushing components (wrong class, negative) over the whole gradient's, "
+             "mean over batches, base → edited.", "",
              "| epoch | val acc at θ | cos(g_b, g_e) mean [min, max] | ‖g_e‖/‖g_b‖ mean | "
+             "pushes |"
              "base step: Δ loss, Δ acc | Δ val loss | Δ val CE | Δ val acc (points) | "
              "edit better: loss, CE, acc (tied) | n |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in out["states"]:
         c = r["cosine"]
         lines.append(
             f"| {r['epoch']} | {r['acc']['at_theta']:.4f} | {c['mean']:.3f} "
             f"[{c['min']:.3f}, {c['max']:.3f}] | {r['norm_ratio']['mean']:.3f} | "
+            f"{r['base_push_share']['mean']:.3f} → {r['edit_push_share']['mean']:.3f} | "
             f"{r['loss']['base_step_change']:+.2e}, {100 * r['acc']['base_step_change']:+.2f} | "
             f"{_pm(r['loss'], '+.1e')} | {_pm(r['nll'], '+.1e')} | "
             f"{_pm(r['acc'], '+.3f', 100)} | {r['loss']['edit_better']:.2f}, "
@@ -407,6 +425,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="default: $LOSSJAX_DATA_DIR")
     p.add_argument("--val-size", type=float, default=0.1)
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--standardize", action="store_true",
+                   help="standardize the inputs per channel on the training split, as a "
+                        "config's dataset.standardize (configs/cifar10*.yaml)")
     p.add_argument("--loss", default="mse", help="the base loss")
     p.add_argument("--variant", default="mse-no_push_up", help="a variant of --loss")
     p.add_argument("--hidden", default="500-150")
@@ -430,7 +451,8 @@ def main(argv=None) -> int:
     try:
         s = check_args(args)
         ds = data.preprocess(data.load(s["dataset"], args.data_dir, val_size=s["val_size"],
-                                       split_seed=s["split_seed"]))
+                                       split_seed=s["split_seed"]),
+                             standardize=s["standardize"])
         out = measure(s, ds)
         write(out, args.out)
     except (LossjaxError, ValueError) as e:

@@ -40,10 +40,19 @@ def _local(script, digits, variant):
     return jax.tree.map(np.asarray, out)
 
 
+def test_the_push_share_is_the_pushing_components_share_of_the_norm(script):
+    g = jnp.array([[-0.5, 0.2, -0.1], [0.3, -0.4, 0.0]])
+    y = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # pushes: -0.1 in row 0, none in row 1
+    expected = (0.1 / np.sqrt(0.25 + 0.04 + 0.01) + 0.0) / 2
+    assert float(script.push_share(g, y)) == pytest.approx(expected, rel=1e-6)
+    assert float(script.push_share(jnp.zeros((1, 3)), y[:1])) == 0.0
+
+
 @pytest.mark.slow  # trains a base run and compiles the step program (about 6 s)
 def test_the_base_as_its_own_variant_changes_nothing(script, digits):
     per = _local(script, digits, "mse")
     np.testing.assert_array_equal(per["edit"], per["base"])  # Δ exactly 0, every metric
+    np.testing.assert_array_equal(per["edit_push_share"], per["base_push_share"])
     np.testing.assert_allclose(per["cosine"], 1.0, rtol=1e-6)
     np.testing.assert_array_equal(per["norm_ratio"], 1.0)
 
@@ -52,6 +61,7 @@ def test_the_base_as_its_own_variant_changes_nothing(script, digits):
 def test_a_norm_matched_edit_turns_the_step_but_keeps_its_length(script, digits):
     per = _local(script, digits, "mse-no_push_up-norm_matched")
     assert (per["cosine"] < 1 - 1e-4).all()
+    assert (per["base_push_share"] > 0).all() and (per["edit_push_share"] == 0).all()
     np.testing.assert_allclose(per["rescaled_norm_ratio"], 1.0, rtol=1e-5)
     assert not np.array_equal(per["edit"], per["base"])
 

@@ -1,0 +1,258 @@
+"""Where does each answer to the seed's claim hold? The generality studies side by side.
+
+    python experiments/generality.py results/generality_mnist_constant \\
+        results/generality_mnist_cosine ... --out results/generality
+
+Each folder is a finished sweep of ``configs/generality_*.yaml``: one dataset and one protocol
+(its schedule and number of epochs), with optimizers and depths swept inside it. The script runs
+the paired analysis of ``lossjax causal`` on every folder (writing each folder's
+``causal.json`` and ``causal.md``, and the cross-folder ``causal_effects.{md,png,svg}`` into
+``--out``), then writes into ``--out``:
+
+- ``generality.md``: per dataset, the **answer tables**: one row per gradient edit, one column
+  per cell (optimizer × protocol × depth), each cell the paired effect of the edit on speed
+  (the area under the test-accuracy curve, in points) or on final test accuracy, mean ± 95%
+  t-interval over seeds, the variant and its base each at its own chosen rate. A cell is marked
+  ``*`` where the effect's reading (above 0, below 0, or including 0) changes with either side
+  at a rate tied with its choice (``lossjax causal``'s *Tied rate choices*), and carries its
+  number of pairs where that is under 5. Each row ends with a count of its readings. Then the
+  **best-loss table**: every loss that is no edit, per cell at its chosen rate: test accuracy,
+  speed, negative log-likelihood and ECE, raw and after temperature scaling; in each cell the
+  most accurate loss in bold and each loss whose paired difference from it (same seeds, so same
+  initial weights and batches) has a 95% interval including 0 marked ``=``.
+- ``generality.json``: the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lossjax import analysis, causal_effects, causal_report, interventions, stats
+from lossjax.errors import ResultsError
+from lossjax.folder import record_written, write_json, write_text
+
+#: The edits in the order the answer tables list them.
+EDITS = ("cross_entropy-push_up_11x0.1", "cross_entropy-push_up_11x0.3",
+         "cross_entropy-push_up_11", "mse-no_push_up", "mse-no_push_up-norm_matched",
+         "softmax_mse-no_push_up-balanced", "softmax_mse-no_push_up-balanced-norm_matched",
+         "exp_mse-true_pull")
+SEEDS_WANTED = 5
+
+
+def depth(hidden: str) -> str:
+    sizes = hidden.split("-")
+    return f"{len(sizes)}×{sizes[0]}" if len(set(sizes)) == 1 else hidden
+
+
+def protocol(config: dict) -> str:
+    return f"{config['optimizer']['schedule']} {config['epochs']} ep"
+
+
+def cell_key(dataset: str, optimizer: str, proto: str, hidden: str) -> tuple:
+    return dataset, optimizer, proto, depth(hidden)
+
+
+def _effect(e: dict, robust: bool) -> dict:
+    return {"mean": 100 * e["mean"], "ci95": 100 * e["ci95"], "n": e["n"],
+            "direction": causal_effects.direction(e), "robust": robust}
+
+
+def effects(out: dict, config: dict) -> list[dict]:
+    """One record per comparison of a folder's analysis: its cell, edit and effects."""
+    rows = []
+    for c in out["comparisons"]:
+        if not c["n_pairs"]:
+            continue
+        opt = c.get("optimizer", config["optimizer"]["name"])
+        speed_ok = not any(t["speed_direction"] != causal_effects.direction(c["speed"])
+                           for t in c.get("tied_rate_effects") or [] if not t["headline"])
+        final_dirs = {causal_effects.direction(t["final_test_acc"])
+                      for t in c.get("tied_rate_effects") or [] if not t["headline"]}
+        final_ok = final_dirs <= {causal_effects.direction(c["final_test_acc"])}
+        rows.append({
+            "cell": cell_key(config["dataset"]["name"], opt, protocol(config), c["hidden"]),
+            "variant": c["variant"],
+            "speed": _effect(c["speed"], speed_ok),
+            "final": _effect(c["final_test_acc"], final_ok),
+            "rates": [c["base_learning_rate"], c["variant_learning_rate"]],
+            "pushes": [c["base_profile"]["wrong_frac"], c["variant_profile"]["wrong_frac"]],
+        })
+    return rows
+
+
+def _speed(rows: pd.DataFrame) -> pd.Series:
+    """Per seed, the mean test accuracy over evaluated epochs (the area under the curve)."""
+    ev = rows.dropna(subset=["test_acc"])
+    return ev.groupby("seed")["test_acc"].mean()
+
+
+def best_losses(res: analysis.Results) -> list[dict]:
+    """Every chosen run of a loss that is no edit, with its accuracy, speed and calibration, and
+    whether its paired final test accuracy is tied with the cell's most accurate loss."""
+    config = res.config
+    runs = [ch for ch in analysis.chosen_runs(res) if not interventions.is_variant(ch.loss)]
+    recs = []
+    for ch in runs:
+        last = analysis.last_epochs(ch.rows).set_index("seed")
+        r = ch.row
+        recs.append({
+            "cell": cell_key(config["dataset"]["name"], str(r.get("optimizer",
+                             config["optimizer"]["name"])), protocol(config), ch.hidden),
+            "loss": ch.loss, "learning_rate": ch.learning_rate,
+            "tie": analysis.lr_note(r), "n_seeds": int(r["n_seeds"]),
+            "test_acc": 100 * float(r["test_acc_mean"]),
+            "test_acc_ci95": 100 * float(r["test_acc_ci95"]),
+            "speed": 100 * float(_speed(ch.rows).mean()),
+            **{k: float(r[k]) for k in ("test_nll_mean", "test_ece_mean", "temperature_mean",
+                                        "test_nll_ts_mean", "test_ece_ts_mean")},
+            "_final": last["test_acc"].astype(float),
+        })
+    for cell in {r["cell"] for r in recs}:
+        group = [r for r in recs if r["cell"] == cell]
+        best = max(group, key=lambda r: r["test_acc"])
+        for r in group:
+            gap = (best["_final"] - r["_final"]).dropna()
+            half = stats.ci95_halfwidth(gap.to_numpy()) if len(gap) > 1 else float("nan")
+            r["best"] = r is best
+            r["tied_with_best"] = (r is not best and len(gap) > 1
+                                   and abs(float(gap.mean())) <= half)
+            r["gap_to_best"] = {"mean": 100 * float(gap.mean()), "ci95": 100 * half,
+                                "n": len(gap)}
+    for r in recs:
+        del r["_final"]
+    return recs
+
+
+def _order(values, preferred) -> list:
+    return sorted(set(values), key=lambda v: (preferred.index(v) if v in preferred
+                                              else len(preferred), v))
+
+
+def _columns(cells) -> list[tuple]:
+    opts = _order((c[1] for c in cells), ["momentum", "adam"])
+    protos = _order((c[2] for c in cells), [])
+    protos = sorted(protos, key=lambda p: (not p.startswith("constant"), p))
+    depths = _order((c[3] for c in cells), [])
+    return [(o, p, d) for o in opts for p in protos for d in depths
+            if any(c[1:] == (o, p, d) for c in cells)]
+
+
+def _cell_text(e: dict) -> str:
+    n = "" if e["n"] >= SEEDS_WANTED else f" (n {e['n']})"
+    return f"{e['mean']:+.2f} ± {e['ci95']:.2f}{n}{'' if e['robust'] else ' *'}"
+
+
+def _reading(cells: list[dict]) -> str:
+    if not cells:
+        return ""
+    counts = {d: sum(c["direction"] == d for c in cells) for d in ("> 0", "< 0", "includes 0")}
+    wide = sum(c["ci95"] > 0.3 for c in cells)
+    fragile = sum(not c["robust"] for c in cells)
+    parts = [f"{v} {k}" for k, v in counts.items() if v]
+    return (f"{', '.join(parts)} of {len(cells)}; interval over ±0.3 in {wide}; "
+            f"reading moves at a tied rate in {fragile}")
+
+
+def answer_tables(recs: list[dict], metric: str) -> list[str]:
+    lines = []
+    for dataset in _order((r["cell"][0] for r in recs), ["mnist", "fashion_mnist", "cifar10"]):
+        mine = [r for r in recs if r["cell"][0] == dataset]
+        cols = _columns([r["cell"] for r in mine])
+        lines += [f"**{dataset}**", "",
+                  "| edit | " + " | ".join(f"{o} · {p} · {d}" for o, p, d in cols)
+                  + " | reading |",
+                  "| --- | " + " | ".join("---:" for _ in cols) + " | --- |"]
+        edits = [e for e in EDITS if any(r["variant"] == e for r in mine)]
+        edits += sorted({r["variant"] for r in mine} - set(edits))
+        for edit in edits:
+            by = {r["cell"][1:]: r[metric] for r in mine if r["variant"] == edit}
+            lines.append(f"| `{edit}` | " + " | ".join(
+                _cell_text(by[c]) if c in by else "–" for c in cols)
+                + f" | {_reading(list(by.values()))} |")
+        lines.append("")
+    return lines
+
+
+def best_table(recs: list[dict]) -> list[str]:
+    lines = ["| data | optimizer | protocol | depth | loss | rate | seeds | test acc. (%) | "
+             "speed | NLL | ECE (%) | temperature | NLL, scaled | ECE, scaled (%) |",
+             "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+             "---: | ---: |"]
+    datasets = ["mnist", "fashion_mnist", "cifar10"]
+    opts = ["momentum", "adam"]
+    cells = sorted({r["cell"] for r in recs}, key=lambda c: (
+        datasets.index(c[0]) if c[0] in datasets else len(datasets),
+        opts.index(c[1]) if c[1] in opts else len(opts), not c[2].startswith("constant"),
+        c[2], c[3]))
+    for cell in cells:
+        for r in sorted((r for r in recs if r["cell"] == cell), key=lambda r: -r["test_acc"]):
+            acc = f"{r['test_acc']:.2f} ± {r['test_acc_ci95']:.2f}"
+            acc = f"**{acc}**" if r["best"] else (f"= {acc}" if r["tied_with_best"] else acc)
+            lines.append(
+                f"| {cell[0]} | {cell[1]} | {cell[2]} | {cell[3]} | `{r['loss']}` | "
+                f"{r['learning_rate']:g}{r['tie']} | {r['n_seeds']} | {acc} | "
+                f"{r['speed']:.2f} | {r['test_nll_mean']:.4f} | {100 * r['test_ece_mean']:.2f} | "
+                f"{r['temperature_mean']:.3g} | {r['test_nll_ts_mean']:.4f} | "
+                f"{100 * r['test_ece_ts_mean']:.2f} |")
+    return lines
+
+
+def markdown(recs: list[dict], best: list[dict], folders: list[str]) -> str:
+    lines = [
+        "# Where the answers hold: the generality studies", "",
+        "Made by `python experiments/generality.py " + " ".join(folders)
+        + " --out results/generality` from the folders named, each with its config.", "",
+        "## Paired effect of each edit on speed (points)", "",
+        "Speed: the mean test accuracy over the evaluated epochs (the area under the curve). "
+        "Each cell: variant minus base, each at its own chosen rate, paired by seed; mean ± "
+        "half-width of the 95% t-interval; `*` where the reading (above 0, below 0, or "
+        "including 0) changes with either side at a rate tied with its choice; `(n k)` where "
+        f"fewer than {SEEDS_WANTED} seeds paired (a diverged member pairs with nothing). "
+        "Reading: how many cells read each way.", "",
+        *answer_tables(recs, "speed"),
+        "## Paired effect of each edit on final test accuracy (points)", "",
+        *answer_tables(recs, "final"),
+        "## Which loss trains best", "",
+        "Each loss that is no edit at its chosen rate: test accuracy at the last epoch (mean ± "
+        "95% interval over seeds), speed, and the probabilities' quality, raw and after one "
+        "temperature fitted on validation (NLL: test negative log-likelihood; ECE: 15 "
+        "equal-width bins). Bold: the most accurate loss of its cell; `=`: a loss whose paired "
+        "difference in final test accuracy from it has a 95% interval including 0.", "",
+        *best_table(best), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    try:
+        outs = causal_report.write(args.folders, args.out)
+        recs, best = [], []
+        for folder, out in zip(args.folders, outs, strict=True):
+            res = analysis.load_results(folder)
+            recs += effects(out, res.config)
+            best += best_losses(res)
+    except (ResultsError, OSError, ValueError) as e:
+        print(f"generality: {e}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    record_written(out_dir, ["generality.md", "generality.json"])
+    write_text(out_dir / "generality.md", markdown(recs, best, args.folders))
+    write_json(out_dir / "generality.json", {
+        "folders": args.folders,
+        "effects": [{**r, "cell": list(r["cell"])} for r in recs],
+        "best": [{**r, "cell": list(r["cell"])} for r in best]})
+    print(f"wrote {out_dir / 'generality.md'} and generality.json")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
