@@ -42,6 +42,8 @@ EDITS = ("cross_entropy-push_up_11x0.1", "cross_entropy-push_up_11x0.3",
          "softmax_mse-no_push_up-balanced", "softmax_mse-no_push_up-balanced-norm_matched",
          "exp_mse-true_pull")
 SEEDS_WANTED = 5
+CALIBRATION = ("test_nll_mean", "test_ece_mean", "temperature_mean", "test_nll_ts_mean",
+               "test_ece_ts_mean")
 
 
 def depth(hidden: str) -> str:
@@ -50,7 +52,7 @@ def depth(hidden: str) -> str:
 
 
 def protocol(config: dict) -> str:
-    return f"{config['optimizer']['schedule']} {config['epochs']} ep"
+    return f"{config['optimizer'].get('schedule', 'constant')} {config['epochs']} ep"
 
 
 def cell_key(dataset: str, optimizer: str, proto: str, hidden: str) -> tuple:
@@ -108,8 +110,7 @@ def best_losses(res: analysis.Results) -> list[dict]:
             "test_acc": 100 * float(r["test_acc_mean"]),
             "test_acc_ci95": 100 * float(r["test_acc_ci95"]),
             "speed": 100 * float(_speed(ch.rows).mean()),
-            **{k: float(r[k]) for k in ("test_nll_mean", "test_ece_mean", "temperature_mean",
-                                        "test_nll_ts_mean", "test_ece_ts_mean")},
+            **{k: float(r.get(k, np.nan)) for k in CALIBRATION},
             "_final": last["test_acc"].astype(float),
         })
     for cell in {r["cell"] for r in recs}:

@@ -350,7 +350,7 @@ def markdown(out: dict) -> str:
              "gradient's pushing components (wrong class, negative) over the whole gradient's, "
              "mean over batches, base → edited.", "",
              "| epoch | val acc at θ | cos(g_b, g_e) mean [min, max] | ‖g_e‖/‖g_b‖ mean | "
-             "pushes |"
+             "pushes | "
              "base step: Δ loss, Δ acc | Δ val loss | Δ val CE | Δ val acc (points) | "
              "edit better: loss, CE, acc (tied) | n |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
