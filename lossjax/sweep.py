@@ -681,7 +681,9 @@ def _member_epochs(groups, done: dict, gid: int | None = None, epochs: int = 0) 
 
 def _progress_text(gid: int, n_groups: int, epoch: int, epochs: int, metrics: dict,
                    evals: dict) -> str:
-    best = np.nanmax(evals["val_acc"]) if "val_acc" in evals else math.nan
+    val = np.asarray(evals.get("val_acc", []), float)
+    # A block whose every member diverged (or that evaluated nothing) has no best.
+    best = float(np.nanmax(val)) if np.isfinite(val).any() else math.nan
     n_div = int(metrics["diverged"].sum())
     return (f"group {gid + 1}/{n_groups} epoch {epoch}/{epochs} best val acc {best:.3f} "
             f"diverged {n_div}")

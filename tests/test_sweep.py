@@ -9,14 +9,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import assert_same_files, experiment
 
-from lossjax import cli, engine
+from lossjax import cli, engine, sweep
 
 CONFIG = {
     "name": "tiny",
@@ -250,3 +252,13 @@ def test_no_progress_writes_nothing(caplog):
         for done in range(5):
             p.update(done, "")
     assert stream.text == "" and not caplog.records
+
+
+def test_progress_of_a_block_whose_every_member_diverged_warns_nothing():
+    metrics = {"diverged": np.array([True, True])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's All-NaN RuntimeWarning would fail this
+        text = sweep._progress_text(0, 2, 1, 3, metrics, {"val_acc": np.array([np.nan] * 2)})
+        assert "best val acc nan" in text and "diverged 2" in text
+        assert "best val acc 0.500" in sweep._progress_text(
+            0, 2, 1, 3, metrics, {"val_acc": np.array([np.nan, 0.5])})
