@@ -11,6 +11,12 @@ weights and prints, every 50 steps, the batch accuracy, the mean logit (the shif
 spread of the logits across classes, and the mean per-example sum of the logit gradient.
 
     python experiments/logit_drift.py --data-dir /path/to/mnist [--steps 400 --lr 0.3]
+    python experiments/logit_drift.py --losses cross_entropy,cross_entropy-push_up_11x0.1,\
+        cross_entropy-push_up_11x0.1-balanced --lr 0.1 --steps 2000 --every 250
+
+The second asks the same of cross-entropy with a tenth of a push on one wrong class in nine
+(``push_up_11x0.1``): the flipped component leaves the gradient a negative sum, so every logit
+rises together.
 
 A plain per-step loop on purpose: it is a diagnostic of a few hundred steps, not a study.
 """
@@ -70,14 +76,18 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.3)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--every", type=int, default=50)
+    p.add_argument("--losses", default=",".join(LOSSES), help="comma-separated loss names")
     args = p.parse_args(argv)
+    names = [n.strip() for n in args.losses.split(",") if n.strip()]
+    for n in names:
+        resolve.resolve_loss(n)  # an unknown name fails here, before the data load
     ds = preprocess(dataset.load("mnist", args.data_dir, val_size=6000, split_seed=0))
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     print(f"MNIST, MLP 784-500-150-10, momentum 0.9, lr {args.lr:g}, batch {args.batch}, "
           "same weights and batches for each loss")
     print("| loss | step | batch acc. | mean logit | logit spread | gradient sum |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name in LOSSES:
+    for name in names:
         for i, acc, mean, spread, gsum in trace(name, x, y, args.steps, args.lr, args.batch,
                                                 args.every):
             print(f"| `{name}` | {i} | {acc:.2f} | {mean:+.2f} | {spread:.2f} | {gsum:+.1e} |")
