@@ -203,6 +203,39 @@ def best_table(recs: list[dict]) -> list[str]:
     return lines
 
 
+#: The best-loss pivots: (key, title, format); accuracy carries the best / tied marks.
+PIVOTS = (("test_acc", "Test accuracy (%)", "{:.2f}"), ("speed", "Speed (points)", "{:.2f}"),
+          ("test_nll_ts_mean", "NLL after temperature scaling", "{:.4f}"),
+          ("test_ece_ts_mean", "ECE after temperature scaling (%)", "{:.2f}"))
+
+
+def best_pivot(recs: list[dict], key: str, fmt: str) -> list[str]:
+    """Rows dataset · optimizer · loss, columns protocol × depth, one metric per table."""
+    cols = sorted({r["cell"][2:] for r in recs},
+                  key=lambda c: (not c[0].startswith("constant"), c))
+    datasets, opts = ["mnist", "fashion_mnist", "cifar10"], ["momentum", "adam"]
+    order = analysis.loss_order({r["loss"] for r in recs})
+    rows = sorted({(r["cell"][0], r["cell"][1], r["loss"]) for r in recs}, key=lambda t: (
+        datasets.index(t[0]) if t[0] in datasets else len(datasets),
+        opts.index(t[1]) if t[1] in opts else len(opts), order.index(t[2])))
+    by = {(*r["cell"], r["loss"]): r for r in recs}
+    lines = ["| data | optimizer | loss | " + " | ".join(f"{p} · {d}" for p, d in cols) + " |",
+             "| --- | --- | --- | " + " | ".join("---:" for _ in cols) + " |"]
+    for data, opt, loss in rows:
+        cells = []
+        for proto, dep in cols:
+            r = by.get((data, opt, proto, dep, loss))
+            if r is None or not np.isfinite(r[key]):
+                cells.append("–")
+                continue
+            v = fmt.format(100 * r[key] if key == "test_ece_ts_mean" else r[key])
+            if key == "test_acc":
+                v = f"**{v}**" if r["best"] else (f"= {v}" if r["tied_with_best"] else v)
+            cells.append(v)
+        lines.append(f"| {data} | {opt} | `{loss}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(recs: list[dict], best: list[dict], folders: list[str]) -> str:
     lines = [
         "# Where the answers hold: the generality studies", "",
@@ -223,8 +256,12 @@ def markdown(recs: list[dict], best: list[dict], folders: list[str]) -> str:
         "95% interval over seeds), speed, and the probabilities' quality, raw and after one "
         "temperature fitted on validation (NLL: test negative log-likelihood; ECE: 15 "
         "equal-width bins). Bold: the most accurate loss of its cell; `=`: a loss whose paired "
-        "difference in final test accuracy from it has a 95% interval including 0.", "",
-        *best_table(best), ""]
+        "difference in final test accuracy from it has a 95% interval including 0. One table "
+        "per measure (rows: data, optimizer, loss; columns: protocol and depth), then all of "
+        "them in one long table with the rates.", ""]
+    for key, title, fmt in PIVOTS:
+        lines += [f"### {title}", "", *best_pivot(best, key, fmt), ""]
+    lines += ["### Every measure, with the chosen rates", "", *best_table(best), ""]
     return "\n".join(lines)
 
 

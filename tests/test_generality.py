@@ -69,6 +69,11 @@ def test_the_best_loss_and_its_ties_follow_the_paired_gaps(folder, written):
     assert top["best"] and not other["best"]
     assert other["gap_to_best"]["mean"] == pytest.approx(100 * gap.mean())
     assert other["tied_with_best"] == (abs(gap.mean()) <= ci95_halfwidth(gap))
+    md = (written / "generality.md").read_text()
+    pivot = md[md.index("### Test accuracy (%)"):md.index("### Speed")]
+    assert f"| digits | momentum | `{top['loss']}` | **{top['test_acc']:.2f}** |" in pivot
+    mark = "= " if other["tied_with_best"] else ""
+    assert f"| digits | momentum | `{other['loss']}` | {mark}{other['test_acc']:.2f} |" in pivot
     summary = pd.read_csv(folder / "summary.csv").set_index("loss")
     assert top["test_nll_mean"] == pytest.approx(summary.loc[top["loss"], "test_nll_mean"])
 
