@@ -68,9 +68,14 @@ def effects(out: dict, config: dict) -> list[dict]:
     """One record per comparison of a folder's analysis: its cell, edit and effects."""
     rows = []
     for c in out["comparisons"]:
-        if not c["n_pairs"]:
-            continue
         opt = c.get("optimizer", config["optimizer"]["name"])
+        if not c["n_pairs"]:
+            # Nothing pairs: every member of one side diverged, or no seed is shared.
+            none = {"note": "diverged" if "diverged" in (c.get("note") or "") else "no pairs"}
+            rows.append({"cell": cell_key(config["dataset"]["name"], opt, protocol(config),
+                                          c["hidden"]),
+                         "variant": c["variant"], "speed": none, "final": none})
+            continue
         speed_ok = not any(t["speed_direction"] != causal_effects.direction(c["speed"])
                            for t in c.get("tied_rate_effects") or [] if not t["headline"])
         final_dirs = {causal_effects.direction(t["final_test_acc"])
@@ -144,19 +149,24 @@ def _columns(cells) -> list[tuple]:
 
 
 def _cell_text(e: dict) -> str:
+    if "note" in e:
+        return "all diverged" if e["note"] == "diverged" else "no pairs"
     n = "" if e["n"] >= SEEDS_WANTED else f" (n {e['n']})"
     return f"{e['mean']:+.2f} ± {e['ci95']:.2f}{n}{'' if e['robust'] else ' *'}"
 
 
 def _reading(cells: list[dict]) -> str:
+    gone = sum("note" in c for c in cells)
+    cells = [c for c in cells if "note" not in c]
     if not cells:
-        return ""
+        return f"no pairs in {gone}" if gone else ""
     counts = {d: sum(c["direction"] == d for c in cells) for d in ("> 0", "< 0", "includes 0")}
     wide = sum(c["ci95"] > 0.3 for c in cells)
     fragile = sum(not c["robust"] for c in cells)
     parts = [f"{v} {k}" for k, v in counts.items() if v]
     return (f"{', '.join(parts)} of {len(cells)}; interval over ±0.3 in {wide}; "
-            f"reading moves at a tied rate in {fragile}")
+            f"reading moves at a tied rate in {fragile}"
+            + (f"; no pairs in {gone} (a side diverged)" if gone else ""))
 
 
 def answer_tables(recs: list[dict], metric: str) -> list[str]:
