@@ -37,8 +37,9 @@ from lossjax.errors import ResultsError
 from lossjax.folder import record_written, write_json, write_text
 
 #: The edits in the order the answer tables list them.
-EDITS = ("cross_entropy-push_up_11x0.1", "cross_entropy-push_up_11x0.3",
-         "cross_entropy-push_up_11", "mse-no_push_up", "mse-no_push_up-norm_matched",
+EDITS = ("cross_entropy-push_up_11x0.1", "cross_entropy-push_up_11x0.1-balanced",
+         "cross_entropy-push_up_11x0.3", "cross_entropy-push_up_11", "mse-no_push_up",
+         "mse-no_push_up-norm_matched",
          "softmax_mse-no_push_up-balanced", "softmax_mse-no_push_up-balanced-norm_matched",
          "exp_mse-true_pull")
 SEEDS_WANTED = 5
