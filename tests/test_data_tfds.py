@@ -275,9 +275,9 @@ def test_tfds_tfrecord_needs_tensorflow_and_says_so(tmp_path, monkeypatch, tfds_
 
 def test_finding_tfds_copies_imports_no_tfds(tmp_path, tfds_dir):
     """Looking costs a directory listing: only reading a prepared dataset needs tfds."""
-    fake_tfrecord(tfds_dir, "fashion_mnist")
+    fake_tfrecord(tfds_dir, "mnist")  # no system copy of MNIST can answer first
     code = ("import sys\nfrom lossjax import data\n"
-            "print(data.info('fashion_mnist').datasets[0].status, "
+            "print(data.info('mnist').datasets[0].status, "
             "'tensorflow_datasets' in sys.modules)")
     import subprocess
     import sys
