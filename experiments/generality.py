@@ -6,8 +6,9 @@
 Each folder is a finished sweep of ``configs/generality_*.yaml``: one dataset and one protocol
 (its schedule and number of epochs), with optimizers and depths swept inside it. The script runs
 the paired analysis of ``lossjax causal`` on every folder (writing each folder's
-``causal.json`` and ``causal.md``, and the cross-folder ``causal_effects.{md,png,svg}`` into
-``--out``), then writes into ``--out``:
+``causal.json``, ``causal.md`` and paired-difference figure; the tables below take the place of
+its cross-folder figure, which at this many comparisons is too tall to read), then writes into
+``--out``:
 
 - ``generality.md``: per dataset, the **answer tables**: one row per gradient edit, one column
   per cell (optimizer × protocol × depth), each cell the paired effect of the edit on speed
@@ -42,6 +43,9 @@ EDITS = ("cross_entropy-push_up_11x0.1", "cross_entropy-push_up_11x0.1-balanced"
          "mse-no_push_up-norm_matched",
          "softmax_mse-no_push_up-balanced", "softmax_mse-no_push_up-balanced-norm_matched",
          "exp_mse-true_pull")
+#: The datasets and optimizers in the order the tables list them; others follow by name.
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+OPTIMIZERS = ("momentum", "adam")
 SEEDS_WANTED = 5
 CALIBRATION = ("test_nll_mean", "test_ece_mean", "temperature_mean", "test_nll_ts_mean",
                "test_ece_ts_mean")
@@ -65,28 +69,29 @@ def _effect(e: dict, robust: bool) -> dict:
             "direction": causal_effects.direction(e), "robust": robust}
 
 
+def _robust(c: dict, metric: str) -> bool:
+    """Whether the effect on ``metric`` reads the same at every rate tied with either side's
+    choice as at the chosen rates."""
+    head = causal_effects.direction(c[metric])
+    return all(causal_effects.direction(t[metric]) == head
+               for t in c.get("tied_rate_effects") or [] if not t["headline"])
+
+
 def effects(out: dict, config: dict) -> list[dict]:
     """One record per comparison of a folder's analysis: its cell, edit and effects."""
     rows = []
     for c in out["comparisons"]:
-        opt = c.get("optimizer", config["optimizer"]["name"])
+        cell = cell_key(config["dataset"]["name"], c.get("optimizer", config["optimizer"]["name"]),
+                        protocol(config), c["hidden"])
         if not c["n_pairs"]:
             # Nothing pairs: every member of one side diverged, or no seed is shared.
             none = {"note": "diverged" if "diverged" in (c.get("note") or "") else "no pairs"}
-            rows.append({"cell": cell_key(config["dataset"]["name"], opt, protocol(config),
-                                          c["hidden"]),
-                         "variant": c["variant"], "speed": none, "final": none})
+            rows.append({"cell": cell, "variant": c["variant"], "speed": none, "final": none})
             continue
-        speed_ok = not any(t["speed_direction"] != causal_effects.direction(c["speed"])
-                           for t in c.get("tied_rate_effects") or [] if not t["headline"])
-        final_dirs = {causal_effects.direction(t["final_test_acc"])
-                      for t in c.get("tied_rate_effects") or [] if not t["headline"]}
-        final_ok = final_dirs <= {causal_effects.direction(c["final_test_acc"])}
         rows.append({
-            "cell": cell_key(config["dataset"]["name"], opt, protocol(config), c["hidden"]),
-            "variant": c["variant"],
-            "speed": _effect(c["speed"], speed_ok),
-            "final": _effect(c["final_test_acc"], final_ok),
+            "cell": cell, "variant": c["variant"],
+            "speed": _effect(c["speed"], _robust(c, "speed")),
+            "final": _effect(c["final_test_acc"], _robust(c, "final_test_acc")),
             "rates": [c["base_learning_rate"], c["variant_learning_rate"]],
             "pushes": [c["base_profile"]["wrong_frac"], c["variant_profile"]["wrong_frac"]],
         })
@@ -135,18 +140,24 @@ def best_losses(res: analysis.Results) -> list[dict]:
     return recs
 
 
-def _order(values, preferred) -> list:
-    return sorted(set(values), key=lambda v: (preferred.index(v) if v in preferred
-                                              else len(preferred), v))
+def _rank(value, preferred) -> tuple:
+    """Sort key: the values of ``preferred`` in its order, then any other by itself."""
+    return (preferred.index(value) if value in preferred else len(preferred), value)
+
+
+def _protocol_rank(proto: str) -> tuple:
+    return not proto.startswith("constant"), proto  # the short budget first
+
+
+def _cell_rank(cell: tuple) -> tuple:
+    return (_rank(cell[0], DATASETS), _rank(cell[1], OPTIMIZERS), _protocol_rank(cell[2]),
+            cell[3])
 
 
 def _columns(cells) -> list[tuple]:
-    opts = _order((c[1] for c in cells), ["momentum", "adam"])
-    protos = _order((c[2] for c in cells), [])
-    protos = sorted(protos, key=lambda p: (not p.startswith("constant"), p))
-    depths = _order((c[3] for c in cells), [])
-    return [(o, p, d) for o in opts for p in protos for d in depths
-            if any(c[1:] == (o, p, d) for c in cells)]
+    """The (optimizer, protocol, depth) columns of one dataset's cells, in table order."""
+    return sorted({c[1:] for c in cells}, key=lambda c: (
+        _rank(c[0], OPTIMIZERS), _protocol_rank(c[1]), c[2]))
 
 
 def _cell_text(e: dict) -> str:
@@ -172,7 +183,7 @@ def _reading(cells: list[dict]) -> str:
 
 def answer_tables(recs: list[dict], metric: str) -> list[str]:
     lines = []
-    for dataset in _order((r["cell"][0] for r in recs), ["mnist", "fashion_mnist", "cifar10"]):
+    for dataset in sorted({r["cell"][0] for r in recs}, key=lambda d: _rank(d, DATASETS)):
         mine = [r for r in recs if r["cell"][0] == dataset]
         cols = _columns([r["cell"] for r in mine])
         lines += [f"**{dataset}**", "",
@@ -195,13 +206,7 @@ def best_table(recs: list[dict]) -> list[str]:
              "speed | NLL | ECE (%) | temperature | NLL, scaled | ECE, scaled (%) |",
              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
              "---: | ---: |"]
-    datasets = ["mnist", "fashion_mnist", "cifar10"]
-    opts = ["momentum", "adam"]
-    cells = sorted({r["cell"] for r in recs}, key=lambda c: (
-        datasets.index(c[0]) if c[0] in datasets else len(datasets),
-        opts.index(c[1]) if c[1] in opts else len(opts), not c[2].startswith("constant"),
-        c[2], c[3]))
-    for cell in cells:
+    for cell in sorted({r["cell"] for r in recs}, key=_cell_rank):
         for r in sorted((r for r in recs if r["cell"] == cell), key=lambda r: -r["test_acc"]):
             acc = f"{r['test_acc']:.2f} ± {r['test_acc_ci95']:.2f}"
             acc = f"**{acc}**" if r["best"] else (f"= {acc}" if r["tied_with_best"] else acc)
@@ -222,13 +227,10 @@ PIVOTS = (("test_acc", "Test accuracy (%)", "{:.2f}"), ("speed", "Speed (points)
 
 def best_pivot(recs: list[dict], key: str, fmt: str) -> list[str]:
     """Rows dataset · optimizer · loss, columns protocol × depth, one metric per table."""
-    cols = sorted({r["cell"][2:] for r in recs},
-                  key=lambda c: (not c[0].startswith("constant"), c))
-    datasets, opts = ["mnist", "fashion_mnist", "cifar10"], ["momentum", "adam"]
+    cols = sorted({r["cell"][2:] for r in recs}, key=lambda c: (_protocol_rank(c[0]), c[1]))
     order = analysis.loss_order({r["loss"] for r in recs})
     rows = sorted({(r["cell"][0], r["cell"][1], r["loss"]) for r in recs}, key=lambda t: (
-        datasets.index(t[0]) if t[0] in datasets else len(datasets),
-        opts.index(t[1]) if t[1] in opts else len(opts), order.index(t[2])))
+        _rank(t[0], DATASETS), _rank(t[1], OPTIMIZERS), order.index(t[2])))
     by = {(*r["cell"], r["loss"]): r for r in recs}
     lines = ["| data | optimizer | loss | " + " | ".join(f"{p} · {d}" for p, d in cols) + " |",
              "| --- | --- | --- | " + " | ".join("---:" for _ in cols) + " |"]
@@ -282,10 +284,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     try:
-        outs = causal_report.write(args.folders, args.out)
+        results = [analysis.load_results(f) for f in args.folders]
+        # Every folder is analysed before anything is written: one bad folder, no files.
+        outs = [causal_report.analyse_results(res) for res in results]
+        causal_report.write_folders(outs)
         recs, best = [], []
-        for folder, out in zip(args.folders, outs, strict=True):
-            res = analysis.load_results(folder)
+        for res, out in zip(results, outs, strict=True):
             recs += effects(out, res.config)
             best += best_losses(res)
     except (ResultsError, OSError, ValueError) as e:

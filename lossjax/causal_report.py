@@ -43,7 +43,12 @@ def analyse(folder: str | os.PathLike, n_resamples: int = N_BOOT) -> dict:
     """The whole analysis of one results folder, as written to ``causal.json``. Raises
     ``ResultsError`` (one line) for a folder that cannot be read or has no variant beside its
     base."""
-    res = analysis.load_results(folder)
+    return analyse_results(analysis.load_results(folder), n_resamples)
+
+
+def analyse_results(res: analysis.Results, n_resamples: int = N_BOOT) -> dict:
+    """:func:`analyse` of a folder already loaded (a caller that reads it for more than this
+    analysis reads it once)."""
     target = causal_effects.target_accuracy(res)
     comps = causal_effects.comparisons(res, target)
     if not comps:
@@ -254,7 +259,8 @@ def _protocol_section(out: dict) -> list[str]:
 
 
 def markdown(out: dict, figure: Path | None = None) -> str:
-    """``causal.md``: the paired effects, the verdicts, the within-loss table."""
+    """``causal.md``: the paired effects, the verdicts, the within-loss table, the per-folder
+    paired-difference figure and, where given, the path of the cross-folder ``figure``."""
     varying = _varying(out["comparisons"])
     lines = _effects_section(out, varying)
     lines += tied_section(out["comparisons"], varying)
@@ -262,10 +268,10 @@ def markdown(out: dict, figure: Path | None = None) -> str:
     lines += _protocol_section(out)
     if figure is not None:
         lines += ["", f"Figure of the speed effects: `{figure}`"]
-        lines += ["", f"![Paired difference in test accuracy per epoch]({PAIRED_NAME}.png)", "",
-                  "Paired difference in test accuracy per epoch, variant − base, each at its "
-                  "chosen rate: mean over the paired seeds, band = 95% t-interval; the last "
-                  f"epoch's value is Δ final test acc above ([SVG]({PAIRED_NAME}.svg))."]
+    lines += ["", f"![Paired difference in test accuracy per epoch]({PAIRED_NAME}.png)", "",
+              "Paired difference in test accuracy per epoch, variant − base, each at its "
+              "chosen rate: mean over the paired seeds, band = 95% t-interval; the last "
+              f"epoch's value is Δ final test acc above ([SVG]({PAIRED_NAME}.svg))."]
     return "\n".join(lines) + "\n"
 
 
@@ -386,19 +392,26 @@ def write(folders: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> l
     out_dir = Path(out_dir)
     # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
     record_written(out_dir, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
+    figure = write_figure(outs, out_dir)[0]
+    write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
+    write_folders(outs, figure)
+    return outs
+
+
+def write_folders(outs: list[dict], figure: Path | None = None) -> None:
+    """Writes each analysed folder's ``causal.json``, ``causal.md`` (linking ``figure``, the
+    cross-folder figure, where one was drawn) and paired-difference figure."""
     for out in outs:
         record_written(Path(out["folder"]), ["causal.json", "causal.md",
                                              *(f"{PAIRED_NAME}.{f}" for f in plots.FORMATS)])
-    figure = write_figure(outs, out_dir)[0]
-    write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
     for out in outs:
         folder = Path(out["folder"])
         write_json(folder / "causal.json", _finite(out))
         varying = _varying(out["comparisons"])
         causal_curves.write_paired_figure(out, folder, lambda c, v=varying: comparison_label(c, v))
-        rel = Path(os.path.relpath(figure.resolve(), folder.resolve()))
+        rel = (Path(os.path.relpath(figure.resolve(), folder.resolve()))
+               if figure is not None else None)
         write_text(folder / "causal.md", markdown(out, rel))
-    return outs
 
 
 def summary(outs: list[dict], out_dir: str | os.PathLike) -> str:
