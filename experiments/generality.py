@@ -22,6 +22,12 @@ its cross-folder figure, which at this many comparisons is too tall to read), th
   most accurate loss in bold and each loss whose paired difference from it (same seeds, so same
   initial weights and batches) has a 95% interval including 0 marked ``=``.
 - ``generality.json``: the same numbers.
+
+``--pool FOLDER MORE`` (repeatable) adds the seeds of ``MORE``, a follow-up sweep of ``FOLDER``
+at its chosen rates (``experiments/more_seeds.py`` writes its config), to ``FOLDER``'s cells as
+confirmation seeds (``lossjax.pooled``): the rates stay ``FOLDER``'s choices, the effects and
+the best-loss numbers at them use every seed, the tied rates keep ``FOLDER``'s seeds.
+``FOLDER``'s ``causal.*`` stay its own analysis; the pooled one is written into ``MORE``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lossjax import analysis, causal_effects, causal_report, interventions, stats
+from lossjax import analysis, causal_effects, causal_report, interventions, pooled, stats
 from lossjax.errors import ResultsError
 from lossjax.folder import record_written, write_json, write_text
 
@@ -163,7 +169,7 @@ def _columns(cells) -> list[tuple]:
 def _cell_text(e: dict) -> str:
     if "note" in e:
         return "all diverged" if e["note"] == "diverged" else "no pairs"
-    n = "" if e["n"] >= SEEDS_WANTED else f" (n {e['n']})"
+    n = "" if e["n"] == SEEDS_WANTED else f" (n {e['n']})"
     return f"{e['mean']:+.2f} ± {e['ci95']:.2f}{n}{'' if e['robust'] else ' *'}"
 
 
@@ -249,17 +255,20 @@ def best_pivot(recs: list[dict], key: str, fmt: str) -> list[str]:
     return lines
 
 
-def markdown(recs: list[dict], best: list[dict], folders: list[str]) -> str:
+def markdown(recs: list[dict], best: list[dict], folders: list[str],
+             pools: list[tuple[str, str]] = ()) -> str:
+    pool_args = "".join(f" --pool {a} {b}" for a, b in pools)
     lines = [
         "# Where the answers hold: the generality studies", "",
-        "Made by `python experiments/generality.py " + " ".join(folders)
+        "Made by `python experiments/generality.py " + " ".join(folders) + pool_args
         + " --out results/generality` from the folders named, each with its config.", "",
         "## Paired effect of each edit on speed (points)", "",
         "Speed: the mean test accuracy over the evaluated epochs (the area under the curve). "
         "Each cell: variant minus base, each at its own chosen rate, paired by seed; mean ± "
         "half-width of the 95% t-interval; `*` where the reading (above 0, below 0, or "
         "including 0) changes with either side at a rate tied with its choice; `(n k)` where "
-        f"fewer than {SEEDS_WANTED} seeds paired (a diverged member pairs with nothing). "
+        f"other than {SEEDS_WANTED} seeds paired (fewer: a diverged member pairs with nothing; "
+        "more: a follow-up sweep's seeds pooled in at the chosen rates). "
         "Reading: how many cells read each way.", "",
         *answer_tables(recs, "speed"),
         "## Paired effect of each edit on final test accuracy (points)", "",
@@ -281,15 +290,32 @@ def markdown(recs: list[dict], best: list[dict], folders: list[str]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+")
+    p.add_argument("--pool", nargs=2, action="append", default=[], metavar=("FOLDER", "MORE"),
+                   help="pool the seeds of MORE, a follow-up sweep of FOLDER at its chosen rates "
+                        "(experiments/more_seeds.py writes its config), into FOLDER's cells")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    pools = [tuple(x) for x in args.pool]
     try:
+        unknown = [a for a, _ in pools if a not in args.folders]
+        if unknown:
+            raise ResultsError(f"--pool {unknown[0]}: not one of the folders given; name it "
+                               f"among them too")
         results = [analysis.load_results(f) for f in args.folders]
         # Every folder is analysed before anything is written: one bad folder, no files.
         outs = [causal_report.analyse_results(res) for res in results]
+        tables = dict(zip(args.folders, zip(results, outs, strict=True), strict=True))
+        for first, more in pools:
+            res = pooled.pool_seeds(tables[first][0], analysis.load_results(more))
+            out = causal_report.analyse_results(res)
+            # The first folder keeps its own analysis; the pooled one goes with the seeds.
+            out["folder"] = more
+            out["description"] += f"; seeds at the chosen rates pooled from {first} and {more}"
+            outs.append(out)
+            tables[first] = res, out
         causal_report.write_folders(outs)
         recs, best = [], []
-        for res, out in zip(results, outs, strict=True):
+        for res, out in tables.values():
             recs += effects(out, res.config)
             best += best_losses(res)
     except (ResultsError, OSError, ValueError) as e:
@@ -297,9 +323,9 @@ def main(argv=None) -> int:
         return 2
     out_dir = Path(args.out)
     record_written(out_dir, ["generality.md", "generality.json"])
-    write_text(out_dir / "generality.md", markdown(recs, best, args.folders))
+    write_text(out_dir / "generality.md", markdown(recs, best, args.folders, pools))
     write_json(out_dir / "generality.json", {
-        "folders": args.folders,
+        "folders": args.folders, "pooled": [list(x) for x in pools],
         "effects": [{**r, "cell": list(r["cell"])} for r in recs],
         "best": [{**r, "cell": list(r["cell"])} for r in best]})
     print(f"wrote {out_dir / 'generality.md'} and generality.json")
