@@ -415,8 +415,12 @@ def protocol(res: analysis.Results) -> list[dict]:
         val = choice.rows.pivot_table(index="epoch", columns="seed", values="val_acc").dropna()
         gain = (val.iloc[-1] - val.iloc[-1 - LATE_EPOCHS]).mean() if len(val) > LATE_EPOCHS \
             else float("nan")
+        opt = r.get("optimizer")
         rows.append({
-            "loss": r["loss"], "hidden": r["hidden"], "learning_rate": float(r["learning_rate"]),
+            "loss": r["loss"],
+            # Two optimizers' rows of one loss are told apart only by this.
+            **({"optimizer": opt} if isinstance(opt, str) else {}),
+            "hidden": r["hidden"], "learning_rate": float(r["learning_rate"]),
             "lr_at_grid_edge": bool(r.get("lr_at_grid_edge", False)),
             "rate_choice": r.get("rate_choice"),
             "tied_lrs": list(stats.tied_rates(r.get("tied_lrs"))),

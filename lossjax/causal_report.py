@@ -245,13 +245,19 @@ def _protocol_section(out: dict) -> list[str]:
         "(the optimum may lie beyond it), and the mean validation-accuracy gain over the last "
         f"{causal_effects.LATE_EPOCHS} epochs (over {100 * causal_effects.STILL_IMPROVING:g} "
         "points: still improving at the end).", "",
-        "| loss | hidden | chosen lr | at grid edge | late val gain (points) | test acc |",
-        "| --- | --- | ---: | --- | ---: | ---: |",
     ]
-    for r in out.get("protocol", []):
+    rows = out.get("protocol", [])
+    opt = len({r.get("optimizer") for r in rows} - {None}) > 1  # a column only when swept
+    lines += [
+        "| loss | " + ("optimizer | " if opt else "") + "hidden | chosen lr | at grid edge | "
+        "late val gain (points) | test acc |",
+        "| --- | " + ("--- | " if opt else "") + "--- | ---: | --- | ---: | ---: |",
+    ]
+    for r in rows:
         still = " (still improving)" if r["still_improving"] else ""
+        o = f"{r.get('optimizer', '')} | " if opt else ""
         lines.append(
-            f"| `{r['loss']}` | {r['hidden']} | {r['learning_rate']:g}{_tie_note(r)} | "
+            f"| `{r['loss']}` | {o}{r['hidden']} | {r['learning_rate']:g}{_tie_note(r)} | "
             f"{'yes' if r['lr_at_grid_edge'] else 'no'} | "
             f"{_num(100 * r['late_val_gain'], '+.2f')}{still} | "
             f"{_num(100 * r['test_acc_mean'], '.2f')} |")

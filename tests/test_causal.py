@@ -415,6 +415,17 @@ def test_protocol_flags_grid_edges_and_losses_still_improving(analysed, tmp_path
     assert "(still improving)" in causal_report.markdown(causal_report.analyse(d, n_resamples=50))
 
 
+
+def test_protocol_rows_name_their_optimizer_and_the_table_shows_it_when_swept(analysed):
+    assert {r["optimizer"] for r in analysed["protocol"]} == {"momentum"}
+    md = causal_report.markdown(analysed)
+    assert "| loss | hidden | chosen lr |" in md  # one optimizer: no column for it
+    two = {**analysed, "protocol": analysed["protocol"] + [
+        {**r, "optimizer": "adam"} for r in analysed["protocol"]]}
+    md = causal_report.markdown(two)
+    assert "| loss | optimizer | hidden | chosen lr |" in md
+    assert "| `mse` | adam | 64-64 |" in md and "| `mse` | momentum | 64-64 |" in md
+
 # --------------------------------------------------------------------------------------------
 # Tied rate choices
 
