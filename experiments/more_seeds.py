@@ -48,6 +48,8 @@ def follow_up(res: analysis.Results, losses: list[str], seeds: list[int], name: 
     opt["learning_rate"] = grids if several else grids[None]
     if several:
         opt["name"] = [o for o in opt["name"] if o in grids]
+    # Where the first sweep wrote (often set on its command line) is no setting of the study.
+    config.get("output", {}).pop("dir", None)
     config.update(name=name, seeds=seeds, losses=[x for x in config["losses"] if x in losses],
                   search={"method": "grid"}, confirm={"seeds": []})
     return config
