@@ -398,18 +398,23 @@ def write(folders: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> l
     out_dir = Path(out_dir)
     # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
     record_written(out_dir, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
+    _record_folders(outs)  # every folder's too, before anything is written
     figure = write_figure(outs, out_dir)[0]
     write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
     write_folders(outs, figure)
     return outs
 
 
-def write_folders(outs: list[dict], figure: Path | None = None) -> None:
-    """Writes each analysed folder's ``causal.json``, ``causal.md`` (linking ``figure``, the
-    cross-folder figure, where one was drawn) and paired-difference figure."""
+def _record_folders(outs: list[dict]) -> None:
     for out in outs:
         record_written(Path(out["folder"]), ["causal.json", "causal.md",
                                              *(f"{PAIRED_NAME}.{f}" for f in plots.FORMATS)])
+
+
+def write_folders(outs: list[dict], figure: Path | None = None) -> None:
+    """Writes each analysed folder's ``causal.json``, ``causal.md`` (linking ``figure``, the
+    cross-folder figure, where one was drawn) and paired-difference figure."""
+    _record_folders(outs)
     for out in outs:
         folder = Path(out["folder"])
         write_json(folder / "causal.json", _finite(out))
