@@ -65,6 +65,26 @@ def run_in_subprocess(code: str, marker: str) -> None:
     assert marker in r.stdout, r.stderr[-3000:]
 
 
+# XLA's CPU client sizes its thread pool, and its compiler splits loops into as many parts, by
+# the larger of PJRT_NPROC (else the core count) and the device count: on 2 cores, 4 forced
+# devices compile and run another program than 1 or 2, which on some CPU models rounds
+# differently in the last bit. Tests that compare bits across device counts therefore hold
+# PJRT_NPROC at the largest count any test forces.
+FORCED_NPROC = 8
+
+
+def forced_devices_env(devices: int, base=None, nproc: int | None = FORCED_NPROC) -> dict:
+    """``base`` (default ``os.environ``) on the CPU with ``devices`` forced host devices, no
+    multi-process variables, and PJRT_NPROC at ``nproc`` (None: XLA's own choice)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+                        "PJRT_NPROC")}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    if nproc is not None:
+        env["PJRT_NPROC"] = str(nproc)
+    return env
+
+
 # ---- synthetic results folders (analysis, plots, reports, comparisons) -----------------------
 
 

@@ -20,6 +20,7 @@ from conftest import (
     MULTIHOST_SWEEP,
     assert_same_files,
     finish,
+    forced_devices_env,
     free_port,
     multihost_config,
 )
@@ -28,10 +29,9 @@ pytestmark = pytest.mark.slow  # every case starts two or more lossjax processes
 
 
 def _start(cfg: str, processes: int, devices: int, *args: str, speed="fast", env=None):
-    base = {**os.environ, "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
-    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
-        base.pop(key, None)
+    # One process of 4 devices is compared bit for bit with two of 2: XLA's thread pool is held
+    # at one size in both (forced_devices_env says why).
+    base = {**forced_devices_env(devices, nproc=4), **(env or {})}
     if processes > 1:
         base.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}",
                     JAX_NUM_PROCESSES=str(processes), LOSSJAX_DISTRIBUTED_TIMEOUT="60")
