@@ -73,7 +73,8 @@ SYSCTL_TIMEOUT = 2.0
 def cpu_record() -> dict:
     """The host CPU: ``model``, ``vendor`` and, on x86 Linux, ``signature`` (cpuid family,
     model and stepping; None where unknown), ``machine``
-    (``platform.machine()``), ``logical_cpus``, ``host_features`` (those of
+    (``platform.machine()``), ``logical_cpus``, ``pjrt_nproc`` (PJRT_NPROC, which XLA sizes its
+    CPU thread pool by in place of the core count, else None), ``host_features`` (those of
     :data:`XLA_CPU_FEATURES` the CPU has; None where unknown), ``xla_cpu_max_isa`` (the value
     XLA_FLAGS gives, else None), ``features`` (what XLA compiles for: the host's, capped) and
     ``source`` (where it was read). It says which host ran a sweep on a GPU too. Never
@@ -91,6 +92,7 @@ def cpu_record() -> dict:
         "signature": found.get("signature"),
         "machine": platform.machine() or None,
         "logical_cpus": os.cpu_count(),
+        "pjrt_nproc": os.environ.get("PJRT_NPROC"),
         "host_features": host,
         "xla_cpu_max_isa": flag,
         "features": None if host is None else cap_features(host, cap),

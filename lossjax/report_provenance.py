@@ -191,6 +191,8 @@ def _cpu_words(cpu: dict) -> str:
     about = ", ".join(str(cpu[k]) for k in ("vendor", "signature", "machine") if cpu.get(k))
     if isinstance(n := cpu.get("logical_cpus"), int):
         about += f"{', ' if about else ''}{n} logical CPU{'' if n == 1 else 's'}"
+    if cpu.get("pjrt_nproc") is not None:
+        about += f"{', ' if about else ''}PJRT_NPROC={cpu['pjrt_nproc']}"
     features = cpu.get("features")
     text = f"{model}{f' ({about})' if about else ''}; XLA compiles for "
     text += ", ".join(features) if features else ("no SIMD features" if features == []

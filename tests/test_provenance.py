@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import make_results
 
-from lossjax import analysis, machine, provenance, report
+from lossjax import analysis, machine, provenance, report, report_provenance
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="no git program")
 
@@ -257,12 +257,23 @@ def sapphire(monkeypatch):
 
 def test_this_machine_s_cpu_record_has_the_fields():
     cpu = machine.cpu_record()
-    assert set(cpu) == {"model", "vendor", "signature", "machine", "logical_cpus",
+    assert set(cpu) == {"model", "vendor", "signature", "machine", "logical_cpus", "pjrt_nproc",
                         "host_features", "xla_cpu_max_isa", "features", "source"}
     json.dumps(cpu)
     if cpu["source"] == "/proc/cpuinfo" and machine._arch() == "x86":
         assert cpu["model"] and cpu["vendor"] and "sse4_2" in cpu["host_features"]
         assert set(cpu["features"]) <= set(cpu["host_features"])
+
+
+def test_the_cpu_record_names_the_thread_pool_size_xla_was_given(sapphire, monkeypatch):
+    # PJRT_NPROC sizes XLA's CPU thread pool, and with it how loops are split, where a run has
+    # more devices than cores: part of what a run's bits depend on (docs/promises.md).
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    assert machine.cpu_record()["pjrt_nproc"] is None
+    monkeypatch.setenv("PJRT_NPROC", "8")
+    cpu = machine.cpu_record()
+    assert cpu["pjrt_nproc"] == "8"
+    assert "PJRT_NPROC=8" in report_provenance._cpu_words(cpu)
 
 
 def test_the_cpu_record_from_cpuinfo(sapphire):
