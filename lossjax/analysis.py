@@ -234,7 +234,7 @@ def _check_summary_covers(res: Results) -> None:
         for c in text:
             mask &= s[c] == getattr(g, c)
         for c in keys[len(text):]:
-            mask &= _close(s[c], getattr(g, c))
+            mask &= matches(s[c], getattr(g, c))
         if not mask.any():
             where = ", ".join(f"{k} {getattr(g, k)}" for k in keys)
             raise ResultsError(
@@ -325,7 +325,9 @@ def describe(res: Results) -> str:
 # The groups of a sweep and the runs at their chosen rates
 
 
-def _close(a: pd.Series, b: float) -> pd.Series:
+def matches(a: pd.Series, b: float) -> pd.Series:
+    """Where the column ``a`` holds the value ``b`` (a rate, a weight decay; NaN matches NaN):
+    equal to 1e-6 relative, as float32 values read back from CSV are."""
     if b is None or (isinstance(b, float) and math.isnan(b)):
         return a.isna()
     return pd.Series(np.isclose(a.to_numpy(float), float(b), rtol=1e-6, atol=0.0), index=a.index)
@@ -448,7 +450,7 @@ def group_rows(res: Results, loss: str, hidden: str, row: pd.Series | None) -> p
         for c in _text_columns(res):
             mask &= ep[c] == row[c]
         for c in _match_columns(res):
-            mask &= _close(ep[c], row[c])
+            mask &= matches(ep[c], row[c])
     return ep[mask]
 
 
@@ -490,7 +492,7 @@ def chosen_runs(res: Results) -> list[Choice]:
         if math.isnan(r["learning_rate"]):
             continue  # every member diverged: see diverged_groups
         group = group_rows(res, r["loss"], r["hidden"], r)
-        sel = group[_close(group["learning_rate"], r["learning_rate"])]
+        sel = group[matches(group["learning_rate"], r["learning_rate"])]
         if sel.empty:
             raise ResultsError(
                 f"{res.path / 'summary.csv'}: the row for loss {r['loss']}, hidden {r['hidden']}, "

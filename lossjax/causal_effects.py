@@ -313,7 +313,7 @@ def direction(effect: dict) -> str:
 
 def _members_at(res: analysis.Results, row: pd.Series, lr: float) -> pd.DataFrame:
     group = analysis.group_rows(res, row["loss"], row["hidden"], row)
-    return group[analysis._close(group["learning_rate"], lr)]
+    return group[analysis.matches(group["learning_rate"], lr)]
 
 
 def tied_rate_effects(res: analysis.Results, base: pd.Series, variant: pd.Series,

@@ -78,7 +78,7 @@ def pool_seeds(res: analysis.Results, more: analysis.Results) -> analysis.Result
     taken = []
     for ch in analysis.chosen_runs(res):
         sel = analysis.group_rows(more, ch.loss, ch.hidden, ch.row)
-        sel = sel[analysis._close(sel["learning_rate"], ch.learning_rate)
+        sel = sel[analysis.matches(sel["learning_rate"], ch.learning_rate)
                   & ~sel["member"].isin(dropped)]
         twice = set(sel["seed"]) & set(ch.rows["seed"])
         if twice:
