@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -82,10 +83,11 @@ import optax  # noqa: E402
 from matplotlib import rc_context  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from lossjax import data, interventions, plots, resolve, stats  # noqa: E402
+from lossjax import data, interventions, plots, provenance, resolve, stats  # noqa: E402
 from lossjax.errors import ConfigError, LossjaxError, one_line  # noqa: E402
 from lossjax.folder import record_written, write_json, write_text  # noqa: E402
 from lossjax.model import MLP  # noqa: E402
+from lossjax.report_provenance import script_line  # noqa: E402
 
 NAME = "local_step"
 #: Each base loss's chosen learning rate in results/mnist/summary.csv (MLP 500-150, momentum 0.9).
@@ -370,6 +372,8 @@ def markdown(out: dict) -> str:
               f"{sum(sec['local_steps_per_state']):.1f} s "
               f"({len(out['states'])} states, the first compiling).", "",
               f"![Δ per state]({NAME}.png)", ""]
+    if "provenance" in out:
+        lines += [script_line(out["provenance"]), ""]
     return "\n".join(lines)
 
 
@@ -454,6 +458,9 @@ def main(argv=None) -> int:
                                        split_seed=s["split_seed"]),
                              standardize=s["standardize"])
         out = measure(s, ds)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        out["provenance"] = provenance.script_record(
+            " ".join(["python experiments/local_step.py", *map(shlex.quote, argv)]))
         write(out, args.out)
     except (LossjaxError, ValueError) as e:
         print(f"local_step.py: error: {one_line(e)}", file=sys.stderr)

@@ -111,6 +111,13 @@ def add_resume(env: dict, invocation: dict | None, devices=None, *,
     return env
 
 
+def script_record(command: str) -> dict:
+    """What made an experiment script's output (a script that writes no ``env.json``): the
+    ``command``, the lossjax commit (:func:`git_record`), package versions, the CPU."""
+    return {"command": command, "at": _now(), "git": git_record(),
+            "versions": package_versions(), "cpu": machine.cpu_record()}
+
+
 def device_record(devices) -> dict:
     """The keys env.json has always had for devices: their names, kind, and process count."""
     import jax  # already loaded by whoever holds the devices

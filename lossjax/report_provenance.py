@@ -84,6 +84,21 @@ def section(env: dict | None) -> list[str] | None:
     return out
 
 
+def script_line(rec: dict | None) -> str:
+    """One line for an experiment script's output from :func:`provenance.script_record`."""
+    if not isinstance(rec, dict):
+        return "Provenance not recorded."
+    git = rec.get("git") if isinstance(rec.get("git"), dict) else {}
+    versions = rec.get("versions") if isinstance(rec.get("versions"), dict) else {}
+    cpu = rec.get("cpu")
+    line = (f"Made by {_code(str(rec.get('command')))} at {rec.get('at') or 'an unrecorded time'}"
+            f": lossjax {_tree(git.get('lossjax'), versions.get('lossjax'))}; jax "
+            f"{versions.get('jax')}, jaxlib {versions.get('jaxlib')}; CPU "
+            f"{_cpu_words(cpu) if isinstance(cpu, dict) else 'not recorded'}.")
+    return " ".join([line, *(w[0].upper() + w[1:]
+                             for w in _dirty_warning(git.get("lossjax"), "lossjax"))])
+
+
 def _short_hash(commit) -> str:
     return f"`{str(commit)[:7]}`" if commit else "no commit yet"
 

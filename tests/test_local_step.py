@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import experiment
 
-from lossjax import data, folder
+from lossjax import data, folder, machine, report_provenance
 from lossjax.model import MLP
 
 NAMES = [f"local_step.{e}" for e in ("json", "md", "png", "svg")]
@@ -89,6 +89,12 @@ def test_outputs_are_written_and_leave_a_users_file_alone(script, written):
             r["per_batch"]["base"])[:, out["metrics"].index(key)]
         assert r[key]["delta_mean"] == pytest.approx(d.mean())
     assert "| 1 |" in (written / "local_step.md").read_text()
+    # What made it, as a sweep's env.json says for a sweep: the command, the commit, the CPU.
+    made = out["provenance"]
+    assert made["command"].startswith("python experiments/local_step.py --dataset digits")
+    assert made["cpu"] == machine.cpu_record() and made["versions"]["jax"] == jax.__version__
+    assert made["git"]["lossjax"] is None or made["git"]["lossjax"]["state"] in ("ok", "unknown")
+    assert report_provenance.script_line(made) in (written / "local_step.md").read_text()
     # A second write into the same folder: its own files replaced, the user's kept.
     script.write(out, written)
     assert (written / "notes.md").read_text() == "mine"
