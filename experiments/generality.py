@@ -256,12 +256,12 @@ def best_pivot(recs: list[dict], key: str, fmt: str) -> list[str]:
 
 
 def markdown(recs: list[dict], best: list[dict], folders: list[str],
-             pools: list[tuple[str, str]] = ()) -> str:
+             pools: list[tuple[str, str]] = (), out: str = "results/generality") -> str:
     pool_args = "".join(f" --pool {a} {b}" for a, b in pools)
     lines = [
         "# Where the answers hold: the generality studies", "",
         "Made by `python experiments/generality.py " + " ".join(folders) + pool_args
-        + " --out results/generality` from the folders named, each with its config.", "",
+        + f" --out {out}` from the folders named, each with its config.", "",
         "## Paired effect of each edit on speed (points)", "",
         "Speed: the mean test accuracy over the evaluated epochs (the area under the curve). "
         "Each cell: variant minus base, each at its own chosen rate, paired by seed; mean ± "
@@ -323,7 +323,7 @@ def main(argv=None) -> int:
         return 2
     out_dir = Path(args.out)
     record_written(out_dir, ["generality.md", "generality.json"])
-    write_text(out_dir / "generality.md", markdown(recs, best, args.folders, pools))
+    write_text(out_dir / "generality.md", markdown(recs, best, args.folders, pools, args.out))
     write_json(out_dir / "generality.json", {
         "folders": args.folders, "pooled": [list(x) for x in pools],
         "effects": [{**r, "cell": list(r["cell"])} for r in recs],

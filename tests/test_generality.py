@@ -55,6 +55,8 @@ def test_each_cell_is_the_causal_effect_in_points(script, folder, written):
     row = next(line for line in md.splitlines() if line.startswith("| `mse-no_push_up` |"))
     assert f"{e['speed']['mean']:+.2f} ± {e['speed']['ci95']:.2f}" in row
     assert "of 1;" in row  # the reading counts the one cell
+    # The command that remakes the page, as it was given.
+    assert f"Made by `python experiments/generality.py {folder} --out {written}`" in md
 
 
 def test_the_best_loss_and_its_ties_follow_the_paired_gaps(folder, written):
