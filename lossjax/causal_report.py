@@ -401,7 +401,7 @@ def write(folders: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> l
     _record_folders(outs)  # every folder's too, before anything is written
     figure = write_figure(outs, out_dir)[0]
     write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
-    write_folders(outs, figure)
+    _write_folder_files(outs, figure)
     return outs
 
 
@@ -415,6 +415,11 @@ def write_folders(outs: list[dict], figure: Path | None = None) -> None:
     """Writes each analysed folder's ``causal.json``, ``causal.md`` (linking ``figure``, the
     cross-folder figure, where one was drawn) and paired-difference figure."""
     _record_folders(outs)
+    _write_folder_files(outs, figure)
+
+
+def _write_folder_files(outs: list[dict], figure: Path | None) -> None:
+    """:func:`write_folders` once every folder's files are recorded."""
     for out in outs:
         folder = Path(out["folder"])
         write_json(folder / "causal.json", _finite(out))
