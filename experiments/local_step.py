@@ -460,7 +460,7 @@ def main(argv=None) -> int:
         out = measure(s, ds)
         argv = sys.argv[1:] if argv is None else list(argv)
         out["provenance"] = provenance.script_record(
-            " ".join(["python experiments/local_step.py", *map(shlex.quote, argv)]))
+            shlex.join(["python", "experiments/local_step.py", *argv]))
         write(out, args.out)
     except (LossjaxError, ValueError) as e:
         print(f"local_step.py: error: {one_line(e)}", file=sys.stderr)

@@ -95,8 +95,9 @@ def script_line(rec: dict | None) -> str:
             f": lossjax {_tree(git.get('lossjax'), versions.get('lossjax'))}; jax "
             f"{versions.get('jax')}, jaxlib {versions.get('jaxlib')}; CPU "
             f"{_cpu_words(cpu) if isinstance(cpu, dict) else 'not recorded'}.")
-    return " ".join([line, *(w[0].upper() + w[1:]
-                             for w in _dirty_warning(git.get("lossjax"), "lossjax"))])
+    # Worded as the sweep report's Provenance section words its warnings.
+    return " ".join([line, *(f"Warning: {w}" for w in _dirty_warning(git.get("lossjax"),
+                                                                     "lossjax"))])
 
 
 def _short_hash(commit) -> str:
