@@ -40,7 +40,7 @@ import pandas as pd
 
 from lossjax.errors import ResultsError
 from lossjax.folder import is_complete
-from lossjax.losses import LOSSES
+from lossjax.loss_names import BUILTIN_LOSSES
 from lossjax.stats import rate_choice, tied_rates
 from lossjax.tables import (
     ADDED,
@@ -53,9 +53,6 @@ from lossjax.tables import (
     read_record,
     read_summary,
 )
-
-BUILTIN_LOSSES = tuple(LOSSES)
-
 
 # --------------------------------------------------------------------------------------------
 # Reading a results folder

@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 
+from lossjax.loss_names import BUILTIN_LOSSES, without_params  # noqa: F401 (re-exported)
+
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -543,6 +545,9 @@ LOSSES: dict[str, LossFn] = {
     "exp_mse": exp_mse,
 }
 
+if tuple(LOSSES) != BUILTIN_LOSSES:  # the JAX-free readers order losses by that tuple
+    raise ImportError("losses.LOSSES and loss_names.BUILTIN_LOSSES disagree")
+
 GRADIENTS: dict[str, LossFn] = {
     "cross_entropy": cross_entropy_grad,
     "mse": mse_grad,
@@ -663,12 +668,6 @@ def range_problem(name: str, key: str, value: float) -> str | None:
     if isinstance(value, int | float) and math.isfinite(value) and ok(float(value)):
         return None
     return f"expected a number {rule}"
-
-
-def without_params(label: str) -> str:
-    """A loss name with the parameters taken out of its label: ``'focal(gamma=2)-no_push_up'``
-    is ``'focal-no_push_up'``, the name of the program all its settings share."""
-    return re.sub(r"\([^()]*\)", "", label)
 
 
 def get_loss(name: str) -> LossFn:

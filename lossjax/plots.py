@@ -84,7 +84,7 @@ from lossjax.analysis import (
 )
 from lossjax.errors import ResultsError, one_line
 from lossjax.folder import atomic_write, require_own
-from lossjax.losses import without_params
+from lossjax.loss_names import without_params
 
 PLOT_NAMES = ("test_accuracy", "test_error", "train_loss", "lr_sensitivity", "wrong_direction")
 #: Figures drawn only where a folder holds their data: ``reliability`` from final.csv.
