@@ -24,9 +24,10 @@ from lossjax.log import log_to_stderr
 
 
 def _check_grads(args) -> int:
-    from lossjax import gradcheck  # lazy: jax; --help and the other subcommands do without it
+    from lossjax import compile_cache, gradcheck  # lazy: jax; --help and others do without
 
     xla_flags.check()  # before JAX starts XLA, which aborts the process on a bad flag
+    compile_cache.enable()
 
     status, text = gradcheck.run(loss_ref=args.loss, grad_ref=args.grad)
     print(text)
@@ -150,6 +151,37 @@ def _data_info(args) -> int:
     return 1 if broken or (missing and args.name is not None) else 0
 
 
+def _cache(args) -> int:
+    from lossjax import compile_cache  # lazy: machine.py reads the CPU; still no JAX
+
+    st = compile_cache.state()
+    if args.clear:
+        files, size = compile_cache.clear()
+        print(f"removed {files} files ({_megabytes(size)}) from {compile_cache.root()}")
+        if st["set_by"] == compile_cache.JAX_DIR:
+            print(f"{st['folder']} ({compile_cache.JAX_DIR}) is yours: lossjax leaves it as it is")
+        return 0
+    if not st["enabled"]:
+        print(f"compilation cache: off ({st['set_by']})")
+    else:
+        files, size = compile_cache.size(st["folder"])
+        whose = ("lossjax's, for this jaxlib and machine" if st["set_by"] == "lossjax"
+                 else f"from {st['set_by']}")
+        print(f"compilation cache: {st['folder']} ({whose})")
+        print(f"  {files} files, {_megabytes(size)}")
+    others = [f for f in compile_cache.folders() if f != st["folder"]]
+    if others:
+        total = sum(compile_cache.size(f)[1] for f in others)
+        print(f"lossjax's folders for other jaxlibs or machines: {len(others)} under "
+              f"{compile_cache.root()}, {_megabytes(total)}")
+    print("clear: lossjax cache --clear; turn off: JAX_ENABLE_COMPILATION_CACHE=false")
+    return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 def _data_prepare(args) -> int:
     from lossjax import data  # lazy: the data stack
 
@@ -249,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the test level per group and rung (default: lossjax.config.ALPHA)")
     sr.add_argument("--out", help="also write search_replay.{csv,md} into this folder")
     sr.set_defaults(func=_search_replay)
+
+    cc = sub.add_parser("cache", help="where the compilation cache is, its size; --clear "
+                                      "empties it")
+    cc.add_argument("--clear", action="store_true",
+                    help="remove lossjax's compiled programs (every jaxlib and machine)")
+    cc.set_defaults(func=_cache)
 
     d = sub.add_parser("data", help="inspect and prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)

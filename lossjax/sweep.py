@@ -34,6 +34,7 @@ import pandas as pd
 
 from lossjax import (
     checkpoint,
+    compile_cache,
     distributed,
     engine,
     folder,
@@ -151,12 +152,20 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
     is agreed in a ``distributed.stage`` so that they all go on, or all stop, together.
     """
     distributed.initialize()  # before any array exists and before user code is imported
+    compile_cache.enable()  # before the first compile; a folder it cannot use is one line
+    with contextlib.ExitStack() as scope:
+        return _run(scope, config, overrides, output_dir, resume, overwrite, progress,
+                    invocation, allow_other_machine)
+
+
+def _run(scope, config, overrides, output_dir, resume, overwrite, progress, invocation,
+         allow_other_machine) -> Path:
     writer = distributed.is_writer()
     if allow_other_machine and not resume:
         raise ConfigError("--allow-other-machine applies to --resume only; add --resume, or "
                           "leave it out to start the sweep here")
     with distributed.stage("reading the config and checking the losses"):
-        cfg, config_dict, loss_fns = _prepare(config, overrides, output_dir)
+        cfg, config_dict, loss_fns = _prepare(scope, config, overrides, output_dir)
     out = Path(cfg.output.dir) / cfg.name
     distributed.same_everywhere("config", _shared_config(config_dict),
                                 "start every process with the same config file and --set values")
@@ -190,17 +199,19 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
     return out
 
 
-def _prepare(config, overrides, output_dir) -> tuple:
+def _prepare(scope, config, overrides, output_dir) -> tuple:
     """The validated config (with ``block_size: auto`` resolved, which the resolved config
-    records), its dict, and each loss resolved and called once on a tiny batch."""
+    records), its dict, and each loss resolved and called once on a tiny batch. JAX's 64-bit
+    mode is set to the config's dtype for the rest of ``scope`` (the sweep) only, so a float64
+    sweep leaves a notebook's later float32 runs as they were, and a float32 sweep runs the
+    same whatever the caller set."""
     from lossjax import data  # lazy: pandas and the data registry, once the config is good
 
     cfg = load(config, overrides)
     if output_dir is not None:
         cfg = dataclasses.replace(cfg, output=dataclasses.replace(
             cfg.output, dir=os.fspath(output_dir)))
-    if cfg.model.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
+    scope.enter_context(jax.enable_x64(cfg.model.dtype == "float64"))
     if cfg.block_size == "auto":
         cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
     num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
