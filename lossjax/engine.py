@@ -23,6 +23,7 @@ Design:
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import dataclasses
 import threading
@@ -36,7 +37,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lossjax import calibration as calib
-from lossjax import optimizers
+from lossjax import compile_cache, optimizers
 from lossjax.losses import gradient_sign_stats, without_params
 from lossjax.model import MLP
 
@@ -103,38 +104,41 @@ def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels, params=None)
 
 
 # Compilations are counted through jax.monitoring, JAX's public event hooks: this event fires
-# once for every XLA program built (a persistent-cache hit included), in the thread that asked
-# for it. A context variable says which group, if any, is calling, so each group counts only
-# its own programs although listeners are process-wide.
+# once for every XLA program built (a persistent-cache hit included; a program the process
+# already holds fires none), in the thread that asked for it. A context variable says which
+# group and program, if any, is calling, so each group counts only its own programs although
+# listeners are process-wide.
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-_counting: contextvars.ContextVar[_Compiles | None] = contextvars.ContextVar(
+_counting: contextvars.ContextVar[tuple[_Compiles, str] | None] = contextvars.ContextVar(
     "lossjax_engine_counting", default=None)
 _listener_lock = threading.Lock()
 _listening = False
 
 
 def _on_duration_event(event: str, duration_secs: float, **kwargs) -> None:
-    counter = _counting.get()
-    if counter is not None and event == _COMPILE_EVENT:
-        counter.count += 1
+    current = _counting.get()
+    if current is not None and event == _COMPILE_EVENT:
+        counter, program = current
+        counter.counts[program] = counter.counts.get(program, 0) + 1
 
 
 class _Compiles:
-    """Counts the XLA programs built while the functions it wraps run."""
+    """Counts the XLA programs built, per program, while the functions it wraps run."""
 
     def __init__(self):
         global _listening
-        self.count = 0
+        self.counts: dict[str, int] = {}
         with _listener_lock:  # registered on first use: importing the engine changes nothing
             if not _listening:
                 jax.monitoring.register_event_duration_secs_listener(_on_duration_event)
                 _listening = True
 
-    def counted(self, fn: Callable) -> Callable:
+    def counted(self, program: str, fn: Callable) -> Callable:
         def call(*args):
-            token = _counting.set(self)
+            token = _counting.set((self, program))
             try:
-                return fn(*args)
+                with compile_cache.quiet_errors():
+                    return fn(*args)
             finally:
                 _counting.reset(token)
 
@@ -200,103 +204,65 @@ def to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
-class Group:
-    """All members that share a model shape, a set of losses and the use of weight decay,
-    trained together.
+@dataclasses.dataclass(frozen=True)
+class ProgramKey:
+    """What defines a group's compiled programs; groups with equal keys share them."""
 
-    Args:
-      settings: the static part of the program (``settings.block_size`` members per device
-        per call).
-      members: the group's members (their ``hidden`` must equal ``settings.hidden``).
-      loss_names: the group's losses in index order (each member's ``loss`` is one of them, or
-        its name without parameters: ``losses.without_params``); ``loss_fns`` the matching
-        ``loss(logits, one_hot_labels) -> (batch,)`` functions, or, where the members have
-        ``loss_params``, ``loss(logits, one_hot_labels, params)``.
-      data: ``(x_train, y_train, x_val, y_val, x_test, y_test)`` as float features and int
-        labels (host numpy); put on the device here, once.
-      mesh: the devices to spread the blocks over.
-      calibration: whether an evaluation also measures the probabilities' quality (Brier
-        score, ECE, reliability bins, per-class accuracy: ``lossjax.calibration``); off only
-        to measure what that costs.
+    settings: TrainSettings
+    loss_fns: tuple[Callable, ...]
+    n_train: int
+    features: int
+    mesh: Mesh
+    calibration: bool
+    eval_splits: int  # how many of val and test are evaluated (the final program's inputs)
 
-    The members are padded to whole calls (``block_size`` × devices) with copies of the first
-    member: real work whose results are dropped. A state is a list with one entry per call.
-    """
 
-    def __init__(self, settings: TrainSettings, members: Sequence[Member],
-                 loss_names: Sequence[str], loss_fns: Sequence[Callable], data, mesh: Mesh,
-                 calibration: bool = True):
-        self.settings = s = settings
-        self.calibration = calibration
-        self.members = list(members)
-        x_train, y_train, x_val, y_val, x_test, y_test = data
-        self.n_train = len(x_train)
-        self.steps_per_epoch = self.n_train // s.batch_size
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"batch_size {s.batch_size} exceeds the {self.n_train} training "
-                             "examples")
-        self.n_real = len(self.members)
-        self.call_size = s.block_size * mesh.devices.size
-        n_calls = -(-self.n_real // self.call_size)
-        padded = self.members + [self.members[0]] * (n_calls * self.call_size - self.n_real)
+class Programs:
+    """A group's jitted functions: initialization of one member, an epoch, an evaluation of
+    one split and the last epoch's temperature fit, each over a block of members per device.
 
-        by_member = NamedSharding(mesh, PartitionSpec("members"))
-        replicated = NamedSharding(mesh, PartitionSpec())
-        names = list(loss_names)
-        hp = {
-            "loss": np.array([names.index(m.loss if m.loss in names else without_params(m.loss))
-                              for m in padded], np.int32),
-            "lr": np.array([m.learning_rate for m in padded], np.float32),
-            "wd": np.array([m.weight_decay for m in padded], np.float32),
-            "scale": np.array([m.init_scale for m in padded], np.float32),
-            "seed": np.array([m.seed for m in padded], np.uint32),
-        }
-        feat_dtype = np.float64 if s.dtype == "float64" else np.float32
-        if any(m.loss_params for m in padded):  # only then: other programs keep their inputs
-            hp["loss_params"] = np.array([m.loss_params for m in padded], feat_dtype)
-        self._hp_host = hp
-        self._by_member = by_member
-        self.hp = [{k: _put(v[c * self.call_size:(c + 1) * self.call_size], by_member)
-                    for k, v in hp.items()} for c in range(n_calls)]
-        self.x_train = _put(x_train.astype(feat_dtype), replicated)
-        self.y_train = _put(y_train.astype(np.int32), replicated)
-        self.eval_data = {
-            name: tuple(_put(a, replicated) for a in _chunk(x.astype(feat_dtype),
-                                                           y.astype(np.int32), EVAL_CHUNK))
-            for name, (x, y) in {"val": (x_val, y_val), "test": (x_test, y_test)}.items()
-            if len(x)
-        }
-        self.features = x_train.shape[1]
+    They close over the key's contents only (the data and settings arrays are arguments), so
+    every group with the same key, in any stage, resume or ``lossjax.run`` of this process,
+    calls the same functions, and JAX traces and compiles each once (:func:`programs`)."""
+
+    def __init__(self, key: ProgramKey):
+        self.key = key
+        self.settings = s = key.settings
+        self.calibration = key.calibration
+        self.n_train, self.features = key.n_train, key.features
+        self.steps_per_epoch = key.n_train // s.batch_size
+        self.feat_dtype = np.float64 if s.dtype == "float64" else np.float32
         self.model = MLP(hidden=s.hidden, num_classes=s.num_classes, activation=s.activation,
                          initializer=s.init, dtype=s.dtype)
-        self._loss_fns = tuple(loss_fns)
-        self._compiles = _Compiles()
+        self._loss_fns = key.loss_fns
+        mesh = key.mesh
+        by_member = NamedSharding(mesh, PartitionSpec("members"))
         # Initialization is compiled for one member and called once per member: a vmapped
         # init's XLA compile grows with the member count (each random draw is unrolled per
         # member; 3 s at 1 member, 9 s at 16 on 2 CPU cores), this one does not.
-        self._init = self._compiles.counted(jax.jit(self._member_init))
+        self.init = jax.jit(self._member_init)
         # Each device runs the same block program whatever the device count (shard_map), and
         # the state comes back with the layout it went in with (pinned by the out_specs), so
         # the second epoch does not compile again.
         members_spec, rep = PartitionSpec("members"), PartitionSpec()
         epoch = _over_members(self._member_epoch, (0, 0, None, None, None), s.block_size)
-        self._epoch = self._compiles.counted(jax.jit(
+        self.epoch = jax.jit(
             jax.shard_map(epoch, mesh=mesh, in_specs=(members_spec, members_spec, rep, rep, rep),
                           out_specs=(members_spec, members_spec), check_vma=False),
             out_shardings=(by_member, by_member),
             donate_argnums=0,
-        ))
+        )
         evaluate = _over_members(self._member_eval, (0, None, None, None), s.block_size)
-        self._eval = self._compiles.counted(jax.jit(
+        self.eval = jax.jit(
             jax.shard_map(evaluate, mesh=mesh, in_specs=(members_spec, rep, rep, rep),
-                          out_specs=members_spec, check_vma=False)))
+                          out_specs=members_spec, check_vma=False))
         # Temperature scaling, at the last epoch only: val, then test where it is evaluated.
-        n_final = 3 * len(self.eval_data)
+        n_final = 3 * key.eval_splits
         final = _over_members(self._member_final, (0, *[None] * n_final), s.block_size)
-        self._final = self._compiles.counted(jax.jit(
+        self.final = jax.jit(
             jax.shard_map(final, mesh=mesh, in_specs=(members_spec, *[rep] * n_final),
-                          out_specs=members_spec, check_vma=False)))
-        self._shapes: dict[str, Any] = {}
+                          out_specs=members_spec, check_vma=False))
+        self.shapes: dict[str, Any] = {}  # output shapes per program: traced once, not compiled
 
     # ---- per-member programs (vmapped above) -------------------------------------------
 
@@ -309,7 +275,7 @@ class Group:
 
     def _member_init(self, hp):
         key = jax.random.fold_in(jax.random.key(hp["seed"]), 0)
-        dummy = jnp.zeros((1, self.features), self.x_train.dtype)
+        dummy = jnp.zeros((1, self.features), self.feat_dtype)
         params = self.model.init(key, dummy)
         # init_scale multiplies the weights only (biases start at zero anyway).
         params = jax.tree_util.tree_map_with_path(
@@ -415,6 +381,111 @@ class Group:
                         "ece": done["ece"], "bins": done["bins"]})
         return jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), out)
 
+# Programs by key, newest last. Bounded: a notebook that sweeps many shapes keeps the latest.
+_PROGRAMS: collections.OrderedDict[ProgramKey, Programs] = collections.OrderedDict()
+_PROGRAMS_KEPT = 16
+_programs_lock = threading.Lock()
+
+
+def programs(key: ProgramKey) -> Programs:
+    """The programs for ``key``, made on first use and kept for the process. A key that
+    cannot be hashed (a loss function that is not) gets programs of its own."""
+    try:
+        hash(key)
+    except TypeError:
+        return Programs(key)
+    with _programs_lock:
+        if key in _PROGRAMS:
+            _PROGRAMS.move_to_end(key)
+            return _PROGRAMS[key]
+        made = _PROGRAMS[key] = Programs(key)
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.popitem(last=False)
+        return made
+
+
+def clear_programs() -> None:
+    """Forgets every kept program: the next group traces and compiles (or reads from the
+    persistent cache) anew. For measuring compiles; results do not change."""
+    with _programs_lock:
+        _PROGRAMS.clear()
+
+
+class Group:
+    """All members that share a model shape, a set of losses and the use of weight decay,
+    trained together.
+
+    Args:
+      settings: the static part of the program (``settings.block_size`` members per device
+        per call).
+      members: the group's members (their ``hidden`` must equal ``settings.hidden``).
+      loss_names: the group's losses in index order (each member's ``loss`` is one of them, or
+        its name without parameters: ``losses.without_params``); ``loss_fns`` the matching
+        ``loss(logits, one_hot_labels) -> (batch,)`` functions, or, where the members have
+        ``loss_params``, ``loss(logits, one_hot_labels, params)``.
+      data: ``(x_train, y_train, x_val, y_val, x_test, y_test)`` as float features and int
+        labels (host numpy); put on the device here, once.
+      mesh: the devices to spread the blocks over.
+      calibration: whether an evaluation also measures the probabilities' quality (Brier
+        score, ECE, reliability bins, per-class accuracy: ``lossjax.calibration``); off only
+        to measure what that costs.
+
+    The members are padded to whole calls (``block_size`` × devices) with copies of the first
+    member: real work whose results are dropped. A state is a list with one entry per call.
+    """
+
+    def __init__(self, settings: TrainSettings, members: Sequence[Member],
+                 loss_names: Sequence[str], loss_fns: Sequence[Callable], data, mesh: Mesh,
+                 calibration: bool = True):
+        self.settings = s = settings
+        self.calibration = calibration
+        self.members = list(members)
+        x_train, y_train, x_val, y_val, x_test, y_test = data
+        self.n_train = len(x_train)
+        self.steps_per_epoch = self.n_train // s.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size {s.batch_size} exceeds the {self.n_train} training "
+                             "examples")
+        self.n_real = len(self.members)
+        self.call_size = s.block_size * mesh.devices.size
+        n_calls = -(-self.n_real // self.call_size)
+        padded = self.members + [self.members[0]] * (n_calls * self.call_size - self.n_real)
+
+        by_member = NamedSharding(mesh, PartitionSpec("members"))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        names = list(loss_names)
+        hp = {
+            "loss": np.array([names.index(m.loss if m.loss in names else without_params(m.loss))
+                              for m in padded], np.int32),
+            "lr": np.array([m.learning_rate for m in padded], np.float32),
+            "wd": np.array([m.weight_decay for m in padded], np.float32),
+            "scale": np.array([m.init_scale for m in padded], np.float32),
+            "seed": np.array([m.seed for m in padded], np.uint32),
+        }
+        feat_dtype = np.float64 if s.dtype == "float64" else np.float32
+        if any(m.loss_params for m in padded):  # only then: other programs keep their inputs
+            hp["loss_params"] = np.array([m.loss_params for m in padded], feat_dtype)
+        self._hp_host = hp
+        self._by_member = by_member
+        self.hp = [{k: _put(v[c * self.call_size:(c + 1) * self.call_size], by_member)
+                    for k, v in hp.items()} for c in range(n_calls)]
+        self.x_train = _put(x_train.astype(feat_dtype), replicated)
+        self.y_train = _put(y_train.astype(np.int32), replicated)
+        self.eval_data = {
+            name: tuple(_put(a, replicated) for a in _chunk(x.astype(feat_dtype),
+                                                           y.astype(np.int32), EVAL_CHUNK))
+            for name, (x, y) in {"val": (x_val, y_val), "test": (x_test, y_test)}.items()
+            if len(x)
+        }
+        self.features = x_train.shape[1]
+        self.programs = programs(ProgramKey(s, tuple(loss_fns), self.n_train, self.features,
+                                            mesh, calibration, len(self.eval_data)))
+        self._compiles = _Compiles()
+        self._init = self._compiles.counted("init", self.programs.init)
+        self._epoch = self._compiles.counted("epoch", self.programs.epoch)
+        self._eval = self._compiles.counted("eval", self.programs.eval)
+        self._final = self._compiles.counted("final", self.programs.final)
+
     # ---- host API ----------------------------------------------------------------------
 
     def init_state(self):
@@ -453,9 +524,10 @@ class Group:
     def _gathered(self, name: str, fn, state, needed, *args) -> dict[str, np.ndarray]:
         """``fn`` called per call that is ``needed``, each output leaf gathered to the host over
         the real members; NaN for the members of calls that are not run."""
-        if name not in self._shapes:  # traced once, not compiled
-            self._shapes[name] = jax.eval_shape(fn, state[0], *args)
-        nan = jax.tree.map(lambda sd: np.full(sd.shape, np.nan, np.float32), self._shapes[name])
+        shapes = self.programs.shapes
+        if name not in shapes:  # traced once, not compiled
+            shapes[name] = jax.eval_shape(fn, state[0], *args)
+        nan = jax.tree.map(lambda sd: np.full(sd.shape, np.nan, np.float32), shapes[name])
         parts = [jax.tree.map(to_host, fn(st, *args)) if run else nan
                  for st, run in zip(state, needed, strict=True)]
         return jax.tree.map(lambda *a: np.concatenate(a)[: self.n_real], *parts)
@@ -487,9 +559,15 @@ class Group:
         return out
 
     def compiled_count(self) -> int:
-        """XLA programs built so far by this group's compiled functions: after the first epoch
-        and evaluation it must stay put (tests/test_engine.py, experiments/benchmark.py)."""
-        return self._compiles.count
+        """XLA programs built so far by this group's calls (all programs): after the first
+        epoch and evaluation it must stay put (tests/test_engine.py, experiments/benchmark.py);
+        0 where an earlier group of this process built the same programs (:func:`programs`)."""
+        return sum(self._compiles.counts.values())
+
+    def compiled_counts(self) -> dict[str, int]:
+        """:meth:`compiled_count` per program: ``init``, ``epoch``, ``eval`` (one per split
+        shape), ``final``; a program not built by this group's calls is absent."""
+        return dict(self._compiles.counts)
 
     # ---- checkpoints: the real members' state as flat lists of host arrays -------------
 
@@ -517,7 +595,7 @@ class Group:
 
     def state_from_host(self, leaves: Sequence[np.ndarray]):
         one = {k: v[0] for k, v in self._hp_host.items()}
-        treedef = jax.tree.structure(jax.eval_shape(self._init, one))
+        treedef = jax.tree.structure(jax.eval_shape(self.programs.init, one))
         if len(leaves) != treedef.num_leaves or any(len(a) != self.n_real for a in leaves):
             raise ValueError("checkpoint does not match this group's members")
         n_pad = len(self.hp) * self.call_size - self.n_real

@@ -20,14 +20,23 @@ def resolve_loss(spec: str) -> losses.LossFn:
     the defaults), a variant of either (``'mse-no_push_up'``, see ``lossjax.interventions``),
     or ``'module:function'`` naming a user loss on the import path.
 
+    The same ``spec`` gives the same function object in one process (a user loss: while its
+    module is the one imported), so groups that train it share compiled programs
+    (``engine.programs``).
+
     Raises ``ValueError`` with one line naming what was wrong (unknown name or parameter, a
     parameter out of its range, no such module or attribute, not callable), so the config and
     the CLI can report it without a traceback.
     """
-    if interventions.is_variant(spec):  # an intervention on a built-in loss's gradient
-        return interventions.variant(spec)
     if ":" in spec:
         return import_callable(spec, what="loss")
+    return _built_in(spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _built_in(spec: str) -> losses.LossFn:
+    if interventions.is_variant(spec):  # an intervention on a built-in loss's gradient
+        return interventions.variant(spec)
     if losses.without_params(spec) in losses.PARAMETERIZED:
         name, params = losses.parse_label(spec)
         return functools.partial(losses.PARAMETERIZED[name].loss, **params)
@@ -67,6 +76,7 @@ def has_params(spec: str) -> bool:
     return base in losses.PARAMETERIZED and bool(losses.PARAMETERIZED[base].names)
 
 
+@functools.lru_cache(maxsize=256)
 def family_loss(name: str) -> Callable:
     """The loss that every setting of ``name`` (a parameterized loss or a variant of one,
     without parameters) shares: ``loss(logits, labels, params)`` with ``params`` the
@@ -101,7 +111,16 @@ def _exit_call(code: object) -> str:
 
 def no_exit(fn: Callable, spec: str, what: str = "function") -> Callable:
     """``fn`` with a ``sys.exit`` inside it (when called, traced or differentiated) turned into
-    :class:`UserExitError` naming ``spec``, so that the caller reports it in one line."""
+    :class:`UserExitError` naming ``spec``, so that the caller reports it in one line. The
+    same wrapper for the same (hashable) ``fn``, so programs built for it are reused."""
+    try:
+        return _no_exit(fn, spec, what)
+    except TypeError:  # an unhashable callable: a wrapper of its own
+        return _no_exit.__wrapped__(fn, spec, what)
+
+
+@functools.lru_cache(maxsize=256)
+def _no_exit(fn: Callable, spec: str, what: str) -> Callable:
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
