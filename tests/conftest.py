@@ -9,14 +9,29 @@ import itertools
 import json
 import math
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+# One persistent compilation cache for the whole test run, before JAX is imported (it reads
+# these variables then): the controller makes the folder, and xdist's workers and every
+# subprocess a test starts inherit it, so a program that one test compiled is read back by the
+# others. Every program is stored (no minimum compile time). A JAX_COMPILATION_CACHE_DIR you
+# set is used instead and kept; tests that measure compiling, or the cache itself, set their
+# own. LOSSJAX_TEST_COMPILE_CACHE=0 runs the suite without it.
+_RUN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get(
+        "LOSSJAX_TEST_COMPILE_CACHE", "1") != "0":
+    _RUN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+        prefix="lossjax-test-xla-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +97,17 @@ def forced_devices_env(devices: int, base=None, nproc: int | None = FORCED_NPROC
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     if nproc is not None:
         env["PJRT_NPROC"] = str(nproc)
+    if "JAX_COMPILATION_CACHE_DIR" in env:
+        # XLA splits loops by the thread pool's size, which JAX's cache key leaves out: one
+        # folder per PJRT_NPROC, so a run under one pool never reads another's programs.
+        env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(env["JAX_COMPILATION_CACHE_DIR"],
+                                                        f"pjrt_nproc-{nproc or 'default'}")
     return env
+
+
+def pytest_unconfigure(config):
+    if _RUN_CACHE is not None and not hasattr(config, "workerinput"):  # the controller's
+        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
 
 
 # ---- synthetic results folders (analysis, plots, reports, comparisons) -----------------------
