@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 # TESTS=... narrows either tier to some files, JOBS=... sets the number of workers.
 JOBS ?= 2
 TESTS ?=
-PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadscope
+# --durations: the slowest tests at the end of each run, where a slow one gets noticed.
+PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadscope --durations=15
 
 .PHONY: demo test test-slow bench lint notebook
 

@@ -528,6 +528,7 @@ def engine_row(setup: Setup, log: CompileLog, mesh, k: int,
     n = engine_examples(args.train_examples, k, args.on_gpu, setup.n_full)
     steps = n // BATCH
     print(f"  ... engine, {k} members, {n}-example epochs", file=sys.stderr, flush=True)
+    engine.clear_programs()
     c0 = log.mark()
     t0 = time.perf_counter()
     group = engine_group(setup, k, n, mesh)
@@ -596,6 +597,9 @@ def write_json(where: str, header: dict, table: list[dict]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Compile times are measured here: every program is compiled, none read back from a
+    # persistent cache (JAX_COMPILATION_CACHE_DIR, or a sweep's) or kept from an earlier group.
+    jax.config.update("jax_enable_compilation_cache", False)
     log = CompileLog()
     facts, load_start = machine_facts()
     setup, source = load_setup(args)
