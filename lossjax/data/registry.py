@@ -9,6 +9,10 @@ import time, so code that only needs the list of datasets (config validation) ca
 from __future__ import annotations
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
+# Datasets built from another one's verified files (lossjax.data.multidigit), and a user's own
+# arrays (lossjax.data.arrays): every name ``dataset.name`` takes.
+BUILT: dict[str, str] = {"double_mnist": "mnist", "triple_mnist": "mnist"}
+NAMES: tuple[str, ...] = (*DATASETS, *BUILT, "arrays")
 
 # Class names in label order, as each dataset publishes them: MNIST (LeCun et al. 1998) and
 # scikit-learn's load_digits label each image with its digit; Fashion-MNIST's names are those of
@@ -21,6 +25,9 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
                       "Sneaker", "Bag", "Ankle boot"),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                 "truck"),
+    # Multi-digit MNIST: the digits, leftmost first (label 10a + b, or 100a + 10b + c).
+    "double_mnist": tuple(f"{i:02d}" for i in range(100)),
+    "triple_mnist": tuple(f"{i:03d}" for i in range(1000)),
 }
 
 # The four IDX files of MNIST and Fashion-MNIST, in the order x_train, y_train, x_test, y_test.
@@ -88,8 +95,9 @@ DOWNLOADS: dict[str, dict[str, str]] = {
 }
 
 
-def check_name(name: str) -> str:
-    """``name`` if it is a dataset lossjax knows, else a ValueError listing them."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+def check_name(name: str, names: tuple[str, ...] = DATASETS) -> str:
+    """``name`` if it is one of ``names`` (by default those read from files), else a ValueError
+    listing them."""
+    if name not in names:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(names)}")
     return name

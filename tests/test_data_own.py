@@ -1,0 +1,249 @@
+"""A user's own arrays (``dataset.name: arrays``), class subsets and ``per_class`` on any
+dataset, and sweeps over them: the data they load, the record they leave, and every bad input
+refused in one line with exit 2 and no results folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import one_line, quiet_sweep, small_config
+from data_helpers import isolate
+
+from lossjax import data
+from lossjax.errors import ConfigError, DataError
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    isolate(tmp_path, monkeypatch)
+
+
+def own(k=4, n_train=80, n_test=20, shape=(6, 5), dtype=np.uint8, seed=0, **extra):
+    """Arrays of ``k`` classes whose class shows in the features, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+
+    def part(n):
+        y = np.arange(n) % k
+        x = rng.normal(size=(n, *shape)) + y.reshape(-1, *[1] * len(shape))
+        if dtype == np.uint8:
+            x = np.clip(x * 40 + 60, 0, 255)
+        return x.astype(dtype), y.astype(np.int64)
+
+    (x_train, y_train), (x_test, y_test) = part(n_train), part(n_test)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, **extra}
+
+
+def save(tmp_path, arrays, name="mine.npz"):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a user's arrays
+
+
+def test_npz_loads_as_a_dataset_with_its_sha256(tmp_path):
+    arrays = own(class_names=np.array(["a", "b", "c", "d"]))
+    path = save(tmp_path, arrays)
+    ds = data.load("arrays", path=path, val_size=0.25)
+    assert ds.num_classes == 4 and ds.class_names == ("a", "b", "c", "d")
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (60, 6, 5)
+    assert len(ds.y_val) == 20 and np.array_equal(ds.x_test, arrays["x_test"])
+    assert ds.meta["files_sha256"] == {"mine.npz": hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert ds.meta["shapes"]["x_train"] == [80, 6, 5]
+    json.dumps(ds.meta)  # goes into env.json as it is
+    feats = data.preprocess(ds)
+    assert feats.x_train.dtype == np.float32 and feats.x_train.max() <= 1.0
+
+
+def test_float_features_and_a_folder_of_npy(tmp_path):
+    arrays = own(k=3, shape=(7,), dtype=np.float64)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for key, a in arrays.items():
+        np.save(folder / f"{key}.npy", a)
+    ds = data.load("arrays", path=folder, val_size=0)
+    assert ds.num_classes == 3 and ds.class_names == ("0", "1", "2")
+    assert sorted(ds.meta["files_sha256"]) == ["x_test.npy", "x_train.npy", "y_test.npy",
+                                               "y_train.npy"]
+    feats = data.preprocess(ds, standardize=True)  # per feature: unscaled floats
+    assert np.allclose(feats.x_train.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(feats.x_train[:, 0] * feats.meta["preprocess"]["std"][0]
+                       + feats.meta["preprocess"]["mean"][0], arrays["x_train"][:, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="already preprocessed"):
+        data.preprocess(feats)
+
+
+def pickled(tmp_path):
+    a = own()
+    a["class_names"] = np.array([{"evil": 1}] * 4, dtype=object)
+    return save(tmp_path, a)
+
+
+def negative(tmp_path):
+    a = own()
+    a["y_train"][3] = -1
+    return save(tmp_path, a)
+
+
+def with_nan(tmp_path):
+    a = own(dtype=np.float32)
+    a["x_test"][2, 1, 1] = np.nan
+    return save(tmp_path, a)
+
+
+def with_inf(tmp_path):
+    a = own(dtype=np.float32)
+    a["x_train"][0, 0, 0] = np.inf
+    return save(tmp_path, a)
+
+
+@pytest.mark.parametrize(("make", "needles"), [
+    (lambda t: t / "absent.npz", ["absent.npz: no such file"]),
+    (lambda t: (t / "empty").mkdir() or t / "empty", ["empty: a folder without x_train.npy"]),
+    (pickled, ["'class_names' holds Python objects (a pickle)"]),
+    (lambda t: save(t, {k: v for k, v in own().items() if k != "y_test"}),
+     ["missing y_test", "np.savez"]),
+    (lambda t: save(t, {**own(), "y_train": own()["y_train"][:-1]}),
+     ["x_train has 80 examples but y_train has 79 labels"]),
+    (negative, ["y_train holds the negative label -1"]),
+    (lambda t: save(t, {**own(), "y_test": own()["y_test"] + 0.5}),
+     ["y_test is float64", "integer class labels"]),
+    (lambda t: save(t, {**own(), "class_names": np.array(["a", "b", "c"])}),
+     ["holds the label 3 but class_names names 3 classes"]),
+    (with_nan, ["x_test holds NaN or infinite values"]),
+    (with_inf, ["x_train holds NaN or infinite values"]),
+    (lambda t: save(t, own(k=1)), ["only 1 class"]),
+    (lambda t: save(t, {**own(), "x_test": own(shape=(5, 6))["x_test"]}),
+     ["x_train is uint8 (6, 5) per example but x_test is uint8 (5, 6)"]),
+    (lambda t: (t / "junk.npz").write_bytes(b"not a zip") and t / "junk.npz",
+     ["junk.npz: not a readable .npz archive"]),
+])
+def test_bad_arrays_are_one_line_naming_the_file(tmp_path, make, needles):
+    path = make(tmp_path)
+    with pytest.raises(DataError) as e:
+        data.load("arrays", path=path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg
+    for n in needles:
+        assert n in msg, msg
+
+
+# --------------------------------------------------------------------------------------------
+# Class subsets and per_class
+
+
+def test_class_subsets_are_nested_and_keep_their_names():
+    kept = {k: data.load("digits", classes=k, subset_seed=3, val_size=0) for k in (2, 5, 8)}
+    names = {k: set(ds.class_names) for k, ds in kept.items()}
+    assert names[2] < names[5] < names[8]
+    assert data.load("digits", classes=5, subset_seed=4).class_names != kept[5].class_names
+    full = data.load("digits", val_size=0)
+    ds = kept[5]
+    assert ds.num_classes == 5 and set(ds.y_train.tolist()) == set(range(5))
+    originals = np.array([int(n) for n in ds.class_names])
+    assert list(originals) == sorted(originals)  # renumbered in their original order
+    mask = np.isin(full.y_train, originals)
+    assert np.array_equal(ds.x_train, full.x_train[mask])
+    assert np.array_equal(originals[ds.y_train], full.y_train[mask])
+    assert ds.meta["classes"]["kept"] == originals.tolist()
+    assert ds.meta["class_names"] == list(ds.class_names)
+
+
+def test_classes_by_name_or_index_and_per_class(tmp_path):
+    path = save(tmp_path, own(k=4, class_names=np.array(["a", "b", "c", "d"])))
+    ds = data.load("arrays", path=path, classes=["d", 1], per_class=6, val_size=0.5)
+    assert ds.class_names == ("b", "d")
+    assert np.bincount(ds.y_train).tolist() == [3, 3] and np.bincount(ds.y_val).tolist() == [3, 3]
+    assert np.bincount(ds.y_test).tolist() == [5, 5]  # per_class caps training only
+    again = data.load("arrays", path=path, classes=["d", 1], per_class=6, val_size=0.5)
+    assert np.array_equal(again.x_train, ds.x_train)  # drawn with split_seed alone
+    other = data.load("arrays", path=path, classes=["d", 1], per_class=6, val_size=0.5,
+                      split_seed=1)
+    assert not np.array_equal(other.x_train, ds.x_train)
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"classes": 11}, "dataset.classes: got 11, but the dataset has 10 classes"),
+    ({"classes": [1, 1]}, "dataset.classes: class '1' is listed twice"),
+    ({"classes": [1, "seven"]}, "dataset.classes: 'seven' is not a class of this dataset"),
+    ({"classes": [3, 10]}, "dataset.classes: 10 is not a class"),
+    ({"per_class": 1, "val_size": 5}, "dataset.val_size leaves class"),
+])
+def test_bad_subsets(kwargs, needle):
+    with pytest.raises(ConfigError) as e:
+        data.load("digits", **kwargs)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_class_without_training_examples_is_refused(tmp_path):
+    path = save(tmp_path, own(k=3, class_names=np.array(["a", "b", "c", "never"])))
+    with pytest.raises(ConfigError, match="the training set leaves class 'never' with no "):
+        data.load("arrays", path=path)
+    assert data.load("arrays", path=path, classes=["a", "c"]).num_classes == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps
+
+
+@pytest.mark.slow
+def test_sweep_on_own_arrays_records_the_file(tmp_path, capsys):
+    path = save(tmp_path, own(k=3, n_train=90, shape=(4, 4, 3)))
+    config = small_config(tmp_path, name="own", dataset={"name": "arrays", "path": str(path)},
+                          batch_size=16, epochs=1, seeds=[0], losses=["mse"])
+    code, err = quiet_sweep(capsys, config)
+    assert code == 0, err
+    out = tmp_path / "runs" / "own"
+    env = json.loads((out / "env.json").read_text())
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert env["data"]["files_sha256"] == {"mine.npz": sha}
+    assert env["data"]["shapes"]["x_train"] == [90, 4, 4, 3]
+    report = (out / "report.md").read_text()
+    assert sha[:12] in report and "90x4x4x3" in report
+
+
+@pytest.mark.parametrize(("dataset", "needles"), [
+    ({"name": "arrays", "path": "MISSING"}, ["absent.npz: no such file"]),
+    ({"name": "arrays", "path": "BAD"}, ["holds the negative label"]),
+    ({"name": "arrays"}, ["dataset.path: the arrays dataset reads your own file"]),
+    ({"name": "digits", "classes": 12}, ["dataset.classes: got 12"]),
+    ({"name": "digits", "classes": [2, 2]}, ["dataset.classes", "list each class once"]),
+    ({"name": "digits", "per_class": 1, "val_size": 5}, ["dataset.val_size leaves class"]),
+])
+def test_bad_data_in_a_sweep_is_one_line_exit_2_no_folder(tmp_path, capsys, dataset, needles):
+    if dataset.get("path") == "MISSING":
+        dataset = {**dataset, "path": str(tmp_path / "absent.npz")}
+    elif dataset.get("path") == "BAD":
+        a = own()
+        a["y_train"][0] = -3
+        dataset = {**dataset, "path": str(save(tmp_path, a))}
+    code, err = quiet_sweep(capsys, small_config(tmp_path, dataset=dataset))
+    assert code == 2
+    one_line(err, *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_subset_members_numbers_do_not_depend_on_the_sweep(tmp_path, capsys):
+    """A member of a sweep on a class subset trains to the same bits alone as beside others."""
+    dataset = {"name": "digits", "classes": 4, "subset_seed": 1, "per_class": 60}
+    alone = small_config(tmp_path, name="alone", dataset=dataset, seeds=[1], losses=["mse"])
+    assert quiet_sweep(capsys, alone)[0] == 0
+    crowd = small_config(tmp_path, name="crowd", dataset=dataset, seeds=[0, 1],
+                         losses=["cross_entropy", "mse"],
+                         optimizer={"learning_rate": [0.1, 0.3]})
+    assert quiet_sweep(capsys, crowd)[0] == 0
+    a = pd.read_csv(tmp_path / "runs" / "alone" / "epochs.csv")
+    c = pd.read_csv(tmp_path / "runs" / "crowd" / "epochs.csv")
+    c = c[(c["loss"] == "mse") & (c["seed"] == 1) & (c["learning_rate"] == 0.1)]
+    numbers = [col for col in a.columns if col.endswith(("_acc", "_loss", "_ce", "grad_norm"))]
+    assert numbers and len(a) == len(c) == 3
+    assert a[numbers].to_numpy().tobytes() == c[numbers].to_numpy().tobytes()
+    env = json.loads((tmp_path / "runs" / "crowd" / "env.json").read_text())
+    assert env["data"]["classes"]["subset_seed"] == 1 and len(env["data"]["class_names"]) == 4
