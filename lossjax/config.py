@@ -36,6 +36,7 @@ The schema, with its defaults (only ``name`` is required)::
                             # subset_seed: nested across K), or a list of indices or names
       subset_seed: 0        # int >= 0
       per_class: null       # null or int >= 1: training examples per class (at most)
+      label: fine           # fine, or coarse (cifar100's 20 superclasses)
     model:
       hidden: [[64, 64]]    # SWEPT: hidden-size lists of ints in [1, 2**31 - 1] (int32 shapes);
                             # [] is a linear model; [64, 64] = [[64, 64]]
@@ -334,11 +335,13 @@ class DatasetConfig:
     classes: int | tuple[int | str, ...] | None = None
     subset_seed: int = 0
     per_class: int | None = None
+    label: str = "fine"
 
 
 # Added after results folders existed: left out of config.yaml at these defaults, so that an
 # older folder's config still matches (and resumes) unchanged.
-_DATASET_OPTIONAL = {"path": None, "classes": None, "subset_seed": 0, "per_class": None}
+_DATASET_OPTIONAL = {"path": None, "classes": None, "subset_seed": 0, "per_class": None,
+                     "label": "fine"}
 
 
 @dataclass(frozen=True)
@@ -618,7 +621,15 @@ def _parse_dataset(raw: dict) -> DatasetConfig:
         subset_seed=integer(_get(s, "subset_seed", d.subset_seed), "dataset.subset_seed", 0,
                             SEED_MAX),
         per_class=None if per_class is None else integer(per_class, "dataset.per_class", 1),
+        label=_parse_label(_get(s, "label", d.label), name),
     )
+
+
+def _parse_label(v: Any, name: str) -> str:
+    if choice(v, "dataset.label", ("fine", "coarse")) == "coarse" and name != "cifar100":
+        raise error("dataset.label", f"got 'coarse', but only cifar100 has coarse labels, not "
+                    f"{name}; remove it")
+    return v
 
 
 def _parse_classes(v: Any) -> int | tuple[int | str, ...] | None:

@@ -263,7 +263,8 @@ def _load_data(cfg, grid, out: Path):
             data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
                       val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed,
                       path=cfg.dataset.path, classes=cfg.dataset.classes,
-                      subset_seed=cfg.dataset.subset_seed, per_class=cfg.dataset.per_class),
+                      subset_seed=cfg.dataset.subset_seed, per_class=cfg.dataset.per_class,
+                      label=cfg.dataset.label),
             standardize=cfg.dataset.standardize)
         config_lib.check_batch_size(cfg, len(ds.x_train))
         preflight.check_schedule(cfg, len(ds.x_train))

@@ -5,7 +5,10 @@ refused in one line with exit 2 and no results folder."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import pickle
+import tarfile
 
 import numpy as np
 import pandas as pd
@@ -14,6 +17,7 @@ from conftest import one_line, quiet_sweep, small_config
 from data_helpers import isolate
 
 from lossjax import data
+from lossjax.data import cifar100, registry
 from lossjax.errors import ConfigError, DataError
 
 
@@ -247,3 +251,83 @@ def test_a_subset_members_numbers_do_not_depend_on_the_sweep(tmp_path, capsys):
     assert a[numbers].to_numpy().tobytes() == c[numbers].to_numpy().tobytes()
     env = json.loads((tmp_path / "runs" / "crowd" / "env.json").read_text())
     assert env["data"]["classes"]["subset_seed"] == 1 and len(env["data"]["class_names"]) == 4
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-100 from its official python version (a tiny copy in the same format)
+
+
+def cifar100_files(n_train=40, n_test=20) -> dict[str, bytes]:
+    """train, test and meta pickled as the official files are (protocol 2, bytes keys)."""
+    rng = np.random.default_rng(0)
+    coarse_names = [n.encode() for n in registry.CIFAR100_COARSE]
+
+    def split(n, tag):
+        fine = np.arange(n) % 100
+        return {b"batch_label": tag, b"filenames": [b"f%d.png" % i for i in range(n)],
+                b"fine_labels": fine.tolist(), b"coarse_labels": (fine % 20).tolist(),
+                b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)}
+
+    meta = {b"fine_label_names": [n.encode() for n in data.CLASS_NAMES["cifar100"]],
+            b"coarse_label_names": coarse_names}
+    return {"train": pickle.dumps(split(n_train * 5, b"training batch 1 of 1"), protocol=2),
+            "test": pickle.dumps(split(n_test * 5, b"testing batch 1 of 1"), protocol=2),
+            "meta": pickle.dumps(meta, protocol=2)}
+
+
+@pytest.fixture
+def tiny_cifar100(tmp_path, monkeypatch):
+    """A cifar-100-python.tar.gz in <data>/cifar100/, its md5s made the official ones."""
+    files = cifar100_files()
+    monkeypatch.setattr(cifar100, "MD5", {k: hashlib.md5(v).hexdigest()
+                                          for k, v in files.items()})
+    root = tmp_path / "data"
+    (root / "cifar100").mkdir(parents=True)
+    with tarfile.open(root / "cifar100" / "cifar-100-python.tar.gz", "w:gz") as tf:
+        for k, v in files.items():
+            info = tarfile.TarInfo(f"cifar-100-python/{k}")
+            info.size = len(v)
+            tf.addfile(info, io.BytesIO(v))
+    return root, files
+
+
+def test_cifar100_from_the_official_archive_and_folder(tiny_cifar100, tmp_path):
+    root, files = tiny_cifar100
+    ds = data.load("cifar100", data_dir=root, val_size=0)
+    assert ds.num_classes == 100 and ds.class_names[:2] == ("apple", "aquarium_fish")
+    assert ds.x_train.shape == (200, 32, 32, 3) and ds.x_test.shape == (100, 32, 32, 3)
+    raw = pickle.loads(files["train"])
+    assert np.array_equal(ds.x_train[3], raw[b"data"][3].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert ds.y_train.tolist() == raw[b"fine_labels"]
+    assert ds.meta["verified"]["train"] == hashlib.sha256(files["train"]).hexdigest()
+    coarse = data.load("cifar100", data_dir=root, val_size=0, label="coarse")
+    assert coarse.num_classes == 20 and coarse.y_train.tolist() == raw[b"coarse_labels"]
+    assert coarse.class_names[0] == "aquatic_mammals"
+    folder = tmp_path / "elsewhere" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for k, v in files.items():
+        (folder / k).write_bytes(v)
+    again = data.load("cifar100", data_dir=folder.parent, val_size=0)
+    assert np.array_equal(again.x_train, ds.x_train)
+    assert again.meta["source"]["form"] == "cifar100-py-dir"
+
+
+def test_cifar100_refuses_what_is_not_official(tiny_cifar100, monkeypatch):
+    root, _ = tiny_cifar100
+    monkeypatch.setitem(cifar100.MD5, "test", "0" * 32)
+    with pytest.raises(DataError, match=r"\[test\]: not the official CIFAR-100 test file"):
+        data.load("cifar100", data_dir=root)
+    with pytest.raises(DataError, match="no CIFAR-100 found; put cifar-100-python.tar.gz"):
+        data.load("cifar100", data_dir=root / "nothing")
+
+
+@pytest.mark.slow
+def test_sweep_on_cifar100_coarse_subset(tiny_cifar100, tmp_path, capsys):
+    root, _ = tiny_cifar100
+    config = small_config(tmp_path, name="c100", seeds=[0], losses=["mse"], epochs=1,
+                          batch_size=16, dataset={"name": "cifar100", "data_dir": str(root),
+                                                  "label": "coarse", "classes": 5})
+    code, err = quiet_sweep(capsys, config)
+    assert code == 0, err
+    env = json.loads((tmp_path / "runs" / "c100" / "env.json").read_text())
+    assert env["data"]["label"] == "coarse" and len(env["data"]["class_names"]) == 5

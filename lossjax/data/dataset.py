@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossjax.data import multidigit, subsets
+from lossjax.data import cifar100, multidigit, subsets
 from lossjax.data.arrays import read as read_arrays
 from lossjax.data.cache import cache_root
-from lossjax.data.registry import BUILT, CLASS_NAMES, NAMES, check_name
+from lossjax.data.registry import BUILT, CIFAR100_COARSE, CLASS_NAMES, NAMES, check_name
 from lossjax.data.sources import data_root, resolve
 from lossjax.data.splits import check_val_size, split_validation
 from lossjax.errors import ConfigError
@@ -50,7 +50,7 @@ class Dataset:
 
 def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | float = 0.1,
          split_seed: int = 0, *, path: str | os.PathLike | None = None, classes=None,
-         subset_seed: int = 0, per_class: int | None = None) -> Dataset:
+         subset_seed: int = 0, per_class: int | None = None, label: str = "fine") -> Dataset:
     """Loads ``name`` (one of :data:`~lossjax.data.NAMES`) and carves a validation split.
 
     The datasets read from files (:data:`~lossjax.data.DATASETS`) come from the first source that
@@ -63,7 +63,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
     relabelled 0..K-1; a number keeps the first K of a permutation drawn from ``subset_seed``, so
     the subsets of one seed are nested. ``per_class`` caps the training examples of each class
     (drawn with ``split_seed``; for the multi-digit datasets it is the number built). See
-    :mod:`lossjax.data.subsets`.
+    :mod:`lossjax.data.subsets`. ``label="coarse"``: CIFAR-100's 20 superclasses
+    (:mod:`lossjax.data.cifar100`).
 
     ``val_size``: an int is a number of training examples, a float in (0, 1) a fraction of the
     training set (0 gives an empty validation set). The split is stratified by class and depends
@@ -74,7 +75,12 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
     """
     name = check_name(name, NAMES)
     check_val_size(val_size)
-    if name == "arrays":
+    if label not in ("fine", "coarse") or (label == "coarse" and name != "cifar100"):
+        raise ConfigError(f"dataset.label: got {label!r}; expected fine, or coarse for "
+                          "cifar100's 20 superclasses")
+    if name == "cifar100":
+        arrays, names, meta = cifar100.load(data_root(data_dir), label)
+    elif name == "arrays":
         if path is None:
             raise ConfigError("dataset.path: the arrays dataset reads your own file; give the "
                               "path of a .npz (or a folder of .npy files)")
@@ -129,7 +135,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
         split={"val_size": len(val_idx), "split_seed": split_seed,
                "method": "stratified by class, carved from the official training set only"},
     )
-    if k != len(CLASS_NAMES.get(name, ())):
+    if names != CLASS_NAMES.get(name):
         meta["class_names"] = list(names)  # a subset's or a user's: a result names its classes
     return dataclasses.replace(ds, meta=meta)
 
@@ -141,4 +147,6 @@ def planned_num_classes(dataset_config) -> int:
     classes = dataset_config.classes
     if classes is not None:
         return classes if isinstance(classes, int) else len(classes)
+    if dataset_config.label == "coarse":
+        return len(CIFAR100_COARSE)
     return len(CLASS_NAMES.get(dataset_config.name, "ab"))
