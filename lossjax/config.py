@@ -26,7 +26,8 @@ The schema, with its defaults (only ``name`` is required)::
                             # of LOSSES, in its order. Losses with parameters (below):
                             # labels ('focal(gamma=2)') or mappings ({name: focal, gamma: [1, 2]})
     dataset:
-      name: digits          # one of lossjax.data.NAMES ("arrays": your own, at path)
+      name: digits          # one of lossjax.data.NAMES ("arrays": your own, at path), or
+                            # "tfds:NAME" (prepared by tensorflow-datasets in array_record)
       data_dir: null        # str or null
       val_size: 0.1         # float in (0, 1): fraction of train; or int >= 1: a count
       split_seed: 0         # int >= 0
@@ -601,7 +602,12 @@ def _parse_dataset(raw: dict) -> DatasetConfig:
             "a fraction in (0, 1) or a count (an integer >= 1)",
             lambda x: 0 < x < 1,
         )
-    name = choice(_get(s, "name", d.name), "dataset.name", (*CLASS_NAMES, "arrays"))
+    name = _get(s, "name", d.name)
+    if not (isinstance(name, str) and re.fullmatch(r"tfds:[a-z][a-z0-9_]*", name)):
+        name = choice(name, "dataset.name", (*CLASS_NAMES, "arrays", "tfds:NAME"))
+        if name == "tfds:NAME":
+            raise error("dataset.name", "replace NAME in tfds:NAME with the name of a dataset "
+                        "tensorflow-datasets prepared, e.g. tfds:svhn_cropped")
     path = _get(s, "path", d.path)
     if (path is None) != (name != "arrays"):
         raise error("dataset.path", "the arrays dataset reads your own file: give the path of "

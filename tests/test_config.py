@@ -508,13 +508,13 @@ def test_duplicates(raw, want):
         (
             {"dataset": {"name": "mnsit"}},
             "dataset.name: got 'mnsit', expected one of digits, mnist, fashion_mnist, cifar10, "
-            "cifar100, double_mnist, triple_mnist, arrays; "
+            "cifar100, double_mnist, triple_mnist, arrays, tfds:NAME; "
             "did you mean 'mnist'?",
         ),
         (
             {"dataset": {"name": "imagenet"}},
             "dataset.name: got 'imagenet', expected one of digits, mnist, fashion_mnist, cifar10, "
-            "cifar100, double_mnist, triple_mnist, arrays",
+            "cifar100, double_mnist, triple_mnist, arrays, tfds:NAME",
         ),
         ({"model": {"activation": "relu6"}}, "model.activation: got 'relu6', expected one of"),
         ({"model": {"init": "he_uniform"}}, "model.init: got 'he_uniform', expected one of"),

@@ -219,6 +219,10 @@ def test_sweep_on_own_arrays_records_the_file(tmp_path, capsys):
     ({"name": "digits", "classes": 12}, ["dataset.classes: got 12"]),
     ({"name": "digits", "classes": [2, 2]}, ["dataset.classes", "list each class once"]),
     ({"name": "digits", "per_class": 1, "val_size": 5}, ["dataset.val_size leaves class"]),
+    ({"name": "digits", "label": "coarse"}, ["dataset.label: got 'coarse', but only cifar100"]),
+    ({"name": "tfds:NAME"}, ["dataset.name: replace NAME in tfds:NAME"]),
+    ({"name": "tfds:not_there"}, ["tfds:not_there: no copy prepared by tensorflow-datasets"]),
+    ({"name": "cifar100"}, ["no CIFAR-100 found"]),
 ])
 def test_bad_data_in_a_sweep_is_one_line_exit_2_no_folder(tmp_path, capsys, dataset, needles):
     if dataset.get("path") == "MISSING":
@@ -331,3 +335,55 @@ def test_sweep_on_cifar100_coarse_subset(tiny_cifar100, tmp_path, capsys):
     assert code == 0, err
     env = json.loads((tmp_path / "runs" / "c100" / "env.json").read_text())
     assert env["data"]["label"] == "coarse" and len(env["data"]["class_names"]) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# Any dataset tensorflow-datasets prepared in array_record ("tfds:NAME")
+
+
+def tfds_prepare_named(root, name: str, arrays, names) -> None:
+    """``name`` prepared by a tfds builder in array_record, as ``download_and_prepare`` leaves
+    it, with class names (no TensorFlow: images are given as PNG bytes)."""
+    import tensorflow_datasets as tfds
+    from test_data_tfds import png
+
+    dataset_name = name
+
+    class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = dataset_name
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(*arrays["x_train"].shape[1:3], 3)),
+                "label": tfds.features.ClassLabel(names=names)}))
+
+        def _split_generators(self, dl_manager):
+            return {s: self._generate_examples(s) for s in ("train", "test")}
+
+        def _generate_examples(self, split):
+            for i, (x, y) in enumerate(zip(arrays["x_" + split], arrays["y_" + split],
+                                           strict=True)):
+                yield i, {"image": png(x), "label": int(y)}
+
+    Builder(data_dir=root, file_format="array_record").download_and_prepare()
+
+
+def test_any_prepared_tfds_dataset(tmp_path):
+    arrays = own(k=3, n_train=30, n_test=9, shape=(5, 4, 3))
+    tfds_prepare_named(tmp_path / "tensorflow_datasets", "my_shapes", arrays,
+                       ["circle", "square", "star"])
+    ds = data.load("tfds:my_shapes", val_size=0)
+    assert ds.class_names == ("circle", "square", "star") and ds.name == "tfds:my_shapes"
+    order = np.argsort(ds.x_train.reshape(30, -1).sum(axis=1), kind="stable")
+    want = np.argsort(arrays["x_train"].reshape(30, -1).sum(axis=1).astype(np.int64),
+                      kind="stable")
+    assert np.array_equal(ds.x_train[order], arrays["x_train"][want])  # stored shuffled
+    assert sorted(ds.y_test.tolist()) == sorted(arrays["y_test"].tolist())
+    assert "dataset_info.json" in ds.meta["files_sha256"]
+    assert ds.meta["source"]["path"].endswith("my_shapes/1.0.0")
+    with pytest.raises(DataError) as e:
+        data.load("tfds:not_there", data_dir=tmp_path / "home")
+    assert "tfds:not_there: no copy prepared by tensorflow-datasets" in str(e.value)
+    assert str(tmp_path / "home" / "not_there") in str(e.value)
+    assert str(tmp_path / "tensorflow_datasets" / "not_there") in str(e.value)

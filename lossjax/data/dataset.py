@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossjax.data import cifar100, multidigit, subsets
+from lossjax.data import cifar100, multidigit, subsets, tfds_any
 from lossjax.data.arrays import read as read_arrays
 from lossjax.data.cache import cache_root
 from lossjax.data.registry import BUILT, CIFAR100_COARSE, CLASS_NAMES, NAMES, check_name
 from lossjax.data.sources import data_root, resolve
 from lossjax.data.splits import check_val_size, split_validation
+from lossjax.data.tfds_local import tfds_root
 from lossjax.errors import ConfigError
 
 
@@ -57,7 +58,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
     has them (see :mod:`lossjax.data.sources`), verified against the official content checksums
     (:mod:`lossjax.data.checksums`); ``double_mnist`` and ``triple_mnist`` are built from the
     verified MNIST (:mod:`lossjax.data.multidigit`); ``arrays`` reads the user's own ``.npz`` or
-    folder of ``.npy`` files at ``path`` (:mod:`lossjax.data.arrays`), recording its sha256.
+    folder of ``.npy`` files at ``path`` (:mod:`lossjax.data.arrays`), recording its sha256;
+    ``"tfds:NAME"`` any image classification dataset tensorflow-datasets prepared in array_record
+    (:mod:`lossjax.data.tfds_any`).
 
     ``classes`` (a number K, or a list of class indices or names) keeps a subset of the classes,
     relabelled 0..K-1; a number keeps the first K of a permutation drawn from ``subset_seed``, so
@@ -73,13 +76,20 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
     see :func:`~lossjax.data.preprocess`. ``data_dir`` is ignored for ``digits``, which is
     embedded.
     """
-    name = check_name(name, NAMES)
+    if not name.startswith(tfds_any.PREFIX):
+        name = check_name(name, NAMES)
+    elif not tfds_any.NAME.fullmatch(name[len(tfds_any.PREFIX):]):
+        raise ValueError(f"unknown dataset {name!r}: expected tfds: and a tensorflow-datasets "
+                         "name such as tfds:svhn_cropped")
     check_val_size(val_size)
     if label not in ("fine", "coarse") or (label == "coarse" and name != "cifar100"):
         raise ConfigError(f"dataset.label: got {label!r}; expected fine, or coarse for "
                           "cifar100's 20 superclasses")
     if name == "cifar100":
         arrays, names, meta = cifar100.load(data_root(data_dir), label)
+    elif name.startswith(tfds_any.PREFIX):
+        arrays, names, meta = tfds_any.load(name[len(tfds_any.PREFIX):],
+                                            [data_root(data_dir), tfds_root()])
     elif name == "arrays":
         if path is None:
             raise ConfigError("dataset.path: the arrays dataset reads your own file; give the "
