@@ -616,7 +616,7 @@ def test_info_returns_records(tmp_path, monkeypatch):
     assert isinstance(report, data.DataInfo)
     assert (report.data_dir, report.data_dir_origin, report.cache_dir) == (folder, "given", folder)
     by_name = {d.name: d for d in report.datasets}
-    assert list(by_name) == list(data.DATASETS)
+    assert list(by_name) == [*data.NAMES, "tfds:NAME"]
     assert by_name["digits"].status == "ok" and by_name["digits"].image_shape == (8, 8)
     assert by_name["digits"].source["kind"] == "embedded"
     assert by_name["mnist"].status == "ok" and by_name["mnist"].verified == STEMS

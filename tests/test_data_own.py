@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import one_line, quiet_sweep, small_config
-from data_helpers import isolate
+from data_helpers import isolate, run_cli
 
 from lossjax import data
 from lossjax.data import cifar100, registry
@@ -387,3 +387,19 @@ def test_any_prepared_tfds_dataset(tmp_path):
     assert "tfds:not_there: no copy prepared by tensorflow-datasets" in str(e.value)
     assert str(tmp_path / "home" / "not_there") in str(e.value)
     assert str(tmp_path / "tensorflow_datasets" / "not_there") in str(e.value)
+
+
+def test_data_info_lists_the_new_datasets(tiny_cifar100, tmp_path, capsys):
+    root, _ = tiny_cifar100
+    arrays = own(k=2, n_train=4, n_test=2, shape=(3, 3, 3))
+    tfds_prepare_named(tmp_path / "tensorflow_datasets", "my_pairs", arrays, ["x", "y"])
+    assert run_cli("data", "info", "--data-dir", str(root)) == 0
+    out = capsys.readouterr().out
+    archive = root / "cifar100" / "cifar-100-python.tar.gz"
+    assert f"cifar100       ok        local cifar-100-python.tar.gz in {archive}" in out
+    assert "train 200, test 100, images 32x32x3 uint8, 100 classes" in out
+    assert "double_mnist   missing   no local files or cache" in out
+    assert "arrays         yours     your own .npz or folder of .npy files" in out
+    assert "tfds:NAME      yours     datasets tensorflow-datasets prepared" in out
+    assert "found: my_pairs" in out
+    assert not (root / "prepared").exists()  # info writes nothing

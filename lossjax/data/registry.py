@@ -98,6 +98,10 @@ FORMS: dict[str, str] = {
     "cifar-bin-dir": "CIFAR-10 binary batches",
     "cifar-bin-tar": "cifar-10-binary.tar.gz",
     "tfds-array_record": "array_record",
+    "cifar100-py-tar": "cifar-100-python.tar.gz",
+    "cifar100-py-dir": "CIFAR-100 python files",
+    "double_mnist": "double MNIST from MNIST",
+    "triple_mnist": "triple MNIST from MNIST",
 }
 
 # How ``lossjax data info`` names the kinds of place (``meta["source"]["kind"]``) whose key is
