@@ -198,7 +198,9 @@ def test_a_class_without_training_examples_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_on_own_arrays_records_the_file(tmp_path, capsys):
-    path = save(tmp_path, own(k=3, n_train=90, shape=(4, 4, 3)))
+    """... and, at 25 classes, report.md summarises the per-class accuracy instead of giving
+    each class a column."""
+    path = save(tmp_path, own(k=25, n_train=90, shape=(4, 4, 3)))
     config = small_config(tmp_path, name="own", dataset={"name": "arrays", "path": str(path)},
                           batch_size=16, epochs=1, seeds=[0], losses=["mse"])
     code, err = quiet_sweep(capsys, config)
@@ -210,6 +212,10 @@ def test_sweep_on_own_arrays_records_the_file(tmp_path, capsys):
     assert env["data"]["shapes"]["x_train"] == [90, 4, 4, 3]
     report = (out / "report.md").read_text()
     assert sha[:12] in report and "90x4x4x3" in report
+    table = report.split("## Per-class test accuracy")[1].split("\n\n")[1].splitlines()
+    assert "| Worst 5 (class: %) | Best 5 (class: %) |" in table[0]
+    assert len(table) == 3 and table[2].count("|") == 10  # one row, 9 columns
+    assert "summarised over the 25 classes" in report
 
 
 @pytest.mark.parametrize(("dataset", "needles"), [
