@@ -24,7 +24,8 @@ class Dataset:
     """Train / validation / test arrays of one dataset, plus what is known about them.
 
     From :func:`load`, images are uint8, shape (N, H, W) (grayscale) or (N, H, W, C); for
-    ``digits`` they are uint8 (N, 8, 8) holding counts 0..16 (``meta["pixel_max"]`` says which).
+    ``digits`` they are uint8 (N, 8, 8) holding counts 0..16 (``meta["pixel_max"]`` says which);
+    a user's ``arrays`` may also be float features of any shape (N, ...) (``pixel_max`` 1).
     Labels are int32 (N,). :func:`~lossjax.data.preprocess` turns images into float32 features
     (N, D). ``meta`` is JSON-serialisable: the source, the checksums verified, the split, class
     counts. The arrays from :func:`load` are read-only (they may be views of parsed file bytes;
@@ -85,24 +86,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
     if label not in ("fine", "coarse") or (label == "coarse" and name != "cifar100"):
         raise ConfigError(f"dataset.label: got {label!r}; expected fine, or coarse for "
                           "cifar100's 20 superclasses")
-    if name == "cifar100":
-        arrays, names, meta = cifar100.load(data_root(data_dir), label)
-    elif name.startswith(tfds_any.PREFIX):
-        arrays, names, meta = tfds_any.load(name[len(tfds_any.PREFIX):],
-                                            [data_root(data_dir), tfds_root()])
-    elif name == "arrays":
-        if path is None:
-            raise ConfigError("dataset.path: the arrays dataset reads your own file; give the "
-                              "path of a .npz (or a folder of .npy files)")
-        arrays, names, meta = read_arrays(path)
-    elif name in BUILT:
-        mnist, mnist_meta = resolve(BUILT[name], data_dir)
-        arrays, meta = multidigit.build(name, mnist, mnist_meta, per_class, split_seed,
-                                        cache_root(data_root(data_dir)))
-        names = CLASS_NAMES[name]
-    else:
-        arrays, meta = resolve(name, data_dir)
-        names = CLASS_NAMES[name]
+    arrays, names, meta = _source(name, data_dir, path, per_class, split_seed, label)
     if classes is not None:
         kept = subsets.pick(names, classes, subset_seed)
         arrays = subsets.keep_classes(arrays, kept)
@@ -111,13 +95,12 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
                            "asked": classes if isinstance(classes, int) else list(classes)}
     y_all = arrays["y_train"].astype(np.int32)
     rows = np.arange(len(y_all))
-    if per_class is not None and name not in BUILT:
-        rows = subsets.cap_per_class(y_all, per_class, split_seed)
-        meta["per_class"] = {"cap": per_class, "split_seed": split_seed}
-    if per_class is None:
+    if per_class is None or name in BUILT:  # built ones were built with per_class per class
         subsets.check_every_class(y_all, names, "the training set", "give each class an "
                                   "example, or leave it out with dataset.classes")
     else:
+        rows = subsets.cap_per_class(y_all, per_class, split_seed)
+        meta["per_class"] = {"cap": per_class, "split_seed": split_seed}
         subsets.check_every_class(y_all[rows], names, "dataset.per_class",
                                   "choose other classes or a larger per_class")
     train_idx, val_idx = split_validation(y_all[rows], val_size, split_seed)
@@ -148,6 +131,26 @@ def load(name: str, data_dir: str | os.PathLike | None = None, val_size: int | f
     if names != CLASS_NAMES.get(name):
         meta["class_names"] = list(names)  # a subset's or a user's: a result names its classes
     return dataclasses.replace(ds, meta=meta)
+
+
+def _source(name: str, data_dir, path, per_class, split_seed: int, label: str):
+    """(arrays, class names, meta) of the whole dataset, from wherever ``name`` comes from."""
+    if name == "cifar100":
+        return cifar100.load(data_root(data_dir), label)
+    if name.startswith(tfds_any.PREFIX):
+        return tfds_any.load(name[len(tfds_any.PREFIX):], [data_root(data_dir), tfds_root()])
+    if name == "arrays":
+        if path is None:
+            raise ConfigError("dataset.path: the arrays dataset reads your own file; give the "
+                              "path of a .npz (or a folder of .npy files)")
+        return read_arrays(path)
+    if name in BUILT:
+        mnist, mnist_meta = resolve(BUILT[name], data_dir)
+        arrays, meta = multidigit.build(name, mnist, mnist_meta, per_class, split_seed,
+                                        cache_root(data_root(data_dir)))
+    else:
+        arrays, meta = resolve(name, data_dir)
+    return arrays, CLASS_NAMES[name], meta
 
 
 def planned_num_classes(dataset_config) -> int:
