@@ -26,11 +26,18 @@ The schema, with its defaults (only ``name`` is required)::
                             # of LOSSES, in its order. Losses with parameters (below):
                             # labels ('focal(gamma=2)') or mappings ({name: focal, gamma: [1, 2]})
     dataset:
-      name: digits          # a key of lossjax.data.CLASS_NAMES
+      name: digits          # one of lossjax.data.NAMES ("arrays": your own, at path), or
+                            # "tfds:NAME" (prepared by tensorflow-datasets in array_record)
       data_dir: null        # str or null
       val_size: 0.1         # float in (0, 1): fraction of train; or int >= 1: a count
       split_seed: 0         # int >= 0
       standardize: false    # bool
+      path: null            # arrays only: a .npz, or a folder of .npy files
+      classes: null         # null (all), int K >= 2 (the first K of a permutation drawn from
+                            # subset_seed: nested across K), or a list of indices or names
+      subset_seed: 0        # int >= 0
+      per_class: null       # null or int >= 1: training examples per class (at most)
+      label: fine           # fine, or coarse (cifar100's 20 superclasses)
     model:
       hidden: [[64, 64]]    # SWEPT: hidden-size lists of ints in [1, 2**31 - 1] (int32 shapes);
                             # [] is a linear model; [64, 64] = [[64, 64]]
@@ -325,6 +332,17 @@ class DatasetConfig:
     val_size: float | int = 0.1
     split_seed: int = 0
     standardize: bool = False
+    path: str | None = None
+    classes: int | tuple[int | str, ...] | None = None
+    subset_seed: int = 0
+    per_class: int | None = None
+    label: str = "fine"
+
+
+# Added after results folders existed: left out of config.yaml at these defaults, so that an
+# older folder's config still matches (and resumes) unchanged.
+_DATASET_OPTIONAL = {"path": None, "classes": None, "subset_seed": 0, "per_class": None,
+                     "label": "fine"}
 
 
 @dataclass(frozen=True)
@@ -584,13 +602,57 @@ def _parse_dataset(raw: dict) -> DatasetConfig:
             "a fraction in (0, 1) or a count (an integer >= 1)",
             lambda x: 0 < x < 1,
         )
+    name = _get(s, "name", d.name)
+    if not (isinstance(name, str) and re.fullmatch(r"tfds:[a-z][a-z0-9_]*", name)):
+        name = choice(name, "dataset.name", (*CLASS_NAMES, "arrays", "tfds:NAME"))
+        if name == "tfds:NAME":
+            raise error("dataset.name", "replace NAME in tfds:NAME with the name of a dataset "
+                        "tensorflow-datasets prepared, e.g. tfds:svhn_cropped")
+    path = _get(s, "path", d.path)
+    if (path is None) != (name != "arrays"):
+        raise error("dataset.path", "the arrays dataset reads your own file: give the path of "
+                    "a .npz or a folder of .npy files" if path is None else
+                    f"{got(path)}, but only dataset.name: arrays reads a path; remove it")
+    if path is not None:
+        path_string(path, "dataset.path", "a .npz file's or a folder's path")
+    per_class = _get(s, "per_class", d.per_class)
     return DatasetConfig(
-        name=choice(_get(s, "name", d.name), "dataset.name", CLASS_NAMES),
+        name=name,
         data_dir=data_dir,
         val_size=val_size,
         split_seed=integer(_get(s, "split_seed", d.split_seed), "dataset.split_seed", 0),
         standardize=boolean(_get(s, "standardize", d.standardize), "dataset.standardize"),
+        path=path,
+        classes=_parse_classes(_get(s, "classes", d.classes)),
+        subset_seed=integer(_get(s, "subset_seed", d.subset_seed), "dataset.subset_seed", 0,
+                            SEED_MAX),
+        per_class=None if per_class is None else integer(per_class, "dataset.per_class", 1),
+        label=_parse_label(_get(s, "label", d.label), name),
     )
+
+
+def _parse_label(v: Any, name: str) -> str:
+    if choice(v, "dataset.label", ("fine", "coarse")) == "coarse" and name != "cifar100":
+        raise error("dataset.label", f"got 'coarse', but only cifar100 has coarse labels, not "
+                    f"{name}; remove it")
+    return v
+
+
+def _parse_classes(v: Any) -> int | tuple[int | str, ...] | None:
+    """null, a count K >= 2, or a list of distinct class indices or names (checked against the
+    dataset when it is loaded: a user's arrays have no class list before then)."""
+    path = "dataset.classes"
+    if v is None or is_int(v):
+        return v if v is None else integer(v, path, 2)
+    if not isinstance(v, list) or not all(is_int(c) or isinstance(c, str) for c in v):
+        raise error(path, f"{got(v)}, expected a number of classes K >= 2 or a list of class "
+                    "indices or names")
+    if len(set(v)) != len(v):
+        raise error(path, f"{got(v)}, which repeats {next(c for c in v if v.count(c) > 1)!r}; "
+                    "list each class once")
+    if len(v) < 2:
+        raise error(path, f"{got(v)}, expected at least 2 classes")
+    return tuple(v)
 
 
 def _parse_hidden(v: Any) -> tuple[tuple[int, ...], ...]:
@@ -1261,6 +1323,9 @@ def config_to_dict(cfg: Config) -> dict:
         del out["search"]["extend"]
     if cfg.confirm == ConfirmConfig():
         del out["confirm"]
+    for k, default in _DATASET_OPTIONAL.items():
+        if out["dataset"][k] == default:
+            del out["dataset"][k]
     return out
 
 

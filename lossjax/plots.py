@@ -659,7 +659,8 @@ def _reliability(res: Results, choices: list[Choice], gone: list[Choice]) -> Fig
             ax.set_title(f"hidden {h}")
         if handles[h]:
             rows = max(rows, legend_below(ax, handles[h], _panel_width(len(axes))))
-    fig.suptitle(f"Reliability at the last epoch, chosen rates: {describe(res)}")
+    # on two lines, as the other figures: one overflows the figure with a long dataset name
+    fig.suptitle(f"Reliability at the last epoch, chosen rates\n{describe(res)}")
     fit_panels(fig, axes, rows)
     return fig
 

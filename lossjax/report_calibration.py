@@ -10,6 +10,9 @@ import math
 from lossjax import analysis, calibration_tables
 from lossjax.analysis import Results
 
+# Up to this many classes the per-class table has a column per class; beyond, a summary.
+MAX_CLASS_COLUMNS = 20
+
 
 def _cell(v, fmt: str) -> str:
     try:
@@ -63,6 +66,8 @@ def class_table(res: Results) -> list[str]:
     if not rows:
         return []
     classes = sorted({int(k) for _, acc in rows for k in acc.index})
+    if len(classes) > MAX_CLASS_COLUMNS:
+        return _class_summary(rows, len(classes))
     head = ["Loss", "Hidden", "Learning rate", *map(str, classes)]
     lines = ["## Per-class test accuracy", "",
              "| " + " | ".join(head) + " |",
@@ -72,6 +77,30 @@ def class_table(res: Results) -> list[str]:
                                                       for k in classes]) + " |")
     lines += ["", "Test accuracy (%) per true class at the last epoch, mean over the chosen "
               "rate's seeds."]
+    return lines
+
+
+def _class_summary(rows, k: int) -> list[str]:
+    """The per-class table for many classes: a column per class would be unreadable at 100
+    and unrenderable at 1,000, so each row summarises the spread and names the extremes."""
+    head = ["Loss", "Hidden", "Learning rate", "Mean", "Median", "Worst 5 (class: %)",
+            "Best 5 (class: %)", "Classes < 50%", "Classes at 100%"]
+    lines = ["## Per-class test accuracy", "",
+             "| " + " | ".join(head) + " |",
+             "| " + " | ".join(["---"] * 2 + ["---:"] * 3 + ["---"] * 2 + ["---:"] * 2) + " |"]
+    for c, acc in rows:
+        acc = acc.dropna().sort_values(kind="stable")
+
+        def named(part) -> str:
+            return ", ".join(f"{int(i)}: {100 * v:.0f}" for i, v in part.items())
+
+        lines.append("| " + " | ".join(_name(c.row) + [
+            _cell(100 * acc.mean(), ".1f"), _cell(100 * acc.median(), ".1f"),
+            named(acc.head(5)), named(acc.tail(5).iloc[::-1]),
+            str(int((acc < 0.5).sum())), str(int((acc >= 1.0).sum()))]) + " |")
+    lines += ["", f"Test accuracy (%) per true class at the last epoch, mean over the chosen "
+              f"rate's seeds, summarised over the {k} classes (classes by label index; "
+              "env.json's data record names them)."]
     return lines
 
 

@@ -278,6 +278,16 @@ def _data_line(data) -> str | None:
     if verified:
         sums = ", ".join(f"{part} `{str(h)[:12]}…`" for part, h in verified.items())
         text += f"; content sha256, verified against the official checksums: {sums}"
+    own = data.get("files_sha256") if isinstance(data.get("files_sha256"), dict) else {}
+    if own:  # a user's arrays: no official checksum, so the files name the data
+        sums = ", ".join(f"{f} `{str(h)[:12]}…`" for f, h in own.items())
+        shapes = data.get("shapes") if isinstance(data.get("shapes"), dict) else {}
+        text += f"; file sha256: {sums}" + "".join(
+            f"; {k} {'x'.join(map(str, v))}" for k, v in shapes.items() if isinstance(v, list))
+    if isinstance(data.get("class_names"), list):
+        names = data["class_names"]
+        text += f"; {len(names)} classes: " + ", ".join(map(str, names[:20])) + (
+            ", …" if len(names) > 20 else "")
     return text
 
 

@@ -214,7 +214,7 @@ def _prepare(scope, config, overrides, output_dir) -> tuple:
     scope.enter_context(jax.enable_x64(cfg.model.dtype == "float64"))
     if cfg.block_size == "auto":
         cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
-    num_classes = len(data.CLASS_NAMES[cfg.dataset.name])
+    num_classes = data.planned_num_classes(cfg.dataset)
     loss_fns = {name: resolve_loss(name) for name in cfg.losses}
     logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
     for name, fn in loss_fns.items():
@@ -272,7 +272,10 @@ def _load_data(cfg, grid, out: Path):
     with distributed.stage("loading the data"):
         ds = data.preprocess(
             data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
-                      val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed),
+                      val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed,
+                      path=cfg.dataset.path, classes=cfg.dataset.classes,
+                      subset_seed=cfg.dataset.subset_seed, per_class=cfg.dataset.per_class,
+                      label=cfg.dataset.label),
             standardize=cfg.dataset.standardize)
         config_lib.check_batch_size(cfg, len(ds.x_train))
         preflight.check_schedule(cfg, len(ds.x_train))

@@ -9,6 +9,10 @@ import time, so code that only needs the list of datasets (config validation) ca
 from __future__ import annotations
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
+# Datasets built from another one's verified files (lossjax.data.multidigit), and a user's own
+# arrays (lossjax.data.arrays): every name ``dataset.name`` takes.
+BUILT: dict[str, str] = {"double_mnist": "mnist", "triple_mnist": "mnist"}
+NAMES: tuple[str, ...] = (*DATASETS, "cifar100", *BUILT, "arrays")
 
 # Class names in label order, as each dataset publishes them: MNIST (LeCun et al. 1998) and
 # scikit-learn's load_digits label each image with its digit; Fashion-MNIST's names are those of
@@ -21,7 +25,35 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
                       "Sneaker", "Bag", "Ankle boot"),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                 "truck"),
+    # CIFAR-100's fine labels, as the meta file of the official python version lists them
+    # (lossjax.data.cifar100 reads the names from that file; these give the count up front).
+    "cifar100": (
+        "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+        "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+        "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+        "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+        "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+        "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+        "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+        "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+        "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+        "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+        "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+        "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"
+    ),
+    # Multi-digit MNIST: the digits, leftmost first (label 10a + b, or 100a + 10b + c).
+    "double_mnist": tuple(f"{i:02d}" for i in range(100)),
+    "triple_mnist": tuple(f"{i:03d}" for i in range(1000)),
 }
+
+# CIFAR-100's 20 superclasses (dataset.label: coarse), in the official meta file's order.
+CIFAR100_COARSE: tuple[str, ...] = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
+    "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2"
+)
 
 # The four IDX files of MNIST and Fashion-MNIST, in the order x_train, y_train, x_test, y_test.
 MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -66,6 +98,10 @@ FORMS: dict[str, str] = {
     "cifar-bin-dir": "CIFAR-10 binary batches",
     "cifar-bin-tar": "cifar-10-binary.tar.gz",
     "tfds-array_record": "array_record",
+    "cifar100-py-tar": "cifar-100-python.tar.gz",
+    "cifar100-py-dir": "CIFAR-100 python files",
+    "double_mnist": "double MNIST from MNIST",
+    "triple_mnist": "triple MNIST from MNIST",
 }
 
 # How ``lossjax data info`` names the kinds of place (``meta["source"]["kind"]``) whose key is
@@ -88,8 +124,9 @@ DOWNLOADS: dict[str, dict[str, str]] = {
 }
 
 
-def check_name(name: str) -> str:
-    """``name`` if it is a dataset lossjax knows, else a ValueError listing them."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+def check_name(name: str, names: tuple[str, ...] = DATASETS) -> str:
+    """``name`` if it is one of ``names`` (by default those read from files), else a ValueError
+    listing them."""
+    if name not in names:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(names)}")
     return name

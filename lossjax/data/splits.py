@@ -7,6 +7,7 @@ which mean and std standardize) ever looks at the test set.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,26 +74,34 @@ def split_validation(y_train: np.ndarray, val_size, split_seed: int
 
 def preprocess(ds: Dataset, standardize: bool = False) -> Dataset:
     """Turns uint8 images into what the MLP trains on: float32 features (N, D), scaled to [0, 1]
-    (``digits``: divided by 16). Done once, on the host, so the big float arrays exist only from
-    here on (CIFAR-10 train alone is 600 MB as float32).
+    (``digits``: divided by 16; a user's float features are not scaled). Done once, on the
+    host, so the big float arrays exist only from here on (CIFAR-10 train alone is 600 MB as
+    float32).
 
     ``standardize=True`` then subtracts a mean and divides by a standard deviation computed on the
     training split only (validation and test never inform it): per channel for images (one
     channel for MNIST / Fashion-MNIST, R G B for CIFAR-10), per feature for ``digits``, whose 64
-    block counts are features rather than pixels of a photograph. Constant features get std 1.
+    block counts are features rather than pixels of a photograph, and for a user's float
+    feature vectors (N, D). Constant features get std 1.
     """
-    if ds.x_train.dtype != np.uint8:
+    if "preprocess" in ds.meta or (ds.x_train.dtype != np.uint8 and "pixel_max" not in ds.meta):
         raise ValueError(f"{ds.name}: already preprocessed (x_train is {ds.x_train.dtype}); "
                          "call preprocess once, on what load() returns")
     pmax = float(ds.meta.get("pixel_max", 255))
     n = len(ds.x_train)
-    per_feature = ds.name == "digits"
+    # A user's float vectors are features too; float images (N, H, W[, C]) get channel stats.
+    floats = ds.x_train.dtype != np.uint8
+    per_feature = ds.name == "digits" or (floats and ds.x_train.ndim == 2)
     info: dict = {"scale": f"1/{pmax:g}", "standardize": standardize}
     shift = scale = None
     if standardize:
         x = ds.x_train.reshape(n, -1)
         if per_feature or n == 0:
             xf = x.astype(np.float64) / pmax
+            mean, std = xf.mean(axis=0), xf.std(axis=0)
+        elif floats:
+            channels = ds.x_train.shape[-1] if ds.x_train.ndim == 4 else 1
+            xf = ds.x_train.reshape(-1, channels).astype(np.float64) / pmax
             mean, std = xf.mean(axis=0), xf.std(axis=0)
         else:
             channels = ds.x_train.shape[-1] if ds.x_train.ndim == 4 else 1
@@ -105,7 +114,7 @@ def preprocess(ds: Dataset, standardize: bool = False) -> Dataset:
                     mean=[float(v) for v in mean], std=[float(v) for v in std])
 
     def convert(a: np.ndarray) -> np.ndarray:
-        out = a.reshape(len(a), -1).astype(np.float32)
+        out = a.reshape(len(a), math.prod(a.shape[1:])).astype(np.float32)  # -1: not if empty
         np.divide(out, np.float32(pmax), out=out)  # in place: no second float copy
         if shift is not None:
             out -= shift

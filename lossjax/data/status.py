@@ -8,14 +8,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lossjax.data import cache as _cache
-from lossjax.data import tfds_local
+from lossjax.data import cifar100, multidigit, tfds_any, tfds_local
 from lossjax.data.registry import (
     ACCEPTED,
+    BUILT,
     CLASS_NAMES,
     DATASETS,
     FOLDERS,
     FORMS,
     KIND_WORDS,
+    NAMES,
     check_name,
 )
 from lossjax.data.sources import data_root, find_local, from_source, resolve, root_origin
@@ -28,7 +30,9 @@ class DatasetStatus:
     """One dataset as :func:`info` or :func:`prepare` found it.
 
     ``status`` is "ok" (present, content verified), "missing" (no source has it) or "broken"
-    (a source has it but fails to parse or verify); ``problem`` says why for the last two.
+    (a source has it but fails to parse or verify); ``problem`` says why for the last two. For
+    ``arrays`` and ``tfds:NAME``, which name no one dataset, it is "yours" and ``problem`` says
+    where they are read from.
     ``source``, ``cache`` and ``verified`` are what :func:`lossjax.data.load` records in
     ``Dataset.meta`` under the same keys. ``notes``: one line per other copy found in
     tensorflow-datasets' folder, used or not (a tfrecord copy, which needs TensorFlow)."""
@@ -59,10 +63,14 @@ class DataInfo:
 def info(name: str | None = None, data_dir=None) -> DataInfo:
     """Where each dataset (or only ``name``) would load from, whether it is present and
     verified, and its sizes. Writes nothing and downloads nothing."""
-    names = DATASETS if name is None else (check_name(name),)
+    every = (*NAMES, "tfds:NAME")
+    names = every if name is None else (check_name(name, every),)
     root = data_root(data_dir)
     found = []
     for n in names:
+        if n not in DATASETS:
+            found.append(_other(n, data_dir))
+            continue
         try:
             arrays, meta = resolve(n, data_dir, cache="read", download=False)
         except Missing as e:  # its message already names the copies that cannot be read
@@ -114,3 +122,45 @@ def _ok(name: str, arrays, meta: dict) -> DatasetStatus:
         verified=tuple(meta["verified"]), train_size=len(arrays["y_train"]),
         test_size=len(arrays["y_test"]), image_shape=tuple(arrays["x_train"].shape[1:]),
         num_classes=len(CLASS_NAMES[name]))
+
+
+def _other(name: str, data_dir) -> DatasetStatus:
+    """The datasets that are not read from official files: CIFAR-100 (files checked by md5),
+    the multi-digit MNISTs (built from MNIST when loaded: nothing is built here), and the two
+    that name no one dataset."""
+    root = data_root(data_dir)
+    if name == "arrays":
+        return DatasetStatus(name, "yours", problem="your own .npz or folder of .npy files "
+                             "(x_train, y_train, x_test, y_test), named by dataset.path")
+    if name == "tfds:NAME":
+        roots = [root, tfds_local.tfds_root()]
+        ready = sorted({d.parent.name for r in roots if r.is_dir() for d in r.glob("*/*")
+                        if tfds_any.find(d.parent.name, [r]) == d})
+        return DatasetStatus(name, "yours", problem=f"datasets tensorflow-datasets prepared "
+                             f"in array_record in {roots[0]} or {roots[1]}; found: "
+                             f"{', '.join(ready) or 'none'}")
+    try:
+        if name == "cifar100":
+            arrays, names, meta = cifar100.load(root)
+        else:
+            arrays, meta = resolve(BUILT[name], data_dir, cache="read", download=False)
+            per_class = multidigit.PER_CLASS[name]
+            names = CLASS_NAMES[name]
+            width = arrays["x_train"].shape[2] * multidigit.DIGITS[name]
+            shape = (*arrays["x_train"].shape[1:2], width)
+            return DatasetStatus(
+                name, "ok", source={"kind": "built", "form": name,
+                                    "path": meta["source"].get("path", "")},
+                cache={"path": str(_cache.prepared_dir(name + "-*", _cache.cache_root(root))),
+                       "status": "built at the first load"},
+                verified=tuple(meta["verified"]), train_size=per_class * len(names),
+                test_size=per_class // multidigit.TEST_FRACTION * len(names), image_shape=shape,
+                num_classes=len(names))
+    except Missing as e:
+        return DatasetStatus(name, "missing", problem=str(e))
+    except DataError as e:
+        return DatasetStatus(name, "broken", problem=str(e))
+    return DatasetStatus(name, "ok", source=meta["source"], cache=meta["cache"],
+                         verified=tuple(meta["verified"]), train_size=len(arrays["y_train"]),
+                         test_size=len(arrays["y_test"]),
+                         image_shape=tuple(arrays["x_train"].shape[1:]), num_classes=len(names))
