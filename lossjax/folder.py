@@ -56,6 +56,11 @@ from lossjax.tables import (
 
 # ---- atomic writes -----------------------------------------------------------------------
 
+#: In every temporary's name (``.{name}.lossjax-{8 random}.tmp``): only files named exactly so
+#: are lossjax's to clean up; a ``.epochs.csv.mybackup.tmp`` of yours is not.
+TMP_TAG = "lossjax-"
+
+
 def _umask() -> int:
     # Read at each write (setting it back at once): files get the user's umask, where mkstemp
     # alone would make them 0600.
@@ -74,7 +79,8 @@ def atomic_write(path: Path, write) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TMP_TAG}",
+                                   suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -277,8 +283,8 @@ def has_checkpoints(out: Path) -> bool:
 
 
 def _is_own_temporary(name: str, own) -> bool:
-    # atomic_write's names: ".{name}.{random}.tmp"
-    m = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+    # atomic_write's names: mkstemp's 8 random characters between TMP_TAG and ".tmp"
+    m = re.fullmatch(rf"\.(.+)\.{TMP_TAG}[a-z0-9_]{{8}}\.tmp", name)
     return m is not None and own(m.group(1))
 
 

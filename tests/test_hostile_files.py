@@ -1,0 +1,58 @@
+"""Files, folders and commands a hostile user shaped: files of the user's named like lossjax's
+temporaries or beside a sweep's tables, ``--out`` paths that are files or hold the user's
+work, folders written by two processes at once, and paths and arguments no folder can have.
+Each case ends in one line naming the problem and its fix (exit 2), with nothing of the user's
+changed."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import make_results, one_line
+
+import lossjax.folder
+from lossjax import cli
+
+CONFIG = {"name": "small"}  # what Claim compares on --resume; any mapping will do here
+
+
+def _finished(folder: Path) -> Path:
+    """A finished results folder as a grid sweep leaves it."""
+    make_results(folder)
+    (folder / "status.json").write_text(json.dumps({"complete": True, "format": 2}))
+    (folder / "config.yaml").write_text("name: small\n")
+    (folder / "env.json").write_text("{}")
+    return folder
+
+
+# ---- the temporaries lossjax cleans up -----------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [{"overwrite": True}, {"resume": True}])
+def test_files_named_like_temporaries_are_the_users(tmp_path, flags):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    (folder / "status.json").write_text('{"complete": false}')
+    mine = [".epochs.csv.mybackup.tmp", ".report.md.draft.tmp", ".status.json.x.tmp"]
+    for name in mine:
+        (folder / name).write_text("mine")
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / ".group0.json.mybackup.tmp").write_text("mine")
+    # What a killed atomic write leaves goes.
+    (folder / ".epochs.csv.lossjax-ab12cd34.tmp").write_text("left by kill -9")
+    with lossjax.folder.Claim(folder, CONFIG, overwrite=flags.get("overwrite", False),
+                              resume=flags.get("resume", False)) as claim:
+        claim.start(CONFIG, {})
+    for name in mine:
+        assert (folder / name).read_text() == "mine", name
+    assert (folder / "checkpoints" / ".group0.json.mybackup.tmp").read_text() == "mine"
+    assert not (folder / ".epochs.csv.lossjax-ab12cd34.tmp").exists()
+
+
+def test_atomic_writes_leave_only_names_lossjax_cleans_up(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (seen.append(Path(a).name), real(a, b)))
+    lossjax.folder.write_text(tmp_path / "epochs.csv", "x")
+    assert lossjax.folder._is_own_temporary(seen[0], {"epochs.csv"}.__contains__), seen
