@@ -37,6 +37,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -69,11 +70,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write) -> None:
-    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it.
+def atomic_write(path: Path, write, *, replace: bool = True) -> None:
+    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it
+    (``replace=False``: links it, raising ``FileExistsError`` where ``path`` exists).
 
-    An ``OSError`` (disk full, read-only folder, ...) becomes a one-line ``ResultsError``;
-    the previous version of ``path``, if any, is left as it was.
+    Any other ``OSError`` (disk full, read-only folder, ...) becomes a one-line
+    ``ResultsError``; the previous version of ``path``, if any, is left as it was.
     """
     path = Path(path)
     tmp = None
@@ -86,22 +88,27 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            Path(tmp).unlink()
     except BaseException as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
+        if isinstance(e, OSError) and not isinstance(e, FileExistsError):
             raise ResultsError(f"cannot write {path} ({e.strerror or e}); "
                                "its previous version, if any, is kept") from None
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(Path(path), lambda f: f.write(text.encode()))
+def write_text(path: Path, text: str, *, replace: bool = True) -> None:
+    atomic_write(Path(path), lambda f: f.write(text.encode()), replace=replace)
 
 
-def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(path: Path, obj, *, replace: bool = True) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n",
+               replace=replace)
 
 
 def write_table(path: Path, table: pd.DataFrame) -> None:
@@ -388,6 +395,17 @@ def _flock(fd: int, out: Path) -> None:
             "to finish, or choose another output.dir or name") from None
 
 
+def _being_claimed(out: Path) -> bool:
+    """Whether ``out`` holds nothing but the temporary of a first status.json (and a lock):
+    another sweep is making a new folder lossjax's, and will have renamed it in a moment."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return False
+    temporary = [n for n in names if _is_own_temporary(n, "status.json".__eq__)]
+    return bool(temporary) and set(names) <= {*temporary, LOCK}
+
+
 def _still_the_lock(fd: int, path: Path, out: Path) -> bool:
     """Whether the file locked through ``fd`` is still ``out``'s lock, in a folder still
     lossjax's. The holder before us may have removed the file (and, had its claim failed, the
@@ -458,8 +476,24 @@ class Claim:
         holds it), and writes this process's id into the lock file."""
         path = self.out / LOCK
         for _ in range(100):
-            if owned(self.out) is None:  # empty: lossjax's from its status.json on
-                write_json(self.out / "status.json", {"complete": False})
+            try:
+                empty = owned(self.out) is None
+            except ResultsError:
+                # Another sweep may be writing a new folder's first status.json: wait for it.
+                if not (_being_claimed(self.out) or status(self.out) is not None):
+                    raise
+                time.sleep(0.01)
+                continue
+            if empty:  # lossjax's from its status.json on
+                # Never over another sweep's, written since: the next round judges that one.
+                try:
+                    write_json(self.out / "status.json", {"complete": False}, replace=False)
+                except FileExistsError:
+                    continue
+                except ResultsError:  # our temporary, cleaned up by the sweep that won
+                    if status(self.out) is None:
+                        raise
+                    continue
                 self._wrote_status = True
             fd = self._open_lock(path)
             _flock(fd, self.out)
@@ -467,6 +501,7 @@ class Claim:
                 break
             os.close(fd)
         else:
+            owned(self.out)  # a status.json temporary left by kill -9: not lossjax's folder
             raise ResultsError(f"{self.out}: could not take its lock (other sweeps keep taking "
                                "it); choose another output.dir or name")
         os.ftruncate(fd, 0)  # a regular file of ours alone (_open_lock), in lossjax's folder

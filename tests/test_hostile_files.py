@@ -4,15 +4,16 @@ work, folders written by two processes at once, and paths and arguments no folde
 Each case ends in one line naming the problem and its fix (exit 2), with nothing of the user's
 changed."""
 
+import fcntl
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
-from conftest import make_results, one_line
+from conftest import make_results
 
 import lossjax.folder
-from lossjax import cli
 
 CONFIG = {"name": "small"}  # what Claim compares on --resume; any mapping will do here
 
@@ -56,3 +57,44 @@ def test_atomic_writes_leave_only_names_lossjax_cleans_up(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "replace", lambda a, b: (seen.append(Path(a).name), real(a, b)))
     lossjax.folder.write_text(tmp_path / "epochs.csv", "x")
     assert lossjax.folder._is_own_temporary(seen[0], {"epochs.csv"}.__contains__), seen
+
+
+# ---- two sweeps into one new folder --------------------------------------------------------
+
+
+def test_two_claims_on_one_new_folder_leave_one_in_use_line(tmp_path):
+    def claim(folder, barrier, outcomes):
+        barrier.wait()
+        try:
+            with lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=False):
+                barrier.wait()  # hold the lock until the other has tried
+                outcomes.append("claimed")
+        except lossjax.folder.ResultsError as e:
+            outcomes.append(str(e))
+            barrier.wait()
+
+    for i in range(30):
+        folder, barrier, outcomes = tmp_path / f"new{i}" / "small", threading.Barrier(2), []
+        threads = [threading.Thread(target=claim, args=(folder, barrier, outcomes))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(outcomes, key=len)[0] == "claimed", outcomes
+        assert "in use by another lossjax sweep" in max(outcomes, key=len), outcomes
+
+
+def test_a_claim_waits_out_another_writing_a_new_folders_status(tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    tmp = folder / ".status.json.lossjax-ab12cd34.tmp"
+    tmp.write_text('{"complete": false}')
+    lock = os.open(folder / lossjax.folder.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    threading.Timer(0.2, os.replace, (tmp, folder / "status.json")).start()
+    try:
+        with pytest.raises(lossjax.folder.ResultsError, match="in use by another lossjax sweep"):
+            lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=False)
+    finally:
+        os.close(lock)
