@@ -264,6 +264,24 @@ def check_entries(out: Path) -> None:
             found = "a file" if stat.S_ISREG(st.st_mode) else kind_of(st.st_mode)
             raise ResultsError(f"{path} is {found}, not {kind}, which is what lossjax keeps "
                                "under that name: move it out of the results folder and rerun")
+        if folder and stat.S_ISDIR(st.st_mode):
+            _check_subfolder(path)
+
+
+def _check_subfolder(path: Path) -> None:
+    """Refuses an entry of ``plots/``, ``checkpoints/`` or ``tensorboard/`` named as lossjax
+    names its files that is not a regular file: found here, not epochs later when the sweep
+    writes or reads it."""
+    own = _SUBFOLDER_FILES[path.name]
+    for entry in os.scandir(path):
+        if own(entry.name) and not entry.is_file(follow_symlinks=False):
+            child = Path(entry.path)
+            if entry.is_symlink():
+                raise _link_error(child)
+            found = "a folder" if entry.is_dir() else kind_of(os.lstat(child).st_mode)
+            raise ResultsError(f"{child} is {found}, not a regular file, which is what lossjax "
+                               "keeps under that name: move it out of the results folder and "
+                               "rerun")
 
 
 def require_own(out: Path) -> None:
@@ -334,9 +352,12 @@ def _refuse_linked_path(out: Path) -> None:
     path = Path(os.path.abspath(out))
     for p in (path, *path.parents):
         if p.is_symlink():
+            real = Path(os.path.realpath(path))
+            # Where the results folder itself is the link, its name changes too.
+            name = f" --set name={real.name}" if real.name != path.name else ""
             raise ResultsError(
                 f"{p} is a symbolic link; --overwrite does not delete through links: give the "
-                f"real folder's path, --set output.dir={os.path.realpath(path.parent)}")
+                f"real folder's path, --set output.dir={real.parent}{name}")
 
 def check_config_kept(out: Path, saved: dict | None) -> None:
     """A resume needs the config its checkpoints were made with: without config.yaml they
@@ -584,6 +605,12 @@ class Claim:
         except ResultsError:
             env = None
         if env is None:  # the sweep starts the record again (sweep._provenance)
+            if not self.allow_other_machine:
+                raise ResultsError(
+                    f"--resume: {self.out}/env.json is missing or unreadable, so the machine "
+                    "the sweep started on cannot be compared with this one; put back the "
+                    "env.json lossjax wrote, rerun it with --overwrite, or pass "
+                    "--allow-other-machine to continue without the check")
             return (f"{self.out}/env.json is missing or unreadable: the machine the sweep "
                     "started on is not known, so it was not compared with this one")
         now = machine.machine_of({"cpu": machine.cpu_record(),

@@ -11,9 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import make_results
+from conftest import make_results, one_line, small_config
 
 import lossjax.folder
+from lossjax import cli
 
 CONFIG = {"name": "small"}  # what Claim compares on --resume; any mapping will do here
 
@@ -98,3 +99,53 @@ def test_a_claim_waits_out_another_writing_a_new_folders_status(tmp_path):
             lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=False)
     finally:
         os.close(lock)
+
+
+# ---- what --resume and --overwrite check first ------------------------------------------------
+
+
+def _unfinished(folder: Path, env: bool = True) -> Path:
+    """An unfinished sweep's folder: one epoch, its checkpoint and its row."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "status.json").write_text('{"complete": false}')
+    (folder / "config.yaml").write_text("name: small\n")
+    if env:
+        (folder / "env.json").write_text("{}")
+    (folder / "epochs.csv").write_text("member,epoch\n0,1\n")
+    (folder / "checkpoints" / "group0.json").write_text('{"epoch": 1, "files": []}')
+    (folder / "checkpoints" / "group0.e1.p0.npz").write_bytes(b"npz")
+    return folder
+
+
+@pytest.mark.parametrize("entry", ["checkpoints/group0.e9.p0.npz", "checkpoints/group1.json",
+                                   "plots/test_accuracy.png"])
+@pytest.mark.parametrize("flags", [{"resume": True}, {"overwrite": True}, {}])
+def test_a_folder_named_like_a_file_of_lossjaxs_is_refused_at_the_start(tmp_path, entry, flags):
+    folder = _unfinished(tmp_path / "small")
+    (folder / entry).mkdir(parents=True)
+    (folder / entry / "mine.txt").write_text("mine")
+    with pytest.raises(lossjax.folder.ResultsError,
+                       match=f"{folder / entry} is a folder, not a regular file"):
+        lossjax.folder.Claim(folder, CONFIG, resume=flags.get("resume", False),
+                             overwrite=flags.get("overwrite", False))
+    assert (folder / entry / "mine.txt").read_text() == "mine"
+
+
+def test_overwrite_of_a_linked_results_folder_names_the_real_one(tmp_path, capsys):
+    real = _finished(tmp_path / "elsewhere" / "mine")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "small").symlink_to(real)
+    code = cli.main(["sweep", small_config(tmp_path), "--overwrite", "--quiet"])
+    assert code == 2
+    one_line(capsys.readouterr().err, f"{tmp_path / 'runs' / 'small'} is a symbolic link",
+             f"--set output.dir={real.parent} --set name=mine")
+    assert (real / "epochs.csv").exists()
+
+
+def test_resume_without_env_json_is_refused_unless_allowed(tmp_path):
+    folder = _unfinished(tmp_path / "small", env=False)
+    with pytest.raises(lossjax.folder.ResultsError, match="env.json is missing.*--allow-other"):
+        lossjax.folder.Claim(folder, CONFIG, resume=True, overwrite=False)
+    with lossjax.folder.Claim(folder, CONFIG, resume=True, overwrite=False,
+                              allow_other_machine=True) as claim:
+        assert claim.resuming and "env.json is missing" in claim.machine_note
