@@ -9,7 +9,8 @@
                         chosen on validation accuracy, test accuracy mean ± 95% interval, ...
       status.json       {"complete": bool}: marks the folder as lossjax's (written first, never
                         removed); an unfinished sweep can be resumed. "written" lists the
-                        files experiments/ scripts added (--overwrite removes those too);
+                        files only some sweeps write (stops.csv, added.csv, tensorboard/)
+                        and those experiments/ scripts added (--overwrite removes those too);
                         "format" the tables' format (``tables.FORMAT``; absent: 1)
       checkpoints/      per-group training state after the last finished epoch (removed when
                         the sweep completes)
@@ -21,7 +22,8 @@ OS lock (``flock``) that dies with the process: a second sweep into the same fol
 once, and ``kill -9`` leaves no stale lock. A folder without ``status.json`` is not lossjax's:
 nothing is ever written into it or deleted from it, ``--overwrite`` included; in one that is,
 nothing is read, written or deleted through a symbolic link, and ``--overwrite`` removes only
-what lossjax wrote (:data:`SWEEP_ENTRIES`, and the :data:`EXPERIMENT_ENTRIES` status.json lists).
+what lossjax wrote (:data:`SWEEP_ENTRIES`, of them :data:`SWEEP_RECORDED` and the
+:data:`EXPERIMENT_ENTRIES` only where status.json lists them).
 
 The files' columns and readers are ``lossjax.tables``'s, the checkpoints ``lossjax.checkpoint``'s.
 (Over 450 lines: the claim and the ownership rules it enforces are one protocol, read together.)
@@ -123,6 +125,10 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
                  "final.csv", "stops.csv", "added.csv", "report.md", "plots", "checkpoints",
                  "tensorboard")
+#: What only some sweeps write (a race, a later stage, ``output.tensorboard``): recorded in
+#: ``status.json`` before it is written, as :data:`EXPERIMENT_ENTRIES` are, so that
+#: ``--overwrite`` of a grid sweep keeps a ``stops.csv`` of yours.
+SWEEP_RECORDED = ("stops.csv", "added.csv", "tensorboard")
 #: What ``experiments/`` scripts may write into a results folder. Each records its names in
 #: ``status.json`` (:func:`record_written`) before writing, so ``--overwrite`` removes a
 #: ``causal.md`` the script wrote and keeps one of yours, which was never recorded.
@@ -139,7 +145,8 @@ PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "test_error", "train_lo
 _SUBFOLDER_FILES = {
     "plots": lambda name: name in PLOT_FILES,
     "checkpoints": re.compile(r"group\d+(\.e\d+\.p\d+\.npz|\.json)").fullmatch,
-    "tensorboard": lambda name: name.startswith("events.out.tfevents."),
+    # lossjax.tensorboard's names: TensorBoard's, with the process and a counter
+    "tensorboard": re.compile(r"events\.out\.tfevents\.\d{10}\..+\.\d+\.\d{6}").fullmatch,
 }
 LOCK = ".lock"
 
@@ -193,23 +200,27 @@ def status(out: Path) -> dict | None:
     return st if isinstance(st, dict) and isinstance(st.get("complete"), bool) else None
 
 
+_RECORDED = {*SWEEP_RECORDED, *EXPERIMENT_ENTRIES}
+
+
 def recorded(st: dict | None) -> list[str]:
-    """The experiment files a ``status.json`` says lossjax wrote (names outside
-    :data:`EXPERIMENT_ENTRIES` are ignored: a hand-edited list never makes lossjax delete a
-    file of yours)."""
+    """The files a ``status.json`` says lossjax wrote (names outside :data:`SWEEP_RECORDED`
+    and :data:`EXPERIMENT_ENTRIES` are ignored: a hand-edited list never makes lossjax delete
+    a file of yours)."""
     names = (st or {}).get("written")
-    return sorted({n for n in names if n in EXPERIMENT_ENTRIES}) if isinstance(names, list) else []
+    return sorted({n for n in names if n in _RECORDED}) if isinstance(names, list) else []
 
 
 def record_written(folder: Path, names) -> None:
-    """Adds ``names`` (of :data:`EXPERIMENT_ENTRIES`) to ``status.json``'s list of files
-    lossjax wrote into ``folder``; call it before writing them. Does nothing in a folder that
-    is not lossjax's (no ``status.json``): there nothing is ever removed."""
+    """Adds ``names`` (of :data:`SWEEP_RECORDED` and :data:`EXPERIMENT_ENTRIES`) to
+    ``status.json``'s list of files lossjax wrote into ``folder``; call it before writing
+    them. Does nothing in a folder that is not lossjax's (no ``status.json``): there nothing
+    is ever removed."""
     folder = Path(folder)
     st = status(folder)
     if st is None:
         return
-    written = sorted(set(recorded(st)) | {n for n in names if n in EXPERIMENT_ENTRIES})
+    written = sorted(set(recorded(st)) | {n for n in names if n in _RECORDED})
     if written != st.get("written"):
         write_json(folder / "status.json", {**st, "written": written})
 
@@ -443,7 +454,8 @@ def _clear_previous(out: Path, old: list[str]) -> None:
     """Removes what lossjax wrote into ``out`` before (and the experiment files ``old``), except
     status.json: the checkpoints first, then the table, so that nothing left looks
     resumable."""
-    order = ("checkpoints", "epochs.csv", *SWEEP_ENTRIES, *old)
+    always = (n for n in SWEEP_ENTRIES if n not in SWEEP_RECORDED)
+    order = ("checkpoints", "epochs.csv", *always, *old)
     for name in dict.fromkeys(order):
         if name != "status.json":
             try:

@@ -314,8 +314,10 @@ def _finish(out: Path, claim, table: pd.DataFrame, planned, cfg) -> None:
                         confirm=plan.confirming(planned))
     with WRITING:
         if cfg.search.method == "race":
+            folder.record_written(out, ["stops.csv"])  # --overwrite removes it then, only
             folder.write_table(out / "stops.csv", search.stops_table(stopped))
         if cfg.search.extend or cfg.confirm.seeds:
+            folder.record_written(out, ["added.csv"])
             folder.write_table(out / "added.csv", plan.added_table(planned))
         folder.write_table(out / "summary.csv", summary)
         plots.plot_results(out)
@@ -552,6 +554,7 @@ def _tensorboard(cfg, out: Path, writer: bool):
     if writer and cfg.output.tensorboard:
         from lossjax.tensorboard import TensorBoardLog, name_columns  # opt-in: only when asked
 
+        folder.record_written(out, ["tensorboard"])
         return TensorBoardLog(out / "tensorboard", name_columns(len(cfg.optimizer.names) > 1))
     return contextlib.nullcontext()
 

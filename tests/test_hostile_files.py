@@ -10,11 +10,13 @@ import os
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import make_results, one_line, small_config
 
 import lossjax.folder
 from lossjax import cli
+from lossjax.tensorboard import METRICS, TensorBoardLog
 
 CONFIG = {"name": "small"}  # what Claim compares on --resume; any mapping will do here
 
@@ -149,3 +151,37 @@ def test_resume_without_env_json_is_refused_unless_allowed(tmp_path):
     with lossjax.folder.Claim(folder, CONFIG, resume=True, overwrite=False,
                               allow_other_machine=True) as claim:
         assert claim.resuming and "env.json is missing" in claim.machine_note
+
+
+# ---- what --overwrite removes -----------------------------------------------------------------
+
+
+def test_overwrite_of_a_grid_sweep_keeps_files_only_other_sweeps_write(tmp_path):
+    folder = _finished(tmp_path / "small")
+    mine = {"stops.csv": "member,epoch,reason\n", "added.csv": "my notes",
+            "tensorboard/events.out.tfevents.myrun": "my run",
+            "tensorboard/mine/events.out.tfevents.1700000000.host.12.000001": "my run"}
+    for name, text in mine.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
+    with lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=True) as claim:
+        claim.start(CONFIG, {})
+    for name, text in mine.items():
+        assert (folder / name).read_text() == text, name
+
+
+def test_overwrite_removes_what_a_race_and_tensorboard_recorded(tmp_path):
+    folder = _finished(tmp_path / "small")
+    lossjax.folder.record_written(folder, ["stops.csv", "tensorboard"])
+    (folder / "stops.csv").write_text("member,epoch,reason\n")
+    rows = pd.read_csv(folder / "epochs.csv").query("epoch == 1").head(2)
+    rows = rows.assign(**{m: 0.5 for m in METRICS if m not in rows})
+    with TensorBoardLog(folder / "tensorboard") as events:
+        events.write(rows)
+    assert len(list((folder / "tensorboard").rglob("events.out.tfevents.*"))) == 2
+    (folder / "tensorboard" / "events.out.tfevents.myrun").write_text("my run")
+    with lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=True) as claim:
+        claim.start(CONFIG, {})
+    assert not (folder / "stops.csv").exists()
+    assert [p.name for p in (folder / "tensorboard").rglob("*")] == ["events.out.tfevents.myrun"]
+    assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
