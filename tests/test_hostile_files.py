@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_results, one_line, small_config
+from conftest import experiment, make_results, one_line, resummarize, small_config
 
 import lossjax.folder
 from lossjax import cli
@@ -185,3 +185,35 @@ def test_overwrite_removes_what_a_race_and_tensorboard_recorded(tmp_path):
     assert not (folder / "stops.csv").exists()
     assert [p.name for p in (folder / "tensorboard").rglob("*")] == ["events.out.tfevents.myrun"]
     assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
+
+
+# ---- experiments/more_seeds.py --out and --seeds --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    path = tmp_path_factory.mktemp("seeds") / "first"
+    make_results(path, losses=("mse", "mse-no_push_up"), seeds=(0, 1, 2), diverge=())
+    resummarize(path)
+    return path
+
+
+@pytest.mark.parametrize(("out", "seeds", "needle"), [
+    ("mine.yaml", ["5"], "exists and is left as it is"),
+    ("missing/follow.yaml", ["5"], "does not exist"),
+    ("afolder", ["5"], "is a folder; give the config file"),
+    ("follow.yaml", ["2", "5"], "--seeds 2: "),
+    ("follow.yaml", ["-1"], "seeds"),
+    ("follow.yaml", ["5", "5"], "seeds"),
+])
+def test_more_seeds_refuses_at_once(first, tmp_path, capsys, out, seeds, needle):
+    (tmp_path / "mine.yaml").write_text("my config")
+    (tmp_path / "afolder").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code = experiment("more_seeds").main([str(first), "--losses", "mse", "mse-no_push_up",
+                                          "--seeds", *seeds, "--out", str(tmp_path / out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("more_seeds: ") and err.count("\n") == 1, err
+    assert needle in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "mine.yaml").read_text() == "my config"
