@@ -414,7 +414,8 @@ def _make_folder(out: Path) -> list[Path]:
     return made
 
 
-def _flock(fd: int, out: Path) -> None:
+def _flock(fd: int, out: Path,
+           fix: str = "wait for it to finish, or choose another output.dir or name") -> None:
     """Locks the open lock file ``fd``, or refuses (naming the holder's pid) where another
     sweep holds the lock."""
     try:
@@ -423,8 +424,7 @@ def _flock(fd: int, out: Path) -> None:
         holder = (os.read(fd, 32).decode(errors="replace").split() or ["?"])[0]
         os.close(fd)
         raise ResultsError(
-            f"{out} is in use by another lossjax sweep (pid {holder}); wait for it "
-            "to finish, or choose another output.dir or name") from None
+            f"{out} is in use by another lossjax sweep (pid {holder}); {fix}") from None
 
 
 def _being_claimed(out: Path) -> bool:
@@ -448,6 +448,57 @@ def _still_the_lock(fd: int, path: Path, out: Path) -> bool:
     except FileNotFoundError:
         same = False
     return same and status(out) is not None
+
+
+def check_out(out: Path) -> None:
+    """Refuses (one line) an ``--out`` that no folder can be made at: a file there, or in
+    one of the folders it goes in."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if os.path.lexists(p) and not p.is_dir():
+            shown = "it" if p == out else f"{p}, a folder it goes in,"
+            raise ResultsError(f"--out {out}: {shown} is a file, not a folder; give a folder "
+                               "(it is created if missing)")
+
+
+@contextlib.contextmanager
+def locked(folders):
+    """Holds the lock of each of ``folders`` that is lossjax's while a command other than its
+    sweep (``search replay``, ``causal``, ``experiments/`` scripts) records and writes its
+    files there: refused in one line while a sweep holds one (else its status.json would be
+    rewritten from a stale read), and no sweep starts there meanwhile. A folder that is not
+    lossjax's has no lock to take."""
+    with contextlib.ExitStack() as stack:
+        seen = set()
+        for out in map(Path, folders):
+            real = os.path.realpath(out)
+            if real not in seen and status(out) is not None:
+                seen.add(real)  # once: a second flock of ours would refuse the first
+                stack.enter_context(_holding(out))
+        yield
+
+
+@contextlib.contextmanager
+def _holding(out: Path):
+    path = out / LOCK
+    for _ in range(100):
+        fd = Claim._open_lock(path, out)
+        _flock(fd, out, "wait for it to finish and rerun")
+        if _still_the_lock(fd, path, out):
+            break
+        os.close(fd)
+    else:
+        raise ResultsError(f"{out}: could not take its lock (sweeps keep taking it); rerun "
+                           "once they are done")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # before closing, as Claim.release
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _clear_previous(out: Path, old: list[str]) -> None:
@@ -528,7 +579,7 @@ class Claim:
                         raise
                     continue
                 self._wrote_status = True
-            fd = self._open_lock(path)
+            fd = self._open_lock(path, self.out)
             _flock(fd, self.out)
             if _still_the_lock(fd, path, self.out):
                 break
@@ -541,7 +592,8 @@ class Claim:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
-    def _open_lock(self, path: Path) -> int:
+    @staticmethod
+    def _open_lock(path: Path, out: Path) -> int:
         """Opens (or creates) the lock without following a link; refuses a lock that is not a
         plain file of its own (a hard link to another file would be truncated with it)."""
         try:
@@ -553,7 +605,7 @@ class Claim:
             if e.errno == errno.EISDIR:
                 raise ResultsError(f"{path} is a folder, where lossjax keeps its lock file: "
                                    "move it out of the results folder and rerun") from None
-            raise _one_line_os_error("write into", self.out, e) from None
+            raise _one_line_os_error("write into", out, e) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)

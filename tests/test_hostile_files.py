@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from conftest import experiment, make_results, one_line, resummarize, small_config
 
+import lossjax
+import lossjax.errors
 import lossjax.folder
 from lossjax import cli
 from lossjax.tensorboard import METRICS, TensorBoardLog
@@ -217,3 +219,80 @@ def test_more_seeds_refuses_at_once(first, tmp_path, capsys, out, seeds, needle)
     assert needle in err, err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "mine.yaml").read_text() == "my config"
+
+
+# ---- writing into a folder: --out, causal's folders, and a sweep holding one ------------------
+
+
+def _variants(folder: Path) -> Path:
+    """A finished folder with a gradient-edit variant beside its base: what causal analyses."""
+    make_results(folder, losses=("cross_entropy", "cross_entropy-push_up_50"), diverge=())
+    return folder
+
+
+def test_replay_into_a_folder_whose_sweep_runs_waits_for_it(tmp_path, capsys):
+    source = _finished(tmp_path / "source")
+    busy = _unfinished(tmp_path / "busy")
+    with lossjax.folder.Claim(busy, CONFIG, resume=True, overwrite=False,
+                              allow_other_machine=True):
+        before = (busy / "status.json").read_text()
+        assert cli.main(["search", "replay", str(source), "--out", str(busy)]) == 2
+        one_line(capsys.readouterr().err, "in use by another lossjax sweep",
+                 "wait for it to finish and rerun")
+        assert (busy / "status.json").read_text() == before
+        assert not (busy / "search_replay.csv").exists()
+    # Once the sweep is done, the replay goes in, recorded, and the folder's status kept.
+    (busy / "status.json").write_text('{"complete": true}')
+    assert cli.main(["search", "replay", str(source), "--out", str(busy)]) == 0
+    st = json.loads((busy / "status.json").read_text())
+    assert st["complete"] and "search_replay.csv" in st["written"]
+    assert not (busy / lossjax.folder.LOCK).exists()
+
+
+def test_causal_refuses_a_folder_lossjax_did_not_make(tmp_path, capsys):
+    folder = _variants(tmp_path / "copy")
+    (folder / "status.json").unlink()  # copies of a sweep's tables beside the user's files
+    mine = {"causal.md": "my notes", "causal.json": "{}", "paired_difference.png": "my figure"}
+    for name, text in mine.items():
+        (folder / name).write_text(text)
+    assert cli.main(["causal", str(folder), "--out", str(tmp_path / "out")]) == 2
+    one_line(capsys.readouterr().err, f"{folder} is not a lossjax results folder")
+    for name, text in mine.items():
+        assert (folder / name).read_text() == text
+    assert not (tmp_path / "out").exists()
+
+
+def test_generality_refuses_to_pool_into_a_folder_lossjax_did_not_make(first, tmp_path, capsys):
+    more = tmp_path / "more"
+    make_results(more, losses=("mse", "mse-no_push_up"), seeds=(5, 6, 7), diverge=())
+    resummarize(more)
+    (more / "status.json").unlink()
+    (more / "causal.md").write_text("my notes")
+    before = sorted(p.name for p in first.iterdir())
+    code = experiment("generality").main([str(first), "--pool", str(first), str(more),
+                                          "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a lossjax results folder" in err and err.count("\n") == 1, err
+    assert (more / "causal.md").read_text() == "my notes"
+    assert sorted(p.name for p in first.iterdir()) == before
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "search replay", "causal"])
+@pytest.mark.parametrize("where", ["file", "in a file"])
+def test_an_out_that_is_a_file_is_named_so(tmp_path, capsys, command, where):
+    folder = _variants(tmp_path / "small")
+    (tmp_path / "mine.txt").write_text("mine")
+    out = tmp_path / "mine.txt" if where == "file" else tmp_path / "mine.txt" / "out"
+    assert cli.main([*command.split(), str(folder), "--out", str(out)]) == 2
+    one_line(capsys.readouterr().err, f"{tmp_path / 'mine.txt'}", "is a file, not a folder")
+    assert (tmp_path / "mine.txt").read_text() == "mine"
+
+
+def test_causal_from_python_takes_one_path_or_refuses_none(tmp_path):
+    folder = _variants(tmp_path / "small")
+    [out] = lossjax.causal(str(folder), out=tmp_path / "out")
+    assert out["folder"] == str(folder) and (folder / "causal.json").exists()
+    with pytest.raises(lossjax.errors.ResultsError, match="at least one results folder"):
+        lossjax.causal([], out=tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
