@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import experiment, make_results, one_line, resummarize, small_config
 
 import lossjax
 import lossjax.errors
 import lossjax.folder
-from lossjax import cli
+from lossjax import analysis, cli
 from lossjax.tensorboard import METRICS, TensorBoardLog
 
 CONFIG = {"name": "small"}  # what Claim compares on --resume; any mapping will do here
@@ -296,3 +297,51 @@ def test_causal_from_python_takes_one_path_or_refuses_none(tmp_path):
     with pytest.raises(lossjax.errors.ResultsError, match="at least one results folder"):
         lossjax.causal([], out=tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
+
+
+# ---- a finished sweep's records, lost -----------------------------------------------------------
+
+
+def _raced(folder: Path) -> Path:
+    """A finished race: member 0 stopped after epoch 1, as its stops.csv records."""
+    make_results(folder, diverge=())
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    (folder / "config.yaml").write_text(yaml.safe_dump({**config, "search": {"method": "race"}}))
+    epochs = pd.read_csv(folder / "epochs.csv", dtype={"hidden": str})
+    epochs[(epochs["member"] != 0) | (epochs["epoch"] == 1)].to_csv(folder / "epochs.csv",
+                                                                    index=False)
+    (folder / "stops.csv").write_text("member,epoch,reason\n0,1,dropped at epoch 1\n")
+    (folder / "status.json").write_text('{"complete": true}')
+    return folder
+
+
+def _staged(folder: Path) -> Path:
+    """A finished sweep whose confirmation stage added member 8 (seed 9)."""
+    make_results(folder, diverge=())
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    (folder / "config.yaml").write_text(yaml.safe_dump({**config, "confirm": {"seeds": [9]}}))
+    epochs = pd.read_csv(folder / "epochs.csv", dtype={"hidden": str})
+    more = epochs[epochs["member"] == 0].assign(member=8, seed=9)
+    pd.concat([epochs, more]).to_csv(folder / "epochs.csv", index=False)
+    (folder / "added.csv").write_text("member,stage,reason\n8,1,confirm\n")
+    (folder / "status.json").write_text('{"complete": true}')
+    return folder
+
+
+@pytest.mark.parametrize(("make", "edit", "needles"), [
+    (_raced, lambda f: (f / "stops.csv").unlink(),
+     ["stops.csv is missing", "put back the stops.csv", "--overwrite"]),
+    (_raced, lambda f: (f / "stops.csv").write_text("member,epoch,reason\n"),
+     ["stops.csv records no stop for member 0", "put back the stops.csv"]),
+    (_staged, lambda f: (f / "added.csv").unlink(),
+     ["added.csv is missing", "put back the added.csv", "--overwrite"]),
+])
+def test_a_finished_folders_lost_record_is_named_with_a_fix_that_works(tmp_path, capsys, make,
+                                                                        edit, needles):
+    folder = make(tmp_path / "small")
+    analysis.load_results(folder)  # whole, it reads
+    edit(folder)
+    assert cli.main(["plot", str(folder)]) == 2
+    err = capsys.readouterr().err
+    one_line(err, *needles)
+    assert "--resume" not in err  # which says a finished sweep has nothing to resume
