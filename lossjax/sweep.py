@@ -50,6 +50,7 @@ from lossjax.log import Progress
 from lossjax.losses import LOSSES, without_params
 from lossjax.resolve import family_loss, has_params, loss_params, resolve_loss
 from lossjax.stats import summarize
+from lossjax.validate import path_string
 
 log = logging.getLogger("lossjax")
 
@@ -196,9 +197,10 @@ def _prepare(config, overrides, output_dir) -> tuple:
     from lossjax import data  # lazy: pandas and the data registry, once the config is good
 
     cfg = load(config, overrides)
-    if output_dir is not None:
+    if output_dir is not None:  # checked as output.dir is in a config
+        output_dir = path_string(os.fspath(output_dir), "output_dir", "a folder path")
         cfg = dataclasses.replace(cfg, output=dataclasses.replace(
-            cfg.output, dir=os.fspath(output_dir)))
+            cfg.output, dir=output_dir))
     if cfg.model.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     if cfg.block_size == "auto":

@@ -345,3 +345,36 @@ def test_a_finished_folders_lost_record_is_named_with_a_fix_that_works(tmp_path,
     err = capsys.readouterr().err
     one_line(err, *needles)
     assert "--resume" not in err  # which says a finished sweep has nothing to resume
+
+
+# ---- interrupts and odd paths ---------------------------------------------------------------
+
+
+def test_a_loss_interrupting_before_the_folder_exists_says_nothing_was_written(
+        tmp_path, capsys, monkeypatch):
+    name = f"interrupting_loss_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text("def f(logits, labels):\n    raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = cli.main(["sweep", small_config(tmp_path, losses=[f"{name}:f"]), "--quiet"])
+    assert code == 130
+    assert capsys.readouterr().err == ("lossjax: interrupted before the sweep started; nothing "
+                                       "was written.\n")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["plot", "{p}"], ["report", "{p}"], ["compare", "{p}"],
+                                  ["causal", "{ok}", "--out", "{p}"],
+                                  ["search", "replay", "{ok}", "--out", "{p}"]])
+def test_a_path_with_a_newline_is_refused_by_name(tmp_path, capsys, argv):
+    path = tmp_path / "a\nb"
+    _finished(path)
+    ok = _variants(tmp_path / "ok")
+    args = [a.format(p=path, ok=ok) for a in argv]
+    assert cli.main(args) == 2
+    one_line(capsys.readouterr().err, repr(str(path)), "control character \\n")
+
+
+def test_run_refuses_an_output_dir_with_a_newline(tmp_path):
+    with pytest.raises(lossjax.errors.ConfigError, match="output_dir.*control character"):
+        lossjax.run(small_config(tmp_path), output_dir=tmp_path / "a\nb")
+    assert list(tmp_path.iterdir()) == [tmp_path / "small.yaml"]
