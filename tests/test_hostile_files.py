@@ -231,7 +231,7 @@ def _variants(folder: Path) -> Path:
     return folder
 
 
-def test_replay_into_a_folder_whose_sweep_runs_waits_for_it(tmp_path, capsys):
+def test_replay_into_a_folder_whose_sweep_runs_is_refused_until_it_ends(tmp_path, capsys):
     source = _finished(tmp_path / "source")
     busy = _unfinished(tmp_path / "busy")
     with lossjax.folder.Claim(busy, CONFIG, resume=True, overwrite=False,
