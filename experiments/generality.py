@@ -41,7 +41,7 @@ import pandas as pd
 
 from lossjax import analysis, causal_effects, causal_report, interventions, pooled, stats
 from lossjax.errors import ResultsError
-from lossjax.folder import record_written, write_json, write_text
+from lossjax.folder import locked, record_written, write_json, write_text
 
 #: The edits in the order the answer tables list them.
 EDITS = ("cross_entropy-push_up_11x0.1", "cross_entropy-push_up_11x0.1-balanced",
@@ -322,12 +322,13 @@ def main(argv=None) -> int:
         print(f"generality: {e}", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
-    record_written(out_dir, ["generality.md", "generality.json"])
-    write_text(out_dir / "generality.md", markdown(recs, best, args.folders, pools, args.out))
-    write_json(out_dir / "generality.json", {
-        "folders": args.folders, "pooled": [list(x) for x in pools],
-        "effects": [{**r, "cell": list(r["cell"])} for r in recs],
-        "best": [{**r, "cell": list(r["cell"])} for r in best]})
+    with locked([out_dir]):
+        record_written(out_dir, ["generality.md", "generality.json"])
+        write_text(out_dir / "generality.md", markdown(recs, best, args.folders, pools, args.out))
+        write_json(out_dir / "generality.json", {
+            "folders": args.folders, "pooled": [list(x) for x in pools],
+            "effects": [{**r, "cell": list(r["cell"])} for r in recs],
+            "best": [{**r, "cell": list(r["cell"])} for r in best]})
     print(f"wrote {out_dir / 'generality.md'} and generality.json")
     return 0
 

@@ -45,7 +45,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from lossjax import analysis, plots  # noqa: E402
-from lossjax.folder import record_written, write_json, write_text  # noqa: E402
+from lossjax.folder import locked, record_written, write_json, write_text  # noqa: E402
 from lossjax.tables import MATCH_COLUMNS  # noqa: E402
 
 N_BOOT = 2000
@@ -113,9 +113,10 @@ def analyse(folder: Path) -> dict:
         chosen.groupby("loss")[["wrong_frac", "speed", "final_test_acc"]].mean()
         .reindex(analysis.loss_order(chosen["loss"])).reset_index().to_dict("records"))
     # Recorded as lossjax's before they are written: --overwrite of the folder removes them.
-    record_written(folder, [f"gradient_sign.{e}" for e in ("json", "md", "png", "svg")])
-    _plot(folder, chosen, members, out)
-    _write(folder, out)
+    with locked([folder]):
+        record_written(folder, [f"gradient_sign.{e}" for e in ("json", "md", "png", "svg")])
+        _plot(folder, chosen, members, out)
+        _write(folder, out)
     return out
 
 

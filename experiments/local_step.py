@@ -85,7 +85,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lossjax import data, interventions, plots, provenance, resolve, stats  # noqa: E402
 from lossjax.errors import ConfigError, LossjaxError, one_line  # noqa: E402
-from lossjax.folder import record_written, write_json, write_text  # noqa: E402
+from lossjax.folder import locked, record_written, write_json, write_text  # noqa: E402
 from lossjax.model import MLP  # noqa: E402
 from lossjax.report_provenance import script_line  # noqa: E402
 
@@ -411,15 +411,16 @@ def write(out: dict, folder: Path) -> list[Path]:
     """``local_step.{json,md,png,svg}`` into ``folder``, each atomically."""
     folder = Path(folder)
     names = [f"{NAME}.{e}" for e in ("json", "md", "png", "svg")]
-    record_written(folder, names)  # in a lossjax folder: --overwrite removes them
-    write_json(folder / names[0], out)
-    write_text(folder / names[1], markdown(out))
-    with rc_context(plots.STYLE):
-        fig = figure(out)
-        try:
-            plots.save_formats(fig, folder, NAME)
-        finally:
-            plt.close(fig)
+    with locked([folder]):
+        record_written(folder, names)  # in a lossjax folder: --overwrite removes them
+        write_json(folder / names[0], out)
+        write_text(folder / names[1], markdown(out))
+        with rc_context(plots.STYLE):
+            fig = figure(out)
+            try:
+                plots.save_formats(fig, folder, NAME)
+            finally:
+                plt.close(fig)
     return [folder / n for n in names]
 
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from pathlib import Path
 
 import yaml
 
 from lossjax import analysis
-from lossjax.errors import ResultsError
+from lossjax.config import parse_config
+from lossjax.errors import ConfigError, ResultsError
 
 
 def follow_up(res: analysis.Results, losses: list[str], seeds: list[int], name: str) -> dict:
@@ -55,19 +57,46 @@ def follow_up(res: analysis.Results, losses: list[str], seeds: list[int], name: 
     return config
 
 
+def check_out(out: Path) -> None:
+    """Refuses an ``--out`` that is no new file in an existing folder: the config is written
+    only where nothing is."""
+    if out.is_dir():
+        raise ResultsError(f"--out {out} is a folder; give the config file to write in it, "
+                           f"e.g. --out {out / 'follow_up.yaml'}")
+    if os.path.lexists(out):
+        raise ResultsError(f"--out {out} exists and is left as it is; choose another name, or "
+                           "remove it first")
+    if not out.parent.is_dir():
+        raise ResultsError(f"--out {out}: the folder {out.parent} does not exist (or is no "
+                           "folder); create it first, or choose another path")
+
+
+def check_seeds(res: analysis.Results, seeds: list[int]) -> None:
+    """Pooling needs seeds the first sweep does not have (the same seed twice would be one
+    member counted twice)."""
+    have = sorted(set(map(int, res.epochs["seed"])) & set(seeds))
+    if have:
+        raise ResultsError(f"--seeds {' '.join(map(str, have))}: {res.path} already trained "
+                           "those seeds; give seeds it does not have, e.g. "
+                           f"--seeds {max(map(int, res.epochs['seed'])) + 1}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder")
     p.add_argument("--losses", nargs="+", required=True)
     p.add_argument("--seeds", nargs="+", type=int, required=True)
-    p.add_argument("--out", required=True, help="the config file to write")
+    p.add_argument("--out", required=True, help="the config file to write (a new file)")
     args = p.parse_args(argv)
     out = Path(args.out)
     name = out.stem
     try:
+        check_out(out)
         res = analysis.load_results(args.folder)
         config = follow_up(res, args.losses, args.seeds, name)
-    except ResultsError as e:
+        check_seeds(res, args.seeds)
+        parse_config(config)  # a config no sweep can run is refused now, not a sweep later
+    except (ResultsError, ConfigError) as e:
         print(f"more_seeds: {e}", file=sys.stderr)
         return 2
     seeds = f"{min(args.seeds)}-{max(args.seeds)}"

@@ -87,6 +87,9 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     epochs = epochs.sort_values(["member", "epoch"], kind="stable").reset_index(drop=True)
     stopped = race_stops(path, config)
     added = read_record(path, "added.csv", ADDED)
+    if added is None and _has_stages(config):
+        raise _missing_record(path, "added.csv", "a sweep with later stages (search.extend, "
+                              "confirm.seeds)")
     added = pd.DataFrame(columns=list(ADDED)) if added is None else added
     check_complete(path / "epochs.csv", epochs, config, stopped, n_added=len(added))
     res = Results(path=path, config=config, epochs=epochs, summary=summary, stops=stopped,
@@ -166,9 +169,21 @@ def race_stops(path: Path, config: dict) -> dict:
 
     table = read_record(path, "stops.csv", STOPS)
     if table is None:
-        raise ResultsError(f"{path / 'stops.csv'} is missing: a race writes it when it "
-                           "finishes; finish the sweep with `lossjax sweep CONFIG --resume`")
+        raise _missing_record(path, "stops.csv", "a race")
     return {int(r.member): Stop(int(r.epoch), str(r.reason)) for r in table.itertuples()}
+
+
+def _has_stages(config: dict) -> bool:
+    search, confirm = (config.get(k) if isinstance(config.get(k), dict) else {}
+                       for k in ("search", "confirm"))
+    return bool(search.get("extend") or confirm.get("seeds"))
+
+
+def _missing_record(path: Path, name: str, writer: str) -> ResultsError:
+    # --resume has nothing to do on a finished folder: it cannot bring the file back.
+    fix = (f"put back the {name} the sweep wrote, or rerun it with --overwrite"
+           if is_complete(path) else "finish the sweep with `lossjax sweep CONFIG --resume`")
+    return ResultsError(f"{path / name} is missing: {writer} writes it when it finishes; {fix}")
 
 
 def dropped(res: Results) -> set[int]:
@@ -209,6 +224,17 @@ def check_complete(path: Path, epochs: pd.DataFrame, config: dict, stops=None,
         )
     stops = stops or {}
     expected = n_members * n_epochs - sum(n_epochs - s.epoch for s in stops.values())
+    search = config.get("search") if isinstance(config.get("search"), dict) else {}
+    if (len(epochs) < expected and search.get("method") == "race"
+            and is_complete(path.parent)):
+        # A finished race's member whose rows end early has a stop, unless stops.csv lost it.
+        last = epochs.groupby("member")["epoch"].max()
+        early = [m for m, e in last.items() if e < n_epochs and m not in stops]
+        if early:
+            raise ResultsError(
+                f"{path.parent / 'stops.csv'} records no stop for member {early[0]}, whose rows "
+                f"in {path.name} end at epoch {last[early[0]]}: put back the stops.csv the "
+                "sweep wrote, or rerun it with --overwrite")
     if len(epochs) < expected:
         # `--resume` has nothing to do on a folder marked complete.
         fix = ("restore the file, or rerun the sweep with --overwrite" if is_complete(path.parent)

@@ -28,7 +28,14 @@ from matplotlib.lines import Line2D
 from lossjax import analysis, causal_curves, causal_effects, losses, plots
 from lossjax.causal_curves import PAIRED_NAME
 from lossjax.errors import ResultsError
-from lossjax.folder import record_written, write_json, write_text
+from lossjax.folder import (
+    check_out,
+    locked,
+    record_written,
+    require_own,
+    write_json,
+    write_text,
+)
 from lossjax.tables import MATCH_COLUMNS
 from lossjax.within_loss import BOOT_SEED, N_BOOT, member_table, within_loss
 
@@ -394,15 +401,28 @@ def write(folders: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> l
     into each, and the figure and the table across them into ``out_dir``; returns the analyses.
     Every folder is analysed before anything is written: one bad folder (``ResultsError``), no
     files."""
-    outs = [analyse(f) for f in folders]
+    folders = [folders] if isinstance(folders, str | os.PathLike) else list(folders)
+    if not folders:
+        raise ResultsError("causal needs at least one results folder")
     out_dir = Path(out_dir)
-    # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
-    record_written(out_dir, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
-    _record_folders(outs)  # every folder's too, before anything is written
-    figure = write_figure(outs, out_dir)[0]
-    write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
-    _write_folder_files(outs, figure)
+    check_out(out_dir)
+    outs = [analyse(f) for f in folders]
+    _check_own(outs)
+    with locked([out_dir, *(o["folder"] for o in outs)]):
+        # Recorded as lossjax's before they are written: --overwrite of a folder removes them.
+        record_written(out_dir, [f"{FIGURE_NAME}.{e}" for e in ("md", "png", "svg")])
+        _record_folders(outs)  # every folder's too, before anything is written
+        figure = write_figure(outs, out_dir)[0]
+        write_text(out_dir / f"{FIGURE_NAME}.md", effects_table(outs))
+        _write_folder_files(outs, figure)
     return outs
+
+
+def _check_own(outs: list[dict]) -> None:
+    """As ``plot`` and ``report``: causal.* go only into folders a sweep made (status.json),
+    where they are recorded; copies of a sweep's tables beside files of yours are refused."""
+    for out in outs:
+        require_own(Path(out["folder"]))
 
 
 def _record_folders(outs: list[dict]) -> None:
@@ -414,8 +434,10 @@ def _record_folders(outs: list[dict]) -> None:
 def write_folders(outs: list[dict], figure: Path | None = None) -> None:
     """Writes each analysed folder's ``causal.json``, ``causal.md`` (linking ``figure``, the
     cross-folder figure, where one was drawn) and paired-difference figure."""
-    _record_folders(outs)
-    _write_folder_files(outs, figure)
+    _check_own(outs)
+    with locked(o["folder"] for o in outs):
+        _record_folders(outs)
+        _write_folder_files(outs, figure)
 
 
 def _write_folder_files(outs: list[dict], figure: Path | None) -> None:

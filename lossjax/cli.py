@@ -18,8 +18,8 @@ import threading
 from pathlib import Path
 
 from lossjax import xla_flags
-from lossjax.errors import LossjaxError, one_line
-from lossjax.interrupts import ExitOnSignal
+from lossjax.errors import LossjaxError, ResultsError, one_line
+from lossjax.interrupts import STARTED, ExitOnSignal
 from lossjax.log import log_to_stderr
 
 
@@ -318,13 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     message = INTERRUPTED.get(args.command, "lossjax: interrupted.")
     shown = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     try:
+        _refuse_control_characters(args)
         with log_to_stderr(shown):
             return _dispatch(args, message, INTERRUPTED_EARLY.get(args.command))
     except (LossjaxError, ValueError) as e:
         print(f"lossjax: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # raised by code, not by a signal (those exit in ExitOnSignal)
-        print(message, file=sys.stderr)
+        early = INTERRUPTED_EARLY.get(args.command)
+        print(message if early is None or STARTED.is_set() else early, file=sys.stderr)
         return 130
     except Exception as e:
         if os.environ.get("LOSSJAX_DEBUG"):
@@ -332,6 +334,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lossjax: error: unexpected {type(e).__name__}: {one_line(e)[:300]} "
               "(LOSSJAX_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+
+
+def _refuse_control_characters(args) -> None:
+    """A path holding a newline or another control character is refused by name: printed on
+    one line, it would read as another path (a newline as a space)."""
+    paths = [getattr(args, "results_dir", None), *(getattr(args, "results_dirs", None) or ()),
+             getattr(args, "out", None)]
+    for path in (os.fspath(p) for p in paths if p is not None):
+        from lossjax.validate import control_character  # lazy: numpy and yaml
+
+        if (c := control_character(path)) is not None:
+            raise ResultsError(f"the path {path!r} holds the control character {c}, which "
+                               "lossjax takes in no path; rename it")
 
 
 def _dispatch(args, message: str, early: str | None = None) -> int:

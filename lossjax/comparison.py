@@ -42,7 +42,7 @@ from lossjax.analysis import (
     tie_mark,
     varying_columns,
 )
-from lossjax.folder import write_table, write_text
+from lossjax.folder import check_out, write_table, write_text
 from lossjax.plots import (
     FORMATS,
     STYLE,
@@ -144,6 +144,7 @@ class Comparison:
         ``folder`` is left alone. Raises ``ResultsError`` (one line) where one cannot be written.
         """
         out = Path(folder)
+        check_out(out)
         paths = [out / f"{NAME}.{ext}" for ext in ("csv", "md", *FORMATS)]
         write_table(paths[0], self.table)
         write_text(paths[1], self._document())

@@ -9,7 +9,8 @@
                         chosen on validation accuracy, test accuracy mean ± 95% interval, ...
       status.json       {"complete": bool}: marks the folder as lossjax's (written first, never
                         removed); an unfinished sweep can be resumed. "written" lists the
-                        files experiments/ scripts added (--overwrite removes those too);
+                        files only some sweeps write (stops.csv, added.csv, tensorboard/)
+                        and those experiments/ scripts added (--overwrite removes those too);
                         "format" the tables' format (``tables.FORMAT``; absent: 1)
       checkpoints/      per-group training state after the last finished epoch (removed when
                         the sweep completes)
@@ -21,7 +22,8 @@ OS lock (``flock``) that dies with the process: a second sweep into the same fol
 once, and ``kill -9`` leaves no stale lock. A folder without ``status.json`` is not lossjax's:
 nothing is ever written into it or deleted from it, ``--overwrite`` included; in one that is,
 nothing is read, written or deleted through a symbolic link, and ``--overwrite`` removes only
-what lossjax wrote (:data:`SWEEP_ENTRIES`, and the :data:`EXPERIMENT_ENTRIES` status.json lists).
+what lossjax wrote (:data:`SWEEP_ENTRIES`, of them :data:`SWEEP_RECORDED` and the
+:data:`EXPERIMENT_ENTRIES` only where status.json lists them).
 
 The files' columns and readers are ``lossjax.tables``'s, the checkpoints ``lossjax.checkpoint``'s.
 (Over 450 lines: the claim and the ownership rules it enforces are one protocol, read together.)
@@ -37,6 +39,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +59,11 @@ from lossjax.tables import (
 
 # ---- atomic writes -----------------------------------------------------------------------
 
+#: In every temporary's name (``.{name}.lossjax-{8 random}.tmp``): only files named exactly so
+#: are lossjax's to clean up; a ``.epochs.csv.mybackup.tmp`` of yours is not.
+TMP_TAG = "lossjax-"
+
+
 def _umask() -> int:
     # Read at each write (setting it back at once): files get the user's umask, where mkstemp
     # alone would make them 0600.
@@ -64,38 +72,45 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write) -> None:
-    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it.
+def atomic_write(path: Path, write, *, replace: bool = True) -> None:
+    """Calls ``write(binary_file)`` on a temporary file beside ``path``, then renames it
+    (``replace=False``: links it, raising ``FileExistsError`` where ``path`` exists).
 
-    An ``OSError`` (disk full, read-only folder, ...) becomes a one-line ``ResultsError``;
-    the previous version of ``path``, if any, is left as it was.
+    Any other ``OSError`` (disk full, read-only folder, ...) becomes a one-line
+    ``ResultsError``; the previous version of ``path``, if any, is left as it was.
     """
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TMP_TAG}",
+                                   suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            Path(tmp).unlink()
     except BaseException as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
+        if isinstance(e, OSError) and not isinstance(e, FileExistsError):
             raise ResultsError(f"cannot write {path} ({e.strerror or e}); "
                                "its previous version, if any, is kept") from None
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(Path(path), lambda f: f.write(text.encode()))
+def write_text(path: Path, text: str, *, replace: bool = True) -> None:
+    atomic_write(Path(path), lambda f: f.write(text.encode()), replace=replace)
 
 
-def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(path: Path, obj, *, replace: bool = True) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n",
+               replace=replace)
 
 
 def write_table(path: Path, table: pd.DataFrame) -> None:
@@ -110,6 +125,10 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
 SWEEP_ENTRIES = ("status.json", "config.yaml", "env.json", "epochs.csv", "summary.csv",
                  "final.csv", "stops.csv", "added.csv", "report.md", "plots", "checkpoints",
                  "tensorboard")
+#: What only some sweeps write (a race, a later stage, ``output.tensorboard``): recorded in
+#: ``status.json`` before it is written, as :data:`EXPERIMENT_ENTRIES` are, so that
+#: ``--overwrite`` of a grid sweep keeps a ``stops.csv`` of yours.
+SWEEP_RECORDED = ("stops.csv", "added.csv", "tensorboard")
 #: What ``experiments/`` scripts may write into a results folder. Each records its names in
 #: ``status.json`` (:func:`record_written`) before writing, so ``--overwrite`` removes a
 #: ``causal.md`` the script wrote and keeps one of yours, which was never recorded.
@@ -126,7 +145,8 @@ PLOT_FILES = tuple(f"{n}.{f}" for n in ("test_accuracy", "test_error", "train_lo
 _SUBFOLDER_FILES = {
     "plots": lambda name: name in PLOT_FILES,
     "checkpoints": re.compile(r"group\d+(\.e\d+\.p\d+\.npz|\.json)").fullmatch,
-    "tensorboard": lambda name: name.startswith("events.out.tfevents."),
+    # lossjax.tensorboard's names: TensorBoard's, with the process and a counter
+    "tensorboard": re.compile(r"events\.out\.tfevents\.\d{10}\..+\.\d+\.\d{6}").fullmatch,
 }
 LOCK = ".lock"
 
@@ -180,23 +200,27 @@ def status(out: Path) -> dict | None:
     return st if isinstance(st, dict) and isinstance(st.get("complete"), bool) else None
 
 
+_RECORDED = {*SWEEP_RECORDED, *EXPERIMENT_ENTRIES}
+
+
 def recorded(st: dict | None) -> list[str]:
-    """The experiment files a ``status.json`` says lossjax wrote (names outside
-    :data:`EXPERIMENT_ENTRIES` are ignored: a hand-edited list never makes lossjax delete a
-    file of yours)."""
+    """The files a ``status.json`` says lossjax wrote (names outside :data:`SWEEP_RECORDED`
+    and :data:`EXPERIMENT_ENTRIES` are ignored: a hand-edited list never makes lossjax delete
+    a file of yours)."""
     names = (st or {}).get("written")
-    return sorted({n for n in names if n in EXPERIMENT_ENTRIES}) if isinstance(names, list) else []
+    return sorted({n for n in names if n in _RECORDED}) if isinstance(names, list) else []
 
 
 def record_written(folder: Path, names) -> None:
-    """Adds ``names`` (of :data:`EXPERIMENT_ENTRIES`) to ``status.json``'s list of files
-    lossjax wrote into ``folder``; call it before writing them. Does nothing in a folder that
-    is not lossjax's (no ``status.json``): there nothing is ever removed."""
+    """Adds ``names`` (of :data:`SWEEP_RECORDED` and :data:`EXPERIMENT_ENTRIES`) to
+    ``status.json``'s list of files lossjax wrote into ``folder``; call it before writing
+    them. Does nothing in a folder that is not lossjax's (no ``status.json``): there nothing
+    is ever removed."""
     folder = Path(folder)
     st = status(folder)
     if st is None:
         return
-    written = sorted(set(recorded(st)) | {n for n in names if n in EXPERIMENT_ENTRIES})
+    written = sorted(set(recorded(st)) | {n for n in names if n in _RECORDED})
     if written != st.get("written"):
         write_json(folder / "status.json", {**st, "written": written})
 
@@ -251,6 +275,24 @@ def check_entries(out: Path) -> None:
             found = "a file" if stat.S_ISREG(st.st_mode) else kind_of(st.st_mode)
             raise ResultsError(f"{path} is {found}, not {kind}, which is what lossjax keeps "
                                "under that name: move it out of the results folder and rerun")
+        if folder and stat.S_ISDIR(st.st_mode):
+            _check_subfolder(path)
+
+
+def _check_subfolder(path: Path) -> None:
+    """Refuses an entry of ``plots/``, ``checkpoints/`` or ``tensorboard/`` named as lossjax
+    names its files that is not a regular file: found here, not epochs later when the sweep
+    writes or reads it."""
+    own = _SUBFOLDER_FILES[path.name]
+    for entry in os.scandir(path):
+        if own(entry.name) and not entry.is_file(follow_symlinks=False):
+            child = Path(entry.path)
+            if entry.is_symlink():
+                raise _link_error(child)
+            found = "a folder" if entry.is_dir() else kind_of(os.lstat(child).st_mode)
+            raise ResultsError(f"{child} is {found}, not a regular file, which is what lossjax "
+                               "keeps under that name: move it out of the results folder and "
+                               "rerun")
 
 
 def require_own(out: Path) -> None:
@@ -277,8 +319,8 @@ def has_checkpoints(out: Path) -> bool:
 
 
 def _is_own_temporary(name: str, own) -> bool:
-    # atomic_write's names: ".{name}.{random}.tmp"
-    m = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", name)
+    # atomic_write's names: mkstemp's 8 random characters between TMP_TAG and ".tmp"
+    m = re.fullmatch(rf"\.(.+)\.{TMP_TAG}[a-z0-9_]{{8}}\.tmp", name)
     return m is not None and own(m.group(1))
 
 
@@ -321,9 +363,12 @@ def _refuse_linked_path(out: Path) -> None:
     path = Path(os.path.abspath(out))
     for p in (path, *path.parents):
         if p.is_symlink():
+            real = Path(os.path.realpath(path))
+            # Where the results folder itself is the link, its name changes too.
+            name = f" --set name={real.name}" if real.name != path.name else ""
             raise ResultsError(
                 f"{p} is a symbolic link; --overwrite does not delete through links: give the "
-                f"real folder's path, --set output.dir={os.path.realpath(path.parent)}")
+                f"real folder's path, --set output.dir={real.parent}{name}")
 
 def check_config_kept(out: Path, saved: dict | None) -> None:
     """A resume needs the config its checkpoints were made with: without config.yaml they
@@ -369,7 +414,8 @@ def _make_folder(out: Path) -> list[Path]:
     return made
 
 
-def _flock(fd: int, out: Path) -> None:
+def _flock(fd: int, out: Path,
+           fix: str = "wait for it to finish, or choose another output.dir or name") -> None:
     """Locks the open lock file ``fd``, or refuses (naming the holder's pid) where another
     sweep holds the lock."""
     try:
@@ -378,8 +424,18 @@ def _flock(fd: int, out: Path) -> None:
         holder = (os.read(fd, 32).decode(errors="replace").split() or ["?"])[0]
         os.close(fd)
         raise ResultsError(
-            f"{out} is in use by another lossjax sweep (pid {holder}); wait for it "
-            "to finish, or choose another output.dir or name") from None
+            f"{out} is in use by another lossjax sweep (pid {holder}); {fix}") from None
+
+
+def _being_claimed(out: Path) -> bool:
+    """Whether ``out`` holds nothing but the temporary of a first status.json (and a lock):
+    another sweep is making a new folder lossjax's, and will have renamed it in a moment."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return False
+    temporary = [n for n in names if _is_own_temporary(n, "status.json".__eq__)]
+    return bool(temporary) and set(names) <= {*temporary, LOCK}
 
 
 def _still_the_lock(fd: int, path: Path, out: Path) -> bool:
@@ -394,11 +450,63 @@ def _still_the_lock(fd: int, path: Path, out: Path) -> bool:
     return same and status(out) is not None
 
 
+def check_out(out: Path) -> None:
+    """Refuses (one line) an ``--out`` that no folder can be made at: a file there, or in
+    one of the folders it goes in."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if os.path.lexists(p) and not p.is_dir():
+            shown = "it" if p == out else f"{p}, a folder it goes in,"
+            raise ResultsError(f"--out {out}: {shown} is a file, not a folder; give a folder "
+                               "(it is created if missing)")
+
+
+@contextlib.contextmanager
+def locked(folders):
+    """Holds the lock of each of ``folders`` that is lossjax's while a command other than its
+    sweep (``search replay``, ``causal``, ``experiments/`` scripts) records and writes its
+    files there: refused in one line while a sweep holds one (else its status.json would be
+    rewritten from a stale read), and no sweep starts there meanwhile. A folder that is not
+    lossjax's has no lock to take."""
+    with contextlib.ExitStack() as stack:
+        seen = set()
+        for out in map(Path, folders):
+            real = os.path.realpath(out)
+            if real not in seen and status(out) is not None:
+                seen.add(real)  # once: a second flock of ours would refuse the first
+                stack.enter_context(_holding(out))
+        yield
+
+
+@contextlib.contextmanager
+def _holding(out: Path):
+    path = out / LOCK
+    for _ in range(100):
+        fd = Claim._open_lock(path, out)
+        _flock(fd, out, "wait for it to finish and rerun")
+        if _still_the_lock(fd, path, out):
+            break
+        os.close(fd)
+    else:
+        raise ResultsError(f"{out}: could not take its lock (sweeps keep taking it); rerun "
+                           "once they are done")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # before closing, as Claim.release
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def _clear_previous(out: Path, old: list[str]) -> None:
     """Removes what lossjax wrote into ``out`` before (and the experiment files ``old``), except
     status.json: the checkpoints first, then the table, so that nothing left looks
     resumable."""
-    order = ("checkpoints", "epochs.csv", *SWEEP_ENTRIES, *old)
+    always = (n for n in SWEEP_ENTRIES if n not in SWEEP_RECORDED)
+    order = ("checkpoints", "epochs.csv", *always, *old)
     for name in dict.fromkeys(order):
         if name != "status.json":
             try:
@@ -452,22 +560,40 @@ class Claim:
         holds it), and writes this process's id into the lock file."""
         path = self.out / LOCK
         for _ in range(100):
-            if owned(self.out) is None:  # empty: lossjax's from its status.json on
-                write_json(self.out / "status.json", {"complete": False})
+            try:
+                empty = owned(self.out) is None
+            except ResultsError:
+                # Another sweep may be writing a new folder's first status.json: wait for it.
+                if not (_being_claimed(self.out) or status(self.out) is not None):
+                    raise
+                time.sleep(0.01)
+                continue
+            if empty:  # lossjax's from its status.json on
+                # Never over another sweep's, written since: the next round judges that one.
+                try:
+                    write_json(self.out / "status.json", {"complete": False}, replace=False)
+                except FileExistsError:
+                    continue
+                except ResultsError:  # our temporary, cleaned up by the sweep that won
+                    if status(self.out) is None:
+                        raise
+                    continue
                 self._wrote_status = True
-            fd = self._open_lock(path)
+            fd = self._open_lock(path, self.out)
             _flock(fd, self.out)
             if _still_the_lock(fd, path, self.out):
                 break
             os.close(fd)
         else:
+            owned(self.out)  # a status.json temporary left by kill -9: not lossjax's folder
             raise ResultsError(f"{self.out}: could not take its lock (other sweeps keep taking "
                                "it); choose another output.dir or name")
         os.ftruncate(fd, 0)  # a regular file of ours alone (_open_lock), in lossjax's folder
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
-    def _open_lock(self, path: Path) -> int:
+    @staticmethod
+    def _open_lock(path: Path, out: Path) -> int:
         """Opens (or creates) the lock without following a link; refuses a lock that is not a
         plain file of its own (a hard link to another file would be truncated with it)."""
         try:
@@ -479,7 +605,7 @@ class Claim:
             if e.errno == errno.EISDIR:
                 raise ResultsError(f"{path} is a folder, where lossjax keeps its lock file: "
                                    "move it out of the results folder and rerun") from None
-            raise _one_line_os_error("write into", self.out, e) from None
+            raise _one_line_os_error("write into", out, e) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)
@@ -543,6 +669,12 @@ class Claim:
         except ResultsError:
             env = None
         if env is None:  # the sweep starts the record again (sweep._provenance)
+            if not self.allow_other_machine:
+                raise ResultsError(
+                    f"--resume: {self.out}/env.json is missing or unreadable, so the machine "
+                    "the sweep started on cannot be compared with this one; put back the "
+                    "env.json lossjax wrote, rerun it with --overwrite, or pass "
+                    "--allow-other-machine to continue without the check")
             return (f"{self.out}/env.json is missing or unreadable: the machine the sweep "
                     "started on is not known, so it was not compared with this one")
         now = machine.machine_of({"cpu": machine.cpu_record(),

@@ -263,11 +263,21 @@ def _replay_row(name: str, rungs: str, g: pd.DataFrame) -> str:
 def save_replay(table: pd.DataFrame, alpha: float, out: str | os.PathLike) -> list[Path]:
     """Writes ``search_replay.csv`` and ``.md`` into ``out`` (created if need be), each
     atomically; any other file there is left alone."""
-    from lossjax.folder import record_written, write_table, write_text  # lazy: only to save
+    from lossjax.folder import (  # lazy: only to save
+        check_out,
+        locked,
+        record_written,
+        write_table,
+        write_text,
+    )
 
     out = Path(out)
+    check_out(out)
     paths = [out / f"{REPLAY_NAME}.csv", out / f"{REPLAY_NAME}.md"]
-    record_written(out, [p.name for p in paths])  # in a lossjax folder: --overwrite removes them
-    write_table(paths[0], table)
-    write_text(paths[1], replay_markdown(table, alpha))
+    # In a lossjax folder: recorded (--overwrite removes them), under the lock of its sweep,
+    # which may be rewriting its status.json.
+    with locked([out]):
+        record_written(out, [p.name for p in paths])
+        write_table(paths[0], table)
+        write_text(paths[1], replay_markdown(table, alpha))
     return paths

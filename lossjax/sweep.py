@@ -51,6 +51,7 @@ from lossjax.log import Progress
 from lossjax.losses import LOSSES, without_params
 from lossjax.resolve import family_loss, has_params, loss_params, resolve_loss
 from lossjax.stats import summarize
+from lossjax.validate import path_string
 
 log = logging.getLogger("lossjax")
 
@@ -208,9 +209,10 @@ def _prepare(scope, config, overrides, output_dir) -> tuple:
     from lossjax import data  # lazy: pandas and the data registry, once the config is good
 
     cfg = load(config, overrides)
-    if output_dir is not None:
+    if output_dir is not None:  # checked as output.dir is in a config
+        output_dir = path_string(os.fspath(output_dir), "output_dir", "a folder path")
         cfg = dataclasses.replace(cfg, output=dataclasses.replace(
-            cfg.output, dir=os.fspath(output_dir)))
+            cfg.output, dir=output_dir))
     scope.enter_context(jax.enable_x64(cfg.model.dtype == "float64"))
     if cfg.block_size == "auto":
         cfg = dataclasses.replace(cfg, block_size=engine.default_block_size())
@@ -328,8 +330,10 @@ def _finish(out: Path, claim, table: pd.DataFrame, planned, cfg) -> None:
                         confirm=plan.confirming(planned))
     with WRITING:
         if cfg.search.method == "race":
+            folder.record_written(out, ["stops.csv"])  # --overwrite removes it then, only
             folder.write_table(out / "stops.csv", search.stops_table(stopped))
         if cfg.search.extend or cfg.confirm.seeds:
+            folder.record_written(out, ["added.csv"])
             folder.write_table(out / "added.csv", plan.added_table(planned))
         folder.write_table(out / "summary.csv", summary)
         plots.plot_results(out)
@@ -566,6 +570,7 @@ def _tensorboard(cfg, out: Path, writer: bool):
     if writer and cfg.output.tensorboard:
         from lossjax.tensorboard import TensorBoardLog, name_columns  # opt-in: only when asked
 
+        folder.record_written(out, ["tensorboard"])
         return TensorBoardLog(out / "tensorboard", name_columns(len(cfg.optimizer.names) > 1))
     return contextlib.nullcontext()
 

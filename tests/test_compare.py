@@ -160,7 +160,7 @@ def test_save_writes_four_files_and_leaves_others_alone(two, tmp_path):
     assert c.to_markdown() in md and "](comparison.png)" in md
     assert c.save(tmp_path / "new" / "folder")[0].is_file()  # created where asked
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ResultsError, match="cannot write"):
+    with pytest.raises(ResultsError, match="it is a file, not a folder"):
         c.save(tmp_path / "file")
 
 

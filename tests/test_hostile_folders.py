@@ -297,7 +297,7 @@ def test_overwrite_removes_only_what_lossjax_wrote(tmp_path):
     st = json.loads((folder / "status.json").read_text())
     (folder / "status.json").write_text(json.dumps({**st, "written": [*st["written"],
                                                                        "notes.md"]}))
-    (folder / ".epochs.csv.k2j4.tmp").write_text("left by kill -9")
+    (folder / ".epochs.csv.lossjax-k2j4abcd.tmp").write_text("left by kill -9")
     with lossjax.folder.Claim(folder, CONFIG, resume=False, overwrite=True) as claim:
         claim.start(CONFIG, {"new": True})
     for name, text in mine.items():
@@ -307,7 +307,7 @@ def test_overwrite_removes_only_what_lossjax_wrote(tmp_path):
     assert sorted(p.name for p in (folder / "plots").iterdir()) == ["my_figure.png"]
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["README"]
     gone = ["gradient_sign.md", "gradient_sign.json", "epochs.csv", "summary.csv", "report.md",
-            ".epochs.csv.k2j4.tmp"]
+            ".epochs.csv.lossjax-k2j4abcd.tmp"]
     assert not any((folder / name).exists() for name in gone)
     assert json.loads((folder / "status.json").read_text()) == {"complete": False, "format": 2}
     assert json.loads((folder / "env.json").read_text()) == {"new": True}

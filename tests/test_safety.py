@@ -250,7 +250,7 @@ def test_temporaries_are_cleaned_and_files_follow_the_umask(tmp_path, capsys):
     folder = tmp_path / "runs" / "small"
     folder.mkdir(parents=True)
     (folder / "status.json").write_text('{"complete": false}')
-    (folder / ".epochs.csv.abc123.tmp").write_text("left by kill -9")
+    (folder / ".epochs.csv.lossjax-abc123de.tmp").write_text("left by kill -9")
     old = os.umask(0o027)
     try:
         code, _ = quiet_sweep(capsys, small_config(tmp_path))
