@@ -558,6 +558,11 @@ class Group:
             out.update({f"test_{k}_ts": v for k, v in r.items()})
         return out
 
+    @property
+    def model(self):
+        """The Flax module every member applies (the same for the whole group)."""
+        return self.programs.model
+
     def compiled_count(self) -> int:
         """XLA programs built so far by this group's calls (all programs): after the first
         epoch and evaluation it must stay put (tests/test_engine.py, experiments/benchmark.py);

@@ -208,7 +208,7 @@ SHARDED = textwrap.dedent("""
                             mesh=engine.make_mesh(jax.devices()[:n]))
         assert len(g.hp[0]["lr"].sharding.device_set) == n
         # init, epoch and evaluation per split shape (val, test): no second compile
-        assert g.compiled_counts() == {"init": 1, "epoch": 1, "eval": 2}, g.compiled_counts()
+        assert g.compiled_counts() == {{"init": 1, "epoch": 1, "eval": 2}}, g.compiled_counts()
     # 1 device included: the single-device compile (no SPMD partitioner) and the partitioned
     # one agree bit for bit once no division by a broadcast value is left in the program
     # (losses._softmax says why).

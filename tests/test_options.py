@@ -467,22 +467,25 @@ FLOAT64 = textwrap.dedent("""
     t._check_trained(run)
     t._check_settings(run)
     assert [g.settings.hidden for g in run.groups] == [(8,), ()]
-    for g in run.groups:
-        for state in (g.init, g.epochs[-1]):
-            assert {{x.dtype for x in t._per_parameter(state)}} == {{np.dtype(np.float64)}}
-        init = t._params(g.init, 0)
-        t._assert_tree_equal(init, t._flax_init(run.config["model"], seed=0,
-                                                hidden=g.settings.hidden))
-        shapes = [k.shape for k in t._kernels(init)]
-        assert shapes == ([(64, 8), (8, 10)] if g.settings.hidden else [(64, 10)])
-        t._assert_recomputed(run, g, 0, "val", activation="relu", standardize=False,
-                             dtype="float64", hidden=g.settings.hidden)
+    assert not jax.config.jax_enable_x64  # the sweep's 64-bit mode ended with it
+    with jax.enable_x64(True):  # the references, in float64 too
+        for g in run.groups:
+            for state in (g.init, g.epochs[-1]):
+                assert {{x.dtype for x in t._per_parameter(state)}} == {{np.dtype(np.float64)}}
+            init = t._params(g.init, 0)
+            t._assert_tree_equal(init, t._flax_init(run.config["model"], seed=0,
+                                                    hidden=g.settings.hidden))
+            shapes = [k.shape for k in t._kernels(init)]
+            assert shapes == ([(64, 8), (8, 10)] if g.settings.hidden else [(64, 10)])
+            t._assert_recomputed(run, g, 0, "val", activation="relu", standardize=False,
+                                 dtype="float64", hidden=g.settings.hidden)
     print("FLOAT64-OK")
 """)
 
 
 @pytest.mark.slow
 def test_float64_and_a_linear_model(tmp_path):
-    # jax_enable_x64 is process-wide (the sweep turns it on): a subprocess keeps it there.
+    # A subprocess: the float64 run must not share compiled programs or 64-bit state with
+    # the float32 tests of this process.
     code = FLOAT64.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
     run_in_subprocess(code, "FLOAT64-OK")
