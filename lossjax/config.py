@@ -134,7 +134,10 @@ Losses with parameters (``losses.PARAMETERIZED``: ``rescaled_mse(k, M)``, ``sque
   written out in the label; a bare name is its defaults (``rescaled_mse`` is
   ``rescaled_mse(k=1,M=1)``); ``squentropy`` takes none. A label may be written directly
   (``'focal(gamma=2.0)'``, recorded as ``focal(gamma=2)``; the resolved config lists labels).
-- Ranges: ``k >= 1``, ``M > 0``, ``alpha`` in [0, 1), ``gamma >= 0``, each a float32 number.
+- Ranges: ``k >= 1``, ``M > 0``, ``alpha`` in [0, 1), ``gamma >= 0``, each judged on the
+  value the engine holds (float32, float64 with ``model.dtype: float64``), in a label as in a
+  mapping: ``alpha: 0.99999999`` is 1 in float32 and refused, and two settings equal there
+  (``gamma: [2, 2.0000000001]``) are duplicates.
 - ``variant`` is an edit with its suffixes as ``lossjax.interventions`` names them
   (``no_push_up``, ``push_up_50-balanced``); the loss ``mse-no_push_up`` may be written
   ``{name: mse, variant: no_push_up}``.
@@ -169,7 +172,8 @@ Other rules:
   is not a number. Numbers must be finite. Integers are accepted where a number is expected.
 - The engine holds ``optimizer.learning_rate``, ``optimizer.weight_decay``,
   ``optimizer.momentum`` and ``model.init_scale`` in float32, so each must be 0 (where 0 is
-  allowed) or have a magnitude in float32's normal range, about [1.2e-38, 3.4e+38].
+  allowed) or have a magnitude in float32's normal range, about [1.2e-38, 3.4e+38], and
+  two values of one list that float32 holds as one number are duplicates.
 - ``1e-3`` is read as a number (plain PyYAML would read it as a string).
 - A section left empty (``model:`` with nothing under it) takes its defaults.
 - A key repeated in one mapping of the file is an error (plain PyYAML keeps the last one).
@@ -226,6 +230,7 @@ from lossjax.validate import (
     error,
     got,
     grid,
+    held,
     integer,
     is_finite,
     is_int,
@@ -468,11 +473,12 @@ def _get(section: dict, key: str, default: Any) -> Any:
     return section.get(key, default)
 
 
-def _parse_losses(v: Any) -> tuple[str, ...]:
+def _parse_losses(v: Any, dtype: str = "float32") -> tuple[str, ...]:
     """``losses``: each entry a name (a loss of ``LOSSES``, a parameterized loss's label, a
     variant of either, or ``'module:function'``) or a mapping ``{name, <parameter>: value or
     [values], variant: edit or [edits]}`` that expands into the product of its lists. Every loss
-    is recorded under its canonical name (``resolve.canonical``)."""
+    is recorded under its canonical name (``resolve.canonical``). Parameters are checked in
+    ``dtype``, the precision the engine holds them in, in a label as in a mapping."""
     from lossjax.losses import LOSSES, PARAMETERIZED  # imports JAX: only when needed
     from lossjax.resolve import canonical, resolve_loss
 
@@ -489,7 +495,7 @@ def _parse_losses(v: Any) -> tuple[str, ...]:
 
     def one(x: Any, path: str) -> list[str]:
         if isinstance(x, dict):
-            return _expand_loss(x, path, checked)
+            return _expand_loss(x, path, checked, dtype)
         if not isinstance(x, str) or not x.strip():
             raise error(
                 path,
@@ -508,20 +514,44 @@ def _parse_losses(v: Any) -> tuple[str, ...]:
         raise error("losses", f"{got(v)}, expected {expected}")
     else:  # one value: a list of one
         entries = [(v, "losses")]
-    out: dict[str, str] = {}  # label -> the entry that gave it first
+    out: dict[str, tuple[str, str]] = {}  # held label -> (label, the entry that gave it first)
     for x, path in entries:
         for label in one(x, path):
-            if label in out:
+            key = _held_label(label, path, dtype)
+            if key in out:
                 gives = f", which gives {label!r}," if label != x else ","
-                raise error(path, f"got {show(x)}{gives} a duplicate of {out[label]}; each loss "
+                if out[key][0] != label:
+                    gives = (f", which {dtype} (the precision the engine trains with) holds as "
+                             f"{out[key][0]!r},")
+                raise error(path, f"got {show(x)}{gives} a duplicate of {out[key][1]}; each loss "
                                   "may appear once")
-            out[label] = path
+            out[key] = (label, path)
             if len(out) > MAX_LIST:
                 raise error("losses", f"expands to more than {MAX_LIST:,} losses")
-    return tuple(out)
+    return tuple(label for label, _ in out.values())
 
 
-def _expand_loss(x: dict, path: str, checked) -> list[str]:
+def _held_label(label: str, path: str, dtype: str) -> str:
+    """``label`` with its parameters as the engine holds them in ``dtype`` (each checked there,
+    as a mapping's are: a label written directly skips no check), to find two labels that
+    train the same loss."""
+    from lossjax import losses as losses_lib  # imports JAX: only when needed
+    from lossjax.resolve import loss_params
+
+    values = loss_params(label)
+    if not values:
+        return label
+    name = re.match(r"[a-z_]+", label).group()
+    entry = losses_lib.PARAMETERIZED[name]
+    params = {}
+    for p, v in zip(entry.names, values, strict=True):
+        ok, rule = entry.range(p)
+        number(v, f"{path}: {p} of {label!r}", f"a number {rule}", ok, dtype=dtype)
+        params[p] = held(v, dtype)
+    return re.sub(r"\([^()]*\)", lambda _: entry.label(params)[len(name):], label, count=1)
+
+
+def _expand_loss(x: dict, path: str, checked, dtype: str) -> list[str]:
     """The labels one mapping of ``losses`` stands for, in the product of its lists (the
     parameters in the loss's own order, then ``variant``), each checked by ``checked``."""
     from lossjax import losses as losses_lib  # imports JAX: only when needed
@@ -550,8 +580,8 @@ def _expand_loss(x: dict, path: str, checked) -> list[str]:
         ok, rule = entry.range(p)
         values[p] = grid(x[p], join(path, p),
                          lambda v, q, ok=ok, rule=rule: number(
-                             v, q, f"a number {rule}", ok, float32=True),
-                         f"numbers {rule}")
+                             v, q, f"a number {rule}", ok, dtype=dtype),
+                         f"numbers {rule}", dtype=dtype)
     variants: tuple = (None,)
     if "variant" in x:
         variants = grid(x["variant"], join(path, "variant"),
@@ -634,6 +664,7 @@ def _parse_model(raw: dict) -> ModelConfig:
             "model.init_scale",
             positive,
             "numbers > 0",
+            dtype="float32",
         ),
         dtype=choice(_get(s, "dtype", d.dtype), "model.dtype", DTYPES),
     )
@@ -700,7 +731,7 @@ def _parse_learning_rate(
 ) -> FrozenDict:
 
     def rates(x: Any, p: str) -> tuple[float, ...]:
-        return grid(x, p, positive, "numbers > 0")
+        return grid(x, p, positive, "numbers > 0", dtype="float32")
 
     if isinstance(v, dict):
         if narrowed:  # --set losses=[...] keeps the entries of the losses still swept
@@ -837,7 +868,7 @@ def _optimizer_and_args(s: dict, d: OptimizerConfig
         "optimizer.momentum",
         "a number in [0, 1)",
         lambda x: 0 <= x < 1,
-        float32=True,
+        dtype="float32",
     )
     several = len(names) > 1
     by_name = _args_by_optimizer(_get(s, "args", None), names)
@@ -954,6 +985,7 @@ def _parse_optimizer(
         "optimizer.weight_decay",
         non_negative,
         "numbers >= 0",
+        dtype="float32",
     )
     schedule, schedule_args = _schedule_and_args(s, d)
     return OptimizerConfig(
@@ -1183,7 +1215,9 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     epochs = integer(raw.get("epochs", d.epochs), "epochs", 1)
     batch_size = integer(raw.get("batch_size", d.batch_size), "batch_size", 1)
     block_size = _block_size(raw.get("block_size", d.block_size))
-    losses = _parse_losses(raw.get("losses", list(d.losses)))
+    model = _parse_model(raw)  # its dtype is the precision the losses' parameters are held in
+    losses = _parse_losses(raw.get("losses", list(d.losses)),
+                           "float64" if model.dtype == "float64" else "float32")
     optimizer = _parse_optimizer(raw, losses, lr_patches, narrowed)
     cfg_eval = _parse_eval(raw)
     return Config(
@@ -1194,7 +1228,7 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
         block_size=block_size,
         losses=losses,
         dataset=_parse_dataset(raw),
-        model=_parse_model(raw),
+        model=model,
         optimizer=optimizer,
         eval=cfg_eval,
         output=_parse_output(raw),

@@ -1,0 +1,63 @@
+"""Hostile values, numerics and environment: numbers the engine's precision would change,
+search stages past what the config accepts, and environments that cannot run a sweep; each
+refused in one line naming the key or variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from lossjax.config import parse_config
+from lossjax.errors import ConfigError
+
+F32 = "which float32 (the precision the engine trains with)"
+
+
+def error(overrides=(), **raw) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"name": "t", **raw}, overrides)
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers are judged in the precision the engine holds them in
+
+
+@pytest.mark.parametrize("losses", [[{"name": "label_smoothing_ce", "alpha": 0.99999999}],
+                                    ["label_smoothing_ce(alpha=0.99999999)"]])
+def test_a_parameter_float32_rounds_out_of_its_range_is_refused(losses):
+    msg = error(losses=losses)
+    assert msg.startswith("losses[0]") and f"0.99999999, {F32} holds as 1.0; expected a " \
+        "number in [0, 1) in float32" in msg
+
+
+def test_rates_equal_in_float32_are_duplicates():
+    assert error(optimizer={"learning_rate": [0.1, 0.10000000001]}) == (
+        f"optimizer.learning_rate[1]: got 0.10000000001, {F32} holds as 0.1, a duplicate of "
+        "optimizer.learning_rate[0]; each value may appear once")
+    assert error(optimizer={"weight_decay": [0.001, 0.00100000000001]}).startswith(
+        "optimizer.weight_decay[1]: got 0.00100000000001, which float32")
+
+
+def test_losses_equal_in_float32_are_duplicates():
+    assert error(losses=["focal(gamma=2)", "focal(gamma=2.0000000001)"]) == (
+        f"losses[1]: got 'focal(gamma=2.0000000001)', {F32} holds as 'focal(gamma=2)', a "
+        "duplicate of losses[0]; each loss may appear once")
+    assert error(losses=[{"name": "focal", "gamma": [2, 2.0000000001]}]).startswith(
+        f"losses[0].gamma[1]: got 2.0000000001, {F32} holds as 2, a duplicate")
+    # float64 holds them apart: both train
+    c = parse_config({"name": "t", "model": {"dtype": "float64"},
+                      "losses": ["focal(gamma=2)", "focal(gamma=2.0000000001)"]})
+    assert len(c.losses) == 2
+
+
+@pytest.mark.parametrize(("label", "problem"), [
+    ("focal(gamma=1e39)", "gamma of 'focal(gamma=1e+39)': got 1e+39, {} rounds to inf"),
+    ("focal(gamma=1e-50)", "gamma of 'focal(gamma=1e-50)': got 1e-50, {} rounds to 0"),
+    ("rescaled_mse(k=1,M=1e-45)", "M of 'rescaled_mse(k=1,M=1e-45)': got 1e-45, {} keeps only "
+                                  "as a subnormal"),
+    ("focal(gamma=1e-50)-no_push_up", "gamma of 'focal(gamma=1e-50)-no_push_up': got 1e-50"),
+])
+def test_a_label_gets_the_float32_checks_of_a_mapping(label, problem):
+    assert error(losses=["mse", label]).startswith(f"losses[1]: {problem.format(F32)}")
