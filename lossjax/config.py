@@ -105,7 +105,10 @@ The optimizer and its schedule:
 - ``optimizer.args`` and ``optimizer.schedule_args`` take the keyword arguments of the optax
   function by their optax names, checked against its signature; values are YAML scalars, lists
   or mappings. The learning rate and the weight decay are not among them: the swept keys set
-  them per member. Bad values fail when the config is read: one step of the optimizer is traced.
+  them per member. Bad values fail when the config is read: one step of the optimizer is traced,
+  and the numbers of ``momentum``, ``b1``, ``b2``, ``b3``, ``decay`` and ``rho`` must be in
+  [0, 1), those of ``eps``, ``eps_root`` and ``initial_accumulator_value`` >= 0, each in
+  float32, as ``optimizer.momentum`` is (optax would train with them out of range).
 - ``optimizer.weight_decay``: for an optimizer with a decay argument of its own
   (``weight_decay``: adamw, nadamw, adamaxw, lamb, lion, adan, lars, novograd, adadelta;
   ``weight_decay_rate``: adafactor) it is that argument, as optax defines it for that optimizer
@@ -795,6 +798,27 @@ def _keyword_args(
     return FrozenDict((k, _arg_value(x, join(path, k))) for k, x in v.items())
 
 
+# The ranges of optax's arguments that are averaging factors or offsets, which optax accepts
+# out of range and trains with (sgd's momentum 1.5 diverges; adam's b2 -5 gives NaNs): held to
+# the rules of the top-level keys, in float32 (the optimizer state's precision).
+_ARG_RANGES: dict[str, tuple[str, Any]] = {
+    **dict.fromkeys(("momentum", "b1", "b2", "b3", "decay", "rho"),
+                    ("a number in [0, 1)", lambda x: 0 <= x < 1)),
+    **dict.fromkeys(("eps", "eps_root", "initial_accumulator_value"),
+                    ("a number >= 0", lambda x: x >= 0)),
+}
+
+
+def _checked_args(args: FrozenDict, path: str) -> FrozenDict:
+    """``args`` with the numbers of :data:`_ARG_RANGES`' arguments checked (other values are
+    left to optax: None is its default, e.g. sgd's momentum)."""
+    for k, x in args.items():
+        if k in _ARG_RANGES and is_number(x):
+            expected, ok = _ARG_RANGES[k]
+            number(x, join(path, k), expected, ok, dtype="float32")
+    return args
+
+
 def _optax_failure(path: str, given: Any, function: str, e: Exception) -> ConfigError:
     msg = one_line(e, 160)
     return error(
@@ -878,7 +902,8 @@ def _optimizer_and_args(s: dict, d: OptimizerConfig
         function = "optax.sgd (as 'momentum')" if name == "momentum" else f"optax.{name}"
         where = join("optimizer.args", name) if several else "optimizer.args"
         given = by_name[name]
-        args = _keyword_args(given, where, function, *optimizers.optimizer_arguments(name))
+        args = _checked_args(_keyword_args(given, where, function,
+                                           *optimizers.optimizer_arguments(name)), where)
         try:
             optimizers.check_optimizer(name, momentum, dict(args))
         except Exception as e:  # whatever optax makes of the arguments, named

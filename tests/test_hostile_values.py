@@ -61,3 +61,26 @@ def test_losses_equal_in_float32_are_duplicates():
 ])
 def test_a_label_gets_the_float32_checks_of_a_mapping(label, problem):
     assert error(losses=["mse", label]).startswith(f"losses[1]: {problem.format(F32)}")
+
+
+@pytest.mark.parametrize(("optimizer", "want"), [
+    ({"name": "sgd", "args": {"momentum": 1.5}},
+     "optimizer.args.momentum: got 1.5, expected a number in [0, 1)"),
+    ({"name": ["sgd", "adam"], "args": {"sgd": {"momentum": 1.5}}},
+     "optimizer.args.sgd.momentum: got 1.5, expected a number in [0, 1)"),
+    ({"name": ["momentum", "adam"], "args": {"adam": {"b2": -5}}},
+     "optimizer.args.adam.b2: got -5, expected a number in [0, 1)"),
+    ({"name": "adam", "args": {"eps": -1e-8}},
+     "optimizer.args.eps: got -1e-08, expected a number >= 0"),
+    ({"name": "adam", "args": {"b1": 0.99999999}},
+     f"optimizer.args.b1: got 0.99999999, {F32} holds as 1.0; expected a number in [0, 1) in "
+     "float32"),
+])
+def test_optimizer_args_are_held_to_the_top_level_rules(optimizer, want):
+    assert error(optimizer=optimizer) == want
+
+
+def test_optimizer_args_in_range_and_optax_defaults_pass():
+    c = parse_config({"name": "t", "optimizer": {"name": ["sgd", "adam"], "args": {
+        "sgd": {"momentum": None, "nesterov": True}, "adam": {"b1": 0.8, "b2": 0.99}}}})
+    assert c.optimizer.args["adam"]["b2"] == 0.99
