@@ -730,7 +730,7 @@ def _lr_entries(entries: dict, losses: tuple[str, ...], path: str) -> dict[str, 
 
 def _parse_learning_rate(
     v: Any, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool,
-    path: str = "optimizer.learning_rate",
+    path: str = "optimizer.learning_rate", given_by_set: frozenset[str] = frozenset(),
 ) -> FrozenDict:
 
     def rates(x: Any, p: str) -> tuple[float, ...]:
@@ -738,7 +738,8 @@ def _parse_learning_rate(
 
     if isinstance(v, dict):
         if narrowed:  # --set losses=[...] keeps the entries of the losses still swept
-            v = {k: x for k, x in v.items() if lr_key_losses(k, losses)}
+            # (and every entry a --set gave: a rate for a loss the sweep lacks is refused)
+            v = {k: x for k, x in v.items() if lr_key_losses(k, losses) or k in given_by_set}
         keys = _lr_entries(v, losses, path)
         missing = [loss for loss in losses if loss not in keys]
         if missing:
@@ -961,8 +962,10 @@ def _rates_by_optimizer(v: Any, patches: dict[str, Any], names: tuple[str, ...]
     out = {}
     for n in names:
         own = n in base or n in per_loss
-        out[n] = (base.get(n, v), {**shared, **per_loss.get(n, {})},
-                  join(path, n) if own or len(names) > 1 else path)
+        value, patched = base.get(n, v), {**shared, **per_loss.get(n, {})}
+        if isinstance(value, dict) and patched:  # adam.mse on a per-loss mapping: its entry
+            value, patched = {**value, **patched}, {}
+        out[n] = (value, patched, join(path, n) if own or len(names) > 1 else path)
     return out
 
 
@@ -995,14 +998,15 @@ def _schedule_and_args(s: dict, d: OptimizerConfig) -> tuple[str, FrozenDict]:
 
 
 def _parse_optimizer(
-    raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
+    raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool,
+    given_by_set: frozenset[str] = frozenset(),
 ) -> OptimizerConfig:
     s, d = _section(raw, "optimizer"), OptimizerConfig()
     name, momentum, args = _optimizer_and_args(s, d)
     names = (name,) if isinstance(name, str) else name
     given = _rates_by_optimizer(
         _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), patches, names)
-    by_name = FrozenDict((n, _parse_learning_rate(v, losses, p, narrowed, where))
+    by_name = FrozenDict((n, _parse_learning_rate(v, losses, p, narrowed, where, given_by_set))
                          for n, (v, p, where) in given.items())
     learning_rate = by_name[name] if isinstance(name, str) else by_name
     weight_decay = grid(
@@ -1145,11 +1149,13 @@ def _parse_name(raw: dict) -> str:
 # Overrides
 
 
-def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
+def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any],
+                    lr_set: set[str] | None = None) -> None:
     """Applies one 'dotted.key=yaml_value' to ``raw`` in place.
 
     Per-loss learning-rate overrides on a config whose learning rate is one list for all losses
-    go to ``lr_patches``, applied once ``losses`` is known.
+    go to ``lr_patches``, applied once ``losses`` is known; every learning-rate key a
+    --set gives goes to ``lr_set`` too (``adam.mse`` as ``mse`` also).
     """
     key, value = read_override(text)
     context = f" in --set {show(text)}"
@@ -1163,9 +1169,11 @@ def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
         return
     if parts[:2] == ["optimizer", "learning_rate"] and len(parts) > 2:
         loss = ".".join(parts[2:])  # a 'module.sub:function' loss may hold dots
+        if lr_set is not None:
+            lr_set.update((loss, ".".join(parts[3:])))
         optimizer = _override_section(raw, "optimizer")
         lr = optimizer.get("learning_rate")
-        if isinstance(lr, dict):
+        if isinstance(lr, dict) and not _one_optimizers_rates(lr, loss):
             lr[loss] = value
         else:
             lr_patches[loss] = value
@@ -1187,6 +1195,15 @@ def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
                 f"unknown key{context}; '{join(prefix, part)}' has no sub-keys",
             )
         node, prefix = _override_section(node, part), part
+
+
+def _one_optimizers_rates(lr: dict, key: str) -> bool:
+    """Whether ``key`` (``adam``, ``adam.mse``) sets one optimizer's rates while the file's
+    ``lr`` is a per-loss mapping for every optimizer: the file's mapping stays every other
+    optimizer's, as it would with a plain list."""
+    from lossjax.optimizers import OPTIMIZERS  # imports JAX: only when needed
+
+    return key.partition(".")[0] in OPTIMIZERS and not any(k in OPTIMIZERS for k in lr)
 
 
 def _override_section(node: dict, name: str) -> dict:
@@ -1220,8 +1237,9 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     raw = copy.deepcopy(raw)
     lr_patches: dict[str, Any] = {}
     narrowed = False
+    lr_set: set[str] = set()
     for text in overrides:
-        _apply_override(raw, text, lr_patches)
+        _apply_override(raw, text, lr_patches, lr_set)
         narrowed = narrowed or (
             isinstance(text, str) and text.partition("=")[0].strip() == "losses"
         )
@@ -1243,7 +1261,7 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     model = _parse_model(raw)  # its dtype is the precision the losses' parameters are held in
     losses = _parse_losses(raw.get("losses", list(d.losses)),
                            "float64" if model.dtype == "float64" else "float32")
-    optimizer = _parse_optimizer(raw, losses, lr_patches, narrowed)
+    optimizer = _parse_optimizer(raw, losses, lr_patches, narrowed, frozenset(lr_set))
     cfg_eval = _parse_eval(raw)
     return Config(
         name=name,

@@ -4,11 +4,14 @@ refused in one line naming the key or variable."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lossjax.config import parse_config
 from lossjax.errors import ConfigError
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 F32 = "which float32 (the precision the engine trains with)"
 
 
@@ -84,3 +87,36 @@ def test_optimizer_args_in_range_and_optax_defaults_pass():
     c = parse_config({"name": "t", "optimizer": {"name": ["sgd", "adam"], "args": {
         "sgd": {"momentum": None, "nesterov": True}, "adam": {"b1": 0.8, "b2": 0.99}}}})
     assert c.optimizer.args["adam"]["b2"] == 0.99
+
+
+# --------------------------------------------------------------------------------------------
+# --set on learning rates
+
+
+def test_a_rate_for_a_loss_the_sweep_lacks_is_refused_after_narrowing():
+    from lossjax.config import load_config
+
+    for sets in (["losses=[mse,cross_entropy]", "optimizer.learning_rate.msee=[0.3]"],
+                 ["optimizer.learning_rate.msee=[0.3]", "losses=[mse,cross_entropy]"]):
+        with pytest.raises(ConfigError) as info:
+            load_config(CONFIGS / "digits.yaml", sets)
+        assert str(info.value).startswith("optimizer.learning_rate.msee: no such loss in losses "
+                                          "(mse, cross_entropy)")
+        assert str(info.value).endswith("did you mean 'mse'?")
+    c = load_config(CONFIGS / "digits.yaml", ["losses=[mse]", "optimizer.learning_rate.mse=[0.3]"])
+    assert c.optimizer.learning_rate == {"mse": (0.3,)}
+
+
+def test_one_optimizers_rates_on_a_per_loss_mapping():
+    from lossjax.config import load_config
+
+    c = load_config(CONFIGS / "digits.yaml", ["optimizer.name=[momentum, adam]",
+                                              "optimizer.learning_rate.adam=[1e-3]",
+                                              "optimizer.learning_rate.adam.mse=[1e-2]"])
+    rates = c.optimizer.learning_rate
+    assert rates["momentum"]["mse"] == (0.03, 0.1, 0.3, 1.0, 3.0)  # the file's mapping
+    assert rates["adam"]["cross_entropy"] == (1e-3,) and rates["adam"]["mse"] == (1e-2,)
+    c = load_config(CONFIGS / "digits.yaml", ["optimizer.name=[momentum, adam]",
+                                              "optimizer.learning_rate.adam.mse=[1e-2]"])
+    assert c.optimizer.learning_rate["adam"]["mse"] == (1e-2,)
+    assert c.optimizer.learning_rate["adam"]["focal(gamma=2)"] == (0.03, 0.1, 0.3, 1.0, 3.0)
