@@ -309,6 +309,9 @@ def _finish(out: Path, claim, table: pd.DataFrame, planned, cfg) -> None:
     then the folder is marked complete."""
     from lossjax import plots, report  # lazy: matplotlib, only once training is done
 
+    if ends := plan.range_ends(cfg, planned, table):
+        log.warning("search.extend: no rate added past %s: outside float32's normal range, "
+                    "which the config refuses", "; ".join(ends))
     stopped = plan.stops(cfg, planned, table)
     summary = summarize(table, cfg.eval.target_accuracy, dropped=search.dropped(stopped),
                         confirm=plan.confirming(planned))

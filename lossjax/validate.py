@@ -240,7 +240,7 @@ def held(x: float, dtype: str = "float32") -> float:
         return float(np.asarray(x, dtype))
 
 
-def _precision_loss(x: float, dtype: str) -> str | None:
+def precision_loss(x: float, dtype: str) -> str | None:
     """What ``dtype`` makes of ``x`` if it does not hold it as 0 or a finite normal number."""
     f = held(x, dtype)
     if f == 0:
@@ -271,7 +271,7 @@ def number(
     x = float(v)
     if dtype is None:
         return x
-    if loss := _precision_loss(x, dtype):
+    if loss := precision_loss(x, dtype):
         info = np.finfo(dtype)
         zero = "0 or " if ok(0.0) else ""
         allowed = (

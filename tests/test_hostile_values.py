@@ -120,3 +120,110 @@ def test_one_optimizers_rates_on_a_per_loss_mapping():
                                               "optimizer.learning_rate.adam.mse=[1e-2]"])
     assert c.optimizer.learning_rate["adam"]["mse"] == (1e-2,)
     assert c.optimizer.learning_rate["adam"]["focal(gamma=2)"] == (0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+# --------------------------------------------------------------------------------------------
+# search.extend
+
+
+def test_extension_stops_at_the_rates_the_config_accepts():
+    import pandas as pd
+
+    from lossjax import plan, sweep
+
+    cfg = parse_config({"name": "t", "seeds": [0], "epochs": 1, "losses": ["mse"],
+                        "model": {"hidden": [[4]]}, "search": {"extend": 5},
+                        "optimizer": {"learning_rate": [1e-36, 1e-35]}})
+    grid = sweep.expand_members(cfg)
+
+    def rows(members):  # every rate ties: the lowest is chosen, at the lower edge
+        return pd.DataFrame([{"member": m.index, "loss": m.loss, "optimizer": m.optimizer,
+                              "hidden": "4", "learning_rate": m.learning_rate,
+                              "weight_decay": 0.0, "init_scale": 1.0, "seed": m.seed,
+                              "epoch": 1, "val_acc": 0.1, "test_acc": 0.1, "diverged": False}
+                             for m in members])
+
+    table = rows(grid)
+    stages = plan.stages(cfg, grid, table)
+    assert [m.learning_rate for m in stages[1].members] == [1e-37]
+    table = pd.concat([table, rows(stages[1].members)], ignore_index=True)
+    stages = plan.stages(cfg, grid, table)  # 1e-38 is a subnormal in float32: no more
+    assert [s.kind for s in stages] == ["grid", "extend"]
+    assert plan.range_ends(cfg, stages, table) == [
+        "mse at 1e-37 (the next rate, 1e-38, float32 keeps only as a subnormal, losing "
+        "precision)"]
+
+
+# --------------------------------------------------------------------------------------------
+# The environment: variables and paths that cannot run a sweep
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "5000", "100000"])
+def test_a_host_device_count_xla_cannot_start_is_refused_at_once(count):
+    from lossjax import xla_flags
+    from lossjax.errors import LossjaxError
+
+    flags = f"--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count={count}"
+    with pytest.raises(LossjaxError) as info:
+        xla_flags.check({"XLA_FLAGS": flags})
+    assert str(info.value).startswith(f"XLA_FLAGS: --xla_force_host_platform_device_count="
+                                      f"{count}: give a count from 1 to 1,024")
+    assert xla_flags._device_count_problem("--xla_force_host_platform_device_count=8") is None
+
+
+def test_jax_platforms_this_machine_lacks_is_named(tmp_path):
+    import os
+
+    from lossjax import xla_flags
+    from lossjax.errors import LossjaxError
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    with pytest.raises(LossjaxError) as info:  # no jax plugin for rocm is installed here
+        xla_flags.check({**env, "JAX_PLATFORMS": "rocm"})
+    msg = str(info.value)
+    assert msg.startswith("JAX_PLATFORMS='rocm': jax cannot start it on this machine, which has ")
+    assert "cpu" in msg.split("which has ")[1]
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "devnull"])
+def test_a_data_dir_that_is_no_folder_is_named(tmp_path, monkeypatch, kind):
+    import os
+
+    from lossjax import data
+    from lossjax.errors import DataError
+
+    path = {"file": tmp_path / "f", "fifo": tmp_path / "p", "devnull": "/dev/null"}[kind]
+    if kind == "file":
+        path.write_text("x")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    monkeypatch.setenv("LOSSJAX_DATA_DIR", str(path))
+    with pytest.raises(DataError) as info:
+        data.info("mnist")
+    assert str(info.value).startswith(f"$LOSSJAX_DATA_DIR: {path} is not a folder; give a folder")
+    with pytest.raises(DataError) as info:
+        data.load("mnist", data_dir=str(path))
+    assert str(info.value).startswith(f"dataset.data_dir: {path} is not a folder")
+
+
+def test_a_config_fifo_nothing_writes_to_is_refused(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from lossjax import config
+
+    monkeypatch.setattr(config, "FIFO_WAIT_S", 0.2)
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as info:
+        config.load_config(fifo)
+    assert str(info.value) == (f"{fifo}: a named pipe (FIFO) that nothing wrote to in 0.2 s; "
+                               "give the config file itself")
+
+    def write():
+        with open(fifo, "w") as f:
+            f.write("name: piped\n")
+
+    monkeypatch.setattr(config, "FIFO_WAIT_S", 30.0)
+    threading.Thread(target=write).start()  # a shell's <(...) is read as a file is
+    assert config.load_config(fifo).name == "piped"
