@@ -214,6 +214,8 @@ import dataclasses
 import itertools
 import os
 import re
+import select
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -1280,11 +1282,33 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     )
 
 
+FIFO_WAIT_S = 10.0
+
+
+def _open_config(path: str | os.PathLike, shown: str):
+    """The config file opened for reading. A named pipe (``<(...)`` in a shell, or one made
+    with mkfifo) is read once something writes to it: open() alone would wait forever for a
+    writer that never comes."""
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False  # open() says what is wrong
+    if not fifo:
+        return open(path, encoding="utf-8")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not select.select([fd], [], [], FIFO_WAIT_S)[0]:
+        os.close(fd)
+        raise ConfigError(f"{shown}: a named pipe (FIFO) that nothing wrote to in "
+                          f"{FIFO_WAIT_S:g} s; give the config file itself")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, encoding="utf-8")
+
+
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Reads a YAML sweep config, applies ``--set`` overrides, and validates it."""
     shown = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with _open_config(path, shown) as f:
             text = f.read(MAX_CONFIG_BYTES + 1)  # no more: a huge file is refused unread
     except FileNotFoundError:
         raise ConfigError(f"{shown}: config file not found") from None
