@@ -50,6 +50,10 @@ def _available_memory(device) -> int | None:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return _host_memory()
+
+
+def _host_memory() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)
@@ -60,6 +64,45 @@ def _available_memory(device) -> int | None:
 
 def _gb(n: float) -> str:
     return f"{n / 1e9:.3g} GB"
+
+
+# Host memory a member takes beyond its parameters: its hyperparameters, its state while it is
+# initialized, its rows and the Python objects around them. Measured on CPU with one-member
+# calls of 610 parameters: 2,000 and 6,000 members peaked at 0.73 and 1.11 GB (96 KB a member),
+# and 100,000 grew past 24 GB (240 KB each) before the kernel killed them; the larger is used.
+HOST_BYTES_PER_MEMBER = 256_000
+
+
+def check_member_count(cfg) -> None:
+    """Refuses, from the config alone and before the members are listed or the folder is made,
+    a sweep whose members (the grid's, and the most its later stages can add) cannot fit in
+    the host's memory whatever their size: listing 100,000s of them alone takes minutes."""
+    grid = (len(cfg.model.hidden) * len(cfg.optimizer.weight_decay)
+            * len(cfg.model.init_scale) * len(cfg.seeds)
+            * sum(len(rates) for _, rates in cfg.optimizer.grids()))
+    groups = grid // len(cfg.seeds)
+    added = groups * (cfg.search.extend * len(cfg.seeds) + len(cfg.confirm.seeds))
+    need = (grid + added) * HOST_BYTES_PER_MEMBER
+    available = _host_memory()
+    if available is None or need <= available:
+        return
+    if added > grid:
+        key = "search.extend" if cfg.search.extend else "confirm.seeds"
+        fix = f"give a smaller {key}"
+        given = cfg.search.extend if cfg.search.extend else len(cfg.confirm.seeds)
+        what = f"{given:,} lets later stages add up to {added:,} members to the grid's {grid:,}"
+    else:
+        lists = {"seeds": len(cfg.seeds), "losses": len(cfg.losses),
+                 "optimizer.learning_rate": max(len(r) for _, r in cfg.optimizer.grids()),
+                 "model.hidden": len(cfg.model.hidden),
+                 "model.init_scale": len(cfg.model.init_scale),
+                 "optimizer.weight_decay": len(cfg.optimizer.weight_decay)}
+        key = max(lists, key=lists.get)
+        fix = "sweep fewer values, or split the sweep"
+        what = f"{lists[key]:,} values make a sweep of {grid + added:,} members"
+    raise ConfigError(f"{key}: {what}, which need about {_gb(need)} of memory at "
+                      f"{HOST_BYTES_PER_MEMBER // 1000} KB a member beside their parameters, and "
+                      f"{_gb(available)} is available; {fix}")
 
 
 def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> None:

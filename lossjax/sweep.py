@@ -157,6 +157,7 @@ def run(config, overrides=(), *, output_dir=None, resume: bool = False,
                           "leave it out to start the sweep here")
     with distributed.stage("reading the config and checking the losses"):
         cfg, config_dict, loss_fns = _prepare(config, overrides, output_dir)
+        preflight.check_member_count(cfg)
     out = Path(cfg.output.dir) / cfg.name
     distributed.same_everywhere("config", _shared_config(config_dict),
                                 "start every process with the same config file and --set values")

@@ -227,3 +227,28 @@ def test_a_config_fifo_nothing_writes_to_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "FIFO_WAIT_S", 30.0)
     threading.Thread(target=write).start()  # a shell's <(...) is read as a file is
     assert config.load_config(fifo).name == "piped"
+
+
+# --------------------------------------------------------------------------------------------
+# What a sweep will need, bounded before its members are listed
+
+
+@pytest.mark.parametrize(("sets", "want"), [
+    (["search.extend=100000000000000000000"],
+     "search.extend: 100,000,000,000,000,000,000 lets later stages add up to "
+     "12,000,000,000,000,000,000,000 members to the grid's 120, which need about"),
+    (["search.extend=1000000"], "search.extend: 1,000,000 lets later stages add up to "
+                                "120,000,000 members"),
+    (["seeds=[" + ",".join(map(str, range(100_000))) + "]"],
+     "seeds: 100,000 values make a sweep of 4,000,000 members, which need about 1.02e+03 GB"),
+])
+def test_members_that_cannot_fit_are_refused_from_the_config_alone(sets, want):
+    from lossjax import preflight
+    from lossjax.config import load_config
+
+    cfg = load_config(CONFIGS / "digits.yaml", sets)
+    with pytest.raises(ConfigError) as info:
+        preflight.check_member_count(cfg)
+    assert str(info.value).startswith(want)
+    assert "beside their parameters, and " in str(info.value)
+    preflight.check_member_count(load_config(CONFIGS / "digits.yaml", ["search.extend=2"]))
