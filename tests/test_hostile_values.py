@@ -252,3 +252,59 @@ def test_members_that_cannot_fit_are_refused_from_the_config_alone(sets, want):
     assert str(info.value).startswith(want)
     assert "beside their parameters, and " in str(info.value)
     preflight.check_member_count(load_config(CONFIGS / "digits.yaml", ["search.extend=2"]))
+
+
+# --------------------------------------------------------------------------------------------
+# search replay: a grid's members only
+
+
+def _digits():
+    from lossjax import analysis
+
+    folder = CONFIGS.parent / "results" / "digits"
+    if not (folder / "epochs.csv").exists():
+        pytest.skip("no committed digits sweep")
+    return analysis.load_results(folder)
+
+
+def test_replay_refuses_a_raced_folder():
+    import dataclasses
+
+    from lossjax import search
+    from lossjax.errors import ResultsError
+
+    res = _digits()
+    raced = dataclasses.replace(res, config={**res.config, "search": {"method": "race"}})
+    with pytest.raises(ResultsError) as info:
+        search.replay_folders([raced])
+    assert str(info.value) == (f"{res.path}: a raced sweep (search.method: race) has no full "
+                               "grid to replay the race against; give grid folders")
+
+
+def test_replay_of_a_staged_folder_replays_its_grid_members_only():
+    import dataclasses
+
+    import pandas as pd
+
+    from lossjax import search
+    from lossjax.stats import summarize
+
+    res = _digits()
+    # As if mse's highest rate had been added past the grid's edge by search.extend: its rows
+    # must not enter the replay, nor the grid choice it is compared with.
+    ep = res.epochs
+    top = ep[(ep["loss"] == "mse") & (ep["learning_rate"] == ep.loc[ep["loss"] == "mse",
+                                                                   "learning_rate"].max())]
+    added = pd.DataFrame({"member": sorted(top["member"].unique()), "stage": 1,
+                          "reason": "extension above the highest rate tried"})
+    staged = dataclasses.replace(res, added=added)
+    table = search.replay_folders([staged])
+    grid = ep[~ep["member"].isin(added["member"])]
+    want = search.replay(grid, summarize(grid, 0.95), (3, 6, 9, 15), 0.5)
+    assert table["left_out"].eq(len(added)).all()
+    assert table["grid_lr"].tolist() == want["grid_lr"].tolist()
+    assert table["member_epochs"].tolist() == want["member_epochs"].tolist()
+    mse = table[table["loss"] == "mse"].iloc[0]
+    assert mse["rates"] == ep.loc[ep["loss"] == "mse", "learning_rate"].nunique() - 1
+    assert f"its grid's members only; the {len(added)} members its later stages added" in (
+        search.replay_markdown(table, 0.5))
