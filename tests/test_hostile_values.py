@@ -308,3 +308,59 @@ def test_replay_of_a_staged_folder_replays_its_grid_members_only():
     assert mse["rates"] == ep.loc[ep["loss"] == "mse", "learning_rate"].nunique() - 1
     assert f"its grid's members only; the {len(added)} members its later stages added" in (
         search.replay_markdown(table, 0.5))
+
+
+# --------------------------------------------------------------------------------------------
+# Temperature fits that found no minimum
+
+
+def test_a_temperature_fit_without_a_minimum_says_so():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lossjax import calibration, calibration_tables
+
+    assert calibration_tables.TEMPERATURE_BOUNDS == (1 / calibration.T_MAX, calibration.T_MAX)
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(rng.integers(0, 10, 200))
+    mask = jnp.ones(200, bool)
+    s = jnp.asarray(rng.normal(size=(200, 10)), jnp.float32) + 3 * jnp.eye(10)[y]
+
+    def temperature(logits):
+        return 1 / float(calibration.fit_inverse_temperature(logits, y, mask))
+
+    assert 0.2 < temperature(s) < 0.5  # a minimum inside the bracket
+    assert calibration_tables.unfit([temperature(s)]).tolist() == [False]
+    # Constant logits: the NLL is flat, the bisection runs to a bound, which is kept and marked.
+    flat = temperature(jnp.zeros((200, 10)))
+    assert flat == pytest.approx(1e-4, rel=1e-3) and calibration_tables.unfit([flat])[0]
+    # Logits so large that float32's softmax is one-hot: the NLL (~1e17) has no curvature left,
+    # and the bisection stopped on rounding (it said exactly 1.0): no fit.
+    huge = jnp.asarray(rng.normal(size=(200, 10)) * 1e17, jnp.float32)
+    assert np.isnan(temperature(huge))
+
+
+def test_the_mean_temperature_leaves_out_fits_at_a_bound():
+    import pandas as pd
+
+    from lossjax.stats import summarize
+
+    rows = pd.DataFrame([{"member": i, "loss": "mse", "optimizer": "momentum", "hidden": "4",
+                          "learning_rate": 0.1, "weight_decay": 0.0, "init_scale": 1.0,
+                          "seed": i, "epoch": 1, "val_acc": 0.5, "test_acc": 0.5,
+                          "diverged": False, "temperature": t}
+                         for i, t in enumerate([1e-4, 10000.001, 2.0])])
+    assert summarize(rows, 0.95)["temperature_mean"].iloc[0] == pytest.approx(2.0)
+    assert summarize(rows.iloc[:2], 0.95)["temperature_mean"].isna().all()
+
+
+def test_the_report_marks_fits_that_found_no_minimum():
+    from lossjax import analysis, report_calibration
+
+    folder = CONFIGS.parent / "results" / "generality_mnist_cosine"
+    if not (folder / "epochs.csv").exists():
+        pytest.skip("no committed generality sweep")
+    lines = report_calibration.calibration_table(analysis.load_results(folder))
+    assert any("10 ‡" in line or "‡ |" in line for line in lines if line.startswith("| `"))
+    note = next(line for line in lines if line.startswith("‡ Temperature fits"))
+    assert "ended at a bound of [0.0001, 10000]" in note and "leaves them out" in note
