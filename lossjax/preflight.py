@@ -105,14 +105,16 @@ def check_member_count(cfg) -> None:
                       f"{_gb(available)} is available; {fix}")
 
 
-def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> None:
+def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
+                    reserve: bool = False) -> None:
     """Refuses a sweep whose models cannot fit in memory, or whose checkpoints cannot fit on
     the disk, before it starts (a model too large to allocate would otherwise fail late, or
-    hang)."""
+    hang). ``reserve``: the last group stands for what later stages can add, which a refusal
+    then names."""
     item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
     call = cfg.block_size * jax.device_count()
     share = jax.local_device_count() / jax.device_count()  # of the members, on this process
-    worst_memory, worst_disk, worst_hidden = 0, 0, None
+    worst_memory, worst_disk, worst_hidden, worst_group = 0, 0, None, None
     for g in groups:
         # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2): a group's
         # own optimizer's, so a sweep of momentum and adam counts adam's two for adam's groups.
@@ -125,9 +127,16 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> 
         # gradients and updates too. Activations are small next to them for an MLP.
         memory = share * (padded * per_member * (1 + slots) + call * per_member * 2)
         if memory > worst_memory:
-            worst_memory, worst_hidden = memory, g[0].hidden
+            worst_memory, worst_hidden, worst_group = memory, g[0].hidden, g
         worst_disk = max(worst_disk, len(g) * per_member * (1 + slots))
     available = _available_memory(jax.local_devices()[0])
+    if available is not None and worst_memory > available and reserve and (
+            worst_group is groups[-1]):
+        key = "search.extend" if cfg.search.extend else "confirm.seeds"
+        raise ConfigError(
+            f"{key}: later stages can add {len(groups[-1]):,} members, which need about "
+            f"{_gb(worst_memory)} for their parameters and optimizer state, and "
+            f"{_gb(available)} is available; give a smaller {key}")
     if available is not None and worst_memory > available:
         raise ConfigError(
             f"model.hidden: {list(worst_hidden)} needs about {_gb(worst_memory)} for its "

@@ -266,7 +266,8 @@ def _load_data(cfg, grid, out: Path):
             standardize=cfg.dataset.standardize)
         config_lib.check_batch_size(cfg, len(ds.x_train))
         preflight.check_schedule(cfg, len(ds.x_train))
-        preflight.check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out)
+        preflight.check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out,
+                                  reserve=bool(extra))
     distributed.same_everywhere("data", lambda: _data_digests(ds), "give every host the same "
                                 "copy of the dataset (lossjax data info shows each one's)")
     return ds

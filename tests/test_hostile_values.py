@@ -364,3 +364,19 @@ def test_the_report_marks_fits_that_found_no_minimum():
     assert any("10 ‡" in line or "‡ |" in line for line in lines if line.startswith("| `"))
     note = next(line for line in lines if line.startswith("‡ Temperature fits"))
     assert "ended at a bound of [0.0001, 10000]" in note and "leaves them out" in note
+
+
+def test_memory_for_what_later_stages_add_names_search_extend(tmp_path):
+    from lossjax import preflight, sweep
+    from lossjax.config import load_config
+
+    cfg = load_config(CONFIGS / "digits.yaml", [
+        "model.hidden=[[8192, 8192]]", "search.extend=3000", "losses=[mse]", "block_size=1",
+        "optimizer.learning_rate=[0.1, 0.3]"])
+    grid = sweep.expand_members(cfg)
+    groups = [*sweep.group_members(grid), [grid[0]] * 9000]
+    with pytest.raises(ConfigError) as info:
+        preflight.check_resources(cfg, groups, 64, 10, tmp_path, reserve=True)
+    assert str(info.value).startswith("search.extend: later stages can add 9,000 members, which "
+                                      "need about ")
+    assert str(info.value).endswith("give a smaller search.extend")
