@@ -4,7 +4,10 @@ run's real length (which the config alone does not know)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -39,6 +42,43 @@ def check_loss(name: str, fn, num_classes: int, dtype) -> None:
     if not bool(jnp.all(jnp.isfinite(value))):
         raise ConfigError(f"{where}: returned non-finite values for ordinary logits (standard "
                           "normal); check the loss")
+
+
+_EXIT_PROBE = """
+import sys
+sys.path[:] = {path!r}
+import jax.numpy as jnp
+from lossjax.preflight import check_loss
+from lossjax.resolve import resolve_loss
+try:
+    check_loss({name!r}, resolve_loss({name!r}), {k}, jnp.{dtype})
+except BaseException:
+    pass  # the same call in lossjax's own process names it
+print({done!r})
+"""
+_DONE = "lossjax: the loss returned"
+
+
+def check_loss_exits(name: str, num_classes: int, dtype: str, timeout: float = 120.0) -> None:
+    """Runs :func:`check_loss` on a user's ``'module:function'`` loss in a child Python first:
+    a loss that ends the process itself (``os._exit``, a signal, a crash in native code) would
+    end lossjax's with its own status and no word. About a second, for user losses only; a
+    child that cannot run or times out judges nothing."""
+    if ":" not in name:
+        return
+    code = _EXIT_PROBE.format(path=sys.path, name=name, k=num_classes, dtype=dtype, done=_DONE)
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if _DONE not in r.stdout:
+        how = (f"killed by signal {-r.returncode}" if r.returncode < 0
+               else f"exit status {r.returncode}")
+        raise ConfigError(f"losses: {name}: ended the process ({how}) when called once on a "
+                          f"(2, {num_classes}) batch, without returning (os._exit, a signal or "
+                          "a crash); a loss must return its value: remove the call")
 
 
 def _param_count(features: int, hidden, num_classes: int) -> int:

@@ -208,6 +208,8 @@ def _prepare(config, overrides, output_dir) -> tuple:
     loss_fns = {name: resolve_loss(name) for name in cfg.losses}
     logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
     for name, fn in loss_fns.items():
+        preflight.check_loss_exits(name, num_classes, cfg.model.dtype if
+                                   cfg.model.dtype == "float64" else "float32")
         preflight.check_loss(name, fn, num_classes, logit_dtype)
     return cfg, config_lib.config_to_dict(cfg), loss_fns
 

@@ -380,3 +380,19 @@ def test_memory_for_what_later_stages_add_names_search_extend(tmp_path):
     assert str(info.value).startswith("search.extend: later stages can add 9,000 members, which "
                                       "need about ")
     assert str(info.value).endswith("give a smaller search.extend")
+
+
+def test_a_user_loss_that_ends_the_process_is_named(tmp_path, monkeypatch):
+    from lossjax import preflight
+
+    (tmp_path / "exiting_losses.py").write_text(
+        "import os\n\nimport jax.numpy as jnp\n\n\n"
+        "def quits(logits, labels):\n    os._exit(0)\n\n\n"
+        "def fine(logits, labels):\n    return jnp.sum((logits - labels) ** 2, -1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        preflight.check_loss_exits("exiting_losses:quits", 10, "float32")
+    assert str(info.value).startswith("losses: exiting_losses:quits: ended the process (exit "
+                                      "status 0) when called once on a (2, 10) batch")
+    preflight.check_loss_exits("exiting_losses:fine", 10, "float32")
+    preflight.check_loss_exits("mse", 10, "float32")  # lossjax's own: no child
