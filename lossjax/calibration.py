@@ -28,7 +28,11 @@ derivative is the variance of ``s`` under ``softmax(beta s)``), and its derivati
 ``mean_i (E_{softmax(beta s_i)}[s_i] - s_{i,y_i})``; :func:`fit_inverse_temperature` bisects on
 the sign of that derivative in ``log beta`` over ``[1/T_MAX, T_MAX]`` for a fixed number of
 steps, on logits computed once. A minimum outside the bracket (an NLL still falling at its
-edge: a split the model gets all right, say) gives the bracket's edge.
+edge: a split the model gets all right, say) gives the bracket's edge, which the summary and
+the report mark (``lossjax.calibration_tables.unfit``) and leave out of the mean temperature. A
+fit that ends inside the bracket where the NLL has no curvature, or its slope no value (logits
+so large that float32's softmax is one-hot at every temperature near the end, or overflows),
+found no minimum, only rounding: it gives NaN, a fit that did not converge.
 """
 
 from __future__ import annotations
@@ -112,4 +116,16 @@ def fit_inverse_temperature(logits: jax.Array, labels: jax.Array, mask: jax.Arra
 
     edge = jnp.log(jnp.float32(T_MAX))
     lo, hi = jax.lax.fori_loop(0, steps, halve, (-edge, edge))
-    return jnp.exp(0.5 * (lo + hi))
+    beta = jnp.exp(0.5 * (lo + hi))
+    at_edge = (lo == -edge) | (hi == edge)
+    found = at_edge | ((nll_curvature(beta, logits, mask) > 0)
+                       & jnp.isfinite(nll_slope(beta, logits, labels, mask)))
+    return jnp.where(found, beta, jnp.nan)
+
+
+def nll_curvature(beta, logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """The second derivative in ``beta`` of the summed NLL of ``softmax(beta s)``: the summed
+    variance of ``s`` under it, 0 where float32's softmax is one-hot (NaN if it overflows)."""
+    p = softmax(beta * logits)
+    mean = jnp.sum(p * logits, -1, keepdims=True)
+    return jnp.sum(jnp.where(mask, jnp.sum(p * (logits - mean) ** 2, -1), 0.0))

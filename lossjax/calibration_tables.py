@@ -12,6 +12,20 @@ import pandas as pd
 
 from lossjax.tables import CALIBRATION_SUMMARY, read_final
 
+#: The bracket of ``lossjax.calibration``'s temperature fit, [1/T_MAX, T_MAX] (a test checks
+#: it): copied, as that module imports JAX and the tables do not.
+TEMPERATURE_BOUNDS = (1e-4, 1e4)
+
+
+def unfit(temperature) -> np.ndarray:
+    """Per fitted temperature, whether the fit found no minimum: it ended at a bound of its
+    bracket (the NLL still falling there) or did not converge (NaN; a diverged member's NaN
+    too, which callers leave out first)."""
+    t = np.asarray(temperature, float)
+    at_bound = np.isclose(t, TEMPERATURE_BOUNDS[0], rtol=1e-3) | np.isclose(
+        t, TEMPERATURE_BOUNDS[1], rtol=1e-3)
+    return ~np.isfinite(t) | at_bound
+
 
 def has_summary_columns(summary: pd.DataFrame) -> bool:
     """Whether ``summary.csv`` holds the calibration means (and any of them is a number)."""

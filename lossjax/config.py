@@ -112,7 +112,10 @@ The optimizer and its schedule:
 - ``optimizer.args`` and ``optimizer.schedule_args`` take the keyword arguments of the optax
   function by their optax names, checked against its signature; values are YAML scalars, lists
   or mappings. The learning rate and the weight decay are not among them: the swept keys set
-  them per member. Bad values fail when the config is read: one step of the optimizer is traced.
+  them per member. Bad values fail when the config is read: one step of the optimizer is traced,
+  and the numbers of ``momentum``, ``b1``, ``b2``, ``b3``, ``decay`` and ``rho`` must be in
+  [0, 1), those of ``eps``, ``eps_root`` and ``initial_accumulator_value`` >= 0, each in
+  float32, as ``optimizer.momentum`` is (optax would train with them out of range).
 - ``optimizer.weight_decay``: for an optimizer with a decay argument of its own
   (``weight_decay``: adamw, nadamw, adamaxw, lamb, lion, adan, lars, novograd, adadelta;
   ``weight_decay_rate``: adafactor) it is that argument, as optax defines it for that optimizer
@@ -141,7 +144,10 @@ Losses with parameters (``losses.PARAMETERIZED``: ``rescaled_mse(k, M)``, ``sque
   written out in the label; a bare name is its defaults (``rescaled_mse`` is
   ``rescaled_mse(k=1,M=1)``); ``squentropy`` takes none. A label may be written directly
   (``'focal(gamma=2.0)'``, recorded as ``focal(gamma=2)``; the resolved config lists labels).
-- Ranges: ``k >= 1``, ``M > 0``, ``alpha`` in [0, 1), ``gamma >= 0``, each a float32 number.
+- Ranges: ``k >= 1``, ``M > 0``, ``alpha`` in [0, 1), ``gamma >= 0``, each judged on the
+  value the engine holds (float32, float64 with ``model.dtype: float64``), in a label as in a
+  mapping: ``alpha: 0.99999999`` is 1 in float32 and refused, and two settings equal there
+  (``gamma: [2, 2.0000000001]``) are duplicates.
 - ``variant`` is an edit with its suffixes as ``lossjax.interventions`` names them
   (``no_push_up``, ``push_up_50-balanced``); the loss ``mse-no_push_up`` may be written
   ``{name: mse, variant: no_push_up}``.
@@ -176,7 +182,8 @@ Other rules:
   is not a number. Numbers must be finite. Integers are accepted where a number is expected.
 - The engine holds ``optimizer.learning_rate``, ``optimizer.weight_decay``,
   ``optimizer.momentum`` and ``model.init_scale`` in float32, so each must be 0 (where 0 is
-  allowed) or have a magnitude in float32's normal range, about [1.2e-38, 3.4e+38].
+  allowed) or have a magnitude in float32's normal range, about [1.2e-38, 3.4e+38], and
+  two values of one list that float32 holds as one number are duplicates.
 - ``1e-3`` is read as a number (plain PyYAML would read it as a string).
 - A section left empty (``model:`` with nothing under it) takes its defaults.
 - A key repeated in one mapping of the file is an error (plain PyYAML keeps the last one).
@@ -214,6 +221,8 @@ import dataclasses
 import itertools
 import os
 import re
+import select
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,6 +242,7 @@ from lossjax.validate import (
     error,
     got,
     grid,
+    held,
     integer,
     is_finite,
     is_int,
@@ -486,11 +496,12 @@ def _get(section: dict, key: str, default: Any) -> Any:
     return section.get(key, default)
 
 
-def _parse_losses(v: Any) -> tuple[str, ...]:
+def _parse_losses(v: Any, dtype: str = "float32") -> tuple[str, ...]:
     """``losses``: each entry a name (a loss of ``LOSSES``, a parameterized loss's label, a
     variant of either, or ``'module:function'``) or a mapping ``{name, <parameter>: value or
     [values], variant: edit or [edits]}`` that expands into the product of its lists. Every loss
-    is recorded under its canonical name (``resolve.canonical``)."""
+    is recorded under its canonical name (``resolve.canonical``). Parameters are checked in
+    ``dtype``, the precision the engine holds them in, in a label as in a mapping."""
     from lossjax.losses import LOSSES, PARAMETERIZED  # imports JAX: only when needed
     from lossjax.resolve import canonical, resolve_loss
 
@@ -507,7 +518,7 @@ def _parse_losses(v: Any) -> tuple[str, ...]:
 
     def one(x: Any, path: str) -> list[str]:
         if isinstance(x, dict):
-            return _expand_loss(x, path, checked)
+            return _expand_loss(x, path, checked, dtype)
         if not isinstance(x, str) or not x.strip():
             raise error(
                 path,
@@ -526,20 +537,44 @@ def _parse_losses(v: Any) -> tuple[str, ...]:
         raise error("losses", f"{got(v)}, expected {expected}")
     else:  # one value: a list of one
         entries = [(v, "losses")]
-    out: dict[str, str] = {}  # label -> the entry that gave it first
+    out: dict[str, tuple[str, str]] = {}  # held label -> (label, the entry that gave it first)
     for x, path in entries:
         for label in one(x, path):
-            if label in out:
+            key = _held_label(label, path, dtype)
+            if key in out:
                 gives = f", which gives {label!r}," if label != x else ","
-                raise error(path, f"got {show(x)}{gives} a duplicate of {out[label]}; each loss "
+                if out[key][0] != label:
+                    gives = (f", which {dtype} (the precision the engine trains with) holds as "
+                             f"{out[key][0]!r},")
+                raise error(path, f"got {show(x)}{gives} a duplicate of {out[key][1]}; each loss "
                                   "may appear once")
-            out[label] = path
+            out[key] = (label, path)
             if len(out) > MAX_LIST:
                 raise error("losses", f"expands to more than {MAX_LIST:,} losses")
-    return tuple(out)
+    return tuple(label for label, _ in out.values())
 
 
-def _expand_loss(x: dict, path: str, checked) -> list[str]:
+def _held_label(label: str, path: str, dtype: str) -> str:
+    """``label`` with its parameters as the engine holds them in ``dtype`` (each checked there,
+    as a mapping's are: a label written directly skips no check), to find two labels that
+    train the same loss."""
+    from lossjax import losses as losses_lib  # imports JAX: only when needed
+    from lossjax.resolve import loss_params
+
+    values = loss_params(label)
+    if not values:
+        return label
+    name = re.match(r"[a-z_]+", label).group()
+    entry = losses_lib.PARAMETERIZED[name]
+    params = {}
+    for p, v in zip(entry.names, values, strict=True):
+        ok, rule = entry.range(p)
+        number(v, f"{path}: {p} of {label!r}", f"a number {rule}", ok, dtype=dtype)
+        params[p] = held(v, dtype)
+    return re.sub(r"\([^()]*\)", lambda _: entry.label(params)[len(name):], label, count=1)
+
+
+def _expand_loss(x: dict, path: str, checked, dtype: str) -> list[str]:
     """The labels one mapping of ``losses`` stands for, in the product of its lists (the
     parameters in the loss's own order, then ``variant``), each checked by ``checked``."""
     from lossjax import losses as losses_lib  # imports JAX: only when needed
@@ -568,8 +603,8 @@ def _expand_loss(x: dict, path: str, checked) -> list[str]:
         ok, rule = entry.range(p)
         values[p] = grid(x[p], join(path, p),
                          lambda v, q, ok=ok, rule=rule: number(
-                             v, q, f"a number {rule}", ok, float32=True),
-                         f"numbers {rule}")
+                             v, q, f"a number {rule}", ok, dtype=dtype),
+                         f"numbers {rule}", dtype=dtype)
     variants: tuple = (None,)
     if "variant" in x:
         variants = grid(x["variant"], join(path, "variant"),
@@ -696,6 +731,7 @@ def _parse_model(raw: dict) -> ModelConfig:
             "model.init_scale",
             positive,
             "numbers > 0",
+            dtype="float32",
         ),
         dtype=choice(_get(s, "dtype", d.dtype), "model.dtype", DTYPES),
     )
@@ -758,15 +794,16 @@ def _lr_entries(entries: dict, losses: tuple[str, ...], path: str) -> dict[str, 
 
 def _parse_learning_rate(
     v: Any, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool,
-    path: str = "optimizer.learning_rate",
+    path: str = "optimizer.learning_rate", given_by_set: frozenset[str] = frozenset(),
 ) -> FrozenDict:
 
     def rates(x: Any, p: str) -> tuple[float, ...]:
-        return grid(x, p, positive, "numbers > 0")
+        return grid(x, p, positive, "numbers > 0", dtype="float32")
 
     if isinstance(v, dict):
         if narrowed:  # --set losses=[...] keeps the entries of the losses still swept
-            v = {k: x for k, x in v.items() if lr_key_losses(k, losses)}
+            # (and every entry a --set gave: a rate for a loss the sweep lacks is refused)
+            v = {k: x for k, x in v.items() if lr_key_losses(k, losses) or k in given_by_set}
         keys = _lr_entries(v, losses, path)
         missing = [loss for loss in losses if loss not in keys]
         if missing:
@@ -824,6 +861,27 @@ def _keyword_args(
             hint = f"; did you mean '{join(path, guess)}'?" if guess else ""
             raise error(where, f"not an argument of {function}; {takes}{hint}")
     return FrozenDict((k, _arg_value(x, join(path, k))) for k, x in v.items())
+
+
+# The ranges of optax's arguments that are averaging factors or offsets, which optax accepts
+# out of range and trains with (sgd's momentum 1.5 diverges; adam's b2 -5 gives NaNs): held to
+# the rules of the top-level keys, in float32 (the optimizer state's precision).
+_ARG_RANGES: dict[str, tuple[str, Any]] = {
+    **dict.fromkeys(("momentum", "b1", "b2", "b3", "decay", "rho"),
+                    ("a number in [0, 1)", lambda x: 0 <= x < 1)),
+    **dict.fromkeys(("eps", "eps_root", "initial_accumulator_value"),
+                    ("a number >= 0", lambda x: x >= 0)),
+}
+
+
+def _checked_args(args: FrozenDict, path: str) -> FrozenDict:
+    """``args`` with the numbers of :data:`_ARG_RANGES`' arguments checked (other values are
+    left to optax: None is its default, e.g. sgd's momentum)."""
+    for k, x in args.items():
+        if k in _ARG_RANGES and is_number(x):
+            expected, ok = _ARG_RANGES[k]
+            number(x, join(path, k), expected, ok, dtype="float32")
+    return args
 
 
 def _optax_failure(path: str, given: Any, function: str, e: Exception) -> ConfigError:
@@ -899,7 +957,7 @@ def _optimizer_and_args(s: dict, d: OptimizerConfig
         "optimizer.momentum",
         "a number in [0, 1)",
         lambda x: 0 <= x < 1,
-        float32=True,
+        dtype="float32",
     )
     several = len(names) > 1
     by_name = _args_by_optimizer(_get(s, "args", None), names)
@@ -909,7 +967,8 @@ def _optimizer_and_args(s: dict, d: OptimizerConfig
         function = "optax.sgd (as 'momentum')" if name == "momentum" else f"optax.{name}"
         where = join("optimizer.args", name) if several else "optimizer.args"
         given = by_name[name]
-        args = _keyword_args(given, where, function, *optimizers.optimizer_arguments(name))
+        args = _checked_args(_keyword_args(given, where, function,
+                                           *optimizers.optimizer_arguments(name)), where)
         try:
             optimizers.check_optimizer(name, momentum, dict(args))
         except Exception as e:  # whatever optax makes of the arguments, named
@@ -967,8 +1026,10 @@ def _rates_by_optimizer(v: Any, patches: dict[str, Any], names: tuple[str, ...]
     out = {}
     for n in names:
         own = n in base or n in per_loss
-        out[n] = (base.get(n, v), {**shared, **per_loss.get(n, {})},
-                  join(path, n) if own or len(names) > 1 else path)
+        value, patched = base.get(n, v), {**shared, **per_loss.get(n, {})}
+        if isinstance(value, dict) and patched:  # adam.mse on a per-loss mapping: its entry
+            value, patched = {**value, **patched}, {}
+        out[n] = (value, patched, join(path, n) if own or len(names) > 1 else path)
     return out
 
 
@@ -1001,14 +1062,15 @@ def _schedule_and_args(s: dict, d: OptimizerConfig) -> tuple[str, FrozenDict]:
 
 
 def _parse_optimizer(
-    raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool
+    raw: dict, losses: tuple[str, ...], patches: dict[str, Any], narrowed: bool,
+    given_by_set: frozenset[str] = frozenset(),
 ) -> OptimizerConfig:
     s, d = _section(raw, "optimizer"), OptimizerConfig()
     name, momentum, args = _optimizer_and_args(s, d)
     names = (name,) if isinstance(name, str) else name
     given = _rates_by_optimizer(
         _get(s, "learning_rate", list(DEFAULT_LEARNING_RATES)), patches, names)
-    by_name = FrozenDict((n, _parse_learning_rate(v, losses, p, narrowed, where))
+    by_name = FrozenDict((n, _parse_learning_rate(v, losses, p, narrowed, where, given_by_set))
                          for n, (v, p, where) in given.items())
     learning_rate = by_name[name] if isinstance(name, str) else by_name
     weight_decay = grid(
@@ -1016,6 +1078,7 @@ def _parse_optimizer(
         "optimizer.weight_decay",
         non_negative,
         "numbers >= 0",
+        dtype="float32",
     )
     schedule, schedule_args = _schedule_and_args(s, d)
     return OptimizerConfig(
@@ -1150,11 +1213,13 @@ def _parse_name(raw: dict) -> str:
 # Overrides
 
 
-def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
+def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any],
+                    lr_set: set[str] | None = None) -> None:
     """Applies one 'dotted.key=yaml_value' to ``raw`` in place.
 
     Per-loss learning-rate overrides on a config whose learning rate is one list for all losses
-    go to ``lr_patches``, applied once ``losses`` is known.
+    go to ``lr_patches``, applied once ``losses`` is known; every learning-rate key a
+    --set gives goes to ``lr_set`` too (``adam.mse`` as ``mse`` also).
     """
     key, value = read_override(text)
     context = f" in --set {show(text)}"
@@ -1168,9 +1233,11 @@ def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
         return
     if parts[:2] == ["optimizer", "learning_rate"] and len(parts) > 2:
         loss = ".".join(parts[2:])  # a 'module.sub:function' loss may hold dots
+        if lr_set is not None:
+            lr_set.update((loss, ".".join(parts[3:])))
         optimizer = _override_section(raw, "optimizer")
         lr = optimizer.get("learning_rate")
-        if isinstance(lr, dict):
+        if isinstance(lr, dict) and not _one_optimizers_rates(lr, loss):
             lr[loss] = value
         else:
             lr_patches[loss] = value
@@ -1192,6 +1259,15 @@ def _apply_override(raw: dict, text: str, lr_patches: dict[str, Any]) -> None:
                 f"unknown key{context}; '{join(prefix, part)}' has no sub-keys",
             )
         node, prefix = _override_section(node, part), part
+
+
+def _one_optimizers_rates(lr: dict, key: str) -> bool:
+    """Whether ``key`` (``adam``, ``adam.mse``) sets one optimizer's rates while the file's
+    ``lr`` is a per-loss mapping for every optimizer: the file's mapping stays every other
+    optimizer's, as it would with a plain list."""
+    from lossjax.optimizers import OPTIMIZERS  # imports JAX: only when needed
+
+    return key.partition(".")[0] in OPTIMIZERS and not any(k in OPTIMIZERS for k in lr)
 
 
 def _override_section(node: dict, name: str) -> dict:
@@ -1225,8 +1301,9 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     raw = copy.deepcopy(raw)
     lr_patches: dict[str, Any] = {}
     narrowed = False
+    lr_set: set[str] = set()
     for text in overrides:
-        _apply_override(raw, text, lr_patches)
+        _apply_override(raw, text, lr_patches, lr_set)
         narrowed = narrowed or (
             isinstance(text, str) and text.partition("=")[0].strip() == "losses"
         )
@@ -1245,8 +1322,10 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     epochs = integer(raw.get("epochs", d.epochs), "epochs", 1)
     batch_size = integer(raw.get("batch_size", d.batch_size), "batch_size", 1)
     block_size = _block_size(raw.get("block_size", d.block_size))
-    losses = _parse_losses(raw.get("losses", list(d.losses)))
-    optimizer = _parse_optimizer(raw, losses, lr_patches, narrowed)
+    model = _parse_model(raw)  # its dtype is the precision the losses' parameters are held in
+    losses = _parse_losses(raw.get("losses", list(d.losses)),
+                           "float64" if model.dtype == "float64" else "float32")
+    optimizer = _parse_optimizer(raw, losses, lr_patches, narrowed, frozenset(lr_set))
     cfg_eval = _parse_eval(raw)
     return Config(
         name=name,
@@ -1256,7 +1335,7 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
         block_size=block_size,
         losses=losses,
         dataset=_parse_dataset(raw),
-        model=_parse_model(raw),
+        model=model,
         optimizer=optimizer,
         eval=cfg_eval,
         output=_parse_output(raw),
@@ -1265,11 +1344,33 @@ def parse_config(raw: dict, overrides: Sequence[str] = ()) -> Config:
     )
 
 
+FIFO_WAIT_S = 10.0
+
+
+def _open_config(path: str | os.PathLike, shown: str):
+    """The config file opened for reading. A named pipe (``<(...)`` in a shell, or one made
+    with mkfifo) is read once something writes to it: open() alone would wait forever for a
+    writer that never comes."""
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False  # open() says what is wrong
+    if not fifo:
+        return open(path, encoding="utf-8")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not select.select([fd], [], [], FIFO_WAIT_S)[0]:
+        os.close(fd)
+        raise ConfigError(f"{shown}: a named pipe (FIFO) that nothing wrote to in "
+                          f"{FIFO_WAIT_S:g} s; give the config file itself")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, encoding="utf-8")
+
+
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Reads a YAML sweep config, applies ``--set`` overrides, and validates it."""
     shown = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with _open_config(path, shown) as f:
             text = f.read(MAX_CONFIG_BYTES + 1)  # no more: a huge file is refused unread
     except FileNotFoundError:
         raise ConfigError(f"{shown}: config file not found") from None

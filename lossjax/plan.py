@@ -10,9 +10,11 @@ the same ids (the grid's ``0..N-1``, then the added ones in the order they were 
   chosen rate (``lossjax.stats.chosen_rate``) is the highest of the rates it has tried gets the
   next rate above, at the ratio of its two highest; the lowest, the next below. It trains from
   epoch 0 on the sweep's seeds, one added rate per group per stage, until the chosen rate is no
-  edge or the group has added ``extend`` rates. The chosen rate is the grid's final choice rather
-  than a rung's leader: early rankings mislead (``lossjax.search``), and the final choice is what
-  a report would flag as sitting at an edge.
+  edge or the group has added ``extend`` rates, or the next rate is outside float32's normal
+  range (about 1.2e-38 to 3.4e+38, the rates the config accepts; the sweep's log says so).
+  The chosen rate is the grid's final choice rather than a rung's leader: early rankings
+  mislead (``lossjax.search``), and the final choice is what a report would flag as sitting at
+  an edge.
 - **Confirmation** (``confirm.seeds``): the chosen rate of each group, once no group extends any
   more, on the extra seeds; never dropped by a race (a diverged member still stops).
 
@@ -33,6 +35,7 @@ from lossjax import search
 from lossjax.engine import Member
 from lossjax.stats import chosen_rate
 from lossjax.tables import ADDED
+from lossjax.validate import precision_loss
 
 GRID, EXTEND, CONFIRM = "grid", "extend", "confirm"
 
@@ -143,12 +146,34 @@ def _beyond(rates: Sequence[float], lr: float) -> tuple[float, str] | None:
     return (new, why) if math.isfinite(new) and new > 0 else None
 
 
+def _in_range(step: tuple[float, str] | None) -> tuple[float, str] | None:
+    """``step`` if the config would accept its rate: float32 holds it as a normal number."""
+    return step if step is None or not precision_loss(step[0], "float32") else None
+
+
+def range_ends(cfg, planned: Sequence[Stage], table: pd.DataFrame) -> list[str]:
+    """Where an extension stopped short of ``search.extend`` because its next rate is outside
+    float32's normal range, which the config refuses given directly: one phrase per group."""
+    if sum(s.kind == EXTEND for s in planned) >= cfg.search.extend:
+        return []
+    stopped = stops(cfg, planned, table)
+    out = []
+    for group in _by_group([m for s in planned if s.kind != CONFIRM for m in s.members]).values():
+        lr = _choice(group, table, stopped)
+        step = None if math.isnan(lr) else _beyond({m.learning_rate for m in group}, lr)
+        if step is not None and (problem := precision_loss(step[0], "float32")):
+            out.append(f"{group[0].loss} at {lr:g} (the next rate, {step[0]:g}, float32 "
+                       f"{problem})")
+    return out
+
+
 def _extensions(members: Sequence[Member], table, stopped, next_id: int,
                 seeds: Sequence[int]) -> list[tuple[Member, str]]:
     added = []
     for group in _by_group(members).values():
         lr = _choice(group, table, stopped)
-        step = None if math.isnan(lr) else _beyond({m.learning_rate for m in group}, lr)
+        step = None if math.isnan(lr) else _in_range(_beyond({m.learning_rate for m in group},
+                                                             lr))
         if step is None:
             continue
         new, why = step

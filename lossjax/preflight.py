@@ -4,7 +4,10 @@ run's real length (which the config alone does not know)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -41,6 +44,43 @@ def check_loss(name: str, fn, num_classes: int, dtype) -> None:
                           "normal); check the loss")
 
 
+_EXIT_PROBE = """
+import sys
+sys.path[:] = {path!r}
+import jax.numpy as jnp
+from lossjax.preflight import check_loss
+from lossjax.resolve import resolve_loss
+try:
+    check_loss({name!r}, resolve_loss({name!r}), {k}, jnp.{dtype})
+except BaseException:
+    pass  # the same call in lossjax's own process names it
+print({done!r})
+"""
+_DONE = "lossjax: the loss returned"
+
+
+def check_loss_exits(name: str, num_classes: int, dtype: str, timeout: float = 120.0) -> None:
+    """Runs :func:`check_loss` on a user's ``'module:function'`` loss in a child Python first:
+    a loss that ends the process itself (``os._exit``, a signal, a crash in native code) would
+    end lossjax's with its own status and no word. About a second, for user losses only; a
+    child that cannot run or times out judges nothing."""
+    if ":" not in name:
+        return
+    code = _EXIT_PROBE.format(path=sys.path, name=name, k=num_classes, dtype=dtype, done=_DONE)
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if _DONE not in r.stdout:
+        how = (f"killed by signal {-r.returncode}" if r.returncode < 0
+               else f"exit status {r.returncode}")
+        raise ConfigError(f"losses: {name}: ended the process ({how}) when called once on a "
+                          f"(2, {num_classes}) batch, without returning (os._exit, a signal or "
+                          "a crash); a loss must return its value: remove the call")
+
+
 def _param_count(features: int, hidden, num_classes: int) -> int:
     sizes = [features, *hidden, num_classes]
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
@@ -50,6 +90,10 @@ def _available_memory(device) -> int | None:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return _host_memory()
+
+
+def _host_memory() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)
@@ -62,14 +106,55 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.3g} GB"
 
 
-def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> None:
+# Host memory a member takes beyond its parameters: its hyperparameters, its state while it is
+# initialized, its rows and the Python objects around them. Measured on CPU with one-member
+# calls of 610 parameters: 2,000 and 6,000 members peaked at 0.73 and 1.11 GB (96 KB a member),
+# and 100,000 grew past 24 GB (240 KB each) before the kernel killed them; the larger is used.
+HOST_BYTES_PER_MEMBER = 256_000
+
+
+def check_member_count(cfg) -> None:
+    """Refuses, from the config alone and before the members are listed or the folder is made,
+    a sweep whose members (the grid's, and the most its later stages can add) cannot fit in
+    the host's memory whatever their size: listing 100,000s of them alone takes minutes."""
+    grid = (len(cfg.model.hidden) * len(cfg.optimizer.weight_decay)
+            * len(cfg.model.init_scale) * len(cfg.seeds)
+            * sum(len(rates) for _, rates in cfg.optimizer.grids()))
+    groups = grid // len(cfg.seeds)
+    added = groups * (cfg.search.extend * len(cfg.seeds) + len(cfg.confirm.seeds))
+    need = (grid + added) * HOST_BYTES_PER_MEMBER
+    available = _host_memory()
+    if available is None or need <= available:
+        return
+    if added > grid:
+        key = "search.extend" if cfg.search.extend else "confirm.seeds"
+        fix = f"give a smaller {key}"
+        given = cfg.search.extend if cfg.search.extend else len(cfg.confirm.seeds)
+        what = f"{given:,} lets later stages add up to {added:,} members to the grid's {grid:,}"
+    else:
+        lists = {"seeds": len(cfg.seeds), "losses": len(cfg.losses),
+                 "optimizer.learning_rate": max(len(r) for _, r in cfg.optimizer.grids()),
+                 "model.hidden": len(cfg.model.hidden),
+                 "model.init_scale": len(cfg.model.init_scale),
+                 "optimizer.weight_decay": len(cfg.optimizer.weight_decay)}
+        key = max(lists, key=lists.get)
+        fix = "sweep fewer values, or split the sweep"
+        what = f"{lists[key]:,} values make a sweep of {grid + added:,} members"
+    raise ConfigError(f"{key}: {what}, which need about {_gb(need)} of memory at "
+                      f"{HOST_BYTES_PER_MEMBER // 1000} KB a member beside their parameters, and "
+                      f"{_gb(available)} is available; {fix}")
+
+
+def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
+                    reserve: bool = False) -> None:
     """Refuses a sweep whose models cannot fit in memory, or whose checkpoints cannot fit on
     the disk, before it starts (a model too large to allocate would otherwise fail late, or
-    hang)."""
+    hang). ``reserve``: the last group stands for what later stages can add, which a refusal
+    then names."""
     item = 8 if cfg.model.dtype == "float64" else 4  # parameters and optimizer state
     call = cfg.block_size * jax.device_count()
     share = jax.local_device_count() / jax.device_count()  # of the members, on this process
-    worst_memory, worst_disk, worst_hidden = 0, 0, None
+    worst_memory, worst_disk, worst_hidden, worst_group = 0, 0, None, None
     for g in groups:
         # Per-parameter optimizer state, in parameters (sgd 0, momentum 1, adam 2): a group's
         # own optimizer's, so a sweep of momentum and adam counts adam's two for adam's groups.
@@ -82,9 +167,16 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path) -> 
         # gradients and updates too. Activations are small next to them for an MLP.
         memory = share * (padded * per_member * (1 + slots) + call * per_member * 2)
         if memory > worst_memory:
-            worst_memory, worst_hidden = memory, g[0].hidden
+            worst_memory, worst_hidden, worst_group = memory, g[0].hidden, g
         worst_disk = max(worst_disk, len(g) * per_member * (1 + slots))
     available = _available_memory(jax.local_devices()[0])
+    if available is not None and worst_memory > available and reserve and (
+            worst_group is groups[-1]):
+        key = "search.extend" if cfg.search.extend else "confirm.seeds"
+        raise ConfigError(
+            f"{key}: later stages can add {len(groups[-1]):,} members, which need about "
+            f"{_gb(worst_memory)} for their parameters and optimizer state, and "
+            f"{_gb(available)} is available; give a smaller {key}")
     if available is not None and worst_memory > available:
         raise ConfigError(
             f"model.hidden: {list(worst_hidden)} needs about {_gb(worst_memory)} for its "

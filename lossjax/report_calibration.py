@@ -36,12 +36,16 @@ def calibration_table(res: Results) -> list[str]:
     lines = ["## Calibration", "",
              "| " + " | ".join(head) + " |",
              "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |"]
-    for r in analysis.summary_rows(res):
-        if math.isnan(float(r["learning_rate"])):
-            continue
+    marked = []
+    for c in analysis.chosen_runs(res):
+        r = c.row
+        temperature = _cell(r["temperature_mean"], ".3g")
+        if n := _unfit_fits(c.rows):
+            temperature += " ‡"
+            marked.append(f"`{r['loss']}` hidden {r['hidden']}: {n} of {r['n_seeds']}")
         cells = _name(r) + [
             _cell(r["test_nll_mean"], ".4f"), _cell(r["test_brier_mean"], ".4f"),
-            _cell(100 * float(r["test_ece_mean"]), ".2f"), _cell(r["temperature_mean"], ".3g"),
+            _cell(100 * float(r["test_ece_mean"]), ".2f"), temperature,
             _cell(r["test_nll_ts_mean"], ".4f"), _cell(r["test_brier_ts_mean"], ".4f"),
             _cell(100 * float(r["test_ece_ts_mean"]), ".2f")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -50,7 +54,23 @@ def calibration_table(res: Results) -> list[str]:
               "(summed over classes) and expected calibration error (15 equal-width confidence "
               "bins, Guo et al. 2017); then with one temperature per model fitted on the "
               "validation split (temperature scaling), which changes no accuracy."]
+    if marked:
+        low, high = calibration_tables.TEMPERATURE_BOUNDS
+        lines += ["", f"‡ Temperature fits that found no minimum ({'; '.join(marked)}): "
+                  f"they ended at a bound of [{low:g}, {high:g}] (the NLL still falling "
+                  "there) or did not converge (NaN in epochs.csv); the mean temperature "
+                  "leaves them out, the scaled metrics are those of the temperature reached."]
     return lines
+
+
+def _unfit_fits(rows) -> int:
+    """How many of a chosen rate's members, not diverged, have a temperature fit that found no
+    minimum at their last epoch (0 where epochs.csv has no temperature)."""
+    if "temperature" not in rows.columns:
+        return 0
+    last = rows.loc[rows.groupby("member")["epoch"].idxmax()]
+    last = last[~last["diverged"].astype(bool) & (last["epoch"] == rows["epoch"].max())]
+    return int(calibration_tables.unfit(last["temperature"]).sum())
 
 
 def class_table(res: Results) -> list[str]:

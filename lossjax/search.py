@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from lossjax.config import ALPHA, default_rungs
+from lossjax.errors import ResultsError
 from lossjax.stats import summarize, tied_rates
 from lossjax.tables import GROUP_KEYS, STOPS
 
@@ -218,15 +219,26 @@ REPLAY_NAME = "search_replay"
 def replay_folders(results: Iterable, rungs: Sequence[int] | None = None,
                    alpha: float = ALPHA) -> pd.DataFrame:
     """:func:`replay` over finished grid folders (``lossjax.analysis.Results``, as
-    ``load_results`` reads them), one row per group with its ``folder`` and ``rungs``
-    (``rungs`` given, or each folder's :func:`default_rungs`)."""
+    ``load_results`` reads them), one row per group with its ``folder``, ``rungs`` (``rungs``
+    given, or each folder's :func:`default_rungs`) and ``left_out``, the members later stages
+    added (``search.extend``, ``confirm.seeds``): only the grid's members are replayed, their
+    choice made again from their own rows. A raced folder is refused: its dropped members'
+    rows end at the race's rungs, so there is no grid to replay against."""
     frames = []
     for res in results:
-        n_epochs = int(res.epochs["epoch"].max())
-        at = tuple(r for r in (rungs or default_rungs(n_epochs)) if r < n_epochs)
+        if res.stops or (res.config.get("search") or {}).get("method") == "race":
+            raise ResultsError(f"{res.path}: a raced sweep (search.method: race) has no full "
+                               "grid to replay the race against; give grid folders")
+        epochs, summary = res.epochs, res.summary
         target = res.config.get("eval", {}).get("target_accuracy", math.nan)
-        rows = replay(res.epochs, res.summary, at, target, alpha)
-        frames.append(rows.assign(folder=str(res.path), rungs=",".join(map(str, at))))
+        if len(res.added):
+            epochs = epochs[~epochs["member"].isin(res.added["member"])]
+            summary = summarize(epochs, target)
+        n_epochs = int(epochs["epoch"].max())
+        at = tuple(r for r in (rungs or default_rungs(n_epochs)) if r < n_epochs)
+        rows = replay(epochs, summary, at, target, alpha)
+        frames.append(rows.assign(folder=str(res.path), rungs=",".join(map(str, at)),
+                                  left_out=len(res.added)))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -245,6 +257,11 @@ def replay_markdown(table: pd.DataFrame, alpha: float) -> str:
         lines.append(_replay_row(f"`{name}`", g["rungs"].iloc[0], g))
     if table["folder"].nunique() > 1:
         lines.append(_replay_row("**all**", "", table))
+    for name, g in table.groupby("folder", sort=False):
+        if int(g["left_out"].iloc[0]):
+            lines += ["", f"`{name}`: its grid's members only; the {int(g['left_out'].iloc[0])} "
+                          "members its later stages added (search.extend, confirm.seeds) are "
+                          "left out, and the grid's choice is made again without them."]
     different = table[table["verdict"] == "different"]
     if len(different):
         lines += ["", "Groups answered differently:", ""]

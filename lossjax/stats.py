@@ -13,6 +13,7 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
+from lossjax.calibration_tables import unfit
 from lossjax.tables import CALIBRATION_SOURCES, GROUP_KEYS, SUMMARY, SUMMARY_COLUMNS
 
 #: ``rate_choice`` values: decided against the runner-up, tied with it, undecidable from fewer
@@ -160,7 +161,9 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
     Probability quality at the chosen rate (:data:`lossjax.tables.CALIBRATION_SUMMARY`): means
     over its seeds of the last epoch's test NLL, Brier score and ECE, the temperature fitted on
     val and the test metrics after temperature scaling (NaN where the table lacks them); a
-    mean skips the NaN of a diverged member, as the accuracy's keeps its frozen value.
+    mean skips the NaN of a diverged member, as the accuracy's keeps its frozen value, and the
+    temperature's skips a fit that found no minimum (:func:`lossjax.calibration_tables.unfit`;
+    the report marks it).
     """
     keys = [k for k in GROUP_KEYS
             if k != "optimizer" or k in table.columns and table[k].notna().any()]
@@ -212,6 +215,9 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
             **{c: chosen[src].mean() if src in chosen.columns else math.nan
                for c, src in CALIBRATION_SOURCES.items()},
         })
+        if "temperature" in chosen.columns:  # a fit at a bound found no minimum: not averaged
+            fitted = chosen["temperature"][~unfit(chosen["temperature"])]
+            row["temperature_mean"] = fitted.mean() if len(fitted) else math.nan
         rows.append(row)
     # Means of float32 metrics, written as float32 (float64 text would add only noise digits).
     columns = [c for c in SUMMARY_COLUMNS if c in keys or c not in GROUP_KEYS]

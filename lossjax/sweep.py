@@ -167,6 +167,7 @@ def _run(scope, config, overrides, output_dir, resume, overwrite, progress, invo
                           "leave it out to start the sweep here")
     with distributed.stage("reading the config and checking the losses"):
         cfg, config_dict, loss_fns = _prepare(scope, config, overrides, output_dir)
+        preflight.check_member_count(cfg)
     out = Path(cfg.output.dir) / cfg.name
     distributed.same_everywhere("config", _shared_config(config_dict),
                                 "start every process with the same config file and --set values")
@@ -220,6 +221,8 @@ def _prepare(scope, config, overrides, output_dir) -> tuple:
     loss_fns = {name: resolve_loss(name) for name in cfg.losses}
     logit_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
     for name, fn in loss_fns.items():
+        preflight.check_loss_exits(name, num_classes, cfg.model.dtype if
+                                   cfg.model.dtype == "float64" else "float32")
         preflight.check_loss(name, fn, num_classes, logit_dtype)
     return cfg, config_lib.config_to_dict(cfg), loss_fns
 
@@ -281,7 +284,8 @@ def _load_data(cfg, grid, out: Path):
             standardize=cfg.dataset.standardize)
         config_lib.check_batch_size(cfg, len(ds.x_train))
         preflight.check_schedule(cfg, len(ds.x_train))
-        preflight.check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out)
+        preflight.check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out,
+                                  reserve=bool(extra))
     distributed.same_everywhere("data", lambda: _data_digests(ds), "give every host the same "
                                 "copy of the dataset (lossjax data info shows each one's)")
     return ds
@@ -325,6 +329,9 @@ def _finish(out: Path, claim, table: pd.DataFrame, planned, cfg) -> None:
     then the folder is marked complete."""
     from lossjax import plots, report  # lazy: matplotlib, only once training is done
 
+    if ends := plan.range_ends(cfg, planned, table):
+        log.warning("search.extend: no rate added past %s: outside float32's normal range, "
+                    "which the config refuses", "; ".join(ends))
     stopped = plan.stops(cfg, planned, table)
     summary = summarize(table, cfg.eval.target_accuracy, dropped=search.dropped(stopped),
                         confirm=plan.confirming(planned))

@@ -230,47 +230,59 @@ def is_finite(v: int | float) -> bool:
         return False
 
 
-# The engine holds learning rates, weight decays, momentum and init scales in float32.
-_F32 = np.finfo(np.float32)
-_F32_RANGE = f"[{_F32.tiny:.2g}, {_F32.max:.2g}]"  # [1.2e-38, 3.4e+38]
-
-
-def _float32_loss(x: float) -> str | None:
-    """What float32 makes of ``x`` if it does not hold it as 0 or a finite normal number."""
+# The engine holds learning rates, weight decays, momentum and init scales in float32, and a
+# loss's parameters in the model's precision (float32 unless model.dtype is float64). Every
+# check of what that precision makes of a number is here: its range (number) and its
+# duplicates (grid) are judged on the value the engine will hold, not on the YAML float64.
+def held(x: float, dtype: str = "float32") -> float:
+    """``x`` as the engine holds it in ``dtype`` ('float32' or 'float64')."""
     with np.errstate(over="ignore"):
-        f = np.float32(x)
+        return float(np.asarray(x, dtype))
+
+
+def precision_loss(x: float, dtype: str) -> str | None:
+    """What ``dtype`` makes of ``x`` if it does not hold it as 0 or a finite normal number."""
+    f = held(x, dtype)
     if f == 0:
         return "rounds to 0" if x != 0 else None
-    if np.isinf(f):
+    if math.isinf(f):
         return "rounds to inf"
-    if abs(f) < _F32.tiny:
+    if abs(f) < np.finfo(dtype).tiny:
         return "keeps only as a subnormal, losing precision"
     return None
 
 
+def _which(dtype: str) -> str:
+    return f"which {dtype} (the precision the engine trains with)"
+
+
 def number(
-    v: Any, path: str, expected: str, ok: Callable[[float], bool], float32: bool = False
+    v: Any, path: str, expected: str, ok: Callable[[float], bool], dtype: str | None = None
 ) -> float:
     """A finite int or float (not bool) satisfying ``ok``; ``expected`` says what is allowed.
 
-    ``float32``: the engine holds the value in float32, so a value that float32 would turn into
-    0, inf or a subnormal is refused too; the run would silently train with something else.
+    ``dtype`` ('float32', 'float64'): the engine holds the value in that precision,
+    so a value that it would turn into 0, inf or a subnormal, or into one outside ``ok``
+    (0.99999999 is 1 in float32), is refused too; the run would silently train with
+    something else.
     """
     if not is_number(v) or not is_finite(v) or not ok(float(v)):
         raise error(path, f"{got(v)}, expected {expected}")
     x = float(v)
-    if float32 and (loss := _float32_loss(x)):
+    if dtype is None:
+        return x
+    if loss := precision_loss(x, dtype):
+        info = np.finfo(dtype)
         zero = "0 or " if ok(0.0) else ""
         allowed = (
-            f"{zero}a number in {_F32_RANGE}"
-            if ok(float(_F32.max))
-            else f"{expected}: {zero}at least {_F32.tiny:.2g}"  # e.g. momentum, below 1
+            f"{zero}a number in [{info.tiny:.2g}, {info.max:.2g}]"
+            if ok(float(info.max))
+            else f"{expected}: {zero}at least {info.tiny:.2g}"  # e.g. momentum, below 1
         )
-        raise error(
-            path,
-            f"{got(v)}, which float32 (the precision the engine trains with) {loss}; "
-            f"expected {allowed}",
-        )
+        raise error(path, f"{got(v)}, {_which(dtype)} {loss}; expected {allowed}")
+    if not ok(held(x, dtype)):
+        raise error(path, f"{got(v)}, {_which(dtype)} holds as {held(x, dtype)!r}; expected "
+                          f"{expected} in {dtype}")
     return x
 
 
@@ -278,11 +290,11 @@ def number(
 
 
 def positive(v: Any, path: str) -> float:
-    return number(v, path, "a number > 0", lambda x: x > 0, float32=True)
+    return number(v, path, "a number > 0", lambda x: x > 0, dtype="float32")
 
 
 def non_negative(v: Any, path: str) -> float:
-    return number(v, path, "a number >= 0", lambda x: x >= 0, float32=True)
+    return number(v, path, "a number >= 0", lambda x: x >= 0, dtype="float32")
 
 
 def choice(v: Any, path: str, choices: Collection[str]) -> str:
@@ -307,9 +319,11 @@ def boolean(v: Any, path: str) -> bool:
 
 
 def grid(
-    v: Any, path: str, item: Callable[[Any, str], Any], expected: str, scalar_ok: bool = True
+    v: Any, path: str, item: Callable[[Any, str], Any], expected: str, scalar_ok: bool = True,
+    dtype: str | None = None,
 ) -> tuple:
-    """A swept value: a non-empty list without duplicates (a scalar is a one-element list)."""
+    """A swept value: a non-empty list without duplicates (a scalar is a one-element list);
+    with ``dtype``, numbers that the engine holds as one value in it are duplicates too."""
     if isinstance(v, list | tuple):
         if not v:
             raise error(path, f"got [], expected a non-empty list of {expected}")
@@ -320,11 +334,12 @@ def grid(
         raise error(path, f"{got(v)}, expected a list of {expected}")
     first: dict[Any, int] = {}  # value -> its first index: one pass, not a pass per value
     for i, x in enumerate(items):
-        j = first.setdefault(x, i)
+        j = first.setdefault(held(x, dtype) if dtype else x, i)
         if j != i:
+            same = "," if items[j] == x else f", {_which(dtype)} holds as {show(v[j])},"
             raise error(
                 f"{path}[{i}]",
-                f"got {show(v[i])}, a duplicate of {path}[{j}]; each value may appear once",
+                f"got {show(v[i])}{same} a duplicate of {path}[{j}]; each value may appear once",
             )
     return tuple(items)
 

@@ -49,11 +49,64 @@ def _verdict(stderr: str) -> str | None:
     return None
 
 
+# Forced host devices: XLA aborts on 0 or less ("vector::reserve"), and starting thousands
+# takes minutes (5,000: 55 s, then a failure; 100,000: still starting after 120 s) while no
+# sweep here gains from more devices than it has members per program call.
+MAX_HOST_DEVICES = 1024
+_DEVICE_COUNT = re.compile(r"--xla_force_host_platform_device_count=(\S*)")
+
+
+def _device_count_problem(flags: str) -> str | None:
+    counts = _DEVICE_COUNT.findall(flags)
+    if not counts or not re.fullmatch(r"[+-]?\d+", counts[-1]):
+        return None  # none given, or a value XLA itself judges
+    n = int(counts[-1])
+    if 1 <= n <= MAX_HOST_DEVICES:
+        return None
+    return (f"XLA_FLAGS: --xla_force_host_platform_device_count={counts[-1]}: give a count "
+            f"from 1 to {MAX_HOST_DEVICES:,} (XLA aborts on 0 or less, and takes minutes to "
+            "start thousands of devices)")
+
+
+_PLATFORMS_PROBE = ("import jax; from jax._src import xla_bridge as xb; jax.devices(); "
+                    "print(','.join(sorted(xb.backends())))")
+
+
+def check_platforms(environ=None, timeout: float = 120.0) -> None:
+    """Raises :class:`LossjaxError` naming ``JAX_PLATFORMS`` and what this machine has, if jax
+    cannot start the platforms it names (jax would fail with a bare AssertionError or a
+    RuntimeError at the first array). A child Python judges (about a second, only when the
+    variable names something besides cpu, which is always there), so that this process starts
+    no backend before ``jax.distributed.initialize``."""
+    environ = os.environ if environ is None else environ
+    wanted = environ.get("JAX_PLATFORMS", "").strip()
+    if not wanted or wanted == "cpu":
+        return
+    probe = [sys.executable, "-c", _PLATFORMS_PROBE]
+    try:
+        r = subprocess.run(probe, env=dict(environ), capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        if r.returncode == 0:
+            return
+        env = {k: v for k, v in environ.items() if k != "JAX_PLATFORMS"}
+        here = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    has = here.stdout.strip().splitlines()[-1] if here.returncode == 0 and here.stdout else "?"
+    raise LossjaxError(f"JAX_PLATFORMS={wanted!r}: jax cannot start it on this machine, which "
+                       f"has {has}; unset JAX_PLATFORMS or set it to one of those")
+
+
 def check(environ=None, timeout: float = 120.0) -> None:
     """Raises :class:`LossjaxError` (one line naming the flag) if XLA would refuse
-    ``XLA_FLAGS``; does nothing when it is unset or empty, or when the probe cannot tell."""
+    ``XLA_FLAGS``, or naming ``JAX_PLATFORMS`` if jax cannot start what it names; does
+    nothing when they are unset or empty, or when the probes cannot tell."""
     environ = os.environ if environ is None else environ
+    if problem := _device_count_problem(environ.get("XLA_FLAGS", "")):
+        raise LossjaxError(problem)
     if not environ.get("XLA_FLAGS", "").strip():
+        check_platforms(environ, timeout)
         return
     env = {**environ, "JAX_PLATFORMS": "cpu"}
     try:
@@ -63,3 +116,4 @@ def check(environ=None, timeout: float = 120.0) -> None:
         return
     if r.returncode != 0 and (message := _verdict(r.stderr)):
         raise LossjaxError(message)
+    check_platforms(environ, timeout)

@@ -68,7 +68,15 @@ def default_data_dir() -> Path:
 
 
 def data_root(data_dir) -> Path:
-    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    """The data folder; DataError, naming where it came from, if that path is something other
+    than a folder (a file, a FIFO, /dev/null): no data file could be put in it."""
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if root.exists() and not root.is_dir():
+        origin = {"given": "dataset.data_dir", "default": "the default data folder"}.get(
+            root_origin(data_dir), f"${ENV_DATA_DIR}")
+        raise DataError(f"{origin}: {root} is not a folder; give a folder (a new path is "
+                        "made when a dataset is cached) for the data files and the cache")
+    return root
 
 
 def root_origin(data_dir) -> str:
