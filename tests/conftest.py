@@ -9,29 +9,31 @@ import itertools
 import json
 import math
 import os
-import shutil
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-# One persistent compilation cache for the whole test run, before JAX is imported (it reads
-# these variables then): the controller makes the folder, and xdist's workers and every
-# subprocess a test starts inherit it, so a program that one test compiled is read back by the
-# others. Every program is stored (no minimum compile time). A JAX_COMPILATION_CACHE_DIR you
-# set is used instead and kept; tests that measure compiling, or the cache itself, set their
-# own. LOSSJAX_TEST_COMPILE_CACHE=0 runs the suite without it.
-_RUN_CACHE = None
+# One persistent compilation cache for the test runs, before JAX is imported (it reads these
+# variables then): xdist's workers and every subprocess a test starts inherit it, so a program
+# that one test compiled is read back by the others, and by the next run (`make test-slow`
+# after `make test` in CI, a developer's next run). It lives in .pytest_cache, one folder per
+# jaxlib and machine (lossjax.compile_cache.machine_key: JAX's own key leaves out the CPU),
+# bounded to 2 GB (JAX evicts the least recently used). Every program is stored (no minimum
+# compile time). A JAX_COMPILATION_CACHE_DIR you set is used instead; tests that measure
+# compiling, or the cache itself, set their own. LOSSJAX_TEST_COMPILE_CACHE=0 turns it off.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get(
         "LOSSJAX_TEST_COMPILE_CACHE", "1") != "0":
-    _RUN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
-        prefix="lossjax-test-xla-")
+    from lossjax.compile_cache import machine_key
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(
+        Path(__file__).resolve().parents[1] / ".pytest_cache" / "lossjax-xla" / machine_key())
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024**3))
 
 import jax
 import jax.numpy as jnp
@@ -103,11 +105,6 @@ def forced_devices_env(devices: int, base=None, nproc: int | None = FORCED_NPROC
         env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(env["JAX_COMPILATION_CACHE_DIR"],
                                                         f"pjrt_nproc-{nproc or 'default'}")
     return env
-
-
-def pytest_unconfigure(config):
-    if _RUN_CACHE is not None and not hasattr(config, "workerinput"):  # the controller's
-        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
 
 
 # ---- synthetic results folders (analysis, plots, reports, comparisons) -----------------------
