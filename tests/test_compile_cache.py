@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _env(tmp: Path, **extra) -> dict:
     """This environment without the test run's cache: lossjax's default, rooted in ``tmp``."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                        "JAX_ENABLE_COMPILATION_CACHE")}
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE",
+                                "JAX_ENABLE_COMPILATION_CACHE"))}
     return {**env, "JAX_PLATFORMS": "cpu", "LOSSJAX_CACHE_DIR": str(tmp / "cache"), **extra}
 
 
