@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -22,18 +23,21 @@ from pathlib import Path
 # variables then): xdist's workers and every subprocess a test starts inherit it, so a program
 # that one test compiled is read back by the others, and by the next run (`make test-slow`
 # after `make test` in CI, a developer's next run). It lives in .pytest_cache, one folder per
-# jaxlib and machine (lossjax.compile_cache.machine_key: JAX's own key leaves out the CPU),
-# bounded to 2 GB (JAX evicts the least recently used). Every program is stored (no minimum
-# compile time). A JAX_COMPILATION_CACHE_DIR you set is used instead; tests that measure
-# compiling, or the cache itself, set their own. LOSSJAX_TEST_COMPILE_CACHE=0 turns it off.
+# jaxlib and machine (lossjax.compile_cache.machine_key: JAX's own key leaves out the CPU), and
+# starts empty again once it passes 2 GB (JAX's own bound would need the filelock package).
+# Every program is stored (no minimum compile time). A JAX_COMPILATION_CACHE_DIR you set is
+# used instead; tests that measure compiling, or the cache itself, set their own.
+# LOSSJAX_TEST_COMPILE_CACHE=0 turns it off.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get(
         "LOSSJAX_TEST_COMPILE_CACHE", "1") != "0":
-    from lossjax.compile_cache import machine_key
+    from lossjax import compile_cache
 
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(
-        Path(__file__).resolve().parents[1] / ".pytest_cache" / "lossjax-xla" / machine_key())
+    _cache = (Path(__file__).resolve().parents[1] / ".pytest_cache" / "lossjax-xla"
+              / compile_cache.machine_key())
+    if compile_cache.size(_cache)[1] > 2 * 1024**3:
+        shutil.rmtree(_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_cache)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024**3))
 
 import jax
 import jax.numpy as jnp

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _env(tmp: Path, **extra) -> dict:
     """This environment without the test run's cache: lossjax's default, rooted in ``tmp``."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                        "JAX_ENABLE_COMPILATION_CACHE")}
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE",
+                                "JAX_ENABLE_COMPILATION_CACHE"))}
     return {**env, "JAX_PLATFORMS": "cpu", "LOSSJAX_CACHE_DIR": str(tmp / "cache"), **extra}
 
 
@@ -88,6 +88,19 @@ def _probe(tmp: Path, **extra) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def test_the_state_follows_jaxs_variables(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("JAX_ENABLE_COMPILATION_CACHE", raising=False)
+    monkeypatch.setenv("LOSSJAX_CACHE_DIR", str(tmp_path))
+    assert compile_cache.state() == {"enabled": True, "set_by": "lossjax",
+                                     "folder": tmp_path / "xla" / compile_cache.machine_key()}
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache.state()["folder"] == tmp_path / "mine"
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")
+    assert compile_cache.state()["enabled"] is False
+
+
+@pytest.mark.slow
 def test_the_cache_is_lossjaxs_unless_jax_is_told_otherwise(tmp_path):
     default = _probe(tmp_path)
     assert default.stdout.strip() == str(tmp_path / "cache" / "xla" / compile_cache.machine_key())
@@ -147,12 +160,13 @@ def test_the_cache_command_shows_the_folder_and_clears_only_lossjaxs(tmp_path, m
 READERS = textwrap.dedent("""
     import sys
     import lossjax
-    from lossjax import cli
+    from lossjax import cli, comparison, plots, report  # every reader's module
     res = lossjax.load(sys.argv[1])
     assert len(res.summary) and len(res.epochs)
-    lossjax.compare([sys.argv[1], sys.argv[2]])
-    for args in (["plot", sys.argv[1]], ["report", sys.argv[1]],
-                 ["compare", sys.argv[1], sys.argv[2], "--out", sys.argv[3]]):
+    assert len(lossjax.compare([sys.argv[1], sys.argv[2]]).table)
+    commands = [["plot", sys.argv[1]], ["report", sys.argv[1]],
+                ["compare", sys.argv[1], sys.argv[2], "--out", sys.argv[3]]]
+    for args in commands if sys.argv[4] == "draw" else []:
         assert cli.main(args) == 0, args
     try:
         cli.main(["--help"])
@@ -163,13 +177,22 @@ READERS = textwrap.dedent("""
 """)
 
 
-def test_reading_a_results_folder_imports_no_jax(tmp_path):
-    for name in ("digits", "mnist"):
-        shutil.copytree(ROOT / "results" / name, tmp_path / name)
-    r = subprocess.run([sys.executable, "-c", READERS, str(tmp_path / "digits"),
-                        str(tmp_path / "mnist"), str(tmp_path / "cmp")],
+def _readers(tmp: Path, draw: bool) -> None:
+    for name in ("a", "b"):
+        shutil.copytree(ROOT / "results" / "digits", tmp / name)
+    r = subprocess.run([sys.executable, "-c", READERS, str(tmp / "a"), str(tmp / "b"),
+                        str(tmp / "cmp"), "draw" if draw else "read"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert "IMPORTED []" in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
+
+
+def test_reading_a_results_folder_imports_no_jax(tmp_path):
+    _readers(tmp_path, draw=False)
+
+
+@pytest.mark.slow
+def test_plot_report_and_compare_import_no_jax(tmp_path):
+    _readers(tmp_path, draw=True)
 
 
 def _counted_run(monkeypatch, config, tmp: Path, name: str) -> list:
