@@ -38,6 +38,9 @@ The schema, with its defaults (only ``name`` is required)::
       init: lecun_normal    # a key of model.INITIALIZERS
       init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
       dtype: float32        # a key of model.DTYPES
+      kind: mlp             # mlp; cnn (3x3 convolutions, 2x2 average pooling, then hidden);
+                            # or 'module:Class' ('my_models:Net'): a user's Flax module
+      channels: [32, 64]    # cnn only: each convolution's output channels, ints >= 1
     optimizer:
       name: momentum        # SWEPT: keys of optimizers.OPTIMIZERS: any optax optimizer by its
                             # name (sgd, adam, adamw, lamb, lion, rmsprop, adagrad, adafactor,
@@ -334,6 +337,8 @@ class ModelConfig:
     init: str = "lecun_normal"
     init_scale: tuple[float, ...] = (1.0,)
     dtype: str = "float32"
+    kind: str = "mlp"  # 'mlp', 'cnn' or 'module:Class'
+    channels: tuple[int, ...] = (32, 64)  # the CNN's only
 
 
 @dataclass(frozen=True)
@@ -636,7 +641,32 @@ def _parse_model(raw: dict) -> ModelConfig:
             "numbers > 0",
         ),
         dtype=choice(_get(s, "dtype", d.dtype), "model.dtype", DTYPES),
+        kind=_parse_kind(_get(s, "kind", d.kind)),
+        channels=_parse_channels(_get(s, "channels", list(d.channels))),
     )
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def _parse_kind(v: Any) -> str:
+    """``mlp``, ``cnn`` or ``'module:Class'`` (a module's name is checked here; importing it
+    and calling it is ``lossjax.preflight.check_model``'s)."""
+    if v in ("mlp", "cnn"):
+        return v
+    if isinstance(v, str) and v.startswith("module:"):
+        module_name, _, attr = v.removeprefix("module:").partition(":")
+        if _DOTTED.fullmatch(module_name) and _DOTTED.fullmatch(attr):
+            return v
+    raise error("model.kind", f"{got(v)}, expected mlp, cnn or 'module:Class' with dotted Python "
+                "names, e.g. 'module:my_models:Net' (its folder on PYTHONPATH)")
+
+
+def _parse_channels(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, list | tuple) or not v:
+        raise error("model.channels", f"{got(v)}, expected a non-empty list of channel counts, "
+                    "e.g. [32, 64]")
+    return tuple(integer(n, f"model.channels[{i}]", 1, LAYER_SIZE_MAX) for i, n in enumerate(v))
 
 
 def lr_key_losses(key: Any, losses: tuple[str, ...]) -> tuple[str, ...]:
@@ -1261,6 +1291,8 @@ def config_to_dict(cfg: Config) -> dict:
         del out["search"]["extend"]
     if cfg.confirm == ConfirmConfig():
         del out["confirm"]
+    if cfg.model.kind == "mlp":  # an MLP's config as it was before other kinds existed
+        del out["model"]["kind"], out["model"]["channels"]
     return out
 
 
