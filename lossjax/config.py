@@ -38,9 +38,6 @@ The schema, with its defaults (only ``name`` is required)::
       init: lecun_normal    # a key of model.INITIALIZERS
       init_scale: [1.0]     # SWEPT: numbers > 0 multiplying the initial weights
       dtype: float32        # a key of model.DTYPES
-      kind: mlp             # mlp; cnn (3x3 convolutions, 2x2 average pooling, then hidden);
-                            # or 'module:Class' ('my_models:Net'): a user's Flax module
-      channels: [32, 64]    # cnn only: each convolution's output channels, ints >= 1
     optimizer:
       name: momentum        # SWEPT: keys of optimizers.OPTIMIZERS: any optax optimizer by its
                             # name (sgd, adam, adamw, lamb, lion, rmsprop, adagrad, adafactor,
@@ -102,6 +99,18 @@ reads; tests/test_config.py checks that this block parses to them. Names are che
 the registries of the modules that implement them (``lossjax/losses.py``,
 ``lossjax/model.py``, ``lossjax/optimizers.py``, ``lossjax.data.CLASS_NAMES``); an error message
 lists the choices.
+
+The model (the MLP above by default; a config that says nothing of ``kind`` is an MLP's, and
+its resolved config does not show these two keys)::
+
+    model:
+      kind: mlp             # mlp; cnn: 3x3 convolutions with 2x2 average pooling, then
+                            # model.hidden; or 'module:my_models:Net': a Flax linen Module class
+                            # with a num_classes field (docs/usage.md), its folder on PYTHONPATH
+      channels: [32, 64]    # cnn only: each convolution's output channels (ints >= 1)
+
+The CNN and a user's module take images (N, H, W, C), grayscale with one channel; the MLP
+flat features. ``init_scale`` multiplies every parameter named ``kernel``.
 
 The optimizer and its schedule:
 
