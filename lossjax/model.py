@@ -146,8 +146,9 @@ def cnn_flops_per_example(image_shape: Sequence[int], channels: Sequence[int],
     """Training FLOPs per example as :func:`flops_per_example` counts them (6·MACs, less the
     first layer's input gradient), a 3x3 "same" convolution being H·W·9·C_in·C_out MACs at
     its input's resolution; pooling and activations are not counted (a few per value).
-    Digits [16, 32] + [64]: 0.56 MFLOP; MNIST [32, 64] + [128]: 64.6 MFLOP; CIFAR-10
-    [32, 64, 128] + [128]: 222 MFLOP."""
+    MNIST [32, 64] + [128] (configs/mnist_cnn.yaml): 25.0 MFLOP and 421,642 parameters;
+    CIFAR-10 [32, 64, 128] + [128] (configs/cifar10_cnn.yaml): 61.7 MFLOP and 356,810
+    parameters (the reference MLP: 3.21 MFLOP)."""
     maps = pooled_shapes(image_shape, channels)
     macs = [a[0] * a[1] * 9 * a[2] * b[2] for a, b in zip(maps[:-1], maps[1:], strict=True)]
     sizes = [math.prod(maps[-1]), *hidden, num_classes]

@@ -13,7 +13,13 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
-from lossjax.tables import CALIBRATION_SOURCES, GROUP_KEYS, SUMMARY, SUMMARY_COLUMNS
+from lossjax.tables import (
+    CALIBRATION_SOURCES,
+    GROUP_KEYS,
+    SUMMARY,
+    SUMMARY_COLUMNS,
+    group_keys,
+)
 
 #: ``rate_choice`` values: decided against the runner-up, tied with it, undecidable from fewer
 #: than two paired seeds, nothing to choose between, nothing chosen (every member diverged),
@@ -162,7 +168,7 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
     val and the test metrics after temperature scaling (NaN where the table lacks them); a
     mean skips the NaN of a diverged member, as the accuracy's keeps its frozen value.
     """
-    keys = [k for k in GROUP_KEYS
+    keys = [k for k in group_keys(table)
             if k != "optimizer" or k in table.columns and table[k].notna().any()]
     grid = table.groupby(keys, sort=False)["learning_rate"].unique()
     if len(dropped):

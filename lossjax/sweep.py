@@ -192,7 +192,8 @@ def _run(scope, config, overrides, output_dir, resume, overwrite, progress, invo
                 _start_folder(out, claim, config_dict, resuming, ds.meta,
                               _planned_groups(cfg, grid, out, resuming), cfg.epochs,
                               {**(invocation or {}), "overrides": list(overrides),
-                               "resume": resume, "config_path": _config_path(config)})
+                               "resume": resume, "config_path": _config_path(config)},
+                              _model_record(cfg, grid, ds))
         table, planned = _train_or_say_why(cfg, ds, grid, loss_fns, mesh, out, resuming,
                                            progress and writer, writer)
         if not writer:
@@ -301,14 +302,27 @@ def _config_path(config) -> str | None:
     return os.fspath(config) if isinstance(config, str | os.PathLike) else None
 
 
+def _model_record(cfg, grid, ds) -> dict:
+    """env.json's ``model``: the kind, the CNN's channels, one example's shape as the model
+    takes it, and the parameters per member for each hidden-size list (for the report, which
+    reads the folder without JAX)."""
+    shape = tuple(ds.x_train.shape[1:])
+    counts = {"-".join(map(str, h)) or "linear": preflight._param_count(
+        shape if cfg.model.kind != "mlp" else shape[0], h, ds.num_classes, cfg)
+        for h in dict.fromkeys(m.hidden for m in grid)}
+    return {"kind": cfg.model.kind, "channels": list(cfg.model.channels)
+            if cfg.model.kind == "cnn" else [], "input_shape": list(shape), "parameters": counts}
+
+
 def _start_folder(out: Path, claim, config_dict: dict, resuming: bool, data_meta: dict,
-                  n_groups: int, epochs: int, invocation: dict) -> None:
+                  n_groups: int, epochs: int, invocation: dict, model: dict) -> None:
     """Writes env.json (a new record, or this start added to a resumed one) and lets the claim
     write the folder's first files (a resumed folder's stay as they are)."""
     env = _provenance(out, resuming, data_meta, invocation, n_groups=n_groups, epochs=epochs)
-    kind = config_dict["model"].get("kind", "mlp")
-    if kind.startswith("module:") and not resuming:
-        env["model_module"] = provenance.model_module(kind)
+    if not resuming:
+        env["model"] = model
+        if model["kind"].startswith("module:"):
+            env["model"] = {**model, "module": provenance.model_module(model["kind"])}
     if resuming:
         _note_other_devices(out, env)
     with WRITING:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import (
     FORCED_NPROC,
@@ -21,8 +22,8 @@ from conftest import (
     small_config,
 )
 
+from lossjax import analysis, engine, losses, model, preflight, sweep
 from lossjax import config as config_lib
-from lossjax import engine, losses, model, preflight, sweep
 
 NAMES = list(losses.LOSSES)
 FNS = [losses.LOSSES[n] for n in NAMES]
@@ -147,7 +148,8 @@ def test_a_cnn_member_is_bitwise_the_same_on_1_and_2_devices():
 def test_a_cnn_sweep_resumes_exactly(tmp_path, capsys):
     from test_resume_integrity import _interrupted_sweep
 
-    changes = {"model": CNN, "epochs": 3, "seeds": [0]}
+    # Two groups, so that the interruption (the sixth epoch) falls inside the second.
+    changes = {"model": {**CNN, "hidden": [[16], [8]]}, "epochs": 3, "seeds": [0]}
     ref = small_config(tmp_path, tmp_path / "ref", **changes)
     assert quiet_sweep(capsys, ref)[0] == 0
     cut = small_config(tmp_path, tmp_path / "cut", **changes)
@@ -195,8 +197,24 @@ def test_a_cnn_trains_on_digits(tmp_path, capsys, no_plots):
     cfg = small_config(tmp_path, **ONE, model=CNN)
     code, err = quiet_sweep(capsys, cfg)
     assert code == 0, err
-    epochs = __import__("pandas").read_csv(tmp_path / "runs" / "small" / "epochs.csv")
+    folder = tmp_path / "runs" / "small"
+    epochs = pd.read_csv(folder / "epochs.csv")
     assert np.isfinite(epochs["train_loss"]).all() and not epochs["diverged"].any()
+    assert set(epochs["model"]) == set(pd.read_csv(folder / "summary.csv")["model"]) == {
+        "cnn 4-8"}
+    count = model.cnn_param_count((8, 8, 1), (4, 8), (16,), 10)
+    assert "a CNN (3x3 convolutions of 4-8 channels" in (folder / "report.md").read_text()
+    assert f"({count:,} parameters per member)" in (folder / "report.md").read_text()
+
+
+def test_a_folder_without_the_model_column_reads_as_an_mlp_s():
+    folder = Path(__file__).resolve().parent.parent / "results" / "digits"
+    if not (folder / "epochs.csv").exists():
+        pytest.skip("no committed digits results")
+    res = analysis.load_results(folder)
+    assert "model" not in pd.read_csv(folder / "summary.csv").columns
+    assert set(res.epochs["model"]) == set(res.summary["model"]) == {"mlp"}
+    assert analysis.model_names(res) == ["mlp"] and "MLP" in analysis.describe(res)
 
 
 def test_a_user_module_trains_on_digits(tmp_path, capsys, monkeypatch, no_plots):
@@ -205,10 +223,12 @@ def test_a_user_module_trains_on_digits(tmp_path, capsys, monkeypatch, no_plots)
     code, err = quiet_sweep(capsys, cfg)
     assert code == 0, err
     env = json.loads((tmp_path / "runs" / "mine" / "env.json").read_text())
-    assert env["model_module"]["sha256"] == __import__("hashlib").sha256(
+    assert env["model"]["module"]["sha256"] == __import__("hashlib").sha256(
         (tmp_path / "lossjax_test_net.py").read_bytes()).hexdigest()
-    epochs = __import__("pandas").read_csv(tmp_path / "runs" / "mine" / "epochs.csv")
-    assert (epochs["val_acc"] > 0.3).all()  # it learns: one epoch, chance is 0.1
+    epochs = pd.read_csv(tmp_path / "runs" / "mine" / "epochs.csv")
+    assert (epochs["model"] == kind).all()
+    assert "Model: `module:lossjax_test_net:Net`" in (
+        tmp_path / "runs" / "mine" / "report.md").read_text()
 
 
 BAD = {
