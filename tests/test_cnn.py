@@ -309,3 +309,19 @@ def test_the_memory_check_counts_the_cnn(tmp_path):
         (8, 8, 1), (4, 8), (16,), 10)
     assert preflight._activations(cfg, (8, 8, 1), (16,)) > 0
     preflight.check_resources(cfg, sweep.group_members(members), (8, 8, 1), 10, tmp_path)
+
+
+def test_images_reach_the_cnn_as_nhwc_views_of_the_mlp_s_features():
+    from lossjax import data
+
+    raw = data.load("digits")
+    flat = data.preprocess(raw)
+    ds = sweep.model_input("cnn", flat, raw.x_train.shape[1:])
+    assert ds.x_train.shape == (len(flat.x_train), 8, 8, 1)
+    assert np.shares_memory(ds.x_train, flat.x_train)
+    np.testing.assert_array_equal(ds.x_val[:, 2, 5, 0], raw.x_val[:, 2, 5] / np.float32(16))
+    assert sweep.model_input("mlp", flat, raw.x_train.shape[1:]) is flat
+    x48 = np.arange(2 * 48, dtype=np.float32).reshape(2, 48)
+    rgb = dataclasses.replace(flat, x_train=x48, x_val=x48[:0], x_test=x48[:1])
+    x = sweep.model_input("module:m:Net", rgb, (4, 4, 3)).x_train
+    assert x.shape == (2, 4, 4, 3) and x[1, 3, 2, 1] == 48 + (3 * 4 + 2) * 3 + 1
