@@ -325,3 +325,20 @@ def test_images_reach_the_cnn_as_nhwc_views_of_the_mlp_s_features():
     rgb = dataclasses.replace(flat, x_train=x48, x_val=x48[:0], x_test=x48[:1])
     x = sweep.model_input("module:m:Net", rgb, (4, 4, 3)).x_train
     assert x.shape == (2, 4, 4, 3) and x[1, 3, 2, 1] == 48 + (3 * 4 + 2) * 3 + 1
+
+
+@pytest.mark.slow
+def test_a_folder_started_before_the_model_column_resumes(tmp_path, capsys):
+    from test_resume_integrity import _interrupted_sweep
+
+    changes = {"model": {"hidden": [[8], [4]]}, "epochs": 3, "seeds": [0]}
+    ref = small_config(tmp_path, tmp_path / "ref", **changes)
+    assert quiet_sweep(capsys, ref)[0] == 0
+    cut = small_config(tmp_path, tmp_path / "cut", **changes)
+    _interrupted_sweep(cut)
+    table = tmp_path / "cut" / "small" / "epochs.csv"
+    pd.read_csv(table, dtype=str, keep_default_na=False).drop(columns="model").to_csv(
+        table, index=False)
+    code, err = quiet_sweep(capsys, cut, "--resume")
+    assert code == 0, err
+    assert_same_files(tmp_path / "ref" / "small", tmp_path / "cut" / "small")
