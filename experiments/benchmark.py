@@ -20,6 +20,11 @@ member-steps per second divided by 421. Where the engine trains on fewer example
 seconds), that is a conversion, and the table says so; the engine's fixed per-epoch work
 (permutations, the divergence check) is then spread over fewer steps, which counts against it.
 
+``--model cnn`` runs the same comparison with the CNN of ``configs/mnist_cnn.yaml`` (3x3
+convolutions of ``--channels`` 32,64 with 2x2 average pooling, then ``--hidden`` 128) on MNIST
+images (28x28x1) in both the loop and the engine (``model.kind: cnn``); the matmul bound is
+the MLP's alone and is left out.
+
 Also measured: (c) compile time of a whole sweep group (init, first ``train_epoch``, first
 ``evaluate``: JAX's trace + lowering + XLA compile durations, plus the wall time of those first
 calls), and (d) compilations after the warm-up (should be 0), counted with ``jax.monitoring``.
@@ -27,6 +32,7 @@ Baseline repetitions are interleaved with the engine's, so both see the same mac
 
     python experiments/benchmark.py                      # defaults for this machine's backend
     python experiments/benchmark.py --members 1,4,16 --reps 5 --json
+    python experiments/benchmark.py --model cnn --members 1,16
 """
 
 from __future__ import annotations
@@ -55,10 +61,16 @@ from flax.training import train_state
 
 from lossjax import data, engine, losses
 from lossjax.errors import DataError
-from lossjax.model import MLP, flops_per_example
+from lossjax.model import (
+    cnn_flops_per_example,
+    cnn_param_count,
+    flops_per_example,
+    make_model,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 FEATURES, HIDDEN, CLASSES = 784, (512, 512), 10  # HIDDEN: the reference, --hidden's default
+IMAGE, CNN_CHANNELS, CNN_HIDDEN = (28, 28, 1), (32, 64), (128,)  # --model cnn: mnist_cnn.yaml's
 BATCH, LR, MOMENTUM = 128, 0.05, 0.9
 N_TRAIN, N_VAL, N_TEST = 54_000, 6_000, 10_000  # MNIST with the default 10% validation split
 EVAL_EXAMPLES = 2_000  # per split: evaluation is compiled and run but not timed
@@ -164,9 +176,10 @@ def load_arrays(kind: str, data_dir: str | None):
 class StepLoop:
     """Flax's MNIST example, reduced to what is timed: a jitted step fed from host arrays."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, hidden: tuple[int, ...]):
+    def __init__(self, x: np.ndarray, y: np.ndarray, hidden: tuple[int, ...], kind: str = "mlp",
+                 channels: tuple[int, ...] = ()):
         self.x, self.y = x, y
-        self.model = MLP(hidden=hidden, num_classes=CLASSES)
+        self.model = make_model(kind, hidden, CLASSES, channels=channels)
         self.tx = optax.sgd(LR, momentum=MOMENTUM)
         self.steps_per_epoch = len(x) // BATCH
         self.rng = np.random.default_rng(0)
@@ -186,7 +199,8 @@ class StepLoop:
         self.train_step = train_step
 
     def new_model(self, seed: int):
-        params = self.model.init(jax.random.key(seed), jnp.zeros((1, FEATURES)))["params"]
+        params = self.model.init(jax.random.key(seed), jnp.zeros((1, *self.x.shape[1:])))[
+            "params"]
         return train_state.TrainState.create(apply_fn=self.model.apply, params=params,
                                              tx=self.tx)
 
@@ -296,9 +310,14 @@ def parse_args(argv):
     p.add_argument("--block-size", type=int, default=None,
                    help="the engine's members per block (default: the row's member count, one "
                         "block; a sweep's config sets its own, 8 by default)")
-    p.add_argument("--hidden", default=",".join(map(str, HIDDEN)),
-                   help="hidden sizes of the MLP (default: the reference 512,512); small models "
-                        "show where dispatch, not arithmetic, is the cost")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="mlp (the reference) or cnn (configs/mnist_cnn.yaml's, on 28x28x1 images)")
+    p.add_argument("--hidden", default=None,
+                   help="hidden sizes of the MLP (default: the reference 512,512; with --model "
+                        "cnn its dense layers, default 128); small models show where dispatch, "
+                        "not arithmetic, is the cost")
+    p.add_argument("--channels", default=",".join(map(str, CNN_CHANNELS)),
+                   help="--model cnn: the convolutions' channels (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per baseline repetition (default 100 on a CPU, one full "
                         "epoch on a GPU)")
@@ -329,7 +348,10 @@ def parse_args(argv):
     if args.bandwidth_gbs is None and on_gpu:
         args.bandwidth_gbs = 3000.0
     args.on_gpu = on_gpu
-    args.hidden = tuple(int(h) for h in args.hidden.split(","))
+    default = HIDDEN if args.model == "mlp" else CNN_HIDDEN
+    args.hidden = (tuple(int(h) for h in args.hidden.split(",")) if args.hidden is not None
+                   else default)
+    args.channels = tuple(int(c) for c in args.channels.split(",")) if args.model == "cnn" else ()
     return args
 
 
@@ -361,6 +383,8 @@ class Setup:
 def load_setup(args: argparse.Namespace) -> tuple[Setup, dict]:
     """The data the run trains and evaluates on, and ``load_arrays``'s description of it."""
     arrays, source = load_arrays(args.data, args.data_dir)
+    if args.model == "cnn":  # images, as a sweep gives them to the CNN (reshaped views)
+        arrays = tuple(a.reshape(-1, *IMAGE) if a.ndim == 2 else a for a in arrays)
     x_train, y_train, x_val, y_val, x_test, y_test = arrays
     eval_data = (x_val[:EVAL_EXAMPLES], y_val[:EVAL_EXAMPLES],
                  x_test[:EVAL_EXAMPLES], y_test[:EVAL_EXAMPLES])
@@ -388,6 +412,13 @@ def make_header(setup: Setup, facts: dict, source: dict) -> dict:
     args, hidden = setup.args, setup.hidden
     n_params = sum(a * b + b for a, b in zip((FEATURES, *hidden), (*hidden, CLASSES),
                                              strict=True))
+    model = f"{FEATURES}-{'-'.join(map(str, hidden))}-{CLASSES} relu float32"
+    flop = flops_per_example(FEATURES, list(hidden), CLASSES)
+    if args.model == "cnn":
+        n_params = cnn_param_count(IMAGE, args.channels, hidden, CLASSES)
+        model = (f"CNN {'x'.join(map(str, IMAGE))}, 3x3 conv {'-'.join(map(str, args.channels))}"
+                 f" + 2x2 avg pool, dense {'-'.join(map(str, hidden))}-{CLASSES} relu float32")
+        flop = cnn_flops_per_example(IMAGE, args.channels, hidden, CLASSES)
     # Per member-step: weights read twice (forward, backward), the gradient written and read
     # back, the momentum read and written, the parameters written: 7 passes over the float32
     # parameters. Activations (128 x 512 per layer) and the batch gather are not counted.
@@ -398,10 +429,10 @@ def make_header(setup: Setup, facts: dict, source: dict) -> dict:
         **facts,
         "data": source, "train_examples_full": setup.n_full,
         "steps_per_full_epoch": setup.full_steps,
-        "model": f"{FEATURES}-{'-'.join(map(str, hidden))}-{CLASSES} relu float32",
+        "model": model, "model_kind": args.model,
         "batch": BATCH, "optimizer": f"sgd lr {LR} momentum {MOMENTUM}",
         "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
-        "flop_per_example": flops_per_example(FEATURES, list(hidden), CLASSES),
+        "flop_per_example": flop,
         "params": n_params, "bytes_per_member_step": step_bytes,
         "bandwidth_gbs": args.bandwidth_gbs, "floor_model_epochs_per_s": floor,
         "reps": args.reps, "baseline_steps_per_rep": args.steps,
@@ -419,7 +450,8 @@ def print_header(header: dict, load_start: float) -> None:
           f"load avg {load_start:.1f} at start")
     print(f"  data       {header['data']['description']}: {header['train_examples_full']} "
           f"training examples = {header['steps_per_full_epoch']} steps of {BATCH} per epoch")
-    print(f"  work       MLP {header['model']}, batch {BATCH}, {header['optimizer']}, "
+    kind = "MLP " if header["model_kind"] == "mlp" else ""
+    print(f"  work       {kind}{header['model']}, batch {BATCH}, {header['optimizer']}, "
           f"cross-entropy; {header['flop_per_example'] / 1e6:.2f} MFLOP per training example; "
           "default matmul precision")
     print(f"  traffic    {header['bytes_per_member_step'] / 1e6:.1f} MB per member-step counted "
@@ -440,7 +472,8 @@ class LoopTiming:
 
     def __init__(self, setup: Setup, log: CompileLog):
         self.setup, self.log = setup, log
-        self.loop = StepLoop(setup.x_train, setup.y_train, setup.hidden)
+        self.loop = StepLoop(setup.x_train, setup.y_train, setup.hidden, setup.args.model,
+                             setup.args.channels)
         # flax's eager init compiles its own small programs: not counted
         state = self.loop.new_model(0)
         c0 = log.mark()
@@ -514,14 +547,16 @@ def engine_group(setup: Setup, k: int, n: int, mesh) -> engine.Group:
     settings = engine.TrainSettings(
         hidden=hidden, num_classes=CLASSES, activation="relu", init="lecun_normal",
         dtype="float32", optimizer="momentum", momentum=MOMENTUM, schedule="constant",
-        batch_size=BATCH, epochs=args.reps + 1, block_size=args.block_size or k)
-    members = [engine.Member(i, "cross_entropy", LR, 0.0, 1.0, i, hidden) for i in range(k)]
+        batch_size=BATCH, epochs=args.reps + 1, block_size=args.block_size or k,
+        kind=args.model, channels=args.channels)
+    members = [engine.Member(i, "cross_entropy", LR, 0.0, 1.0, i, hidden, kind=args.model,
+                             channels=args.channels) for i in range(k)]
     return engine.Group(settings, members, list(losses.LOSSES), list(losses.LOSSES.values()),
                         (setup.x_train[:n], setup.y_train[:n], *setup.eval_data), mesh)
 
 
 def engine_row(setup: Setup, log: CompileLog, mesh, k: int,
-               baselines: tuple[LoopTiming, BoundTiming]) -> dict:
+               baselines: tuple) -> dict:
     """(b) measured for k members: setup, the warm-up (init, first epoch, first evaluate) and
     its compilations, then ``--reps`` timed epochs, each after a repetition of each baseline."""
     args, full_steps = setup.args, setup.full_steps
@@ -607,14 +642,16 @@ def main(argv=None) -> int:
     print_header(header, load_start)
 
     # The baselines compile once and are kept: their repetitions interleave with the engine's.
-    loop, bound = LoopTiming(setup, log), BoundTiming(setup, log)
-    loop.rep()
-    bound.rep()
+    # The matmul bound is written for the MLP's products: a CNN run has none.
+    loop = LoopTiming(setup, log)
+    baselines = (loop, BoundTiming(setup, log)) if args.model == "mlp" else (loop,)
+    for baseline in baselines:
+        baseline.rep()
     loop_peaks = peak_host_mb(), peak_device_mb()
     mesh = engine.make_mesh()
-    rows = [engine_row(setup, log, mesh, k, (loop, bound)) for k in args.members]
+    rows = [engine_row(setup, log, mesh, k, baselines) for k in args.members]
     loop_row = loop.row(*loop_peaks)
-    rows.append(bound.row())
+    rows += [b.row() for b in baselines[1:]]
     add_ratios([loop_row, *rows], header)
 
     print_table(loop_row, rows, header)
@@ -676,11 +713,11 @@ def table_notes(rows, header, gpu_cols: bool, floor_col: bool) -> list[str]:
         "step; engine: init_state, first train_epoch, first evaluate on "
         f"{EVAL_EXAMPLES} + {EVAL_EXAMPLES} eval examples). warm-up s: wall time of those "
         "calls, compile included.",
-        "matmuls only: the step's matrix products alone for one model in a compiled scan "
+        *["matmuls only: the step's matrix products alone for one model in a compiled scan "
         "(no loss, optimizer state, metrics or host work); one model's step costs at least "
         "this, so its 'vs loop' is the most that removing overhead could gain at one member "
         "(with several members, batched products can be more efficient). Not a variant: a "
-        "bound.",
+        "bound."] * (header["model_kind"] == "mlp"),
         "recomp: compilations after the warm-up (timed reps, new loop models, a second "
         "evaluate); should be 0.",
         "peak host MB: ru_maxrss of the whole process so far (rows run top to bottom)"

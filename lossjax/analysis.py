@@ -323,6 +323,14 @@ def config_value(config: dict, dotted: str):
     return node
 
 
+def model_names(res: Results) -> list[str]:
+    """The folder's models as epochs.csv names them (``mlp``, ``cnn 32-64``,
+    ``module:pkg:Class``), in order of appearance; ``mlp`` for a folder written before the
+    column."""
+    ep = res.epochs
+    return list(dict.fromkeys(ep["model"].dropna())) if "model" in ep.columns else ["mlp"]
+
+
 def describe(res: Results) -> str:
     """One line naming data, model and optimizer: 'digits · MLP 64-64 relu · momentum, batch 64'.
 
@@ -333,6 +341,9 @@ def describe(res: Results) -> str:
     dataset = format_value(config_value(cfg, "dataset.name")) or res.path.resolve().name
     groups = hidden_order(res.epochs["hidden"])
     model = "linear model" if groups == ["linear"] else f"MLP {' | '.join(groups)}"
+    if (names := model_names(res)) != ["mlp"]:
+        model = " | ".join(f"CNN {n[4:]} + {' | '.join(groups)}" if n.startswith("cnn ")
+                           else n for n in names)
     if act := format_value(config_value(cfg, "model.activation")):
         model += f" {act}"
     parts = [dataset, model]
@@ -361,9 +372,11 @@ def _match_columns(res: Results) -> list[str]:
 
 
 def _text_columns(res: Results) -> list[str]:
-    """The swept names besides loss and hidden sizes that pick a group (the optimizer, which
-    the readers give every folder's tables; absent only from tables built by hand)."""
-    return [c for c in ("optimizer",) if c in res.epochs.columns and c in res.summary.columns]
+    """The swept names besides loss and hidden sizes that pick a group (the optimizer and the
+    model, which the readers give every folder's tables; absent only from tables built by
+    hand)."""
+    return [c for c in ("optimizer", "model")
+            if c in res.epochs.columns and c in res.summary.columns]
 
 
 def optimizer_order(res: Results) -> list[str]:
@@ -388,9 +401,17 @@ def varying_columns(res: Results) -> list[str]:
 
 def variant_key(res: Results, row: pd.Series, varying: Iterable[str]) -> tuple:
     """A summary row's values of the ``varying`` columns, as a sortable tuple (an optimizer by
-    its place in :func:`optimizer_order`)."""
-    order = optimizer_order(res)
-    return tuple(order.index(row[c]) if c == "optimizer" else float(row[c]) for c in varying)
+    its place in :func:`optimizer_order`, a model by its place in :func:`model_names`)."""
+    order, models = optimizer_order(res), model_names(res)
+
+    def key(c):
+        if c == "optimizer":
+            return order.index(row[c])
+        if c == "model":
+            return models.index(row[c]) if row[c] in models else len(models)
+        return float(row[c])
+
+    return tuple(key(c) for c in varying)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,18 @@ the registries of the modules that implement them (``lossjax/losses.py``,
 ``lossjax/model.py``, ``lossjax/optimizers.py``, ``lossjax.data.CLASS_NAMES``); an error message
 lists the choices.
 
+The model (the MLP above by default; a config that says nothing of ``kind`` is an MLP's, and
+its resolved config does not show these two keys)::
+
+    model:
+      kind: mlp             # mlp; cnn: 3x3 convolutions with 2x2 average pooling, then
+                            # model.hidden; or 'module:my_models:Net': a Flax linen Module class
+                            # with a num_classes field (docs/usage.md), its folder on PYTHONPATH
+      channels: [32, 64]    # cnn only: each convolution's output channels (ints >= 1)
+
+The CNN and a user's module take images (N, H, W, C), grayscale with one channel; the MLP
+flat features. ``init_scale`` multiplies every parameter named ``kernel``.
+
 The optimizer and its schedule:
 
 - ``optimizer.args`` and ``optimizer.schedule_args`` take the keyword arguments of the optax
@@ -362,6 +374,8 @@ class ModelConfig:
     init: str = "lecun_normal"
     init_scale: tuple[float, ...] = (1.0,)
     dtype: str = "float32"
+    kind: str = "mlp"  # 'mlp', 'cnn' or 'module:Class'
+    channels: tuple[int, ...] = (32, 64)  # the CNN's only
 
 
 @dataclass(frozen=True)
@@ -734,7 +748,32 @@ def _parse_model(raw: dict) -> ModelConfig:
             dtype="float32",
         ),
         dtype=choice(_get(s, "dtype", d.dtype), "model.dtype", DTYPES),
+        kind=_parse_kind(_get(s, "kind", d.kind)),
+        channels=_parse_channels(_get(s, "channels", list(d.channels))),
     )
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def _parse_kind(v: Any) -> str:
+    """``mlp``, ``cnn`` or ``'module:Class'`` (a module's name is checked here; importing it
+    and calling it is ``lossjax.preflight.check_model``'s)."""
+    if v in ("mlp", "cnn"):
+        return v
+    if isinstance(v, str) and v.startswith("module:"):
+        module_name, _, attr = v.removeprefix("module:").partition(":")
+        if _DOTTED.fullmatch(module_name) and _DOTTED.fullmatch(attr):
+            return v
+    raise error("model.kind", f"{got(v)}, expected mlp, cnn or 'module:Class' with dotted Python "
+                "names, e.g. 'module:my_models:Net' (its folder on PYTHONPATH)")
+
+
+def _parse_channels(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, list | tuple) or not v:
+        raise error("model.channels", f"{got(v)}, expected a non-empty list of channel counts, "
+                    "e.g. [32, 64]")
+    return tuple(integer(n, f"model.channels[{i}]", 1, LAYER_SIZE_MAX) for i, n in enumerate(v))
 
 
 def lr_key_losses(key: Any, losses: tuple[str, ...]) -> tuple[str, ...]:
@@ -1427,6 +1466,8 @@ def config_to_dict(cfg: Config) -> dict:
     for k, default in _DATASET_OPTIONAL.items():
         if out["dataset"][k] == default:
             del out["dataset"][k]
+    if cfg.model.kind == "mlp":  # an MLP's config as it was before other kinds existed
+        del out["model"]["kind"], out["model"]["channels"]
     return out
 
 

@@ -39,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lossjax import calibration as calib
 from lossjax import compile_cache, optimizers
 from lossjax.losses import gradient_sign_stats, without_params
-from lossjax.model import MLP
+from lossjax.model import make_model
 
 EVAL_CHUNK = 1000  # examples per evaluation step: bounds memory at members × chunk × width
 
@@ -59,6 +59,8 @@ class Member:
     # its program, so every setting of the loss trains in one compiled program.
     loss_params: tuple[float, ...] = ()
     optimizer: str = "momentum"  # a key of optimizers.OPTIMIZERS; a group's members share one
+    kind: str = "mlp"  # model.kind: 'mlp', 'cnn' or 'module:Class'
+    channels: tuple[int, ...] = ()  # the CNN's convolutions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,8 @@ class TrainSettings:
     weight_decay: bool = False  # whether the optimizer has a decay term at all
     optimizer_args: tuple[tuple[str, Any], ...] = ()  # (name, value): optax keyword arguments
     schedule_args: tuple[tuple[str, Any], ...] = ()
+    kind: str = "mlp"  # model.kind: the program's model (lossjax.model.make_model)
+    channels: tuple[int, ...] = ()  # the CNN's convolutions
 
 
 def _select_loss(loss_fns: Sequence[Callable], idx, logits, labels, params=None):
@@ -211,7 +215,7 @@ class ProgramKey:
     settings: TrainSettings
     loss_fns: tuple[Callable, ...]
     n_train: int
-    features: int
+    features: tuple[int, ...]  # one example's shape: (D,) for the MLP, (H, W, C) for images
     mesh: Mesh
     calibration: bool
     eval_splits: int  # how many of val and test are evaluated (the final program's inputs)
@@ -232,8 +236,8 @@ class Programs:
         self.n_train, self.features = key.n_train, key.features
         self.steps_per_epoch = key.n_train // s.batch_size
         self.feat_dtype = np.float64 if s.dtype == "float64" else np.float32
-        self.model = MLP(hidden=s.hidden, num_classes=s.num_classes, activation=s.activation,
-                         initializer=s.init, dtype=s.dtype)
+        self.model = make_model(s.kind, s.hidden, s.num_classes, s.activation, s.init, s.dtype,
+                                s.channels)
         self._loss_fns = key.loss_fns
         mesh = key.mesh
         by_member = NamedSharding(mesh, PartitionSpec("members"))
@@ -275,7 +279,7 @@ class Programs:
 
     def _member_init(self, hp):
         key = jax.random.fold_in(jax.random.key(hp["seed"]), 0)
-        dummy = jnp.zeros((1, self.features), self.feat_dtype)
+        dummy = jnp.zeros((1, *self.features), self.feat_dtype)
         params = self.model.init(key, dummy)
         # init_scale multiplies the weights only (biases start at zero anyway).
         params = jax.tree_util.tree_map_with_path(
@@ -477,7 +481,7 @@ class Group:
             for name, (x, y) in {"val": (x_val, y_val), "test": (x_test, y_test)}.items()
             if len(x)
         }
-        self.features = x_train.shape[1]
+        self.features = tuple(x_train.shape[1:])
         self.programs = programs(ProgramKey(s, tuple(loss_fns), self.n_train, self.features,
                                             mesh, calibration, len(self.eval_data)))
         self._compiles = _Compiles()

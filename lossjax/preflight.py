@@ -1,9 +1,12 @@
 """What a sweep checks before anything is written, beyond the config itself: each loss called
-once on a tiny batch, the memory and disk space the members need, and the schedule against the
-run's real length (which the config alone does not know)."""
+once on a tiny batch, the model (a user's module initialised and called once), the memory and
+disk space the members need, and the schedule against the run's real length (which the config
+alone does not know)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import shutil
 import subprocess
@@ -14,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lossjax import model as model_lib
 from lossjax import optimizers
 from lossjax.errors import ConfigError, ResultsError, one_line
+from lossjax.resolve import import_callable
 
 
 def check_loss(name: str, fn, num_classes: int, dtype) -> None:
@@ -81,9 +86,79 @@ def check_loss_exits(name: str, num_classes: int, dtype: str, timeout: float = 1
                           "a crash); a loss must return its value: remove the call")
 
 
-def _param_count(features: int, hidden, num_classes: int) -> int:
-    sizes = [features, *hidden, num_classes]
-    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+def check_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """The CNN's image against its pooling, and a user's module (``model.kind:
+    'module:Class'``) imported, initialised on a (2, *input_shape) float32 batch and called:
+    it must be a Flax linen Module class with a ``num_classes`` field, hold parameters only,
+    all finite, and return float logits (2, num_classes). A failure is one line naming it."""
+    kind = cfg.model.kind
+    if kind == "cnn":
+        if len(input_shape) != 3:
+            raise ConfigError(f"model.kind: cnn takes images (H, W, C); {cfg.dataset.name} "
+                              f"examples are shaped {tuple(input_shape)}")
+        if min(input_shape[:2]) < 2 ** len(cfg.model.channels):
+            raise ConfigError(
+                f"model.channels: {list(cfg.model.channels)} pools {len(cfg.model.channels)} "
+                f"times, more than {cfg.dataset.name}'s {input_shape[0]}x{input_shape[1]} "
+                "images allow (each 2x2 pooling halves them); use fewer convolutions")
+        return
+    if kind == "mlp":
+        return
+    where = f"model.kind: {kind}"
+    try:
+        cls = import_callable(kind.removeprefix("module:"), "model.kind module").__wrapped__
+    except (ValueError, ConfigError) as e:
+        raise ConfigError(one_line(e, 300)) from None
+    import flax.linen as nn  # the engine's import too
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"{where}: is a {type(cls).__name__}, not a Flax linen Module class")
+    if "num_classes" not in {f.name for f in dataclasses.fields(cls)}:
+        raise ConfigError(f"{where}: has no num_classes field; declare 'num_classes: int' in the "
+                          "class (lossjax makes it with num_classes=K)")
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, *input_shape)), jnp.float32)
+    try:
+        net = model_lib.make_model(kind, (), num_classes)
+        variables = net.init(jax.random.key(0), x)
+        out = net.apply(variables, x)
+    except Exception as e:  # the user's code: any failure is theirs to see, named
+        raise ConfigError(f"{where}: initialising it and calling it on a (2, "
+                          f"{', '.join(map(str, input_shape))}) float32 batch raised "
+                          f"{type(e).__name__}: {one_line(e, 160)}") from None
+    if set(variables) != {"params"}:
+        raise ConfigError(f"{where}: has variables {sorted(variables)}; lossjax trains modules "
+                          "with parameters only (no batch statistics or other mutable state)")
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape != (2, num_classes):
+        raise ConfigError(f"{where}: returned shape {shape} for a batch of 2; a model returns "
+                          f"logits shaped (2, {num_classes}) for {cfg.dataset.name}")
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ConfigError(f"{where}: returned {dtype} logits; a model returns floats")
+    if not all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(variables)):
+        raise ConfigError(f"{where}: has non-finite initial parameters; check its initializers")
+
+
+def _param_count(features, hidden, num_classes: int, cfg=None) -> int:
+    """Parameters per member: the MLP's counted from its sizes, another model's (whose
+    ``features`` is one example's shape) from its initialisation, traced, not run."""
+    if cfg is None or cfg.model.kind == "mlp":
+        sizes = [math.prod(features) if isinstance(features, tuple) else features, *hidden,
+                 num_classes]
+        return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    net = model_lib.make_model(cfg.model.kind, hidden, num_classes, channels=cfg.model.channels)
+    shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, *features)))
+    return sum(math.prod(p.shape) for p in jax.tree.leaves(shapes))
+
+
+def _activations(cfg, features, hidden) -> int:
+    """Values a training step keeps per example for the backward pass: the CNN's feature maps
+    (each convolution's output before and after pooling) and layers; for an MLP or a user's
+    module none are counted (an MLP's are small next to its parameters)."""
+    if cfg.model.kind != "cnn":
+        return 0
+    maps = model_lib.pooled_shapes(features, cfg.model.channels)
+    full = [(h * 2) * (w * 2) * c for h, w, c in maps[1:]]  # before pooling
+    return 2 * sum(full) + sum(math.prod(m) for m in maps[1:]) + 2 * sum(hidden)
 
 
 def _available_memory(device) -> int | None:
@@ -145,7 +220,7 @@ def check_member_count(cfg) -> None:
                       f"{_gb(available)} is available; {fix}")
 
 
-def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
+def check_resources(cfg, groups, features, num_classes: int, out: Path,
                     reserve: bool = False) -> None:
     """Refuses a sweep whose models cannot fit in memory, or whose checkpoints cannot fit on
     the disk, before it starts (a model too large to allocate would otherwise fail late, or
@@ -161,11 +236,13 @@ def check_resources(cfg, groups, features: int, num_classes: int, out: Path,
         opt = g[0].optimizer
         slots = optimizers.state_slots(opt, cfg.optimizer.momentum, cfg.optimizer.args_of(opt),
                                        g[0].weight_decay > 0, cfg.model.dtype)
-        per_member = _param_count(features, g[0].hidden, num_classes) * item
+        per_member = _param_count(features, g[0].hidden, num_classes, cfg) * item
+        # A CNN's feature maps, per example of a batch, while each member of a block trains.
+        step = call * cfg.batch_size * _activations(cfg, features, g[0].hidden) * item
         padded = -(-len(g) // call) * call
         # Resident: every member's parameters and optimizer state; while a block trains, its
-        # gradients and updates too. Activations are small next to them for an MLP.
-        memory = share * (padded * per_member * (1 + slots) + call * per_member * 2)
+        # gradients and updates too, and its activations (small next to them for an MLP).
+        memory = share * (padded * per_member * (1 + slots) + call * per_member * 2 + step)
         if memory > worst_memory:
             worst_memory, worst_hidden, worst_group = memory, g[0].hidden, g
         worst_disk = max(worst_disk, len(g) * per_member * (1 + slots))

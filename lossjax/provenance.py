@@ -22,6 +22,9 @@ readers keep working, it holds:
   installed).
 - ``data``: the dataset's record from :func:`lossjax.data.load`, whose ``verified`` maps each
   part to the sha256 of its content, checked against :mod:`lossjax.data.checksums`.
+- ``model``: the model as the sweep started (``kind``, the CNN's ``channels``, one example's
+  ``input_shape``, ``parameters`` per member for each hidden-size list) and, for
+  ``model.kind: 'module:Class'``, ``module``: the user's source ``file`` and its ``sha256``.
 - ``cpu``: the host CPU (:func:`lossjax.machine.cpu_record`), at the start and in each resume.
   XLA's CPU kernels round differently on another CPU model or instruction set, so a resume
   compares it, and the jax/jaxlib versions, with the start's
@@ -85,6 +88,21 @@ def record(devices, data_meta: dict, invocation: dict | None = None) -> dict:
         "cpu": machine.cpu_record(),
     }
     return env
+
+
+def model_module(kind: str) -> dict:
+    """``env.json``'s ``model.module``: a user's model class (``'module:pkg.file:Class'``, already
+    imported by the pre-flight check), its source file and the file's sha256 (None where the
+    module has no file of its own)."""
+    import sys
+
+    module = sys.modules.get(kind.removeprefix("module:").partition(":")[0])
+    path = getattr(module, "__file__", None)
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        digest = None
+    return {"kind": kind, "file": path, "sha256": digest}
 
 
 def add_resume(env: dict, invocation: dict | None, devices=None, *,

@@ -140,8 +140,8 @@ def summary_table(res: Results) -> str:
     best = _best_per_hidden([r for r, g in zip(rows, gone, strict=True) if not g])
 
     # The optimizer, where several were swept, is a name: beside the loss, left-aligned.
-    names = [c for c in varying if c == "optimizer"]
-    varying = [c for c in varying if c != "optimizer"]
+    names = [c for c in varying if c in ("optimizer", "model")]
+    varying = [c for c in varying if c not in ("optimizer", "model")]
     head = ["Loss", *(c.capitalize() for c in names), "Hidden", "Learning rate"]
     head += [c.replace("_", " ").capitalize() for c in varying]
     head += ["Val acc. (%)", "Test acc. (%) mean ± 95% CI", "Epochs to target", "Diverged"]
@@ -228,6 +228,18 @@ def _diverged_cell(r, total: int, at_rate: bool) -> str:
     return text
 
 
+def _parameters(res: Results, hidden: list[str]) -> str:
+    """`` (N parameters)`` per member, from env.json's model record (none in folders written
+    before it)."""
+    env = tables.read_env(res.path) or {}
+    record = env.get("model") if isinstance(env.get("model"), dict) else {}
+    counts = record.get("parameters") if isinstance(record.get("parameters"), dict) else {}
+    shown = [f"{counts[h]:,}" for h in hidden if isinstance(counts.get(h), int)]
+    if not shown or len(shown) != len(hidden):
+        return ""
+    return f" ({' / '.join(shown)} parameters per member)"
+
+
 def describe_sweep(res: Results) -> str:
     """One paragraph: dataset, model, optimizer, epochs, member count, seeds, grids."""
     ep, cfg = res.epochs, res.config
@@ -237,8 +249,16 @@ def describe_sweep(res: Results) -> str:
     hidden = analysis.hidden_order(ep["hidden"])
     sizes = " or ".join("none (linear)" if h == "linear" else h for h in hidden)
     model = f"an MLP with hidden sizes {sizes}"
-    if act := fmt(get(cfg, "model.activation")):
+    names = analysis.model_names(res)
+    if names != ["mlp"]:
+        model = " and ".join(
+            f"a CNN (3x3 convolutions of {n[4:]} channels, each followed by 2x2 average pooling) "
+            f"with hidden sizes {sizes}" if n.startswith("cnn ") else
+            f"the Flax module `{_md(n.removeprefix('module:'))}`" for n in names)
+    act = fmt(get(cfg, "model.activation"))
+    if act and not all(n.startswith("module:") for n in names):  # a module's are its own
         model += f" and {act} activations"
+    model += _parameters(res, hidden)
     opt = fmt(get(cfg, "optimizer.name"))
     batch = fmt(get(cfg, "batch_size"))
     epochs_cfg = fmt(get(cfg, "epochs"))
@@ -272,7 +292,7 @@ def describe_sweep(res: Results) -> str:
         text += "; ".join(f"{_md(o)} with {_rates(_grids(ep[ep['optimizer'] == o]), losses)}"
                           for o in opts) + ")"
     for c in varying:
-        if c == "optimizer":
+        if c in ("optimizer", "model"):  # an optimizer's grids are above; models are named
             continue
         vals = sorted(ep[c].dropna().unique())
         text += f" × {len(vals)} {c.replace('_', ' ')}s ({_listing(vals, lambda v: f'{v:g}')})"

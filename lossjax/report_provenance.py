@@ -49,6 +49,19 @@ def _device_parts(env: dict) -> list[str]:
 _SHOWN_PATHS = 5
 
 
+def _model_line(model) -> str | None:
+    """env.json's model record: a user's module, its file and the file's sha256 (the built-in
+    models are lossjax's code, which the lossjax line above pins)."""
+    module = model.get("module") if isinstance(model, dict) else None
+    if not isinstance(module, dict):
+        return None
+    def code(v) -> str:
+        return "`" + str(v).replace("`", "'") + "`"
+
+    return (f"{code(module.get('kind'))} from {code(module.get('file'))}, sha256 "
+            f"{code(str(module.get('sha256'))[:16])}")
+
+
 def section(env: dict | None) -> list[str] | None:
     """The "Provenance" section's lines, or None for an env.json written before provenance was
     recorded (the report then shows the one Environment line it always did)."""
@@ -77,6 +90,8 @@ def section(env: dict | None) -> list[str] | None:
     items += _cpu_items(env, resumes)
     if data := _data_line(env.get("data")):
         items.append(f"Data: {data}")
+    if model := _model_line(env.get("model")):
+        items.append(f"Model: {model}")
     out = ["## Provenance", ""]
     for w in warnings:  # each its own paragraph: adjacent lines would run together
         out += [f"**Warning: {w}**", ""]

@@ -43,7 +43,7 @@ import pandas as pd
 from lossjax.config import ALPHA, default_rungs
 from lossjax.errors import ResultsError
 from lossjax.stats import summarize, tied_rates
-from lossjax.tables import GROUP_KEYS, STOPS
+from lossjax.tables import STOPS, group_keys
 
 DIVERGED = "diverged"
 
@@ -138,7 +138,7 @@ def _judge(rows: pd.DataFrame, members: frozenset[int], rungs: Iterable[int], al
             break
         at = rows[rows["epoch"] == rung]
         alive = at[[_trains_after(out.get(int(m)), rung) for m in at["member"]]]
-        for _, group in alive.groupby(GROUP_KEYS, sort=False):
+        for _, group in alive.groupby(group_keys(alive), sort=False):
             own = group["member"].isin(members).to_numpy()
             if not own.any():
                 continue
@@ -180,14 +180,14 @@ def replay(epochs: pd.DataFrame, summary: pd.DataFrame, rungs: Iterable[int], ta
     raced = summarize(epochs, target, dropped=dropped(stopped))
     members = epochs.drop_duplicates("member")
     used = members["member"].map(lambda m: stopped[m].epoch if m in stopped else n_epochs)
-    rows = []
-    for key, grid_members in members.groupby(GROUP_KEYS, sort=False):
-        grid = _row(summary, key)
-        race = _row(raced, key)
+    rows, keys = [], group_keys(members)
+    for key, grid_members in members.groupby(keys, sort=False):
+        grid = _row(summary, keys, key)
+        race = _row(raced, keys, key)
         grid_lr, race_lr = float(grid["learning_rate"]), float(race["learning_rate"])
         at = used[grid_members.index]
         rows.append({
-            **dict(zip(GROUP_KEYS, key, strict=True)),
+            **dict(zip(keys, key, strict=True)),
             "grid_lr": grid_lr, "race_lr": race_lr,
             "verdict": _verdict(grid_lr, race_lr, tied_rates(grid.get("tied_lrs"))),
             "rates": grid_members["learning_rate"].nunique(),
@@ -196,9 +196,9 @@ def replay(epochs: pd.DataFrame, summary: pd.DataFrame, rungs: Iterable[int], ta
     return pd.DataFrame(rows)
 
 
-def _row(summary: pd.DataFrame, key: tuple) -> pd.Series:
+def _row(summary: pd.DataFrame, keys: list[str], key: tuple) -> pd.Series:
     hit = np.ones(len(summary), bool)
-    for col, value in zip(GROUP_KEYS, key, strict=True):
+    for col, value in zip(keys, key, strict=True):
         hit &= (summary[col] == value).to_numpy()
     return summary[hit].iloc[0]
 

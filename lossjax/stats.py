@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from lossjax.calibration_tables import unfit
-from lossjax.tables import CALIBRATION_SOURCES, GROUP_KEYS, SUMMARY, SUMMARY_COLUMNS
+from lossjax.tables import (
+    CALIBRATION_SOURCES,
+    GROUP_KEYS,
+    SUMMARY,
+    SUMMARY_COLUMNS,
+    group_keys,
+)
 
 #: ``rate_choice`` values: decided against the runner-up, tied with it, undecidable from fewer
 #: than two paired seeds, nothing to choose between, nothing chosen (every member diverged),
@@ -165,7 +171,7 @@ def summarize(table: pd.DataFrame, target: float, dropped: Collection[int] = (),
     temperature's skips a fit that found no minimum (:func:`lossjax.calibration_tables.unfit`;
     the report marks it).
     """
-    keys = [k for k in GROUP_KEYS
+    keys = [k for k in group_keys(table)
             if k != "optimizer" or k in table.columns and table[k].notna().any()]
     grid = table.groupby(keys, sort=False)["learning_rate"].unique()
     if len(dropped):

@@ -69,21 +69,23 @@ def expand_members(cfg) -> list[engine.Member]:
             config_lib.learning_rates(cfg, loss, opt), cfg.optimizer.weight_decay,
             cfg.model.init_scale, cfg.seeds)
     ]
+    channels = cfg.model.channels if cfg.model.kind == "cnn" else ()
     return [engine.Member(i, loss, float(lr), float(wd), float(scale), int(seed), tuple(hidden),
-                          loss_params(loss), opt)
+                          loss_params(loss), opt, cfg.model.kind, channels)
             for i, (hidden, opt, loss, lr, wd, scale, seed) in enumerate(combos)]
 
 
 def group_members(members: list[engine.Member]) -> list[list[engine.Member]]:
-    """Members that share one program, in order of first appearance: same hidden sizes, same
-    optimizer, same use of weight decay, and either any of the built-in losses (one program
-    holds them all), any setting of one loss with parameters (its parameters an array per
-    member; a variant of it is another loss), or the same other loss."""
+    """Members that share one program, in order of first appearance: same model (kind, channels,
+    hidden sizes), same optimizer, same use of weight decay, and either any of the built-in
+    losses (one program holds them all), any setting of one loss with parameters (its
+    parameters an array per member; a variant of it is another loss), or the same other
+    loss."""
     groups: dict[tuple, list[engine.Member]] = {}
     for m in members:
         losses_key = "builtin" if m.loss in LOSSES else _program_loss(m.loss)
-        groups.setdefault((m.hidden, m.optimizer, m.weight_decay > 0, losses_key),
-                          []).append(m)
+        groups.setdefault((m.hidden, m.optimizer, m.weight_decay > 0, losses_key, m.kind,
+                           m.channels), []).append(m)
     return list(groups.values())
 
 
@@ -114,7 +116,8 @@ def _settings(cfg, first: engine.Member, num_classes) -> engine.TrainSettings:
         batch_size=cfg.batch_size, epochs=cfg.epochs, block_size=cfg.block_size,
         weight_decay=first.weight_decay > 0,
         optimizer_args=tuple(cfg.optimizer.args_of(first.optimizer).items()),
-        schedule_args=tuple(cfg.optimizer.schedule_args.items()))
+        schedule_args=tuple(cfg.optimizer.schedule_args.items()),
+        kind=first.kind, channels=first.channels)
 
 
 # ---- the sweep ------------------------------------------------------------------------------
@@ -191,7 +194,8 @@ def _run(scope, config, overrides, output_dir, resume, overwrite, progress, invo
                 _start_folder(out, claim, config_dict, resuming, ds.meta,
                               _planned_groups(cfg, grid, out, resuming), cfg.epochs,
                               {**(invocation or {}), "overrides": list(overrides),
-                               "resume": resume, "config_path": _config_path(config)})
+                               "resume": resume, "config_path": _config_path(config)},
+                              _model_record(cfg, grid, ds))
         table, planned = _train_or_say_why(cfg, ds, grid, loss_fns, mesh, out, resuming,
                                            progress and writer, writer)
         if not writer:
@@ -275,31 +279,59 @@ def _load_data(cfg, grid, out: Path):
         groups.append([max(grid, key=lambda m: sum(m.hidden))] * extra)
 
     with distributed.stage("loading the data"):
-        ds = data.preprocess(
-            data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
-                      val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed,
-                      path=cfg.dataset.path, classes=cfg.dataset.classes,
-                      subset_seed=cfg.dataset.subset_seed, per_class=cfg.dataset.per_class,
-                      label=cfg.dataset.label),
-            standardize=cfg.dataset.standardize)
+        raw = data.load(cfg.dataset.name, data_dir=cfg.dataset.data_dir,
+                        val_size=cfg.dataset.val_size, split_seed=cfg.dataset.split_seed,
+                        path=cfg.dataset.path, classes=cfg.dataset.classes,
+                        subset_seed=cfg.dataset.subset_seed, per_class=cfg.dataset.per_class,
+                        label=cfg.dataset.label)
+        ds = model_input(cfg.model.kind, data.preprocess(raw, standardize=cfg.dataset.standardize),
+                         raw.x_train.shape[1:])
         config_lib.check_batch_size(cfg, len(ds.x_train))
         preflight.check_schedule(cfg, len(ds.x_train))
-        preflight.check_resources(cfg, groups, ds.x_train.shape[1], ds.num_classes, out,
+        preflight.check_model(cfg, ds.x_train.shape[1:], ds.num_classes)
+        preflight.check_resources(cfg, groups, ds.x_train.shape[1:], ds.num_classes, out,
                                   reserve=bool(extra))
     distributed.same_everywhere("data", lambda: _data_digests(ds), "give every host the same "
                                 "copy of the dataset (lossjax data info shows each one's)")
     return ds
 
 
+def model_input(kind: str, ds, image_shape: tuple[int, ...]):
+    """``ds`` (preprocessed: flat features) as ``kind`` takes it: the MLP flat, as ever (its bits
+    do not change); the CNN and a user's module images (N, H, W, C), grayscale with one
+    channel. Reshaped views: no copy."""
+    if kind == "mlp":
+        return ds
+    shape = (*image_shape, 1) if len(image_shape) == 2 else tuple(image_shape)
+    return dataclasses.replace(ds, **{f"x_{split}": getattr(ds, f"x_{split}").reshape(-1, *shape)
+                                      for split in ("train", "val", "test")})
+
+
 def _config_path(config) -> str | None:
     return os.fspath(config) if isinstance(config, str | os.PathLike) else None
 
 
+def _model_record(cfg, grid, ds) -> dict:
+    """env.json's ``model``: the kind, the CNN's channels, one example's shape as the model
+    takes it, and the parameters per member for each hidden-size list (for the report, which
+    reads the folder without JAX)."""
+    shape = tuple(ds.x_train.shape[1:])
+    counts = {"-".join(map(str, h)) or "linear": preflight._param_count(
+        shape if cfg.model.kind != "mlp" else shape[0], h, ds.num_classes, cfg)
+        for h in dict.fromkeys(m.hidden for m in grid)}
+    return {"kind": cfg.model.kind, "channels": list(cfg.model.channels)
+            if cfg.model.kind == "cnn" else [], "input_shape": list(shape), "parameters": counts}
+
+
 def _start_folder(out: Path, claim, config_dict: dict, resuming: bool, data_meta: dict,
-                  n_groups: int, epochs: int, invocation: dict) -> None:
+                  n_groups: int, epochs: int, invocation: dict, model: dict) -> None:
     """Writes env.json (a new record, or this start added to a resumed one) and lets the claim
     write the folder's first files (a resumed folder's stay as they are)."""
     env = _provenance(out, resuming, data_meta, invocation, n_groups=n_groups, epochs=epochs)
+    if not resuming:
+        env["model"] = model
+        if model["kind"].startswith("module:"):
+            env["model"] = {**model, "module": provenance.model_module(model["kind"])}
     if resuming:
         _note_other_devices(out, env)
     with WRITING:

@@ -61,7 +61,7 @@ CALIBRATION_COLUMNS = ("val_brier", "val_ece", "test_brier", "test_ece", "temper
                        "test_ce_ts", "test_brier_ts", "test_ece_ts")
 #: epochs.csv: one row per member and epoch, in this column order.
 EPOCHS = {
-    "member": "int", "loss": "text", "optimizer": "text", "hidden": "text",
+    "member": "int", "loss": "text", "optimizer": "text", "hidden": "text", "model": "text",
     "learning_rate": "float",
     "weight_decay": "float", "init_scale": "float", "seed": "int", "epoch": "int",
     "train_loss": "float32", "train_acc": "float32", "val_acc": "float32", "val_ce": "float32",
@@ -104,7 +104,8 @@ CALIBRATION_SOURCES = {
 }
 #: summary.csv: one row per group, in this column order.
 SUMMARY = {
-    "loss": "text", "optimizer": "text", "hidden": "text", "weight_decay": "float",
+    "loss": "text", "optimizer": "text", "hidden": "text", "model": "text",
+    "weight_decay": "float",
     "init_scale": "float", "learning_rate": "float", "lr_at_grid_edge": "bool", **RATE_CHOICE,
     "n_seeds": "int", "val_acc_mean": "float32", "test_acc_mean": "float32",
     "test_acc_ci95": "float", "epochs_to_target_mean": "float", "reached_target": "int",
@@ -139,7 +140,21 @@ FINAL = {"member": "int", "kind": "text", "index": "int", "count": "int",
 FINAL_COLUMNS = list(FINAL)
 FINAL_KINDS = ("class", "reliability", "reliability_ts")
 #: What makes a group, one summary.csv row: its members differ only in rate and seed.
-GROUP_KEYS = ["loss", "optimizer", "hidden", "weight_decay", "init_scale"]
+#: ``model`` (:func:`model_name`: ``mlp``, ``cnn 32-64``, ``module:pkg:Class``) only where a table
+#: holds it (:func:`group_keys`): tables written before it, and tables built by hand, are MLPs'.
+GROUP_KEYS = ["loss", "optimizer", "hidden", "model", "weight_decay", "init_scale"]
+
+
+def group_keys(table: pd.DataFrame) -> list[str]:
+    """:data:`GROUP_KEYS` that ``table`` holds (``model`` only where it is filled in)."""
+    return [k for k in GROUP_KEYS
+            if k != "model" or k in table.columns and table[k].notna().any()]
+
+
+def model_name(kind: str, channels=()) -> str:
+    """The ``model`` column's text: ``mlp``, ``cnn`` and its channels (``cnn 32-64``), or a
+    user's ``module:pkg:Class``; hidden sizes are the ``hidden`` column's."""
+    return f"cnn {'-'.join(map(str, channels))}" if kind == "cnn" else kind
 #: Swept values besides the learning rate that pick a summary row's members when present in
 #: both tables (floats, compared with a relative tolerance because they round-trip through CSV).
 MATCH_COLUMNS = ("weight_decay", "init_scale")
@@ -243,6 +258,8 @@ def _read_csv(path: Path, declared: dict, required, resume: bool) -> pd.DataFram
                                "without the optimizer column), and this one cannot append to "
                                "it; finish the sweep with the lossjax that started it, or "
                                "start it over with --overwrite")
+        if "model" in declared and list(df.columns) == [c for c in declared if c != "model"]:
+            df.insert(list(declared).index("model"), "model", "mlp")  # before the column: MLPs
         if list(df.columns) != list(declared):
             raise _table_damaged(path, "does not have lossjax's columns")
         if df.empty:
@@ -296,7 +313,7 @@ def read_epochs(folder: Path, *, resume: bool = False) -> pd.DataFrame:
     table = _read_csv(Path(folder) / "epochs.csv", EPOCHS, EPOCHS_REQUIRED, resume)
     if table is None:
         return pd.DataFrame(columns=EPOCHS_COLUMNS)
-    return table if resume else with_optimizer(table, folder, "epochs.csv")
+    return table if resume else with_model(with_optimizer(table, folder, "epochs.csv"))
 
 
 def read_summary(folder: Path) -> pd.DataFrame:
@@ -304,7 +321,17 @@ def read_summary(folder: Path) -> pd.DataFrame:
     sweep's table; a folder written before :data:`RATE_CHOICE_COLUMNS` lacks those, and one
     of format 1 the optimizer column (filled in, :func:`with_optimizer`)."""
     table = _read_csv(Path(folder) / "summary.csv", SUMMARY, SUMMARY_REQUIRED, resume=False)
-    return with_optimizer(table, folder, "summary.csv")
+    return with_model(with_optimizer(table, folder, "summary.csv"))
+
+
+def with_model(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``model`` column after ``hidden``: as read, or ``mlp`` in a folder
+    written before other models existed."""
+    if "model" in table.columns:
+        return table
+    table = table.copy()
+    table.insert(list(table.columns).index("hidden") + 1, "model", "mlp")
+    return table
 
 
 def with_optimizer(table: pd.DataFrame, folder: Path, name: str) -> pd.DataFrame:
@@ -415,6 +442,7 @@ def member_keys(members) -> pd.DataFrame:
         "loss": [m.loss for m in members],
         "optimizer": [m.optimizer for m in members],
         "hidden": ["-".join(map(str, m.hidden)) or "linear" for m in members],
+        "model": [model_name(m.kind, m.channels) for m in members],
         "learning_rate": [m.learning_rate for m in members],
         "weight_decay": [m.weight_decay for m in members],
         "init_scale": [m.init_scale for m in members],
@@ -429,6 +457,8 @@ def rows_digest(table: pd.DataFrame) -> str:
     resume rather than carried into the final table."""
     h = hashlib.sha256()
     for c, kind in EPOCHS.items():
+        if c == "model" and (table[c] == "mlp").all():
+            continue  # so that manifests written before the column still match an MLP's rows
         col = table[c]
         if kind == "text":
             data = "\x1f".join(col.astype(str)).encode()

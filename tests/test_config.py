@@ -332,7 +332,7 @@ def test_unknown_key_without_close_match_lists_keys():
     msg = error(model={"zzz": 1})
     assert msg == (
         "model.zzz: unknown key; the keys under 'model' are hidden, activation, init, "
-        "init_scale, dtype"
+        "init_scale, dtype, kind, channels"
     )
 
 
