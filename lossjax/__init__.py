@@ -1,4 +1,4 @@
-"""lossjax: which classification loss trains an MLP best, measured fast and honestly.
+"""lossjax: which classification loss trains a network best, measured fast and honestly.
 
     import lossjax
     res = lossjax.run("configs/digits.yaml")        # a sweep; returns its Results

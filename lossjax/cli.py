@@ -214,7 +214,8 @@ def _describe_data_source(d) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lossjax",
-        description="Compare classification losses for MLPs; sweeps run as one compiled program.",
+        description="Compare classification losses for neural networks; sweeps run as one compiled "
+                    "program.",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
