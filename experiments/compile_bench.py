@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lossjax import machine
+
 REPO = Path(__file__).resolve().parent.parent
 RACED = ["--set", "epochs=3", "--set", "search.method=race", "--set", "search.extend=1",
          "--set", "confirm.seeds=[3]"]
@@ -152,7 +154,7 @@ def _measure(args, work: Path, before: Path) -> int:
                          capture_output=True, text=True).stdout.strip()
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
-    cpu = platform.processor() or platform.machine()
+    cpu = machine.cpu_record()["model"] or platform.machine()
     print(f"Compile once: before = {args.before} ({rev}), after = {head}; {cpu}, "
           f"{os.cpu_count()} cores; wall seconds, best / median of {args.reps} interleaved "
           "rounds, each run a fresh process\n")
