@@ -38,18 +38,28 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = ACTIVATIONS[self.activation]
-        dtype = DTYPES[self.dtype]
-        param_dtype = jnp.float64 if self.dtype == "float64" else jnp.float32
-        kernel_init = INITIALIZERS[self.initializer]()
-        for width in self.hidden:
-            x = act(nn.Dense(width, dtype=dtype, param_dtype=param_dtype,
-                             kernel_init=kernel_init)(x))
-        logits = nn.Dense(self.num_classes, dtype=dtype, param_dtype=param_dtype,
-                          kernel_init=kernel_init)(x)
-        # Losses are computed in float32 at least: exp_mse's overflow threshold is a property
-        # of the loss we study, not of a bfloat16 matmul.
-        return logits.astype(jnp.promote_types(dtype, jnp.float32))
+        return _dense_head(self, x)
+
+
+def _layer_settings(module):
+    """(activation, computation dtype, parameter dtype, kernel initializer) of ``module``."""
+    param_dtype = jnp.float64 if module.dtype == "float64" else jnp.float32
+    return (ACTIVATIONS[module.activation], DTYPES[module.dtype], param_dtype,
+            INITIALIZERS[module.initializer]())
+
+
+def _dense_head(module, x: jax.Array) -> jax.Array:
+    """``module``'s Dense ``hidden`` layers and its logits on flat ``x``, called inside its
+    compact ``__call__`` (the layers are its own, named Dense_0, Dense_1, ...)."""
+    act, dtype, param_dtype, kernel_init = _layer_settings(module)
+    for width in module.hidden:
+        x = act(nn.Dense(width, dtype=dtype, param_dtype=param_dtype,
+                         kernel_init=kernel_init)(x))
+    logits = nn.Dense(module.num_classes, dtype=dtype, param_dtype=param_dtype,
+                      kernel_init=kernel_init)(x)
+    # Losses are computed in float32 at least: exp_mse's overflow threshold is a property of
+    # the loss we study, not of a bfloat16 matmul.
+    return logits.astype(jnp.promote_types(dtype, jnp.float32))
 
 
 def flops_per_example(features: int, hidden: Sequence[int], num_classes: int) -> int:
@@ -80,21 +90,12 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = ACTIVATIONS[self.activation]
-        dtype = DTYPES[self.dtype]
-        param_dtype = jnp.float64 if self.dtype == "float64" else jnp.float32
-        kernel_init = INITIALIZERS[self.initializer]()
+        act, dtype, param_dtype, kernel_init = _layer_settings(self)
         for width in self.channels:
             x = act(nn.Conv(width, (3, 3), padding="SAME", dtype=dtype, param_dtype=param_dtype,
                             kernel_init=kernel_init)(x))
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape(x.shape[0], -1)
-        for width in self.hidden:
-            x = act(nn.Dense(width, dtype=dtype, param_dtype=param_dtype,
-                             kernel_init=kernel_init)(x))
-        logits = nn.Dense(self.num_classes, dtype=dtype, param_dtype=param_dtype,
-                          kernel_init=kernel_init)(x)
-        return logits.astype(jnp.promote_types(dtype, jnp.float32))
+        return _dense_head(self, x.reshape(x.shape[0], -1))
 
 
 def user_module_class(kind: str) -> type:
