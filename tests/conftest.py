@@ -111,6 +111,24 @@ def forced_devices_env(devices: int, base=None, nproc: int | None = FORCED_NPROC
     return env
 
 
+def run_counting_groups(config, output_dir) -> tuple:
+    """``lossjax.run(config, output_dir=...)`` quietly, with every ``engine.Group`` it built:
+    (its Results, the groups in order)."""
+    import lossjax  # lazy, as the tests that use it import it
+
+    built = []
+
+    class Counted(engine.Group):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "Group", Counted)
+        res = lossjax.run(config, output_dir=output_dir, progress=False)
+    return res, built
+
+
 # ---- synthetic results folders (analysis, plots, reports, comparisons) -----------------------
 
 

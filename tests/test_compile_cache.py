@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 import yaml
-from conftest import SMALL_SWEEP, one_line
+from conftest import SMALL_SWEEP, one_line, run_counting_groups
 
 import lossjax
 from lossjax import cli, compile_cache, engine
@@ -195,33 +195,22 @@ def test_plot_report_and_compare_import_no_jax(tmp_path):
     _readers(tmp_path, draw=True)
 
 
-def _counted_run(monkeypatch, config, tmp: Path, name: str) -> list:
-    built = []
-    original = engine.Group
-
-    class Counted(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
-    with monkeypatch.context() as mp:
-        mp.setattr(engine, "Group", Counted)
-        lossjax.run({**config, "name": name}, output_dir=tmp, progress=False)
-    return built
+def _counted_run(config, tmp: Path, name: str) -> list:
+    return run_counting_groups({**config, "name": name}, tmp)[1]
 
 
 @pytest.mark.slow
-def test_stages_and_repeated_runs_in_a_process_compile_nothing_new(tmp_path, monkeypatch):
+def test_stages_and_repeated_runs_in_a_process_compile_nothing_new(tmp_path):
     raced = {**SMALL_SWEEP, "epochs": 2, "optimizer": {"learning_rate": [0.03, 0.1, 0.3]},
              "search": {"method": "race", "extend": 1, "rungs": [1]},
              "confirm": {"seeds": [2]}}
     engine.clear_programs()
-    first = _counted_run(monkeypatch, raced, tmp_path, "first")
+    first = _counted_run(raced, tmp_path, "first")
     assert len(first) > 1  # the grid and at least one later stage
     # The first group builds the programs; every stage after it reuses them.
     assert first[0].compiled_counts().keys() >= {"init", "epoch", "eval"}
     assert [g.compiled_counts() for g in first[1:]] == [{}] * (len(first) - 1)
-    again = _counted_run(monkeypatch, raced, tmp_path, "again")
+    again = _counted_run(raced, tmp_path, "again")
     assert [g.compiled_counts() for g in again] == [{}] * len(again)
     a, b = (lossjax.load(tmp_path / n).epochs.drop(columns="wall_time") for n in ("first",
                                                                                  "again"))

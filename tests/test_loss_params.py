@@ -4,8 +4,8 @@ are another loss by definition train like it."""
 
 import numpy as np
 import pytest
+from conftest import run_counting_groups
 
-import lossjax
 from lossjax import engine, resolve, sweep
 
 
@@ -79,22 +79,8 @@ LABELS = ["cross_entropy", "mse", "rescaled_mse(k=1,M=1)", "rescaled_mse(k=5,M=1
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     """The sweep, with every Group it built."""
-    built = []
-    original = engine.Group
-
-    class Counted(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(engine, "Group", Counted)
     engine.clear_programs()  # each group builds, and counts, its own programs
-    try:
-        res = lossjax.run(SWEEP, output_dir=tmp_path_factory.mktemp("runs"), progress=False)
-    finally:
-        mp.undo()
-    return res, built
+    return run_counting_groups(SWEEP, tmp_path_factory.mktemp("runs"))
 
 
 @pytest.mark.slow
