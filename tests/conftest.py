@@ -129,6 +129,17 @@ def run_counting_groups(config, output_dir) -> tuple:
     return res, built
 
 
+def member_numbers(group, index: int, epochs: int = 2) -> list:
+    """Everything ``group`` (an ``engine.Group``) reports for member ``index`` while it trains
+    for ``epochs``, then that member's final parameters."""
+    state = group.init_state()
+    out = []
+    for e in range(epochs):
+        state, m = group.train_epoch(state, e)
+        out += [v[index] for v in {**m, **group.evaluate(state)}.values()]
+    return out + [leaf[index] for leaf in group.local_state(state)[1]]
+
+
 # ---- synthetic results folders (analysis, plots, reports, comparisons) -----------------------
 
 

@@ -17,6 +17,7 @@ from conftest import (
     FORCED_NPROC,
     assert_same_files,
     forced_devices_env,
+    member_numbers,
     one_line,
     quiet_sweep,
     small_config,
@@ -51,12 +52,7 @@ def _member(i, lr, seed, scale=1.0):
 def _numbers(members, index, settings, epochs=2):
     """What the engine reports for member ``index``, and its final parameters."""
     g = engine.Group(settings, members, NAMES, FNS, _images(), engine.make_mesh())
-    state = g.init_state()
-    out = []
-    for e in range(epochs):
-        state, m = g.train_epoch(state, e)
-        out += [v[index] for v in {**m, **g.evaluate(state)}.values()]
-    return out + [leaf[index] for leaf in g.local_state(state)[1]]
+    return member_numbers(g, index, epochs)
 
 
 # ---- the model ------------------------------------------------------------------------------

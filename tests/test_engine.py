@@ -9,7 +9,7 @@ import jax
 import jax.monitoring
 import numpy as np
 import pytest
-from conftest import run_in_subprocess
+from conftest import member_numbers, run_in_subprocess
 
 from lossjax import engine, losses
 
@@ -151,13 +151,7 @@ def test_overflowing_branch_does_not_poison_other_losses():
 def _member_numbers(members, index, settings, mesh=None, epochs=2):
     """Everything the engine reports for member ``index`` of ``members``, plus its final
     parameters, after training the group for ``epochs``."""
-    g = _group(members, settings, mesh)
-    state = g.init_state()
-    out = []
-    for e in range(epochs):
-        state, m = g.train_epoch(state, e)
-        out += [v[index] for v in {**m, **g.evaluate(state)}.values()]
-    return out + [leaf[index] for leaf in g.local_state(state)[1]]
+    return member_numbers(_group(members, settings, mesh), index, epochs)
 
 
 def _assert_bitwise(a, b):
