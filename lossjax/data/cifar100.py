@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tarfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from lossjax.data.checksums import message_line
-from lossjax.data.formats import _BatchUnpickler
+from lossjax.data.formats import _BatchUnpickler, read_tar_members
 from lossjax.data.types import Missing
 from lossjax.errors import DataError
 
@@ -107,16 +105,7 @@ def load(root: Path, label: str = "fine"
 
 def _members(archive: Path) -> dict[str, bytes]:
     """train, test and meta read out of the archive in one streaming pass, extracting nothing."""
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(archive, mode="r|*") as tf:
-            for m in tf:
-                base = m.name.rsplit("/", 1)[-1]
-                if m.isfile() and base in PARTS:
-                    found[base] = tf.extractfile(m).read()
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{archive}: truncated or corrupt archive: {type(e).__name__}: "
-                        f"{message_line(e)}") from e
+    found = read_tar_members(archive, {p: p for p in PARTS})
     if missing := [p for p in PARTS if p not in found]:
         raise DataError(f"{archive}: expected members train, test and meta, missing "
                         f"{', '.join(missing)}")

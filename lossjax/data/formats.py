@@ -152,10 +152,10 @@ def read_npz(name: str, path: Path) -> tuple[Arrays, dict[str, str]]:
 # CIFAR-10 python and binary batches
 
 
-def _tar_members(archive: Path) -> dict:
-    """Reads the six batch files out of a CIFAR-10 tar.gz in one streaming pass: nothing is
-    extracted to disk, so member paths cannot escape anywhere."""
-    wanted = {b: b for b in CIFAR_BATCHES} | {b + ".bin": b for b in CIFAR_BATCHES}
+def read_tar_members(archive: Path, wanted: dict[str, str]) -> dict[str, bytes]:
+    """The files of a tar archive whose base names are keys of ``wanted``, each under its value,
+    read in one streaming pass: nothing is extracted to disk, so member paths cannot escape
+    anywhere. A damaged archive is a ``DataError``."""
     found: dict[str, bytes] = {}
     try:
         with tarfile.open(archive, mode="r|*") as tf:
@@ -166,6 +166,13 @@ def _tar_members(archive: Path) -> dict:
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{archive}: truncated or corrupt archive: {type(e).__name__}: "
                         f"{message_line(e)}") from e
+    return found
+
+
+def _tar_members(archive: Path) -> dict:
+    """The six batch files of a CIFAR-10 tar.gz (python or binary version)."""
+    found = read_tar_members(
+        archive, {b: b for b in CIFAR_BATCHES} | {b + ".bin": b for b in CIFAR_BATCHES})
     missing = [b for b in CIFAR_BATCHES if b not in found]
     if missing:
         raise DataError(f"{archive}: expected members data_batch_1..5 and test_batch, "
