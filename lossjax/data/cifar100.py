@@ -18,13 +18,11 @@ superclasses instead of the 100 fine classes.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
 
-from lossjax.data.checksums import message_line
-from lossjax.data.formats import _BatchUnpickler, read_tar_members
+from lossjax.data.formats import read_tar_members, unpickle_dict
 from lossjax.data.types import Missing
 from lossjax.errors import DataError
 
@@ -113,14 +111,7 @@ def _members(archive: Path) -> dict[str, bytes]:
 
 
 def _unpickle(data: bytes, where: str) -> dict:
-    try:
-        d = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as e:  # truncated or foreign pickles fail in many ways
-        raise DataError(f"{where}: not a CIFAR-100 python file: {type(e).__name__}: "
-                        f"{message_line(e)}") from e
-    if not isinstance(d, dict):
-        raise DataError(f"{where}: expected a pickled dict, found {type(d).__name__}")
-    return d
+    return unpickle_dict(data, where, "a CIFAR-100 python file", "a pickled dict")
 
 
 def _field(d: dict, key: str, where: str):

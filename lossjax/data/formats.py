@@ -207,15 +207,21 @@ def _latin1_encode(text, encoding="latin1", errors="strict"):
     return text.encode("latin1", errors)
 
 
-def _decode_py_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+def unpickle_dict(data: bytes, where: str, what: str, expected: str) -> dict:
+    """A CIFAR python file's dict, through the restricted unpickler; a file that is not one is
+    a ``DataError`` saying it is not ``what`` (or not ``expected``: a pickle of another type)."""
     try:
         d = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # truncated or foreign pickles fail in many ways
-        raise DataError(f"{where}: not a CIFAR-10 python batch (truncated or corrupt pickle): "
-                        f"{type(e).__name__}: {message_line(e)}") from e
+        raise DataError(f"{where}: not {what}: {type(e).__name__}: {message_line(e)}") from e
     if not isinstance(d, dict):
-        raise DataError(f"{where}: expected a pickled dict with data and labels, found "
-                        f"{type(d).__name__}")
+        raise DataError(f"{where}: expected {expected}, found {type(d).__name__}")
+    return d
+
+
+def _decode_py_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    d = unpickle_dict(data, where, "a CIFAR-10 python batch (truncated or corrupt pickle)",
+                      "a pickled dict with data and labels")
     x = d.get(b"data", d.get("data"))
     y = d.get(b"labels", d.get("labels"))
     if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2
